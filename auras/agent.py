@@ -1,0 +1,80 @@
+"""AurasAgent: the user-facing facade.
+
+    from auras import AurasAgent, load_config
+    with AurasAgent(load_config("default")) as agent:
+        action = agent.step(observation)   # auras.Observation -> auras.Action
+
+``step`` validates the observation against the policy's spec before anything runs, so bad input is
+answered with an InvalidInputError and leaves the agent usable. ``close`` is idempotent.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from auras.config import AurasConfig
+from auras.errors import AgentClosedError, InvalidInputError
+from auras.types import Action, Observation, ObservationSpec
+
+__all__ = ["AurasAgent"]
+
+
+class AurasAgent:
+    """Runs one policy under one execution mode. Use from one thread at a time."""
+
+    def __init__(self, config: AurasConfig | None = None) -> None:
+        from auras.pipeline import build_executor
+        from auras.policies import build_policy
+
+        self.config = config if config is not None else AurasConfig()
+        if not isinstance(self.config, AurasConfig):
+            raise InvalidInputError(
+                f"AurasAgent(config): expected an auras.AurasConfig, got {type(config).__name__}; "
+                "build one with auras.load_config(...)"
+            )
+        self.policy = build_policy(self.config)
+        self._executor = build_executor(self.config.pipeline, self.policy)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def spec(self) -> ObservationSpec:
+        """What each observation must carry."""
+        return self.policy.perception.spec
+
+    @property
+    def privileged(self) -> bool:
+        """True when the policy reads simulator state a real robot does not have."""
+        return self.policy.privileged
+
+    def step(self, obs: Observation) -> Action:
+        """Admit ``obs`` and return the action to apply now (blocks until it is ready)."""
+        if self._closed:
+            raise AgentClosedError("AurasAgent.step called after close(); build a new agent")
+        if not isinstance(obs, Observation):
+            raise InvalidInputError(
+                f"AurasAgent.step: expected an auras.Observation, got {type(obs).__name__}"
+            )
+        self.spec.check(obs)
+        with self._lock:
+            return self._executor.step(obs)
+
+    def reset(self) -> None:
+        """Start a new episode: drop in-flight work and per-episode policy state."""
+        if self._closed:
+            raise AgentClosedError("AurasAgent.reset called after close(); build a new agent")
+        with self._lock:
+            self._executor.reset()
+
+    def close(self) -> None:
+        """Release workers. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._executor.close()
+
+    def __enter__(self) -> AurasAgent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

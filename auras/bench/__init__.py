@@ -1,0 +1,1 @@
+"""The benchmark: runner (episodes, streams), metrics, reports."""

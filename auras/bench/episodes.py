@@ -1,0 +1,95 @@
+"""Closed-loop episodes and observation streams: the two measurements of a benchmark.
+
+Accuracy: the agent drives the env for whole episodes under a time model (clock). Throughput: a
+pre-recorded stream of observations is fed as fast as the agent accepts them, so rendering does
+not compete with inference.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from auras.agent import AurasAgent
+from auras.envs.base import AurasTaskEnv, to_observation
+from auras.types import Action, Observation
+
+__all__ = ["EpisodeRecord", "StreamRecord", "run_episode", "run_stream"]
+
+
+@dataclass
+class EpisodeRecord:
+    seed: int
+    success: bool
+    steps: int
+    steps_to_success: int | None
+    latency_ms: list[float] = field(default_factory=list)
+    staleness_ms: list[float] = field(default_factory=list)
+    staleness_frames: list[int] = field(default_factory=list)
+
+
+@dataclass
+class StreamRecord:
+    output_times: list[float]  # perf_counter seconds at each action out, warm-up excluded
+    latency_ms: list[float]
+    stage_ms: dict[str, list[float]]
+    startup_ms: float  # reset -> first action out
+
+
+def run_episode(
+    agent: AurasAgent,
+    env: AurasTaskEnv,
+    seed: int,
+    clock: str = "frame",
+    record: Callable[[Observation], None] | None = None,
+) -> EpisodeRecord:
+    """One closed-loop episode. ``frame`` clock: the env waits for each action, one step per action.
+
+    A chunk action applies its first row (chunk execution policies come with the learned policies).
+    ``record`` receives every observation (to build a throughput stream).
+    """
+    if clock != "frame":
+        raise ValueError(f"clock: expected 'frame', got {clock!r}")
+    agent.reset()
+    env_obs, info = env.reset(seed=seed)
+    result = EpisodeRecord(seed=seed, success=False, steps=0, steps_to_success=None)
+    for t in range(env.horizon):
+        obs = to_observation(env_obs, info, t, time.monotonic(), privileged=agent.privileged)
+        if record is not None:
+            record(obs)
+        action: Action = agent.step(obs)
+        applied_at = time.monotonic()
+        result.latency_ms.append(action.timings.latency_ms)
+        result.staleness_ms.append((applied_at - action.capture_time) * 1e3)
+        result.staleness_frames.append(t - action.step_id)
+        env_obs, _, terminated, truncated, info = env.step(action.chunk[0])
+        result.steps = t + 1
+        if info["success"] and not result.success:
+            result.success, result.steps_to_success = True, t + 1
+        if terminated or truncated:
+            break
+    return result
+
+
+def run_stream(agent: AurasAgent, observations: Sequence[Observation], warmup: int) -> StreamRecord:
+    """Feed ``observations`` back to back (fresh step ids and capture times); time the outputs."""
+    agent.reset()
+    output_times: list[float] = []
+    latency_ms: list[float] = []
+    stage_ms: dict[str, list[float]] = {}
+    start = time.perf_counter()
+    startup_ms = float("nan")
+    for i, recorded in enumerate(observations):
+        obs = replace(recorded, step_id=i, capture_time=time.monotonic())
+        action = agent.step(obs)
+        now = time.perf_counter()
+        if i == 0:
+            startup_ms = (now - start) * 1e3
+        if i < warmup:
+            continue
+        output_times.append(now)
+        latency_ms.append(action.timings.latency_ms)
+        for stage, ms in action.timings.stages_ms.items():
+            stage_ms.setdefault(stage, []).append(ms)
+    return StreamRecord(output_times, latency_ms, stage_ms, startup_ms)

@@ -1,0 +1,114 @@
+"""Benchmark output: results.json (config, hash, versions, machine, every figure) and the table."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SCHEMA_VERSION", "machine_info", "package_versions", "results_table", "write_results"]
+
+SCHEMA_VERSION = 1
+_PACKAGES = (
+    "auras",
+    "numpy",
+    "torch",
+    "mujoco",
+    "metaworld",
+    "gymnasium",
+    "ray",
+    "transformers",
+    "diffusers",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    import psutil
+
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "mujoco_gl": os.environ.get("MUJOCO_GL"),
+        "gpu": None,  # CUDA placement reporting arrives with the GPU backend
+        "ci": os.environ.get("CI") == "true",
+    }
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_results(document: dict[str, Any], out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def results_table(document: dict[str, Any]):
+    """A rich Table with one row per (task, policy, mode)."""
+    from rich.table import Table
+
+    table = Table(title=f"auras bench ({document['clock']} clock, {document['episodes']} episodes per task)")
+    for col in (
+        "task",
+        "policy",
+        "mode",
+        "success",
+        "95% CI",
+        "steps to success",
+        "throughput Hz",
+        "speedup",
+        "latency p50/p99 ms",
+        "interval cv",
+    ):
+        table.add_column(col, justify="left" if col in ("task", "policy", "mode") else "right")
+    for row in document["results"]:
+        m = row["metrics"]
+        lo, hi = m["success_ci95"]
+        policy = row["policy"] + (" (privileged)" if row["privileged"] else "")
+        table.add_row(
+            row["task"],
+            policy,
+            row["mode"],
+            f"{m['success_rate'] * 100:.0f}% ({m['successes']}/{m['episodes']})",
+            f"{lo * 100:.0f}-{hi * 100:.0f}%",
+            _fmt(m["steps_to_success"]),
+            _fmt(m["throughput_hz"]),
+            _fmt(m["speedup"], ".2f"),
+            f"{_fmt(m['latency_ms']['p50'], '.2f')} / {_fmt(m['latency_ms']['p99'], '.2f')}",
+            _fmt(m["interval_cv"], ".3f"),
+        )
+    return table

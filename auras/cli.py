@@ -1,0 +1,186 @@
+"""The `auras` command: config, bench, collect, envs. Every command resolves one AurasConfig."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from auras.errors import AurasError
+
+app = typer.Typer(
+    help="auras: fast, accurate inference for embodied agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigOpt = Annotated[
+    str | None, typer.Option("--config", "-c", help="A preset name (see `auras config list`) or a YAML file.")
+]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="Override one field: a.b=value (repeatable).")
+]
+
+
+class EnvKind(str, Enum):
+    mujoco = "mujoco"
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Print the resolved configuration (preset or file, then --set overrides) as YAML."""
+    import yaml
+
+    from auras.config import config_hash, load_config
+
+    try:
+        cfg = load_config(config, set_ or [])
+    except AurasError as exc:
+        _fail(exc)
+    typer.echo(f"# config hash: {config_hash(cfg)}")
+    typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).rstrip())
+
+
+@config_app.command("list")
+def config_list() -> None:
+    """List the shipped presets."""
+    from auras.config import preset_names
+
+    for name in preset_names():
+        typer.echo(name)
+
+
+@app.command()
+def envs() -> None:
+    """List the task names (gymnasium ids are auras/<name>)."""
+    from auras.envs.tasks import CORE_TASKS, TASKS
+
+    for name, info in TASKS.items():
+        mark = "*" if name in CORE_TASKS else " "
+        typer.echo(f"{mark} {name:32s} {info.family:9s} {info.instruction}")
+    typer.echo("(* = core task, covered by every report)")
+
+
+@app.command()
+def bench(
+    env: Annotated[EnvKind, typer.Option("--env", help="Simulator family.")] = EnvKind.mujoco,
+    task: Annotated[
+        list[str] | None, typer.Option("--task", "-t", help="Task (repeatable); default env.task.")
+    ] = None,
+    policy: Annotated[str | None, typer.Option("--policy", help="Policy type (policy.type).")] = None,
+    episodes: Annotated[int | None, typer.Option("--episodes", "-n", help="Episodes per task.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="First evaluation seed.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (bench.out).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Benchmark the agent on MuJoCo tasks: success rate, throughput, latency; writes results.json."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from auras.bench.report import results_table, write_results
+    from auras.bench.runner import run_bench
+    from auras.config import load_config
+
+    overrides = list(set_ or [])
+    for key, value in (
+        ("policy.type", policy),
+        ("bench.episodes", episodes),
+        ("bench.seed", seed),
+        ("bench.out", out),
+    ):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    console = Console(stderr=True)
+    try:
+        cfg = load_config(config or "default", overrides)
+        tasks = task or [cfg.env.task]
+        for name in tasks:  # validate every task before running any
+            load_config(base=cfg.model_dump(mode="json"), overrides=[f"env.task={name}"])
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not progress,
+            transient=True,
+        ) as bar:
+            ids: dict[str, int] = {}
+
+            def report(label: str, done: int, total: int) -> None:
+                name = label.split(":")[0]
+                if name not in ids:
+                    ids[name] = bar.add_task(name, total=total)
+                bar.update(ids[name], completed=done, description=label)
+
+            document = run_bench(cfg, tasks, report)
+    except AurasError as exc:
+        _fail(exc)
+    Console(width=max(Console().width, 150)).print(results_table(document))
+    path = write_results(document, cfg.bench.out)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def collect(
+    task: Annotated[str, typer.Option("--task", "-t", help="Task name.")] = "push-v3",
+    episodes: Annotated[int, typer.Option("--episodes", "-n", min=1, help="Episodes to record.")] = 10,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Dataset directory (created or appended to).")
+    ] = Path("data/demos"),
+    seed: Annotated[int, typer.Option("--seed", min=0, help="First seed; episode i uses seed + i.")] = 0,
+    horizon: Annotated[int, typer.Option("--horizon", min=1, help="Max steps per episode.")] = 200,
+    only_success: Annotated[bool, typer.Option(help="Store only successful episodes.")] = False,
+) -> None:
+    """Record scripted-expert demonstrations into a Zarr dataset (appendable)."""
+    from rich.progress import Progress
+
+    from auras.config import load_config
+    from auras.data.collect import collect as run_collect
+
+    try:
+        load_config(overrides=[f"env.task={task}", f"env.horizon={horizon}"])  # validates the names
+        if seed + episodes > 100_000:
+            typer.echo("warning: seeds >= 100000 are the benchmark's held-out seeds", err=True)
+        with Progress(transient=True) as bar:
+            job = bar.add_task(f"collect {task}", total=episodes)
+            summary = run_collect(
+                task,
+                episodes,
+                out,
+                seed=seed,
+                horizon=horizon,
+                only_success=only_success,
+                progress=lambda done, total, ok: bar.update(job, completed=done),
+            )
+    except AurasError as exc:
+        _fail(exc)
+    typer.echo(
+        f"{summary['episodes_stored']}/{summary['episodes_run']} episodes stored in {out} "
+        f"(expert success {summary['expert_success']:.0%}); dataset now has {summary['episodes']} episodes, "
+        f"{summary['steps']} steps, tasks {summary['tasks']}"
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

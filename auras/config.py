@@ -1,0 +1,225 @@
+"""Configuration: one frozen pydantic model per component, composed into :class:`AurasConfig`.
+
+Every field has a default, a constraint and a description. ``extra="forbid"`` makes a misspelt key
+an error (with a did-you-mean), and every bad value is reported as ``field: value given -> what is
+allowed``. Presets live in ``configs/*.yaml`` (installed as ``auras.configs``); ``load_config``
+resolves a preset or a file, then ``--set a.b=value`` overrides, then validates once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from auras.errors import ConfigError, unknown_name_message
+
+__all__ = [
+    "AurasConfig",
+    "BenchConfig",
+    "EnvConfig",
+    "PipelineConfig",
+    "PolicyConfig",
+    "config_hash",
+    "load_config",
+    "preset_names",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class EnvConfig(_Section):
+    """The simulated task the agent acts in (envs/)."""
+
+    task: str = Field(
+        "push-v3", min_length=1, description="Task name: a Meta-World v3 task or an auras task."
+    )
+    horizon: int = Field(200, ge=10, le=5000, description="Control steps per episode before truncation.")
+    image_size: int = Field(84, ge=16, le=512, description="Camera image height and width in pixels.")
+    terminate_on_success: bool = Field(True, description="End the episode at the first successful step.")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        from auras.envs.tasks import TASKS  # pure-Python catalogue; no simulator import
+
+        if task not in TASKS:
+            raise ValueError(unknown_name_message("task", task, TASKS))
+        return task
+
+
+class PolicyConfig(_Section):
+    """Which policy the agent runs and where."""
+
+    type: Literal["expert"] = Field(
+        "expert",
+        description="Policy type. 'expert' is the scripted expert reading the simulator state "
+        "(privileged: a real robot cannot run it).",
+    )
+    checkpoint: str | None = Field(
+        None, min_length=1, description="Checkpoint directory for learned policies."
+    )
+    device: str = Field(
+        "cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Torch device: cpu, cuda or cuda:N."
+    )
+    torch_threads: int = Field(1, ge=1, le=256, description="Torch intra-op threads per stage.")
+
+
+class PipelineConfig(_Section):
+    """How perception and generation are scheduled."""
+
+    mode: Literal["sequential"] = Field(
+        "sequential", description="Execution mode. sequential: perception then generation per observation."
+    )
+    backend: Literal["local"] = Field("local", description="Where stages run. local: in this process.")
+
+
+class BenchConfig(_Section):
+    """`auras bench`: episodes, seeds and output."""
+
+    episodes: int = Field(10, ge=1, le=100_000, description="Closed-loop episodes per task for accuracy.")
+    seed: int = Field(
+        100_000,
+        ge=0,
+        description="First evaluation seed; episode i uses seed + i. Held out from training data, "
+        "which `auras collect` draws from seeds below 100000.",
+    )
+    clock: Literal["frame"] = Field(
+        "frame", description="Time model for accuracy. frame: the env advances one step per emitted action."
+    )
+    stream_steps: int = Field(
+        200, ge=10, le=1_000_000, description="Length of the pre-recorded observation stream for throughput."
+    )
+    warmup_steps: int = Field(
+        20, ge=0, le=100_000, description="Stream steps excluded from throughput as warm-up."
+    )
+    out: str = Field("runs/bench", min_length=1, description="Directory for results.json.")
+
+
+class AurasConfig(_Section):
+    """The whole configuration of an agent and its benchmark."""
+
+    env: EnvConfig = Field(default_factory=EnvConfig, description="Task and episode settings.")
+    policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Policy and device.")
+    pipeline: PipelineConfig = Field(
+        default_factory=PipelineConfig, description="Execution mode and backend."
+    )
+    bench: BenchConfig = Field(default_factory=BenchConfig, description="Benchmark settings.")
+
+
+def preset_names() -> list[str]:
+    """Names of the YAML presets shipped in configs/ (installed as auras.configs)."""
+    return sorted(p.name[:-5] for p in resources.files("auras.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(source: str | Path) -> dict[str, Any]:
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        text = path.read_text()
+    else:  # a preset name
+        name = str(source)
+        if name not in preset_names():
+            raise ConfigError(unknown_name_message("config preset", name, preset_names()))
+        text = resources.files("auras.configs").joinpath(f"{name}.yaml").read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {str(source)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config {str(source)!r}: expected a mapping at top level, got {type(data).__name__}"
+        )
+    return data
+
+
+def _apply_override(data: dict[str, Any], assignment: str) -> None:
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(
+            f"--set expects KEY=VALUE with a dotted key (e.g. bench.episodes=5), got {assignment!r}"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {assignment!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _field_names(model: type[BaseModel], loc: Iterable[Any]) -> list[str]:
+    """The allowed field names at ``loc`` (for did-you-mean on unknown keys)."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (
+            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        ):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent, name = err["loc"][:-1], str(err["loc"][-1])
+            allowed = _field_names(AurasConfig, parent)
+            close = difflib.get_close_matches(name, allowed, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            lines.append(f"{loc}: unknown field{hint} Allowed here: {', '.join(allowed)}")
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: got {err['input']!r}; {msg}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_config(
+    source: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    base: Mapping[str, Any] | None = None,
+) -> AurasConfig:
+    """Resolve a configuration: ``base`` dict, then preset name or YAML file, then KEY=VALUE overrides.
+
+    Raises ConfigError naming the field, the value given and what is allowed.
+    """
+    data: dict[str, Any] = json.loads(json.dumps(dict(base or {})))
+    if source is not None:
+        _deep_merge(data, _read_yaml(source))
+    for assignment in overrides:
+        _apply_override(data, assignment)
+    try:
+        return AurasConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+
+
+def _deep_merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def config_hash(config: AurasConfig) -> str:
+    """A short stable hash of the resolved configuration (same config -> same hash)."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]

@@ -1,0 +1,1 @@
+"""Demonstration datasets (Zarr, Diffusion Policy ReplayBuffer layout) and collection."""

@@ -1,0 +1,1 @@
+"""Generation models and their contract (see base.py)."""

@@ -1,0 +1,1 @@
+"""Perception models and their contract (see base.py)."""

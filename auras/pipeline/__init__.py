@@ -1,0 +1,24 @@
+"""Execution modes: executors that schedule perception and generation (see base.py)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from auras.errors import ConfigError, unknown_name_message
+
+if TYPE_CHECKING:
+    from auras.config import PipelineConfig
+    from auras.pipeline.base import Executor
+    from auras.policies.base import Policy
+
+__all__ = ["MODES", "build_executor"]
+
+MODES = ("sequential",)
+
+
+def build_executor(config: PipelineConfig, policy: Policy) -> Executor:
+    if config.mode == "sequential":
+        from auras.pipeline.sequential import SequentialExecutor
+
+        return SequentialExecutor(policy)
+    raise ConfigError(unknown_name_message("pipeline mode", config.mode, MODES))

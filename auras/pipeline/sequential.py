@@ -1,0 +1,28 @@
+"""`sequential` mode: perception then generation for each observation, nothing in flight between.
+
+The baseline of the Auras paper. Observations that arrive while a step runs are the caller's to
+drop (``AurasAgent.step`` blocks until the action is ready).
+"""
+
+from __future__ import annotations
+
+import time
+
+from auras.pipeline.base import Executor
+from auras.types import Action, Observation, StepTimings
+
+__all__ = ["SequentialExecutor"]
+
+
+class SequentialExecutor(Executor):
+    def step(self, obs: Observation) -> Action:
+        start = time.perf_counter()
+        context = self.policy.perception.perceive([obs])
+        perceived = time.perf_counter()
+        actions = self.policy.generation.generate(context)  # (1, A) or (1, H, A)
+        done = time.perf_counter()
+        timings = StepTimings(
+            stages_ms={"perception": (perceived - start) * 1e3, "generation": (done - perceived) * 1e3},
+            latency_ms=(done - start) * 1e3,
+        )
+        return Action(actions[0], obs.step_id, obs.capture_time, timings)
