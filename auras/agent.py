@@ -14,6 +14,7 @@ import threading
 
 from auras.config import AurasConfig
 from auras.errors import AgentClosedError, InvalidInputError
+from auras.policies.base import Policy
 from auras.types import Action, Observation, ObservationSpec
 
 __all__ = ["AurasAgent"]
@@ -22,7 +23,12 @@ __all__ = ["AurasAgent"]
 class AurasAgent:
     """Runs one policy under one execution mode. Use from one thread at a time."""
 
-    def __init__(self, config: AurasConfig | None = None) -> None:
+    def __init__(self, config: AurasConfig | None = None, *, policy: Policy | None = None) -> None:
+        """Build the agent of ``config`` (defaults: AurasConfig()).
+
+        ``policy``: run this perception/generation pair instead of building ``config.policy``
+        (for policies that auras does not ship).
+        """
         from auras.pipeline import build_executor
         from auras.policies import build_policy
 
@@ -32,7 +38,11 @@ class AurasAgent:
                 f"AurasAgent(config): expected an auras.AurasConfig, got {type(config).__name__}; "
                 "build one with auras.load_config(...)"
             )
-        self.policy = build_policy(self.config)
+        if policy is not None and not isinstance(policy, Policy):
+            raise InvalidInputError(
+                f"AurasAgent(policy=...): expected an auras Policy, got {type(policy).__name__}"
+            )
+        self.policy = policy if policy is not None else build_policy(self.config)
         self._executor = build_executor(self.config.pipeline, self.policy)
         self._lock = threading.Lock()
         self._closed = False

@@ -86,7 +86,7 @@ class PipelineConfig(_Section):
 class BenchConfig(_Section):
     """`auras bench`: episodes, seeds and output."""
 
-    episodes: int = Field(10, ge=1, le=100_000, description="Closed-loop episodes per task for accuracy.")
+    episodes: int = Field(20, ge=1, le=100_000, description="Closed-loop episodes per task for accuracy.")
     seed: int = Field(
         100_000,
         ge=0,

@@ -3,18 +3,20 @@
 Determinism: ``reset(seed=s)`` seeds the task's own random generator and lets Meta-World sample
 the object and goal positions with its own rejection rules (``seeded_rand_vec``). Freezing a
 hand-sampled position vector instead can hang: push-v3 resamples in a ``while`` loop until the
-object is far enough from the goal, and a frozen vector never changes.
+object is far enough from the goal, and a frozen vector never changes. Each reset also clears all
+of MjData, so nothing of the previous episode leaks into the next.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import mujoco
 import numpy as np
-from auras.envs.base import AurasTaskEnv
-from auras.envs.tasks import TASKS
 from gymnasium.utils import seeding
 
+from auras.envs.base import AurasTaskEnv
+from auras.envs.tasks import TASKS
 from auras.errors import unknown_name_message
 
 __all__ = ["MetaWorldTaskEnv"]
@@ -48,6 +50,9 @@ class MetaWorldTaskEnv(AurasTaskEnv):
     def _sim_reset(self, seed: int | None) -> None:
         if seed is not None:
             self._env.np_random, _ = seeding.np_random(seed)
+        # Meta-World resets qpos/qvel only; solver warm-starts and other MjData state would leak
+        # from the previous episode into the first frames (push-v3 images differed under one seed).
+        mujoco.mj_resetData(self._env.model, self._env.data)
         self._obs, _ = self._env.reset()
 
     def _sim_step(self, action: np.ndarray) -> tuple[float, bool]:
