@@ -7,6 +7,7 @@ Importing this package registers every task with gymnasium under ``auras/<task>`
 from __future__ import annotations
 
 import gymnasium
+
 from auras.envs.tasks import CORE_TASKS, TASKS, gym_id
 
 __all__ = ["CORE_TASKS", "TASKS", "gym_id", "make_env", "register_envs"]

@@ -18,9 +18,10 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
+
 from auras.envs.render import CameraPose, FastCamera
 from auras.envs.tasks import TASKS
-from gymnasium import spaces
 
 __all__ = ["STATE_DIM", "AurasTaskEnv", "to_observation"]
 

@@ -11,8 +11,8 @@ import warnings
 from abc import ABC, abstractmethod
 
 import numpy as np
-from auras.envs.tasks import TASKS
 
+from auras.envs.tasks import TASKS
 from auras.errors import unknown_name_message
 
 __all__ = ["Expert", "MetaWorldExpert", "make_expert"]
