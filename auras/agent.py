@@ -39,9 +39,7 @@ class AurasAgent:
                 "build one with auras.load_config(...)"
             )
         if policy is not None and not isinstance(policy, Policy):
-            raise InvalidInputError(
-                f"AurasAgent(policy=...): expected an auras Policy, got {type(policy).__name__}"
-            )
+            raise InvalidInputError(f"AurasAgent(policy=...): expected an auras Policy, got {type(policy).__name__}")
         self.policy = policy if policy is not None else build_policy(self.config)
         self._executor = build_executor(self.config.pipeline, self.policy)
         self._lock = threading.Lock()
@@ -62,9 +60,7 @@ class AurasAgent:
         if self._closed:
             raise AgentClosedError("AurasAgent.step called after close(); build a new agent")
         if not isinstance(obs, Observation):
-            raise InvalidInputError(
-                f"AurasAgent.step: expected an auras.Observation, got {type(obs).__name__}"
-            )
+            raise InvalidInputError(f"AurasAgent.step: expected an auras.Observation, got {type(obs).__name__}")
         self.spec.check(obs)
         with self._lock:
             return self._executor.step(obs)

@@ -23,9 +23,7 @@ app.add_typer(config_app, name="config")
 ConfigOpt = Annotated[
     str | None, typer.Option("--config", "-c", help="A preset name (see `auras config list`) or a YAML file.")
 ]
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", "-s", help="Override one field: a.b=value (repeatable).")
-]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override one field: a.b=value (repeatable).")]
 
 
 class EnvKind(str, Enum):
@@ -75,9 +73,7 @@ def envs() -> None:
 @app.command()
 def bench(
     env: Annotated[EnvKind, typer.Option("--env", help="Simulator family.")] = EnvKind.mujoco,
-    task: Annotated[
-        list[str] | None, typer.Option("--task", "-t", help="Task (repeatable); default env.task.")
-    ] = None,
+    task: Annotated[list[str] | None, typer.Option("--task", "-t", help="Task (repeatable); default env.task.")] = None,
     policy: Annotated[str | None, typer.Option("--policy", help="Policy type (policy.type).")] = None,
     episodes: Annotated[int | None, typer.Option("--episodes", "-n", help="Episodes per task.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="First evaluation seed.")] = None,
@@ -138,9 +134,9 @@ def bench(
 def collect(
     task: Annotated[str, typer.Option("--task", "-t", help="Task name.")] = "push-v3",
     episodes: Annotated[int, typer.Option("--episodes", "-n", min=1, help="Episodes to record.")] = 10,
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Dataset directory (created or appended to).")
-    ] = Path("data/demos"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset directory (created or appended to).")] = Path(
+        "data/demos"
+    ),
     seed: Annotated[int, typer.Option("--seed", min=0, help="First seed; episode i uses seed + i.")] = 0,
     horizon: Annotated[int, typer.Option("--horizon", min=1, help="Max steps per episode.")] = 200,
     only_success: Annotated[bool, typer.Option(help="Store only successful episodes.")] = False,
@@ -173,6 +169,52 @@ def collect(
         f"(expert success {summary['expert_success']:.0%}); dataset now has {summary['episodes']} episodes, "
         f"{summary['steps']} steps, tasks {summary['tasks']}"
     )
+
+
+@app.command()
+def train(
+    policy: Annotated[str, typer.Option("--policy", "-p", help="tiny-vla or tiny-dp.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="Dataset directory from `auras collect`.")],
+    task: Annotated[list[str] | None, typer.Option("--task", "-t", help="Train on these tasks (default: all).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint directory.")] = Path("runs/train"),
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 20_000,
+    batch_size: Annotated[int, typer.Option(min=1, help="Samples per step.")] = 64,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (AdamW, cosine decay).")] = 3e-4,
+    seed: Annotated[int, typer.Option(help="Seed for weights, batches and augmentation.")] = 0,
+    threads: Annotated[int, typer.Option(min=1, help="Torch threads.")] = 1,
+    eval_every: Annotated[int, typer.Option(min=1, help="Steps between closed-loop evaluations.")] = 2_000,
+    eval_episodes: Annotated[int, typer.Option(min=1, help="Episodes per task per evaluation.")] = 5,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop (after a final evaluation) past this.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Model hyperparameter key=value.")] = None,
+) -> None:
+    """Train a policy by behaviour cloning; keeps the best checkpoint by closed-loop success."""
+    import yaml
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from auras.policies.train import train as run_train
+
+    overrides = {}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _fail(ValueError(f"--set expects key=value, got {item!r}"))
+        overrides[key] = yaml.safe_load(value)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
+            job = bar.add_task(f"train {policy}", total=steps)
+
+            def report(step: int, total: int, record: dict) -> None:
+                text = f"train {policy} loss {record['loss']:.4f}"
+                if "eval" in record:
+                    bar.console.print(f"step {step}: loss {record['loss']:.4f} eval {record['eval']}")
+                bar.update(job, completed=step, description=text)
+
+            summary = run_train(policy, data, out, task, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                                threads=threads, eval_every=eval_every, eval_episodes=eval_episodes,
+                                max_minutes=max_minutes, overrides=overrides, progress=report)  # fmt: skip
+    except AurasError as exc:
+        _fail(exc)
+    typer.echo(f"best mean eval success {summary['best_eval_mean']:.2f}; checkpoints in {out}/best and {out}/last")
 
 
 def main() -> None:

@@ -40,9 +40,7 @@ class _Section(BaseModel):
 class EnvConfig(_Section):
     """The simulated task the agent acts in (envs/)."""
 
-    task: str = Field(
-        "push-v3", min_length=1, description="Task name: a Meta-World v3 task or an auras task."
-    )
+    task: str = Field("push-v3", min_length=1, description="Task name: a Meta-World v3 task or an auras task.")
     horizon: int = Field(200, ge=10, le=5000, description="Control steps per episode before truncation.")
     image_size: int = Field(84, ge=16, le=512, description="Camera image height and width in pixels.")
     terminate_on_success: bool = Field(True, description="End the episode at the first successful step.")
@@ -60,17 +58,21 @@ class EnvConfig(_Section):
 class PolicyConfig(_Section):
     """Which policy the agent runs and where."""
 
-    type: Literal["expert"] = Field(
+    type: Literal["expert", "tiny-vla", "tiny-dp"] = Field(
         "expert",
-        description="Policy type. 'expert' is the scripted expert reading the simulator state "
-        "(privileged: a real robot cannot run it).",
+        description="Policy type. tiny-vla: autoregressive VLA; tiny-dp: diffusion policy; expert: the "
+        "scripted expert reading the simulator state (privileged: a real robot cannot run it).",
     )
     checkpoint: str | None = Field(
-        None, min_length=1, description="Checkpoint directory for learned policies."
+        None,
+        min_length=1,
+        description="Checkpoint of a learned policy: a shipped name or a directory. Default: the shipped "
+        "checkpoint named like the policy type.",
     )
-    device: str = Field(
-        "cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Torch device: cpu, cuda or cuda:N."
+    execute_steps: int | None = Field(
+        None, ge=1, le=64, description="Actions of each predicted chunk to execute; default: the checkpoint's."
     )
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Torch device: cpu, cuda or cuda:N.")
     torch_threads: int = Field(1, ge=1, le=256, description="Torch intra-op threads per stage.")
 
 
@@ -99,9 +101,7 @@ class BenchConfig(_Section):
     stream_steps: int = Field(
         200, ge=10, le=1_000_000, description="Length of the pre-recorded observation stream for throughput."
     )
-    warmup_steps: int = Field(
-        20, ge=0, le=100_000, description="Stream steps excluded from throughput as warm-up."
-    )
+    warmup_steps: int = Field(20, ge=0, le=100_000, description="Stream steps excluded from throughput as warm-up.")
     out: str = Field("runs/bench", min_length=1, description="Directory for results.json.")
 
 
@@ -110,9 +110,7 @@ class AurasConfig(_Section):
 
     env: EnvConfig = Field(default_factory=EnvConfig, description="Task and episode settings.")
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Policy and device.")
-    pipeline: PipelineConfig = Field(
-        default_factory=PipelineConfig, description="Execution mode and backend."
-    )
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Execution mode and backend.")
     bench: BenchConfig = Field(default_factory=BenchConfig, description="Benchmark settings.")
 
 
@@ -137,18 +135,14 @@ def _read_yaml(source: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {str(source)!r} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(
-            f"config {str(source)!r}: expected a mapping at top level, got {type(data).__name__}"
-        )
+        raise ConfigError(f"config {str(source)!r}: expected a mapping at top level, got {type(data).__name__}")
     return data
 
 
 def _apply_override(data: dict[str, Any], assignment: str) -> None:
     key, sep, raw = assignment.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(
-            f"--set expects KEY=VALUE with a dotted key (e.g. bench.episodes=5), got {assignment!r}"
-        )
+        raise ConfigError(f"--set expects KEY=VALUE with a dotted key (e.g. bench.episodes=5), got {assignment!r}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else raw
     except yaml.YAMLError:
@@ -167,9 +161,7 @@ def _field_names(model: type[BaseModel], loc: Iterable[Any]) -> list[str]:
     """The allowed field names at ``loc`` (for did-you-mean on unknown keys)."""
     for part in loc:
         field = model.model_fields.get(str(part))
-        if field is None or not (
-            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
-        ):
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
             return []
         model = field.annotation
     return list(model.model_fields)

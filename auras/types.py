@@ -21,9 +21,7 @@ __all__ = ["Action", "Observation", "ObservationSpec", "StepTimings"]
 def _check_finite(name: str, array: np.ndarray) -> None:
     if not np.all(np.isfinite(array)):
         bad = np.argwhere(~np.isfinite(array))[0].tolist()
-        raise InvalidInputError(
-            f"{name}: expected finite values, got {array[tuple(bad)]!r} at index {tuple(bad)}"
-        )
+        raise InvalidInputError(f"{name}: expected finite values, got {array[tuple(bad)]!r} at index {tuple(bad)}")
 
 
 def _check_image(name: str, image: object) -> None:
@@ -75,19 +73,12 @@ class Observation:
             raise InvalidInputError(f"Observation.state: expected shape (D,), got {tuple(self.state.shape)}")
         _check_finite("Observation.state", self.state)
         if not isinstance(self.instruction, str) or not self.instruction.strip():
-            raise InvalidInputError(
-                f"Observation.instruction: expected non-empty text, got {self.instruction!r}"
-            )
-        if (
-            isinstance(self.step_id, bool)
-            or not isinstance(self.step_id, (int, np.integer))
-            or self.step_id < 0
-        ):
+            raise InvalidInputError(f"Observation.instruction: expected non-empty text, got {self.instruction!r}")
+        if isinstance(self.step_id, bool) or not isinstance(self.step_id, (int, np.integer)) or self.step_id < 0:
             raise InvalidInputError(f"Observation.step_id: expected an integer >= 0, got {self.step_id!r}")
         if not isinstance(self.capture_time, (int, float)) or not math.isfinite(self.capture_time):
             raise InvalidInputError(
-                "Observation.capture_time: expected finite seconds (time.monotonic()), "
-                f"got {self.capture_time!r}"
+                f"Observation.capture_time: expected finite seconds (time.monotonic()), got {self.capture_time!r}"
             )
         for key, value in self.extras.items():
             if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
@@ -165,9 +156,7 @@ class Action:
             got = self.values.dtype if isinstance(self.values, np.ndarray) else type(self.values).__name__
             raise InvalidInputError(f"Action.values: expected float32 numpy array, got {got}")
         if self.values.ndim not in (1, 2) or self.values.size == 0:
-            raise InvalidInputError(
-                f"Action.values: expected shape (A,) or (H, A), got {tuple(self.values.shape)}"
-            )
+            raise InvalidInputError(f"Action.values: expected shape (A,) or (H, A), got {tuple(self.values.shape)}")
         _check_finite("Action.values", self.values)
 
     @property

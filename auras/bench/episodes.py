@@ -46,29 +46,33 @@ def run_episode(
 ) -> EpisodeRecord:
     """One closed-loop episode. ``frame`` clock: the env waits for each action, one step per action.
 
-    A chunk action applies its first row (chunk execution policies come with the learned policies).
-    ``record`` receives every observation (to build a throughput stream).
+    A chunk action executes its first ``policy.execute_steps`` rows, one env step each, before the
+    next observation is taken. ``record`` receives every observation (to build a throughput stream).
     """
     if clock != "frame":
         raise ValueError(f"clock: expected 'frame', got {clock!r}")
     agent.reset()
     env_obs, info = env.reset(seed=seed)
     result = EpisodeRecord(seed=seed, success=False, steps=0, steps_to_success=None)
-    for t in range(env.horizon):
+    execute = agent.policy.execute_steps
+    t, done = 0, False
+    while t < env.horizon and not done:
         obs = to_observation(env_obs, info, t, time.monotonic(), privileged=agent.privileged)
         if record is not None:
             record(obs)
         action: Action = agent.step(obs)
-        applied_at = time.monotonic()
         result.latency_ms.append(action.timings.latency_ms)
-        result.staleness_ms.append((applied_at - action.capture_time) * 1e3)
-        result.staleness_frames.append(t - action.step_id)
-        env_obs, _, terminated, truncated, info = env.step(action.chunk[0])
-        result.steps = t + 1
-        if info["success"] and not result.success:
-            result.success, result.steps_to_success = True, t + 1
-        if terminated or truncated:
-            break
+        for row in action.chunk[:execute]:
+            result.staleness_ms.append((time.monotonic() - action.capture_time) * 1e3)
+            result.staleness_frames.append(t - action.step_id)
+            env_obs, _, terminated, truncated, info = env.step(row)
+            t += 1
+            result.steps = t
+            if info["success"] and not result.success:
+                result.success, result.steps_to_success = True, t
+            done = terminated or truncated or t >= env.horizon
+            if done:
+                break
     return result
 
 

@@ -109,9 +109,7 @@ def _bench_task(config: AurasConfig, progress: ProgressFn | None) -> dict[str, A
             episodes.append(run_episode(agent, env, bench.seed + i, bench.clock, record))
             if progress:
                 progress(f"{task}: episodes", i + 1, bench.episodes + 1)
-        stream = run_stream(
-            agent, list(itertools.islice(itertools.cycle(recorded), needed)), bench.warmup_steps
-        )
+        stream = run_stream(agent, list(itertools.islice(itertools.cycle(recorded), needed)), bench.warmup_steps)
         if progress:
             progress(f"{task}: throughput", bench.episodes + 1, bench.episodes + 1)
         return {

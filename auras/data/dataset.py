@@ -87,8 +87,7 @@ class ReplayDataset:
             )
         if mode == "a" and exists and attrs["image_size"] != image_size:
             raise InvalidInputError(
-                f"{str(self.path)!r}: expected {attrs['image_size']}px images (the dataset's size), "
-                f"got {image_size}px"
+                f"{str(self.path)!r}: expected {attrs['image_size']}px images (the dataset's size), got {image_size}px"
             )
         self.attrs = attrs
 
@@ -146,8 +145,7 @@ class ReplayDataset:
             shape, dtype = expected[name]
             if array.shape != shape or array.dtype != dtype:
                 raise InvalidInputError(
-                    f"append_episode {name}: expected shape {shape} {np.dtype(dtype)}, "
-                    f"got {array.shape} {array.dtype}"
+                    f"append_episode {name}: expected shape {shape} {np.dtype(dtype)}, got {array.shape} {array.dtype}"
                 )
         if steps == 0:
             raise InvalidInputError("append_episode: expected at least one step, got an empty episode")
@@ -184,6 +182,11 @@ class ReplayDataset:
     @property
     def episode_ends(self) -> np.ndarray:
         return self._root["meta/episode_ends"][:]
+
+    @property
+    def episode_task(self) -> np.ndarray:
+        """(E,) index of each episode's task in ``attrs["tasks"]``."""
+        return self._root["meta/episode_task"][:]
 
     def array(self, name: str) -> Any:
         """The lazy zarr array ``data/<name>`` (index it to read)."""

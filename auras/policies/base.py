@@ -12,12 +12,17 @@ __all__ = ["Policy"]
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """name: registry name ('expert', ...); privileged: reads simulator state a robot cannot have."""
+    """name: registry name ('expert', ...); privileged: reads simulator state a robot cannot have.
+
+    execute_steps: how many rows of a predicted action chunk the robot executes before the next
+    observation is used (Diffusion Policy: predict H, execute the first few). 1 for single actions.
+    """
 
     name: str
     perception: Perception
     generation: Generation
     privileged: bool = False
+    execute_steps: int = 1
 
     def reset(self) -> None:
         """Forget per-episode state, if any part keeps some."""

@@ -55,6 +55,4 @@ class _ExpertGeneration(Generation):
 def build_expert_policy(task: str, image_size: int = 84) -> Policy:
     from auras.envs.base import STATE_DIM
 
-    return Policy(
-        "expert", _ExpertPerception(image_size, STATE_DIM), _ExpertGeneration(task), privileged=True
-    )
+    return Policy("expert", _ExpertPerception(image_size, STATE_DIM), _ExpertGeneration(task), privileged=True)

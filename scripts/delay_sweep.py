@@ -1,13 +1,17 @@
-"""Scripted-expert success against pure action latency, on every core task.
+"""Policy success against pure action latency, on every core task.
 
-With delay k, the action applied at control step t is computed from the privileged state of step
-t-k (for the first k steps: the oldest state there is, i.e. the reset state). Everything else is
-unchanged: the env still advances one control step per action (the ``frame`` time model). This
-measures how sensitive each task is to acting on stale observations, independent of any learned
-policy.
+With delay k, the policy queried at control step t sees the observation of step t-k (for the first
+k steps: the oldest there is, i.e. the reset observation). Everything else is unchanged: the env
+advances one control step per executed action (the ``frame`` time model), and a policy that
+predicts action chunks executes its usual number of chunk rows before it is queried again. With
+``--policy expert`` (the default) the scripted expert reads the privileged state, which measures
+how sensitive each task is to acting on stale observations independent of any learned policy;
+with ``--policy tiny-vla`` or ``tiny-dp`` the shipped checkpoint is measured: that is the damage
+the public context has to undo.
 
-Example (the table in docs/staleness.md):
-    MUJOCO_GL=egl .venv/bin/python scripts/expert_delay.py --markdown --out expert_delay.json
+Examples (the tables in docs/staleness.md and the README):
+    MUJOCO_GL=egl .venv/bin/python scripts/delay_sweep.py --markdown --out expert_delay.json
+    MUJOCO_GL=egl .venv/bin/python scripts/delay_sweep.py --policy tiny-vla --delays 0,1,2,4,8 --markdown
 """
 
 from __future__ import annotations
@@ -24,23 +28,31 @@ from typing import Any
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
-def run_cell(task: str, delay: int, episodes: int, horizon: int, seed: int) -> dict[str, Any]:
-    """Success of ``task``'s expert over ``episodes`` seeded episodes at one action delay."""
+def run_cell(task: str, delay: int, episodes: int, horizon: int, seed: int, policy: str = "expert") -> dict[str, Any]:
+    """Success of ``policy`` on ``task`` over ``episodes`` seeded episodes at one observation delay."""
+    from auras import AurasAgent, load_config
     from auras.envs import make_env
-    from auras.envs.experts import make_expert
+    from auras.envs.base import to_observation
 
+    torch_threads = ["policy.torch_threads=1"] if policy != "expert" else []
+    config = load_config(overrides=[f"env.task={task}", f"policy.type={policy}", *torch_threads])
     env = make_env(task, horizon=horizon)
-    expert = make_expert(task)
+    agent = AurasAgent(config)
     successes, steps_to_success = 0, []
     start = time.perf_counter()
     try:
         for episode in range(episodes):
-            _, info = env.reset(seed=seed + episode)
-            expert.reset()
-            states = deque([info["privileged_state"]], maxlen=delay + 1)  # states[0] is t - delay
+            agent.reset()
+            env_obs, info = env.reset(seed=seed + episode)
+            seen = deque([(env_obs, info)], maxlen=delay + 1)  # seen[0] is step t - delay
+            queue: deque = deque()
             for step in range(1, horizon + 1):
-                _, _, terminated, truncated, info = env.step(expert.act(states[0]))
-                states.append(info["privileged_state"])
+                if not queue:
+                    old_obs, old_info = seen[0]
+                    observation = to_observation(old_obs, old_info, step - 1, 0.0, privileged=agent.privileged)
+                    queue.extend(agent.step(observation).chunk[: agent.policy.execute_steps])
+                env_obs, _, terminated, truncated, info = env.step(queue.popleft())
+                seen.append((env_obs, info))
                 if info["success"]:
                     successes += 1
                     steps_to_success.append(step)
@@ -48,9 +60,11 @@ def run_cell(task: str, delay: int, episodes: int, horizon: int, seed: int) -> d
                 if terminated or truncated:
                     break
     finally:
+        agent.close()
         env.close()
     return {
         "task": task,
+        "policy": policy,
         "delay": delay,
         "episodes": episodes,
         "successes": successes,
@@ -60,7 +74,7 @@ def run_cell(task: str, delay: int, episodes: int, horizon: int, seed: int) -> d
     }
 
 
-def _run_cell(args: tuple[str, int, int, int, int]) -> dict[str, Any]:
+def _run_cell(args: tuple[str, int, int, int, int, str]) -> dict[str, Any]:
     return run_cell(*args)
 
 
@@ -89,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=100000, help="first seed; episode i uses seed + i")
     parser.add_argument("--out", default=None, help="write the results as JSON to this file")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument("--policy", default="expert", choices=["expert", "tiny-vla", "tiny-dp"], help="policy to run")
     parser.add_argument(
         "--workers", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default: 2)"
     )
@@ -108,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--episodes, --horizon and --workers must be >= 1")
 
     # Longest cells first (failing episodes run the full horizon), so the workers finish together.
-    jobs = [(t, k, args.episodes, args.horizon, args.seed) for k in sorted(delays, reverse=True) for t in tasks]
+    jobs = [
+        (t, k, args.episodes, args.horizon, args.seed, args.policy) for k in sorted(delays, reverse=True) for t in tasks
+    ]
     start = time.perf_counter()
     if args.workers == 1:
         results = [_run_cell(job) for job in jobs]
@@ -125,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.out:
         report = {
-            "command": " ".join(["scripts/expert_delay.py", *(argv if argv is not None else sys.argv[1:])]),
+            "command": " ".join(["scripts/delay_sweep.py", *(argv if argv is not None else sys.argv[1:])]),
+            "policy": args.policy,
             "time_model": "frame",
             "episodes": args.episodes,
             "horizon": args.horizon,

@@ -1,0 +1,309 @@
+"""tiny-vla: a small OpenVLA-style autoregressive vision-language-action policy.
+
+Perception (one shot): a ViT (``transformers`` ViTModel built from a ViTConfig) over the 84x84
+camera image (7 x 7 patches + CLS), whose tokens a Perceiver-style resampler (learned queries,
+one cross-attention block, as in Flamingo-style VLAs) condenses into ``vision_tokens`` (8) tokens
+at the LM width, plus one proprio token -> ``X_V`` (B, 9, D); the instruction's UTF-8 bytes,
+embedded and pooled by a strided convolution -> ``X_L`` (B, 8, D). Every request has the same
+prefix length l = 17 (the instruction is padded to a fixed length), so no attention mask is
+needed. The ViT layers are cut into ``perception_stages`` stages of equal depth.
+
+Why so few tokens: the policy must train on a 2-core CPU in about 30 minutes; LM training cost
+grows with sequence length, and 116 tokens (all patches and bytes) cost ~1.7 s a step.
+
+Generation (iterative): a Llama causal LM (``transformers`` LlamaForCausalLM from a LlamaConfig)
+driven through ``inputs_embeds = [X_V, X_L, BOS, X_A]``. Actions are discretised OpenVLA-style
+(256 uniform bins per dimension, bounds from the data) and the policy predicts a chunk of
+``chunk_horizon`` (8) future actions as 8 x 4 = 32 action tokens, greedily, as action-chunking
+VLAs do.
+
+Execution: the robot executes the first ``execute_steps`` (4) actions of each chunk, then the
+next observation is used. Predicting 8 steps keeps the motion consistent between queries;
+executing only half of them keeps the loop closed.
+
+Sizing (one CPU thread): perception ~1.7 ms, generation ~29 ms (one 18-token prefill + 31
+decode steps of a 6-layer Llama), so generation is ~94% of a request, as in real VLAs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from auras.generation.base import AutoregressiveGeneration
+from auras.generation.tokenizer import ActionTokenizer
+from auras.perception.base import Context, Perception
+from auras.perception.text import VOCAB_SIZE as BYTE_VOCAB
+from auras.policies.base import Policy
+from auras.policies.torch_policy import LearnedPolicy, image_to_tensor, observations_to_batch, random_shift
+from auras.types import Observation, ObservationSpec
+
+__all__ = ["TinyVLA"]
+
+
+class TinyVLA(LearnedPolicy):
+    policy_type: ClassVar[str] = "tiny-vla"
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "image_size": 84,
+        "patch_size": 12,  # 7 x 7 = 49 patches + CLS
+        "vit_hidden": 64,
+        "vit_layers": 3,
+        "vit_heads": 4,
+        "vit_intermediate": 128,
+        "vision_tokens": 8,
+        "text_pool": 6,  # bytes per language token
+        "lm_hidden": 128,
+        "lm_layers": 6,
+        "lm_heads": 4,
+        "lm_intermediate": 256,
+        "n_bins": 256,
+        "action_dim": 4,
+        "chunk_horizon": 8,
+        "execute_steps": 4,
+        "max_instruction_bytes": 48,
+        "perception_stages": 2,
+        "augment_shift": 4,
+        "state_mean": [0.0, 0.6, 0.15, 0.5],
+        "state_std": [0.1, 0.1, 0.1, 0.5],
+        "action_low": [-1.0, -1.0, -1.0, -1.0],
+        "action_high": [1.0, 1.0, 1.0, 1.0],
+    }
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        from transformers import LlamaConfig, LlamaForCausalLM, ViTConfig, ViTModel
+
+        config = {**self.DEFAULTS, **config}
+        super().__init__(config)
+        c = config
+        self.vit = ViTModel(
+            ViTConfig(
+                image_size=c["image_size"], patch_size=c["patch_size"], num_channels=3, hidden_size=c["vit_hidden"],
+                num_hidden_layers=c["vit_layers"], num_attention_heads=c["vit_heads"],
+                intermediate_size=c["vit_intermediate"], hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+            ),
+            add_pooling_layer=False,
+        )  # fmt: skip
+        d = c["lm_hidden"]
+        self.vision_proj = nn.Linear(c["vit_hidden"], d)
+        self.queries = nn.Parameter(torch.randn(c["vision_tokens"], d) * 0.02)
+        self.resampler = nn.MultiheadAttention(d, c["lm_heads"], batch_first=True)
+        self.resampler_norm = nn.LayerNorm(d)
+        self.resampler_mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.proprio_proj = nn.Sequential(nn.Linear(c["action_dim"], d), nn.GELU(), nn.Linear(d, d))
+        if c["max_instruction_bytes"] % c["text_pool"]:
+            raise ValueError(
+                f"max_instruction_bytes: expected a multiple of text_pool ({c['text_pool']}), "
+                f"got {c['max_instruction_bytes']}"
+            )
+        self.byte_embed = nn.Embedding(BYTE_VOCAB, d)
+        self.text_pos = nn.Parameter(torch.zeros(c["max_instruction_bytes"], d))
+        self.text_pool = nn.Conv1d(d, d, kernel_size=c["text_pool"], stride=c["text_pool"])
+        self.lm = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=c["n_bins"] + 1, hidden_size=d, intermediate_size=c["lm_intermediate"],
+                num_hidden_layers=c["lm_layers"], num_attention_heads=c["lm_heads"],
+                num_key_value_heads=c["lm_heads"], max_position_embeddings=256, tie_word_embeddings=False,
+                bos_token_id=c["n_bins"], eos_token_id=c["n_bins"], pad_token_id=c["n_bins"],
+            )
+        )  # fmt: skip
+        self.register_buffer("state_mean", torch.tensor(c["state_mean"], dtype=torch.float32), persistent=False)
+        self.register_buffer("state_std", torch.tensor(c["state_std"], dtype=torch.float32), persistent=False)
+        self.tokenizer = ActionTokenizer(np.array(c["action_low"]), np.array(c["action_high"]), c["n_bins"])
+        self.bos_id = c["n_bins"]
+
+    # -- construction from data ---------------------------------------------------------------------
+    @classmethod
+    def from_samples(
+        cls, actions: np.ndarray, states: np.ndarray, instructions: list[str], **overrides: Any
+    ) -> TinyVLA:
+        tokenizer = ActionTokenizer.fit(actions, overrides.get("n_bins", cls.DEFAULTS["n_bins"]))
+        stats = {
+            "state_mean": states.mean(0).tolist(),
+            "state_std": np.maximum(states.std(0), 1e-3).tolist(),
+            "action_low": tokenizer.low.tolist(),
+            "action_high": tokenizer.high.tolist(),
+        }
+        return cls({**overrides, **stats})
+
+    @classmethod
+    def large_config(cls, scale: float = 1.0) -> dict[str, Any]:
+        """An OpenVLA-scale shape (ViT-L/14 at 224 px + a 7B-class Llama), shrunk by ``scale`` in width and depth.
+
+        scale=1.0: ViT 1024 wide x 24 layers, Llama 4096 wide x 32 layers (random weights, GPU runs).
+        """
+
+        def width(x: int, multiple: int = 64) -> int:
+            return max(multiple, round(x * scale / multiple) * multiple)
+
+        return {
+            "image_size": 224, "patch_size": 14, "vit_hidden": width(1024), "vit_layers": max(2, round(24 * scale)),
+            "vit_heads": max(1, width(1024) // 64), "vit_intermediate": width(4096), "lm_hidden": width(4096, 128),
+            "lm_layers": max(2, round(32 * scale)), "lm_heads": max(1, width(4096, 128) // 128),
+            "lm_intermediate": width(11008, 128), "chunk_horizon": 1, "execute_steps": 1,
+        }  # fmt: skip
+
+    # -- perception -------------------------------------------------------------------------------
+    def vision_stages(self, n: int) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        """ViT cut into n stages of (nearly) equal depth: pixels (B,3,S,S) -> tokens (B, N_v, vit_hidden)."""
+        layers = list(self.vit.layers)
+        n = max(1, min(n, len(layers)))
+        bounds = np.linspace(0, len(layers), n + 1).round().astype(int)
+
+        def make(i: int) -> Callable[[torch.Tensor], torch.Tensor]:
+            def stage(x: torch.Tensor) -> torch.Tensor:
+                if i == 0:
+                    x = self.vit.embeddings(x)  # (B, N_v, H)
+                for layer in layers[bounds[i] : bounds[i + 1]]:
+                    x = layer(x, None)
+                return self.vit.layernorm(x) if i == n - 1 else x
+
+            return stage
+
+        return [make(i) for i in range(n)]
+
+    def encode(self, batch: dict[str, torch.Tensor], augment: bool = False, generator=None) -> dict[str, torch.Tensor]:
+        """Perception: image, state, instruction_ids -> {"X_V": (B, N_v + 1, D), "X_L": (B, L, D)}."""
+        pixels = image_to_tensor(batch["image"])  # (B, 3, S, S)
+        if augment and self.config["augment_shift"]:
+            pixels = random_shift(pixels, self.config["augment_shift"], generator)
+        tokens = pixels
+        for stage in self.vision_stages(1):
+            tokens = stage(tokens)  # (B, N_v, H)
+        return self._finish_context(tokens, batch)
+
+    def _finish_context(self, vit_tokens: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        patches = self.vision_proj(vit_tokens)  # (B, N_patch + 1, D)
+        queries = self.queries.expand(len(patches), -1, -1)  # (B, N_v, D)
+        pooled, _ = self.resampler(queries, patches, patches, need_weights=False)  # (B, N_v, D)
+        pooled = pooled + queries
+        pooled = pooled + self.resampler_mlp(self.resampler_norm(pooled))  # (B, N_v, D)
+        state = (batch["state"] - self.state_mean) / self.state_std  # (B, 4)
+        x_v = torch.cat([pooled, self.proprio_proj(state)[:, None]], dim=1)  # (B, N_v + 1, D)
+        text = self.byte_embed(batch["instruction_ids"]) + self.text_pos  # (B, L_bytes, D)
+        x_l = self.text_pool(text.transpose(1, 2)).transpose(1, 2)  # (B, L_bytes / text_pool, D)
+        return {"X_V": x_v, "X_L": x_l}
+
+    # -- generation --------------------------------------------------------------------------------
+    @property
+    def num_action_tokens(self) -> int:
+        return self.config["chunk_horizon"] * self.config["action_dim"]
+
+    def _prefix(self, context: Context) -> torch.Tensor:
+        x_v, x_l = context["X_V"], context["X_L"]
+        bos = self.lm.get_input_embeddings()(torch.full((x_v.shape[0], 1), self.bos_id, dtype=torch.long))
+        return torch.cat([x_v, x_l, bos], dim=1)  # (B, l + 1, D)
+
+    def merged_logits(self, context: Context, action_tokens: torch.Tensor) -> torch.Tensor:
+        """One causal pass over [X_V, X_L, BOS, X_A[:-1]] -> (B, l_a, V) next-token logits per action position."""
+        prefix = self._prefix(context)  # (B, l + 1, D)
+        x_a = self.lm.get_input_embeddings()(action_tokens[:, :-1])  # (B, l_a - 1, D)
+        logits = self.lm(inputs_embeds=torch.cat([prefix, x_a], dim=1), use_cache=False).logits  # (B, l+l_a, V)
+        return logits[:, prefix.shape[1] - 1 :]  # (B, l_a, V)
+
+    def decode_classic(self, context: Context, return_logits: bool = False):
+        """Prefill [X_V, X_L, BOS] then greedy decode l_a tokens with a KV cache -> (B, l_a) ids."""
+        prefix = self._prefix(context)
+        out = self.lm(inputs_embeds=prefix, use_cache=True)
+        cache, step_logits, ids = out.past_key_values, [], []
+        logits = out.logits[:, -1]  # (B, V)
+        for i in range(self.num_action_tokens):
+            logits = logits.clone()
+            logits[:, self.bos_id] = float("-inf")  # only action bins are valid outputs
+            step_logits.append(logits)
+            token = logits.argmax(-1, keepdim=True)  # (B, 1)
+            ids.append(token)
+            if i + 1 < self.num_action_tokens:
+                embeds = self.lm.get_input_embeddings()(token)  # (B, 1, D)
+                out = self.lm(inputs_embeds=embeds, past_key_values=cache, use_cache=True)
+                cache, logits = out.past_key_values, out.logits[:, -1]
+        tokens = torch.cat(ids, dim=1)  # (B, l_a)
+        return (tokens, torch.stack(step_logits, dim=1)) if return_logits else tokens
+
+    def detokenize(self, token_ids: torch.Tensor) -> np.ndarray:
+        ids = token_ids.cpu().numpy().reshape(-1, self.config["chunk_horizon"], self.config["action_dim"])
+        return self.tokenizer.decode(ids)  # (B, H, A) float32
+
+    # -- training ----------------------------------------------------------------------------------
+    def compute_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        context = self.encode(batch, augment=True, generator=generator)
+        targets = torch.from_numpy(self.tokenizer.encode(batch["actions"].numpy())).reshape(len(batch["actions"]), -1)
+        logits = self.merged_logits(context, targets)  # (B, l_a, V)
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    def as_policy(self, execute_steps: int | None = None) -> Policy:
+        self.eval()
+        steps = execute_steps if execute_steps is not None else self.config["execute_steps"]
+        return Policy("tiny-vla", _VLAPerception(self), _VLAGeneration(self), execute_steps=int(steps))
+
+
+class _VLAPerception(Perception):
+    def __init__(self, model: TinyVLA) -> None:
+        self.model = model
+        size = model.config["image_size"]
+        self._spec = ObservationSpec({"front": (size, size)}, state_dim=model.config["action_dim"])
+
+    @property
+    def spec(self) -> ObservationSpec:
+        return self._spec
+
+    def perceive(self, observations: Sequence[Observation]) -> Context:
+        stages = self.stages()
+        x: Any = observations
+        for stage in stages:
+            x = stage(x)
+        return x
+
+    def stages(self) -> list[Callable[[Any], Any]]:
+        """``perception_stages`` stages: ViT layer ranges; the first also reads the observations, the last
+        also projects and adds the proprio and language tokens."""
+        model = self.model
+        vit = model.vision_stages(model.config["perception_stages"])
+
+        def first(observations: Sequence[Observation]) -> dict[str, Any]:
+            batch = observations_to_batch(observations, model.max_instruction_bytes)
+            with torch.inference_mode():
+                return {"tokens": vit[0](image_to_tensor(batch["image"])), "batch": batch}
+
+        def middle(stage: Callable) -> Callable[[dict[str, Any]], dict[str, Any]]:
+            def run(x: dict[str, Any]) -> dict[str, Any]:
+                with torch.inference_mode():
+                    return {"tokens": stage(x["tokens"]), "batch": x["batch"]}
+
+            return run
+
+        def last(x: dict[str, Any]) -> Context:
+            with torch.inference_mode():
+                return model._finish_context(x["tokens"], x["batch"])
+
+        return [first, *(middle(s) for s in vit[1:]), last] if len(vit) > 1 else [first, last]
+
+
+class _VLAGeneration(AutoregressiveGeneration):
+    def __init__(self, model: TinyVLA) -> None:
+        self.model = model
+
+    @property
+    def action_dim(self) -> int:
+        return self.model.config["action_dim"]
+
+    @property
+    def num_action_tokens(self) -> int:
+        return self.model.num_action_tokens
+
+    def decode_classic(self, context: Context) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model.decode_classic(context)
+
+    def merged_logits(self, context: Context, action_tokens: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model.merged_logits(context, action_tokens)
+
+    def detokenize(self, token_ids: torch.Tensor) -> np.ndarray:
+        return self.model.detokenize(token_ids)
+
+    def generate(self, context: Context) -> np.ndarray:
+        return self.detokenize(self.decode_classic(context))  # (B, H, A)

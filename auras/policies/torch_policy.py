@@ -1,0 +1,122 @@
+"""What the learned policies share: checkpoint round trip, image preprocessing, training hooks.
+
+A learned policy is one ``torch.nn.Module`` (so it trains end to end) that hands out its
+perception and generation halves as a :class:`~auras.policies.base.Policy` for inference.
+"""
+
+from __future__ import annotations
+
+import functools
+from abc import abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from auras.policies.base import Policy
+from auras.policies.checkpoint import load_checkpoint, save_checkpoint
+from auras.types import Observation
+
+__all__ = ["LearnedPolicy", "image_to_tensor", "observations_to_batch", "random_shift"]
+
+
+def observations_to_batch(
+    observations: Sequence[Observation], max_instruction_bytes: int, camera: str = "front"
+) -> dict[str, torch.Tensor]:
+    """Observations -> the batch layout training uses: image (B,S,S,3) uint8, state (B,4) float32,
+    instruction_ids (B,L) int64 (byte ids, see auras.perception.text)."""
+    return {
+        "image": torch.from_numpy(np.stack([o.images[camera] for o in observations])),
+        "state": torch.from_numpy(np.stack([o.state for o in observations])),
+        "instruction_ids": torch.from_numpy(
+            np.stack([_cached_instruction(o.instruction, max_instruction_bytes) for o in observations])
+        ),
+    }
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_instruction(text: str, max_bytes: int) -> np.ndarray:
+    from auras.perception.text import encode_instruction
+
+    return encode_instruction(text, max_bytes)
+
+
+def image_to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(B, S, S, 3) uint8 -> (B, 3, S, S) float32 in [0, 1]."""
+    x = torch.as_tensor(images)
+    return x.permute(0, 3, 1, 2).to(torch.float32).div(255.0)  # never in place: the caller's tensor stays
+
+
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """DrQ-style augmentation: replicate-pad by ``pad`` and crop back at a random offset per image.
+
+    images (B, C, S, S) -> (B, C, S, S).
+    """
+    b, _, s, _ = images.shape
+    padded = nn.functional.pad(images, (pad, pad, pad, pad), mode="replicate")  # (B, C, S+2p, S+2p)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    rows = (dy[:, None] + torch.arange(s)[None]).long()  # (B, S)
+    cols = (dx[:, None] + torch.arange(s)[None]).long()  # (B, S)
+    batch = torch.arange(b)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+class LearnedPolicy(nn.Module):
+    """Base of tiny-vla and tiny-dp. Subclasses define the model, the loss and the split."""
+
+    policy_type: ClassVar[str]
+    DEFAULTS: ClassVar[dict[str, Any]]  # hyperparameters; must include chunk_horizon, max_instruction_bytes
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.config = config
+
+    @classmethod
+    @abstractmethod
+    def from_samples(cls, actions: np.ndarray, states: np.ndarray, instructions: list[str],
+                     **overrides: Any) -> LearnedPolicy:  # fmt: skip
+        """A fresh model whose normalisation / tokenizer bounds are fitted to training data."""
+
+    @abstractmethod
+    def compute_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Training loss of a batch: image (B,S,S,3) uint8, state (B,4), actions (B,H,A), instruction_ids (B,L)."""
+
+    @abstractmethod
+    def as_policy(self, execute_steps: int | None = None) -> Policy:
+        """This model's perception and generation halves, ready for an executor (eval mode, no grad)."""
+
+    def save_pretrained(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        config = {"policy_type": self.policy_type, **self.config, **({"training": extra} if extra else {})}
+        return save_checkpoint(path, self, config)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path) -> LearnedPolicy:
+        """Load a shipped checkpoint by name ('tiny-vla') or a checkpoint directory."""
+        from auras.errors import InvalidInputError
+
+        config, state = load_checkpoint(name_or_path)
+        if config.get("policy_type") != cls.policy_type:
+            raise InvalidInputError(
+                f"checkpoint {str(name_or_path)!r}: expected a {cls.policy_type} checkpoint, "
+                f"got policy_type={config.get('policy_type')!r}"
+            )
+        config.pop("policy_type")
+        config.pop("training", None)
+        model = cls(config)
+        model.load_state_dict(state)
+        return model.eval()
+
+    @property
+    def chunk_horizon(self) -> int:
+        return int(self.config["chunk_horizon"])
+
+    @property
+    def max_instruction_bytes(self) -> int:
+        return int(self.config["max_instruction_bytes"])
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,109 @@
+"""tiny-vla: merged AR pass equals classic decoding, stages, checkpoints, boundary errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from auras import AurasAgent
+from auras.errors import InvalidInputError
+from auras.policies.tiny_vla import TinyVLA
+from auras.types import Observation
+
+SMALL = {"vit_hidden": 32, "vit_layers": 2, "vit_heads": 2, "vit_intermediate": 64, "lm_hidden": 48,
+         "lm_layers": 2, "lm_heads": 2, "lm_intermediate": 96}  # fmt: skip
+
+
+def _model(**extra) -> TinyVLA:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (200, 4)).astype(np.float32)
+    states = rng.uniform(0, 1, (200, 4)).astype(np.float32)
+    return TinyVLA.from_samples(actions, states, ["push the puck"], **SMALL, **extra).eval()
+
+
+def _obs(seed: int, instruction: str = "push the puck") -> Observation:
+    rng = np.random.default_rng(seed)
+    return Observation(
+        images={"front": rng.integers(0, 255, (84, 84, 3), dtype=np.uint8)},
+        state=rng.uniform(0, 1, 4).astype(np.float32),
+        instruction=instruction,
+        step_id=seed,
+        capture_time=0.0,
+    )
+
+
+def test_merged_pass_equals_classic_decoding_position_by_position():
+    model = _model()
+    policy = model.as_policy()
+    context = policy.perception.perceive([_obs(1), _obs(2, "open the drawer"), _obs(3)])
+    with torch.inference_mode():
+        tokens, classic_logits = model.decode_classic(context, return_logits=True)  # (3, 16), (3, 16, V)
+        merged = model.merged_logits(context, tokens)  # teacher-forced with the classic tokens
+    assert tokens.shape == (3, model.num_action_tokens) == (3, 32)
+    actions = model.bos_id  # BOS is masked out of classic decoding; compare over the action bins
+    torch.testing.assert_close(merged[..., :actions], classic_logits[..., :actions], atol=1e-4, rtol=1e-4)
+    assert torch.equal(merged[..., :actions].argmax(-1), tokens)
+
+
+def test_stages_compose_to_perceive_and_generation_shape():
+    model = _model(perception_stages=2)
+    policy = model.as_policy()
+    observations = [_obs(4), _obs(5)]
+    stages = policy.perception.stages()
+    assert len(stages) == 3
+    x = observations
+    for stage in stages:
+        x = stage(x)
+    direct = policy.perception.perceive(observations)
+    assert x["X_V"].shape == (2, 8 + 1, 48) and x["X_L"].shape == (2, 48 // 6, 48)
+    torch.testing.assert_close(x["X_V"], direct["X_V"])
+    actions = policy.generation.generate(direct)
+    assert actions.shape == (2, 8, 4) and actions.dtype == np.float32
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = _model()
+    context = model.as_policy().perception.perceive([_obs(6)])
+    before = model.as_policy().generation.generate(context)
+    model.save_pretrained(tmp_path / "ckpt", {"note": "test"})
+    loaded = TinyVLA.from_pretrained(tmp_path / "ckpt")
+    after = loaded.as_policy().generation.generate(loaded.as_policy().perception.perceive([_obs(6)]))
+    np.testing.assert_array_equal(before, after)
+    assert loaded.config["action_low"] == model.config["action_low"]
+
+
+def test_wrong_checkpoint_type_and_missing_checkpoint(tmp_path):
+    model = _model()
+    model.save_pretrained(tmp_path / "ckpt")
+    from auras.policies.tiny_dp import TinyDP
+
+    with pytest.raises(InvalidInputError, match="expected a tiny-dp checkpoint, got policy_type='tiny-vla'"):
+        TinyDP.from_pretrained(tmp_path / "ckpt")
+    with pytest.raises(InvalidInputError, match="expected a shipped name"):
+        TinyVLA.from_pretrained(tmp_path / "nothing")
+
+
+def test_agent_boundary_errors():
+    with AurasAgent(policy=_model().as_policy()) as agent:
+        with pytest.raises(InvalidInputError, match=r"expected shape \(84, 84, 3\), got \(64, 64, 3\)"):
+            bad = _obs(0)
+            agent.step(Observation({"front": np.zeros((64, 64, 3), np.uint8)}, bad.state, "push", 0, 0.0))
+        with pytest.raises(InvalidInputError, match=r"expected shape \(4,\), got \(3,\)"):
+            agent.step(Observation(_obs(0).images, np.zeros(3, np.float32), "push", 0, 0.0))
+        with pytest.raises(InvalidInputError, match="expected at most 48 UTF-8 bytes"):
+            agent.step(_obs(0, "x" * 60))
+        action = agent.step(_obs(1))
+        assert action.values.shape == (8, 4) and agent.policy.execute_steps == 4
+
+
+def test_large_config_wires_up_shrunk():
+    """The OpenVLA-scale shape (ViT-L/14 @ 224 + 7B-class Llama) builds; on CPU only a shrunken copy runs."""
+    full = TinyVLA.large_config(1.0)
+    assert (full["vit_hidden"], full["vit_layers"], full["lm_hidden"], full["lm_layers"]) == (1024, 24, 4096, 32)
+    small = TinyVLA.large_config(1 / 32)
+    model = TinyVLA.from_samples(np.random.uniform(-1, 1, (10, 4)), np.zeros((10, 4), np.float32), ["x"], **small)
+    obs = Observation({"front": np.zeros((224, 224, 3), np.uint8)}, np.zeros(4, np.float32), "x", 0, 0.0)
+    policy = model.as_policy()
+    assert policy.generation.generate(policy.perception.perceive([obs])).shape == (1, 1, 4)
