@@ -186,6 +186,7 @@ def train(
     eval_episodes: Annotated[int, typer.Option(min=1, help="Episodes per task per evaluation.")] = 5,
     max_minutes: Annotated[float | None, typer.Option(help="Stop (after a final evaluation) past this.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Model hyperparameter key=value.")] = None,
+    init: Annotated[str | None, typer.Option(help="Continue from this checkpoint (name or directory).")] = None,
 ) -> None:
     """Train a policy by behaviour cloning; keeps the best checkpoint by closed-loop success."""
     import yaml
@@ -211,7 +212,7 @@ def train(
 
             summary = run_train(policy, data, out, task, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                 threads=threads, eval_every=eval_every, eval_episodes=eval_episodes,
-                                max_minutes=max_minutes, overrides=overrides, progress=report)  # fmt: skip
+                                max_minutes=max_minutes, overrides=overrides, init=init, progress=report)  # fmt: skip
     except AurasError as exc:
         _fail(exc)
     typer.echo(f"best mean eval success {summary['best_eval_mean']:.2f}; checkpoints in {out}/best and {out}/last")

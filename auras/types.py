@@ -142,14 +142,20 @@ class StepTimings:
 class Action:
     """One action (shape (A,)) or action chunk (shape (H, A)), float32, finite.
 
-    step_id and capture_time are those of the observation the action was computed from, so every
-    action can be traced to its input and its staleness measured.
+    step_id and capture_time are those of the observation the action was computed from (the
+    request's own), so every action can be traced to its input. In pipelined modes generation may
+    read fresher contexts than its own observation: ``context_step_id`` is the newest observation
+    that influenced the action, ``staleness_frames`` how many frames old that observation's
+    admission was when the action came out (None outside frame-based modes).
     """
 
     values: np.ndarray
     step_id: int
     capture_time: float
     timings: StepTimings
+    context_step_id: int | None = None
+    staleness_frames: int | None = None
+    frame: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.values, np.ndarray) or self.values.dtype != np.float32:

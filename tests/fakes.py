@@ -65,3 +65,74 @@ def fake_observation(step_id: int, image_size: int = 8) -> Observation:
         step_id=step_id,
         capture_time=time.monotonic(),
     )
+
+
+class FakeStagedPerception(FakePerception):
+    """``n_stages`` natural stages; context {"H_o": (B, 1) = step id} so tests see which observation
+    each generation call was conditioned on."""
+
+    def __init__(self, n_stages: int = 4, delay_s: float = 0.0) -> None:
+        super().__init__(delay_s)
+        self.n_stages = n_stages
+
+    def stages(self):
+        import torch
+
+        def first(observations):
+            time.sleep(self.delay_s / self.n_stages)
+            return torch.tensor([[float(o.step_id)] for o in observations])
+
+        def middle(x):
+            time.sleep(self.delay_s / self.n_stages)
+            return x
+
+        def last(x):
+            time.sleep(self.delay_s / self.n_stages)
+            return {"H_o": x}
+
+        return [first] + [middle] * (self.n_stages - 2) + [last]
+
+
+class FakeDiffusion:
+    """A DiffusionGeneration whose 'denoising' adds num_steps * 1000 + h_o, and records every call."""
+
+    def __new__(cls, *args, **kwargs):  # build lazily so tests/fakes.py imports without torch
+        from auras.generation.base import DiffusionGeneration
+
+        class _Fake(DiffusionGeneration):
+            def __init__(self, steps: int = 12, delay_s: float = 0.0) -> None:
+                self.steps, self.delay_s, self.calls = steps, delay_s, []
+
+            @property
+            def action_dim(self) -> int:
+                return 4
+
+            @property
+            def num_inference_steps(self) -> int:
+                return self.steps
+
+            def initial_noise(self, batch, generator=None):
+                import torch
+
+                return torch.zeros(batch, 2, 4)
+
+            def denoise(self, sample, step_index, num_steps, h_o):
+                time.sleep(self.delay_s)
+                self.calls.append(
+                    {"batch": len(sample), "step_index": step_index.tolist(), "num_steps": num_steps.tolist(),
+                     "h_o": h_o[:, 0].tolist()}
+                )  # fmt: skip
+                return sample + num_steps[:, None, None] * 1000 + h_o[:, :1, None]
+
+            def to_actions(self, sample):
+                return sample.numpy().astype(np.float32)
+
+            def generate(self, context):
+                h_o = context["H_o"]
+                x = self.initial_noise(len(h_o))
+                import torch
+
+                full = torch.full((len(h_o),), self.steps)
+                return self.to_actions(self.denoise(x, torch.zeros(len(h_o), dtype=torch.int64), full, h_o))
+
+        return _Fake(*args, **kwargs)

@@ -61,6 +61,13 @@ class AutoregressiveGeneration(Generation):
         """
 
     @abstractmethod
+    def next_tokens(self, context: Context, action_tokens: Any) -> Any:
+        """Greedy next-token predictions of one merged pass: (B, l_a) int64 valid action token ids.
+
+        ``result[:, i]`` is the argmax (over valid action tokens) of ``merged_logits(...)[:, i]``.
+        """
+
+    @abstractmethod
     def detokenize(self, token_ids: Any) -> np.ndarray:
         """(B, l_a) token ids -> (B, H, A) float32 actions."""
 
@@ -85,3 +92,7 @@ class DiffusionGeneration(Generation):
         Returns the new sample (B, H, A). Identical stages of different requests run as one
         batched model call per iteration.
         """
+
+    @abstractmethod
+    def to_actions(self, sample: Any) -> np.ndarray:
+        """A fully denoised sample (B, H, A) -> actions (B, H, A) float32 in env units."""

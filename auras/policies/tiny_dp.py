@@ -572,4 +572,9 @@ class TinyDPGeneration(DiffusionGeneration):
         x = self.initial_noise(batch)
         full = torch.full((batch,), self.num_inference_steps, dtype=torch.int64)
         x = self.denoise(x, torch.zeros(batch, dtype=torch.int64), full, h_o)
-        return self.model.unnormalize_actions(x).float().cpu().numpy()
+        return self.to_actions(x)
+
+    @torch.no_grad()
+    def to_actions(self, sample: Any) -> np.ndarray:
+        """Unnormalise a denoised (B, H, A) sample to env units, float32 numpy."""
+        return self.model.unnormalize_actions(torch.as_tensor(sample)).float().cpu().numpy()

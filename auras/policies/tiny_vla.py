@@ -302,8 +302,13 @@ class _VLAGeneration(AutoregressiveGeneration):
         with torch.inference_mode():
             return self.model.merged_logits(context, action_tokens)
 
+    def next_tokens(self, context: Context, action_tokens: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            logits = self.model.merged_logits(context, torch.as_tensor(action_tokens))  # (B, l_a, V)
+            return logits[..., : self.model.bos_id].argmax(-1)  # BOS is not an action
+
     def detokenize(self, token_ids: torch.Tensor) -> np.ndarray:
-        return self.model.detokenize(token_ids)
+        return self.model.detokenize(torch.as_tensor(token_ids))
 
     def generate(self, context: Context) -> np.ndarray:
         return self.detokenize(self.decode_classic(context))  # (B, H, A)

@@ -80,6 +80,7 @@ def train(
     eval_episodes: int = 5,
     max_minutes: float | None = None,
     overrides: dict[str, Any] | None = None,
+    init: str | Path | None = None,
     progress: Callable[[int, int, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``policy`` on dataset ``data``; write checkpoints and ``train_log.jsonl`` under ``out``."""
@@ -98,7 +99,12 @@ def train(
     horizon = (overrides or {}).get("chunk_horizon", cls.DEFAULTS["chunk_horizon"])
     samples = ChunkSamples(ReplayDataset(data), horizon, tasks)
     # A stopped run (max_minutes) ends its cosine schedule early: size ``steps`` to the time budget.
-    model = cls.from_samples(samples.actions, samples.states, samples.instructions, **(overrides or {}))
+    if init is not None:  # continue from a checkpoint (its normalisation and tokenizer bounds stay)
+        if overrides:
+            raise ConfigError(f"model overrides {sorted(overrides)} cannot change a model loaded from --init {init}")
+        model = cls.from_pretrained(init)
+    else:
+        model = cls.from_samples(samples.actions, samples.states, samples.instructions, **(overrides or {}))
     instruction_ids = np.stack([encode_instruction(t, model.max_instruction_bytes) for t in samples.instructions])
     # Evaluate and ship an exponential moving average of the weights (as Diffusion Policy does):
     # closed-loop success depends on it far more than the loss suggests.
@@ -115,7 +121,7 @@ def train(
     meta = {
         "policy": policy, "data": str(data), "tasks": samples.tasks, "episodes": samples.episodes,
         "samples": len(samples), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-        "ema_decay": ema_decay, "parameters": model.num_parameters(),
+        "ema_decay": ema_decay, "parameters": model.num_parameters(), "init": str(init) if init else None,
     }  # fmt: skip
     log.write(json.dumps({"event": "start", **meta}) + "\n")
     log.flush()

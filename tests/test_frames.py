@@ -1,0 +1,127 @@
+"""Frame executor invariants with fakes, and exactness against sequential with real small models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from auras.pipeline.frames import FrameExecutor, FrameShape
+from auras.pipeline.partition import skewed_steps
+from auras.pipeline.sequential import SequentialExecutor
+from auras.policies.base import Policy
+from tests.fakes import FakeDiffusion, FakeStagedPerception, fake_observation
+
+SHAPES = [FrameShape(1, 1, 0), FrameShape(1, 1, -1), FrameShape(2, 3, 0), FrameShape(2, 4, -1), FrameShape(3, 2, 0)]
+
+
+def _executor(shape: FrameShape, public: bool = True, alpha: float = 0.0) -> FrameExecutor:
+    policy = Policy("fake-dp", FakeStagedPerception(4), FakeDiffusion(12))
+    return FrameExecutor(policy, shape, public=public, alpha=alpha)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("public", [True, False], ids=["auras", "pipeline"])
+def test_inflight_bound_order_tracing_and_one_action_per_frame(shape, public):
+    ex = _executor(shape, public)
+    actions = {}
+    for frame in range(30):
+        action = ex.run_frame(fake_observation(frame))
+        assert ex.inflight <= shape.depth
+        if action is not None:
+            actions[frame] = action
+    assert ex.max_inflight == shape.lifetime <= shape.depth
+    first = shape.lifetime - 1
+    assert sorted(actions) == list(range(first, 30))  # one action every frame once full
+    for frame, action in actions.items():
+        assert action.frame == frame
+        assert action.step_id == frame - first  # FIFO: traces to the observation admitted L-1 frames ago
+    assert ex.admitted == 30 and ex.emitted == len(actions)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_public_context_is_fresher_than_private(shape):
+    """auras reads the newest context; pipeline acts on its own observation, lifetime - 1 frames old."""
+    fresh, stale = _executor(shape, public=True), _executor(shape, public=False)
+    for frame in range(20):
+        a, b = fresh.run_frame(fake_observation(frame)), stale.run_frame(fake_observation(frame))
+        if a is None:
+            continue
+        newest = frame - (shape.pp_perception - 1) + shape.fetch_offset  # written this frame, or the previous
+        assert a.context_step_id == newest and a.staleness_frames == frame - newest
+        assert b.context_step_id == b.step_id and b.staleness_frames == shape.lifetime - 1
+        assert a.staleness_frames <= b.staleness_frames
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_generation_is_one_batched_call_per_frame_with_skewed_steps(alpha):
+    shape = FrameShape(1, 4, -1)
+    ex = _executor(shape, alpha=alpha)
+    for frame in range(12):
+        ex.run_frame(fake_observation(frame))
+    calls = ex.policy.generation.calls
+    assert len(calls) == 12 - 1  # every frame but the first (nothing in generation yet)
+    steady = calls[-1]
+    assert steady["batch"] == 4  # the four in-flight generation stages run as one call
+    expected = skewed_steps(12, 4, alpha)
+    by_stage = sorted(zip(steady["step_index"], steady["num_steps"], strict=True))
+    assert [n for _, n in by_stage] == expected
+    assert [k for k, _ in by_stage] == list(np.cumsum([0, *expected[:-1]]))
+
+
+def test_step_blocks_only_until_the_first_action_and_counts():
+    ex = _executor(FrameShape(2, 3, -1))
+    first = ex.step(fake_observation(0))
+    assert first.step_id == 0 and ex.frame == FrameShape(2, 3, -1).lifetime  # startup: pipeline fill
+    second = ex.step(fake_observation(1))
+    assert second.step_id == 0  # the newest action available (request 1 is still in flight)
+
+
+def test_bad_shapes_are_rejected():
+    from auras.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="expected pp_perception >= 1"):
+        FrameShape(0, 1)
+    with pytest.raises(ConfigError, match="fetch_offset: expected 0 or -1, got 1"):
+        FrameShape(1, 1, 1)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"pp_perception: expected <= 4 \(this policy's perception stages\)"):
+        _executor(FrameShape(5, 1))
+    with pytest.raises(ConfigError, match="cannot spread 12 generation iterations over 13 stages"):
+        _executor(FrameShape(1, 13))
+
+
+def _real_observations(n: int):
+    rng = np.random.default_rng(0)
+    from auras.types import Observation
+
+    images = [rng.integers(0, 255, (84, 84, 3), dtype=np.uint8) for _ in range(n)]
+    states = [rng.uniform(0, 1, 4).astype(np.float32) for _ in range(n)]
+    return [Observation({"front": images[i]}, states[i], "push the puck", i, 0.0) for i in range(n)]
+
+
+def _small_policy(kind: str) -> Policy:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    actions, states = rng.uniform(-1, 1, (50, 4)).astype(np.float32), rng.uniform(0, 1, (50, 4)).astype(np.float32)
+    if kind == "tiny-vla":
+        from auras.policies.tiny_vla import TinyVLA
+        from tests.test_tiny_vla import SMALL
+
+        return TinyVLA.from_samples(actions, states, ["x"], **SMALL, chunk_horizon=2).eval().as_policy()
+    from auras.policies.tiny_dp import TinyDP
+
+    return TinyDP.from_samples(actions, states, ["x"], num_inference_steps=5).eval().as_policy()
+
+
+@pytest.mark.parametrize("kind", ["tiny-vla", "tiny-dp"])
+@pytest.mark.parametrize("public", [True, False], ids=["auras", "pipeline"])
+def test_degree_one_reproduces_sequential_actions(kind, public):
+    policy = _small_policy(kind)
+    observations = _real_observations(4)
+    policy.reset()
+    sequential = [SequentialExecutor(policy).step(o).values for o in observations]
+    policy.reset()
+    frames = FrameExecutor(policy, FrameShape(1, 1, 0), public=public)
+    pipelined = [frames.run_frame(o).values for o in observations]
+    for a, b in zip(sequential, pipelined, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
