@@ -1,0 +1,38 @@
+"""The shipped checkpoints: load by name, act, drive the bench, succeed on push-v3 (slow)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from auras.cli import app
+from auras.policies.checkpoint import shipped_checkpoints
+from auras.policies.train import policy_class
+from auras.types import Observation
+
+POLICIES = ("tiny-vla", "tiny-dp")
+
+
+def test_both_policies_are_shipped():
+    assert set(POLICIES) <= set(shipped_checkpoints())
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_shipped_checkpoint_loads_and_acts(name):
+    model = policy_class(name).from_pretrained(name)
+    policy = model.as_policy()
+    obs = Observation({"front": np.zeros((84, 84, 3), np.uint8)}, np.zeros(4, np.float32), "press the button", 0, 0.0)
+    actions = policy.generation.generate(policy.perception.perceive([obs]))
+    assert actions.shape == (1, model.chunk_horizon, 4) and actions.dtype == np.float32
+    assert np.all(np.isfinite(actions)) and policy.execute_steps <= model.chunk_horizon
+
+
+@pytest.mark.mujoco
+@pytest.mark.parametrize("name", POLICIES)
+def test_bench_runs_a_shipped_policy(name, tmp_path):
+    args = ["bench", "--policy", name, "-t", "reach-v3", "-n", "1", "--out", str(tmp_path), "--no-progress",
+            "--set", "bench.stream_steps=20", "--set", "bench.warmup_steps=2"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert name in result.output
