@@ -77,12 +77,27 @@ class PolicyConfig(_Section):
 
 
 class PipelineConfig(_Section):
-    """How perception and generation are scheduled."""
+    """How perception and generation are scheduled (see auras/pipeline/frames.py for frames)."""
 
-    mode: Literal["sequential"] = Field(
-        "sequential", description="Execution mode. sequential: perception then generation per observation."
+    mode: Literal["sequential", "pipeline", "auras"] = Field(
+        "sequential",
+        description="Execution mode. sequential: perception then generation per observation; pipeline: "
+        "frames with a private (stale) context per request; auras: frames + public context.",
     )
-    backend: Literal["local"] = Field("local", description="Where stages run. local: in this process.")
+    backend: Literal["local"] = Field("local", description="Where stages run. local: threads in this process.")
+    pp_perception: int = Field(1, ge=1, le=16, description="Perception stages (frames in perception).")
+    pp_generation: int = Field(1, ge=1, le=64, description="Generation stages a request's iterations spread over.")
+    fetch_offset: Literal[0, -1] = Field(
+        0,
+        description="0: perception then generation within a frame, generation reads this frame's context; "
+        "-1: both concurrently, generation reads the previous frame's context.",
+    )
+    alpha: float = Field(
+        0.0, ge=0.0, le=10.0, description="Diffusion step skew: stage i gets a share proportional to exp(i*alpha)."
+    )
+    emit: Literal["own", "public"] = Field(
+        "own", description="Autoregressive auras: emit the finishing request's own tokens, or the public snapshot."
+    )
 
 
 class BenchConfig(_Section):

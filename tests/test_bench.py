@@ -92,10 +92,7 @@ def test_config_show_and_list():
     shown = runner.invoke(app, ["config", "show", "--set", "bench.episodes=3"])
     assert shown.exit_code == 0 and "episodes: 3" in shown.output and "# config hash:" in shown.output
     bad = runner.invoke(app, ["config", "show", "--set", "bench.episodes=-1"])
-    assert (
-        bad.exit_code == 2
-        and "bench.episodes: got -1; Input should be greater than or equal to 1" in bad.output
-    )
+    assert bad.exit_code == 2 and "bench.episodes: got -1; Input should be greater than or equal to 1" in bad.output
     listed = runner.invoke(app, ["config", "list"])
     assert "default" in listed.output.split()
 

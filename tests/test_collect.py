@@ -54,9 +54,7 @@ def test_dataset_rejects_bad_episodes_and_missing_store(tmp_path):
                 action=np.zeros((3, 4), np.float32))  # fmt: skip
     data.append_episode("reach-v3", "reach", 0, True, **good)
     with pytest.raises(InvalidInputError, match=r"append_episode images: expected shape \(3, 16, 16, 3\)"):
-        ReplayDataset(tmp_path / "e", mode="a", image_size=16).append_episode(
-            "reach-v3", "reach", 0, True, **good
-        )
+        ReplayDataset(tmp_path / "e", mode="a", image_size=16).append_episode("reach-v3", "reach", 0, True, **good)
     with pytest.raises(InvalidInputError, match=r"append_episode action: expected shape \(3, 4\) float32"):
         data.append_episode("reach-v3", "reach", 0, True, **{**good, "action": np.zeros((3, 4))})
     with pytest.raises(InvalidInputError, match="expected 8px images"):

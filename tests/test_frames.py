@@ -69,12 +69,16 @@ def test_generation_is_one_batched_call_per_frame_with_skewed_steps(alpha):
     assert [k for k, _ in by_stage] == list(np.cumsum([0, *expected[:-1]]))
 
 
-def test_step_blocks_only_until_the_first_action_and_counts():
-    ex = _executor(FrameShape(2, 3, -1))
+def test_step_fills_the_pipeline_during_startup_then_emits_every_step():
+    shape = FrameShape(2, 3, -1)
+    ex = _executor(shape)
     first = ex.step(fake_observation(0))
-    assert first.step_id == 0 and ex.frame == FrameShape(2, 3, -1).lifetime  # startup: pipeline fill
-    second = ex.step(fake_observation(1))
-    assert second.step_id == 0  # the newest action available (request 1 is still in flight)
+    assert first.step_id == 0 and ex.frame == shape.lifetime  # startup: fill frames re-admit observation 0
+    assert ex.admitted == shape.lifetime and ex.inflight == shape.lifetime - 1
+    emitted = [ex.step(fake_observation(i)).step_id for i in range(1, 12)]
+    assert emitted[: shape.lifetime - 1] == [0] * (shape.lifetime - 1)  # the fill copies drain first
+    assert emitted[shape.lifetime - 1 :] == list(range(1, 12 - shape.lifetime + 1))
+    assert ex.emitted == 12
 
 
 def test_bad_shapes_are_rejected():
@@ -125,3 +129,17 @@ def test_degree_one_reproduces_sequential_actions(kind, public):
     pipelined = [frames.run_frame(o).values for o in observations]
     for a, b in zip(sequential, pipelined, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_agent_runs_auras_mode_from_config_and_rejects_unpipelinable_policies():
+    from auras import AurasAgent, load_config
+    from auras.errors import ConfigError
+
+    config = load_config(overrides=["pipeline.mode=auras", "pipeline.pp_generation=3", "pipeline.fetch_offset=-1"])
+    policy = Policy("fake-dp", FakeStagedPerception(4), FakeDiffusion(12))
+    with AurasAgent(config, policy=policy) as agent:
+        actions = [agent.step(fake_observation(i)) for i in range(8)]
+    assert all(a.staleness_frames is not None and a.frame is not None for a in actions)
+    assert [a.frame for a in actions] == sorted({a.frame for a in actions})
+    with pytest.raises(ConfigError, match="pipelined modes need a diffusion or autoregressive generation"):
+        AurasAgent(load_config(overrides=["pipeline.mode=pipeline"]))  # the expert policy is not iterative

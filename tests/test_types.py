@@ -85,9 +85,7 @@ def test_spec_wrong_image_size_and_state_dim():
 
 
 def test_spec_extra_cameras_are_ignored_and_extras_required():
-    SPEC.check(
-        make_obs(images={"front": np.zeros((84, 84, 3), np.uint8), "wrist": np.zeros((8, 8, 3), np.uint8)})
-    )
+    SPEC.check(make_obs(images={"front": np.zeros((84, 84, 3), np.uint8), "wrist": np.zeros((8, 8, 3), np.uint8)}))
     privileged = ObservationSpec({"front": (84, 84)}, 4, ("privileged_state",))
     with pytest.raises(InvalidInputError, match="expected key 'privileged_state'"):
         privileged.check(make_obs())

@@ -64,7 +64,8 @@ def run_episode(
         result.latency_ms.append(action.timings.latency_ms)
         for row in action.chunk[:execute]:
             result.staleness_ms.append((time.monotonic() - action.capture_time) * 1e3)
-            result.staleness_frames.append(t - action.step_id)
+            newest = action.context_step_id if action.context_step_id is not None else action.step_id
+            result.staleness_frames.append(t - newest)  # env steps since the newest observation it used
             env_obs, _, terminated, truncated, info = env.step(row)
             t += 1
             result.steps = t

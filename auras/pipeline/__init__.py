@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MODES", "build_executor"]
 
-MODES = ("sequential",)
+MODES = ("sequential", "pipeline", "auras")
 
 
 def build_executor(config: PipelineConfig, policy: Policy) -> Executor:
@@ -21,4 +21,9 @@ def build_executor(config: PipelineConfig, policy: Policy) -> Executor:
         from auras.pipeline.sequential import SequentialExecutor
 
         return SequentialExecutor(policy)
+    if config.mode in ("pipeline", "auras"):
+        from auras.pipeline.frames import FrameExecutor, FrameShape
+
+        shape = FrameShape(config.pp_perception, config.pp_generation, config.fetch_offset)
+        return FrameExecutor(policy, shape, public=config.mode == "auras", alpha=config.alpha, emit=config.emit)
     raise ConfigError(unknown_name_message("pipeline mode", config.mode, MODES))

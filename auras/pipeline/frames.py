@@ -312,11 +312,16 @@ class FrameExecutor(Executor):
 
     # -- Executor API -------------------------------------------------------------------------------
     def step(self, obs: Observation) -> Action:
-        """Admit ``obs``, run one frame, return the newest action; during startup, run frames (admitting
-        nothing more) until the first action comes out."""
+        """Admit ``obs``, run one frame and return its action.
+
+        During startup (no action out yet) the caller is blocked and no newer observation exists, so
+        every fill frame admits ``obs`` again: when the first action comes out the pipeline is full
+        and from then on each ``step`` emits one fresh action. Should a frame emit nothing (after a
+        reset mid-stream), the newest earlier action is returned.
+        """
         action = self.run_frame(obs)
         while self._last_action is None:
-            action = self.run_frame(None)
+            action = self.run_frame(obs)
         return action if action is not None else self._last_action
 
     @property
