@@ -75,6 +75,9 @@ def bench(
     env: Annotated[EnvKind, typer.Option("--env", help="Simulator family.")] = EnvKind.mujoco,
     task: Annotated[list[str] | None, typer.Option("--task", "-t", help="Task (repeatable); default env.task.")] = None,
     policy: Annotated[str | None, typer.Option("--policy", help="Policy type (policy.type).")] = None,
+    modes: Annotated[
+        str | None, typer.Option("--modes", help="Comma-separated modes to compare, e.g. sequential,auras.")
+    ] = None,
     episodes: Annotated[int | None, typer.Option("--episodes", "-n", help="Episodes per task.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="First evaluation seed.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (bench.out).")] = None,
@@ -103,8 +106,7 @@ def bench(
     try:
         cfg = load_config(config or "default", overrides)
         tasks = task or [cfg.env.task]
-        for name in tasks:  # validate every task before running any
-            load_config(base=cfg.model_dump(mode="json"), overrides=[f"env.task={name}"])
+        mode_list = [m.strip() for m in modes.split(",") if m.strip()] if modes else None
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -117,12 +119,12 @@ def bench(
             ids: dict[str, int] = {}
 
             def report(label: str, done: int, total: int) -> None:
-                name = label.split(":")[0]
+                name = label.rsplit(":", 1)[0]
                 if name not in ids:
                     ids[name] = bar.add_task(name, total=total)
                 bar.update(ids[name], completed=done, description=label)
 
-            document = run_bench(cfg, tasks, report)
+            document = run_bench(cfg, tasks, report, mode_list)
     except AurasError as exc:
         _fail(exc)
     Console(width=max(Console().width, 150)).print(results_table(document))

@@ -85,13 +85,15 @@ def _with_relative_figures(results: list[dict[str, Any]]) -> None:
             m["relative_accuracy"] = m["success_rate"] / b["success_rate"]
 
 
-def _bench_task(config: AurasConfig, progress: ProgressFn | None) -> dict[str, Any]:
+def _bench_task(config: AurasConfig, progress: ProgressFn | None, recorded: list[Observation]) -> dict[str, Any]:
+    """Episodes + stream for one (task, mode). ``recorded`` is the task's observation stream: filled
+    during the first mode's episodes and replayed unchanged for every later mode (same inputs)."""
     from auras.agent import AurasAgent
     from auras.envs import make_env
 
     bench, task = config.bench, config.env.task
     needed = bench.stream_steps + bench.warmup_steps
-    recorded: list[Observation] = []
+    label = f"{task} [{config.pipeline.mode}]"
 
     def record(obs: Observation) -> None:
         if len(recorded) < needed:
@@ -108,10 +110,10 @@ def _bench_task(config: AurasConfig, progress: ProgressFn | None) -> dict[str, A
         for i in range(bench.episodes):
             episodes.append(run_episode(agent, env, bench.seed + i, bench.clock, record))
             if progress:
-                progress(f"{task}: episodes", i + 1, bench.episodes + 1)
+                progress(f"{label}: episodes", i + 1, bench.episodes + 1)
         stream = run_stream(agent, list(itertools.islice(itertools.cycle(recorded), needed)), bench.warmup_steps)
         if progress:
-            progress(f"{task}: throughput", bench.episodes + 1, bench.episodes + 1)
+            progress(f"{label}: throughput", bench.episodes + 1, bench.episodes + 1)
         return {
             "task": task,
             "policy": config.policy.type,
@@ -133,14 +135,27 @@ def _bench_task(config: AurasConfig, progress: ProgressFn | None) -> dict[str, A
 
 
 def run_bench(
-    config: AurasConfig, tasks: Sequence[str] | None = None, progress: ProgressFn | None = None
+    config: AurasConfig,
+    tasks: Sequence[str] | None = None,
+    progress: ProgressFn | None = None,
+    modes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Benchmark ``config`` on ``tasks`` (default: ``config.env.task``); return the results document."""
+    """Benchmark ``config`` on ``tasks`` (default: ``config.env.task``) in each of ``modes`` (default:
+    ``config.pipeline.mode``); return the results document. Every mode of a task sees the same
+    episode seeds and the same throughput stream, so speedup is a ratio measured side by side."""
     tasks = list(tasks or [config.env.task])
+    modes = list(modes or [config.pipeline.mode])
+    base = config.model_dump(mode="json")
+    configs = {
+        (task, mode): load_config(base=base, overrides=[f"env.task={task}", f"pipeline.mode={mode}"])
+        for task in tasks
+        for mode in modes
+    }  # every combination validated before anything runs
     results = []
     for task in tasks:
-        task_config = load_config(base=config.model_dump(mode="json"), overrides=[f"env.task={task}"])
-        results.append(_bench_task(task_config, progress))
+        recorded: list[Observation] = []
+        for mode in modes:
+            results.append(_bench_task(configs[(task, mode)], progress, recorded))
     _with_relative_figures(results)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -149,6 +164,7 @@ def run_bench(
         "config": config.model_dump(mode="json"),
         "config_hash": config_hash(config),
         "tasks": tasks,
+        "modes": modes,
         "clock": config.bench.clock,
         "episodes": config.bench.episodes,
         "versions": package_versions(),
