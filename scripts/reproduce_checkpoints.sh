@@ -4,8 +4,9 @@
 #   bash scripts/reproduce_checkpoints.sh [WORKDIR]
 #
 # 1. collects 150 expert episodes per core Meta-World task (training seeds 0..149; ~9 min),
-# 2. trains both policies side by side, one CPU thread each (~35 min on a 2-core machine),
-# 3. copies each run's best checkpoint (EMA weights, best mean validation success) into the package.
+# 2. trains both policies side by side, one CPU thread each, in two rounds: ~35 min from scratch, then
+#    ~32 min more continuing from round 1's best checkpoint (--init) at a lower learning rate,
+# 3. copies round 2's last checkpoint (EMA weights) into the package.
 # Seeds are fixed; wall-clock-limited runs can stop at a slightly different step on another machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,8 +25,14 @@ done
   --eval-every 1625 --eval-episodes 3 --max-minutes 38 --threads 1 &
 wait
 
+"$AURAS" train --policy tiny-vla --data "$DATA" --init "$WORK/tiny-vla/best" --out "$WORK/tiny-vla-2" --steps 4800 \
+  --lr 2e-4 --seed 1 --eval-every 1200 --eval-episodes 3 --max-minutes 32 --threads 1 &
+"$AURAS" train --policy tiny-dp --data "$DATA" --init "$WORK/tiny-dp/best" --out "$WORK/tiny-dp-2" --steps 7000 \
+  --lr 2e-4 --seed 1 --eval-every 1750 --eval-episodes 3 --max-minutes 32 --threads 1 &
+wait
+
 for policy in tiny-vla tiny-dp; do
   mkdir -p "auras/policies/checkpoints/$policy"
-  cp "$WORK/$policy/best/model.safetensors" "$WORK/$policy/best/config.json" "auras/policies/checkpoints/$policy/"
+  cp "$WORK/$policy-2/last/model.safetensors" "$WORK/$policy-2/last/config.json" "auras/policies/checkpoints/$policy/"
 done
 echo "checkpoints updated in auras/policies/checkpoints/"
