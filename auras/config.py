@@ -79,9 +79,10 @@ class PolicyConfig(_Section):
 class PipelineConfig(_Section):
     """How perception and generation are scheduled (see auras/pipeline/frames.py for frames)."""
 
-    mode: Literal["sequential", "pipeline", "auras"] = Field(
+    mode: Literal["sequential", "decoupled", "pipeline", "auras"] = Field(
         "sequential",
-        description="Execution mode. sequential: perception then generation per observation; pipeline: "
+        description="Execution mode. sequential: perception then generation per observation; decoupled: "
+        "perception loops on the newest observation, generation uses its latest result; pipeline: "
         "frames with a private (stale) context per request; auras: frames + public context.",
     )
     backend: Literal["local"] = Field("local", description="Where stages run. local: threads in this process.")

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MODES", "build_executor"]
 
-MODES = ("sequential", "pipeline", "auras")
+MODES = ("sequential", "decoupled", "pipeline", "auras")
 
 
 def build_executor(config: PipelineConfig, policy: Policy) -> Executor:
@@ -21,6 +21,10 @@ def build_executor(config: PipelineConfig, policy: Policy) -> Executor:
         from auras.pipeline.sequential import SequentialExecutor
 
         return SequentialExecutor(policy)
+    if config.mode == "decoupled":
+        from auras.pipeline.decoupled import DecoupledExecutor
+
+        return DecoupledExecutor(policy)
     if config.mode in ("pipeline", "auras"):
         from auras.pipeline.frames import FrameExecutor, FrameShape
 

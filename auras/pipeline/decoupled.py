@@ -1,0 +1,98 @@
+"""`decoupled` mode (the paper's DEC baseline): perception loops, generation fetches its latest result.
+
+A perception thread runs continuously on the newest observation offered (re-perceiving it when no
+newer one has arrived, which is the wasted work that makes DEC slower than sequential in the
+paper). ``step(obs)`` offers ``obs`` to that loop and runs generation on the newest finished
+context, whichever observation it came from; only the very first step waits for a context, with a
+deadline. ``Action.context_step_id`` names the observation the context came from.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from auras.errors import StepFailedError, WorkerDiedError
+from auras.pipeline.base import Executor
+from auras.policies.base import Policy
+from auras.types import Action, Observation, StepTimings
+
+__all__ = ["DecoupledExecutor"]
+
+
+class DecoupledExecutor(Executor):
+    def __init__(self, policy: Policy, first_context_timeout_s: float = 30.0) -> None:
+        super().__init__(policy)
+        self._timeout = first_context_timeout_s
+        self._cond = threading.Condition()
+        self._offered: Observation | None = None
+        self._latest: tuple[object, Observation, float] | None = None  # (context, its observation, ms)
+        self._error: BaseException | None = None
+        self._stop = False
+        self.perceptions = 0
+        self._thread = threading.Thread(target=self._perception_loop, name="auras-decoupled-perception", daemon=True)
+        self._thread.start()
+
+    def _perception_loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._offered is None and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                obs = self._offered
+            try:
+                start = time.perf_counter()
+                context = self.policy.perception.perceive([obs])
+                spent = (time.perf_counter() - start) * 1e3
+            except BaseException as exc:  # surfaced to the caller of step(), never swallowed
+                with self._cond:
+                    self._error = exc
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._latest = (context, obs, spent)
+                self.perceptions += 1
+                self._cond.notify_all()
+
+    def step(self, obs: Observation) -> Action:
+        start = time.perf_counter()
+        deadline = time.monotonic() + self._timeout
+        with self._cond:
+            if self._error is not None or not self._thread.is_alive():
+                raise WorkerDiedError(f"decoupled perception worker died: {self._error!r}; build a new agent")
+            self._offered = obs
+            self._cond.notify_all()
+            while self._latest is None and self._error is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StepFailedError(f"no perception result within {self._timeout:.1f} s of the first step")
+                self._cond.wait(left)
+            if self._error is not None:
+                raise WorkerDiedError(f"decoupled perception worker died: {self._error!r}; build a new agent")
+            context, source, perception_ms = self._latest
+        generated = time.perf_counter()
+        actions = self.policy.generation.generate(context)
+        done = time.perf_counter()
+        return Action(
+            actions[0],
+            obs.step_id,
+            obs.capture_time,
+            StepTimings(
+                stages_ms={"perception": perception_ms, "generation": (done - generated) * 1e3},
+                latency_ms=(done - start) * 1e3,
+            ),
+            context_step_id=source.step_id,
+        )
+
+    def reset(self) -> None:
+        super().reset()
+        with self._cond:
+            self._offered = None
+            self._latest = None
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout=10)
