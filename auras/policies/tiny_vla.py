@@ -245,21 +245,24 @@ class _VLAPerception(Perception):
         self.model = model
         size = model.config["image_size"]
         self._spec = ObservationSpec({"front": (size, size)}, state_dim=model.config["action_dim"])
+        self._stages = self._build_stages()  # built once: perceive runs them every request
 
     @property
     def spec(self) -> ObservationSpec:
         return self._spec
 
     def perceive(self, observations: Sequence[Observation]) -> Context:
-        stages = self.stages()
         x: Any = observations
-        for stage in stages:
+        for stage in self._stages:
             x = stage(x)
         return x
 
     def stages(self) -> list[Callable[[Any], Any]]:
         """``perception_stages`` stages: ViT layer ranges; the first also reads the observations, the last
         also projects and adds the proprio and language tokens."""
+        return list(self._stages)
+
+    def _build_stages(self) -> list[Callable[[Any], Any]]:
         model = self.model
         vit = model.vision_stages(model.config["perception_stages"])
 
