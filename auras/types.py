@@ -146,7 +146,8 @@ class Action:
     request's own), so every action can be traced to its input. In pipelined modes generation may
     read fresher contexts than its own observation: ``context_step_id`` is the newest observation
     that influenced the action, ``staleness_frames`` how many frames old that observation's
-    admission was when the action came out (None outside frame-based modes).
+    admission was when the action came out (None outside frame-based modes), and ``staleness_ms``
+    how old it was then: emission time minus its capture_time (same monotonic clock on one host).
     """
 
     values: np.ndarray
@@ -156,6 +157,7 @@ class Action:
     context_step_id: int | None = None
     staleness_frames: int | None = None
     frame: int | None = None
+    staleness_ms: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.values, np.ndarray) or self.values.dtype != np.float32:

@@ -45,10 +45,10 @@ def test_store_versions_staleness_and_single_writer():
         store.claim("H_o", "generation")
     with pytest.raises(KeyError, match="not been written"):
         store.read("H_o")
-    store.write("H_o", "ctx-1", frame=1, owner="perception", source_step_id=10)
-    store.write("H_o", "ctx-2", frame=2, owner="perception", source_step_id=11)
+    store.write("H_o", "ctx-1", frame=1, owner="perception", source=10)
+    store.write("H_o", "ctx-2", frame=2, owner="perception", source=11)
     newest = store.read("H_o", frame=5)
-    assert (newest.value, newest.frame, newest.source_step_id) == ("ctx-2", 2, 11)
+    assert (newest.value, newest.frame, newest.source) == ("ctx-2", 2, 11)
     assert store.read("H_o", frame=1).value == "ctx-1"  # fetch_offset -1 reads the previous frame
     store.write("H_o", "ctx-3", frame=3, owner="perception")
     with pytest.raises(KeyError, match="oldest kept: 2"):  # double buffer: only 2 versions live

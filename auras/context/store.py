@@ -27,13 +27,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class ContextSnapshot(Generic[T]):
-    """A value read from the store, with the frame it belongs to and its write time (monotonic s)."""
+    """A value read from the store, with the frame it belongs to, its write time (monotonic s) and
+    ``source``: the id of the input that produced it (an observation step id or a pipeline request id)."""
 
     key: str
     value: T
     frame: int
     written_at: float
-    source_step_id: int | None = None
+    source: int | None = None
 
 
 class PublicContextStore:
@@ -54,7 +55,7 @@ class PublicContextStore:
         if current != owner:
             raise InvalidInputError(f"context key {key!r}: expected writes from its owner {current!r}, got {owner!r}")
 
-    def write(self, key: str, value: Any, frame: int, owner: str, source_step_id: int | None = None) -> None:
+    def write(self, key: str, value: Any, frame: int, owner: str, source: int | None = None) -> None:
         """Publish ``value`` as the context of ``frame`` (frames of one key only move forward)."""
         if self._owners.get(key) != owner:
             raise InvalidInputError(
@@ -68,7 +69,7 @@ class PublicContextStore:
             raise InvalidInputError(
                 f"context key {key!r}: expected frame >= {versions[-1].frame} (frames move forward), got {frame}"
             )
-        versions.append(ContextSnapshot(key, value, frame, time.monotonic(), source_step_id))
+        versions.append(ContextSnapshot(key, value, frame, time.monotonic(), source))
 
     def read(self, key: str, frame: int | None = None) -> ContextSnapshot[Any]:
         """The newest version of ``key`` written for a frame <= ``frame`` (newest of all if None)."""

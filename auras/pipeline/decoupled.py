@@ -83,6 +83,7 @@ class DecoupledExecutor(Executor):
                 latency_ms=(done - start) * 1e3,
             ),
             context_step_id=source.step_id,
+            staleness_ms=(time.monotonic() - source.capture_time) * 1e3,
         )
 
     def reset(self) -> None:

@@ -34,6 +34,14 @@ serving every in-flight request. The emitted action is the finishing request's o
 (``emit="own"``, default: each was predicted from the freshest image of its frame) or the public
 token snapshot at that moment (``emit="public"``).
 
+Who does what: the driver below (the executor the agent owns) only schedules: it admits
+observations, decides each request's stage per frame (a :class:`~auras.pipeline.workers.FramePlan`)
+and turns what generation emits into Actions. The computation and all per-request state live in a
+:class:`~auras.pipeline.workers.PerceptionWorker` and a
+:class:`~auras.pipeline.workers.GenerationWorker`, run by a backend: in this process (``local``,
+below) or as two Ray actors (``ray``, ``ray_backend.py``). Both backends run the same plans, so they
+emit the same actions.
+
 Startup: autoregressive ``auras`` runs one serial classic decode on the first observation to
 initialise the public tokens (measured as ``startup_ms``); diffusion fills the pipeline.
 """
@@ -41,26 +49,26 @@ initialise the public tokens (measured as ``startup_ms``); diffusion fills the p
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal, Protocol
 
-import numpy as np
-
-from auras.context.store import PublicContextStore
 from auras.errors import ConfigError
-from auras.generation.base import AutoregressiveGeneration, DiffusionGeneration
-from auras.perception.base import Context
 from auras.pipeline.base import Executor
-from auras.pipeline.partition import skewed_steps, split_evenly
+from auras.pipeline.workers import (
+    ContextMessage,
+    Emitted,
+    FramePlan,
+    GenerationWorker,
+    PerceptionTask,
+    PerceptionWorker,
+    check_pipelinable,
+)
 from auras.policies.base import Policy
 from auras.types import Action, Observation, StepTimings
 
-__all__ = ["FrameExecutor", "FrameShape"]
-
-OBSERVATION_KEY, TOKENS_KEY = "observation", "action_tokens"
+__all__ = ["FrameExecutor", "FrameRunner", "FrameShape", "LocalFrameRunner"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,88 +104,52 @@ class FrameShape:
         return self.pp_perception + self.pp_generation
 
 
-@dataclass
-class _Request:
-    obs: Observation
-    admitted_frame: int
-    admitted_at: float
-    carry: Any = None  # output of the last perception stage run
-    context: Context | None = None  # private context once perception finished
-    state: Any = None  # diffusion: sample (1, H, A); autoregressive: own tokens (l_a,)
-    newest_step_id: int = -1  # newest observation whose context generation read
-    newest_frame: int = -1  # admission frame of that observation
-    perception_ms: float = 0.0
-    generation_ms: float = 0.0
+class FrameRunner(Protocol):
+    """Runs plans on a perception and a generation worker (a backend)."""
+
+    def run(self, plan: FramePlan) -> tuple[tuple[ContextMessage, ...], Emitted | None]:
+        """Carry out ``plan``; return the contexts perception finished and what generation emitted."""
+
+    def close(self) -> None: ...
 
 
-class _DiffusionDriver:
-    def __init__(self, generation: DiffusionGeneration, pp_generation: int, alpha: float) -> None:
-        self.gen = generation
-        self.steps = skewed_steps(generation.num_inference_steps, pp_generation, alpha)
-        self.first_step = np.concatenate([[0], np.cumsum(self.steps)[:-1]]).astype(np.int64)
+class LocalFrameRunner:
+    """Both workers in this process; for fetch_offset -1 perception runs in a worker thread while
+    generation runs in the caller's."""
 
-    def startup(self, context: Context) -> None:
-        """Diffusion needs no serial run: the pipeline fill is the startup."""
+    def __init__(self, policy: Policy, shape: FrameShape, public: bool, alpha: float, emit: str) -> None:
+        self.concurrent = shape.fetch_offset == -1
+        self.perception = PerceptionWorker(policy, shape.pp_perception)
+        self.generation = GenerationWorker(policy, shape.pp_generation, public, alpha, emit)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="auras-perception")
 
-    def start(self, request: _Request) -> None:
-        request.state = self.gen.initial_noise(1)
+    def run(self, plan: FramePlan) -> tuple[tuple[ContextMessage, ...], Emitted | None]:
+        if not self.concurrent:
+            finished = self.perception.run(plan)
+            return finished, self.generation.run(plan, finished)
+        pending = self._pool.submit(self.perception.run, plan)
+        try:
+            emitted = self.generation.run(plan)
+        finally:
+            finished = pending.result()
+        return finished, emitted
 
-    def run(self, items: Sequence[tuple[_Request, int]], contexts: Sequence[Context], public: bool) -> None:
-        import torch
-
-        samples = torch.cat([torch.as_tensor(r.state) for r, _ in items])  # (B, H, A)
-        first = torch.as_tensor(self.first_step[[g for _, g in items]])  # (B,)
-        count = torch.as_tensor([self.steps[g] for _, g in items], dtype=torch.int64)  # (B,)
-        h_o = torch.cat([torch.as_tensor(c["H_o"]) for c in contexts])  # (B, D)
-        out = self.gen.denoise(samples, first, count, h_o)
-        for i, (request, _) in enumerate(items):
-            request.state = out[i : i + 1]
-
-    def finish(self, request: _Request) -> np.ndarray:
-        return self.gen.to_actions(request.state)[0]  # (H, A)
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
-class _AutoregressiveDriver:
-    def __init__(self, generation: AutoregressiveGeneration, pp_generation: int, emit: str) -> None:
-        if pp_generation > generation.num_action_tokens:
-            raise ConfigError(
-                f"pp_generation: expected <= {generation.num_action_tokens} (the action tokens per request), "
-                f"got {pp_generation}"
-            )
-        self.gen = generation
-        self.blocks = split_evenly(generation.num_action_tokens, pp_generation)
-        self.emit = emit
-        self.public_tokens: np.ndarray | None = None  # (l_a,) int64
-
-    def startup(self, context: Context) -> None:
-        """One serial classic decode initialises the public action tokens."""
-        self.public_tokens = np.asarray(self.gen.decode_classic(context))[0].astype(np.int64)
-
-    def start(self, request: _Request) -> None:
-        request.state = np.zeros(self.gen.num_action_tokens, np.int64)
-
-    def run(self, items: Sequence[tuple[_Request, int]], contexts: Sequence[Context], public: bool) -> None:
-        passes = max(len(self.blocks[g]) for _, g in items)
-        if public:
-            assert self.public_tokens is not None, "startup() initialises the public tokens"
-            for j in range(passes):  # one merged pass serves the j-th token of every block
-                preds = np.asarray(self.gen.next_tokens(contexts[0], self.public_tokens[None]))[0]
-                for request, g in items:
-                    if j < len(self.blocks[g]):
-                        pos = self.blocks[g][j]
-                        request.state[pos] = self.public_tokens[pos] = preds[pos]
-            return
-        for (request, g), context in zip(items, contexts, strict=True):  # private: own context and tokens
-            for pos in self.blocks[g]:
-                request.state[pos] = np.asarray(self.gen.next_tokens(context, request.state[None]))[0, pos]
-
-    def finish(self, request: _Request) -> np.ndarray:
-        tokens = self.public_tokens if self.emit == "public" and self.public_tokens is not None else request.state
-        return self.gen.detokenize(np.asarray(tokens)[None])[0]  # (H, A)
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    step_id: int
+    capture_time: float
+    frame: int
+    at: float  # perf_counter at admission
 
 
 class FrameExecutor(Executor):
-    """Frames over one policy; local backend (perception in a worker thread for fetch_offset -1)."""
+    """Frames over one policy; the runner (backend) does the computation."""
+
+    _HISTORY = 256  # admitted requests remembered for tracing contexts back to observations
 
     def __init__(
         self,
@@ -186,124 +158,89 @@ class FrameExecutor(Executor):
         public: bool = True,
         alpha: float = 0.0,
         emit: Literal["own", "public"] = "own",
+        runner: FrameRunner | None = None,
     ) -> None:
         super().__init__(policy)
+        check_pipelinable(policy, shape.pp_perception, shape.pp_generation)
+        if emit not in ("own", "public"):
+            raise ConfigError(f"emit: expected 'own' or 'public', got {emit!r}")
         self.shape, self.public = shape, public
-        natural = policy.perception.stages()
-        if shape.pp_perception > len(natural):
-            raise ConfigError(
-                f"pp_perception: expected <= {len(natural)} (this policy's perception stages), "
-                f"got {shape.pp_perception}"
-            )
-        self._perception = [
-            _compose(natural[r.start : r.stop]) for r in split_evenly(len(natural), shape.pp_perception)
-        ]
-        gen = policy.generation
-        if isinstance(gen, DiffusionGeneration):
-            self._driver: Any = _DiffusionDriver(gen, shape.pp_generation, alpha)
-        elif isinstance(gen, AutoregressiveGeneration):
-            if emit not in ("own", "public"):
-                raise ConfigError(f"emit: expected 'own' or 'public', got {emit!r}")
-            self._driver = _AutoregressiveDriver(gen, shape.pp_generation, emit)
-        else:
-            raise ConfigError(
-                f"policy {policy.name!r}: pipelined modes need a diffusion or autoregressive generation, "
-                f"got {type(gen).__name__} (use mode 'sequential')"
-            )
-        self.store = PublicContextStore()
-        self.store.claim(OBSERVATION_KEY, "perception")
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="auras-perception")
-        self._inflight: deque[_Request] = deque()
+        self.runner = runner if runner is not None else LocalFrameRunner(policy, shape, public, alpha, emit)
+        self._inflight: deque[tuple[int, int]] = deque()  # (request, admitted frame)
+        self._admitted: OrderedDict[int, _Admitted] = OrderedDict()
+        self._carried: tuple[ContextMessage, ...] = ()
+        self._next_request = 0
+        self._reset_pending = False
         self.frame = 0
         self.admitted = self.emitted = 0
         self.max_inflight = 0
         self.startup_ms: float | None = None
-        self._started = False
         self._last_action: Action | None = None
 
     # -- frames -----------------------------------------------------------------------------------
-    def run_frame(self, obs: Observation | None) -> Action | None:
-        """Run one frame, admitting ``obs`` if given; return the action emitted this frame, if any."""
+    def plan(self, obs: Observation | None) -> FramePlan:
+        """Admit ``obs`` (if given) and say what every in-flight request does this frame."""
         frame, shape = self.frame, self.shape
+        tasks = []
         if obs is not None:
-            self._inflight.append(_Request(obs, frame, time.perf_counter()))
+            request = self._next_request
+            self._next_request += 1
+            self._inflight.append((request, frame))
+            self._admitted[request] = _Admitted(obs.step_id, obs.capture_time, frame, time.perf_counter())
+            while len(self._admitted) > self._HISTORY:
+                self._admitted.popitem(last=False)
             self.admitted += 1
         self.max_inflight = max(self.max_inflight, len(self._inflight))
-        ages = [(r, frame - r.admitted_frame) for r in self._inflight]
-        perceiving = [(r, a) for r, a in ages if a < shape.pp_perception]
-        generating = [
-            (r, a - shape.generation_start) for r, a in ages if 0 <= a - shape.generation_start < shape.pp_generation
-        ]
-        if shape.fetch_offset == 0:
-            self._run_perception(perceiving, frame)
-            self._run_generation(generating, frame)
-        else:
-            pending = self._pool.submit(self._run_perception, perceiving, frame)
-            self._run_generation(generating, frame - 1)
-            pending.result()
-        action = None
-        finished = [r for r, g in generating if g == shape.pp_generation - 1]
-        if finished:
-            action = self._emit(finished[0], frame)
-            self._inflight.remove(finished[0])
+        generation, finishing = [], None
+        for request, admitted in self._inflight:
+            age = frame - admitted
+            if age < shape.pp_perception:
+                tasks.append(PerceptionTask(request, age, obs if age == 0 else None))
+            stage = age - shape.generation_start
+            if 0 <= stage < shape.pp_generation:
+                generation.append((request, stage))
+                if stage == shape.pp_generation - 1:
+                    finishing = request
+        plan = FramePlan(
+            frame,
+            tuple(tasks),
+            tuple(generation),
+            finishing,
+            read_frame=frame + shape.fetch_offset,
+            carried=self._carried if shape.fetch_offset == -1 else (),
+            reset=self._reset_pending,
+        )
+        self._reset_pending = False
+        return plan
+
+    def run_frame(self, obs: Observation | None) -> Action | None:
+        """Run one frame, admitting ``obs`` if given; return the action emitted this frame, if any."""
+        plan = self.plan(obs)
+        finished, emitted = self.runner.run(plan)
+        self._carried = finished
         self.frame += 1
-        return action
+        if emitted is None:
+            return None
+        self._inflight = deque((r, f) for r, f in self._inflight if r != emitted.request)
+        return self._emit(emitted, plan.frame)
 
-    def _run_perception(self, items: Sequence[tuple[_Request, int]], frame: int) -> None:
-        for request, stage in sorted(items, key=lambda x: -x[1]):  # oldest (deepest stage) first
-            start = time.perf_counter()
-            request.carry = self._perception[stage]([request.obs] if stage == 0 else request.carry)
-            request.perception_ms += (time.perf_counter() - start) * 1e3
-            if stage == self.shape.pp_perception - 1:
-                request.context, request.carry = request.carry, None
-                self.store.write(OBSERVATION_KEY, request.context, frame, "perception", request.obs.step_id)
-                if not self._started:
-                    self._startup(request.context)
-
-    def _startup(self, context: Context) -> None:
-        start = time.perf_counter()
-        self._driver.startup(context)
-        self.startup_ms = (time.perf_counter() - start) * 1e3
-        self._started = True
-
-    def _run_generation(self, items: Sequence[tuple[_Request, int]], read_frame: int) -> None:
-        if not items:
-            return
-        start = time.perf_counter()
-        contexts = []
-        for request, stage in items:
-            if stage == 0:
-                self._driver.start(request)
-            if self.public:
-                snapshot = self.store.read(OBSERVATION_KEY, read_frame)
-                context, step_id, frame = snapshot.value, snapshot.source_step_id, snapshot.frame
-            else:
-                context, step_id, frame = request.context, request.obs.step_id, request.admitted_frame
-            contexts.append(context)
-            if step_id is not None and step_id > request.newest_step_id:
-                request.newest_step_id = step_id
-                request.newest_frame = self._admission_frame(step_id, frame)
-        self._driver.run(items, contexts, self.public)
-        spent = (time.perf_counter() - start) * 1e3 / len(items)
-        for request, _ in items:
-            request.generation_ms += spent
-
-    def _admission_frame(self, step_id: int, written_frame: int) -> int:
-        """The frame an observation was admitted: its context is written pp_p - 1 frames later."""
-        return written_frame - (self.shape.pp_perception - 1) if self.public else written_frame
-
-    def _emit(self, request: _Request, frame: int) -> Action:
+    def _emit(self, emitted: Emitted, frame: int) -> Action:
+        if emitted.startup_ms is not None and self.startup_ms is None:
+            self.startup_ms = emitted.startup_ms
+        own, newest = self._admitted[emitted.request], self._admitted.get(emitted.context_request)
+        newest = newest if newest is not None else own
         now = time.perf_counter()
         action = Action(
-            values=np.asarray(self._driver.finish(request), dtype=np.float32),
-            step_id=request.obs.step_id,
-            capture_time=request.obs.capture_time,
+            values=emitted.values,
+            step_id=own.step_id,
+            capture_time=own.capture_time,
             timings=StepTimings(
-                stages_ms={"perception": request.perception_ms, "generation": request.generation_ms},
-                latency_ms=(now - request.admitted_at) * 1e3,
+                stages_ms={"perception": emitted.perception_ms, "generation": emitted.generation_ms},
+                latency_ms=(now - own.at) * 1e3,
             ),
-            context_step_id=request.newest_step_id,
-            staleness_frames=frame - request.newest_frame,
+            context_step_id=newest.step_id,
+            staleness_frames=frame - newest.frame,
+            staleness_ms=(time.monotonic() - newest.capture_time) * 1e3,
             frame=frame,
         )
         self.emitted += 1
@@ -329,21 +266,12 @@ class FrameExecutor(Executor):
         return len(self._inflight)
 
     def reset(self) -> None:
-        super().reset()
+        """New episode: the next frame tells both workers to forget every request."""
         self._inflight.clear()
-        self.store.clear()
-        self._started = False
+        self._carried = ()
+        self._reset_pending = True
         self._last_action = None
         self.startup_ms = None
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-
-def _compose(stages: Sequence[Callable[[Any], Any]]) -> Callable[[Any], Any]:
-    def run(x: Any) -> Any:
-        for stage in stages:
-            x = stage(x)
-        return x
-
-    return run
+        self.runner.close()

@@ -25,4 +25,11 @@ class SequentialExecutor(Executor):
             stages_ms={"perception": (perceived - start) * 1e3, "generation": (done - perceived) * 1e3},
             latency_ms=(done - start) * 1e3,
         )
-        return Action(actions[0], obs.step_id, obs.capture_time, timings)
+        return Action(
+            actions[0],
+            obs.step_id,
+            obs.capture_time,
+            timings,
+            context_step_id=obs.step_id,
+            staleness_ms=(time.monotonic() - obs.capture_time) * 1e3,
+        )
