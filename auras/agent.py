@@ -41,7 +41,7 @@ class AurasAgent:
         if policy is not None and not isinstance(policy, Policy):
             raise InvalidInputError(f"AurasAgent(policy=...): expected an auras Policy, got {type(policy).__name__}")
         self.policy = policy if policy is not None else build_policy(self.config)
-        self._executor = build_executor(self.config.pipeline, self.policy)
+        self._executor = build_executor(self.config, self.policy, source=policy)
         self._lock = threading.Lock()
         self._closed = False
 

@@ -79,13 +79,19 @@ class PolicyConfig(_Section):
 class PipelineConfig(_Section):
     """How perception and generation are scheduled (see auras/pipeline/frames.py for frames)."""
 
-    mode: Literal["sequential", "decoupled", "pipeline", "auras"] = Field(
+    mode: Literal["sequential", "decoupled", "parallel", "pipeline", "auras"] = Field(
         "sequential",
         description="Execution mode. sequential: perception then generation per observation; decoupled: "
-        "perception loops on the newest observation, generation uses its latest result; pipeline: "
-        "frames with a private (stale) context per request; auras: frames + public context.",
+        "perception loops on the newest observation, generation uses its latest result; parallel: "
+        "`workers` independent copies of the policy, no coordination; pipeline: frames with a private "
+        "(stale) context per request; auras: frames + public context.",
     )
-    backend: Literal["local"] = Field("local", description="Where stages run. local: threads in this process.")
+    backend: Literal["local", "ray"] = Field(
+        "local",
+        description="Where stages run. local: threads in this process; ray: Ray actors (perception and "
+        "generation each on its own device) in a placement group.",
+    )
+    workers: int = Field(2, ge=1, le=64, description="Mode parallel: independent policy workers.")
     pp_perception: int = Field(1, ge=1, le=16, description="Perception stages (frames in perception).")
     pp_generation: int = Field(1, ge=1, le=64, description="Generation stages a request's iterations spread over.")
     fetch_offset: Literal[0, -1] = Field(

@@ -92,6 +92,12 @@ class FakeStagedPerception(FakePerception):
 
         return [first] + [middle] * (self.n_stages - 2) + [last]
 
+    def perceive(self, observations):
+        x = observations
+        for stage in self.stages():
+            x = stage(x)
+        return x
+
 
 class FakeDiffusion:
     """A DiffusionGeneration whose 'denoising' adds num_steps * 1000 + h_o, and records every call."""

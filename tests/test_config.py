@@ -71,7 +71,8 @@ def test_bad_value_names_field_value_and_allowed():
 def test_bad_literal_lists_choices():
     with pytest.raises(
         ConfigError,
-        match=r"pipeline.mode: got 'warp'; Input should be 'sequential', 'decoupled', 'pipeline' or 'auras'",
+        match=r"pipeline.mode: got 'warp'; Input should be 'sequential', 'decoupled', 'parallel', 'pipeline' "
+        r"or 'auras'",
     ):
         load_config(overrides=["pipeline.mode=warp"])
 

@@ -1,33 +1,74 @@
-"""Execution modes: executors that schedule perception and generation (see base.py)."""
+"""Execution modes: executors that schedule perception and generation (see base.py).
+
+Every mode runs on both backends: ``local`` (threads in this process) and ``ray`` (actors in a
+placement group, see ray_backend.py). On ``ray``, sequential runs as a one-frame pipeline
+(``pp_perception = pp_generation = 1``, which is exactly sequential execution) when the policy is
+pipelinable, so that sequential and auras pay the same transport per frame.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from auras.errors import ConfigError, unknown_name_message
 
 if TYPE_CHECKING:
-    from auras.config import PipelineConfig
+    from auras.config import AurasConfig
     from auras.pipeline.base import Executor
     from auras.policies.base import Policy
 
 __all__ = ["MODES", "build_executor"]
 
-MODES = ("sequential", "decoupled", "pipeline", "auras")
+MODES = ("sequential", "decoupled", "parallel", "pipeline", "auras")
 
 
-def build_executor(config: PipelineConfig, policy: Policy) -> Executor:
-    if config.mode == "sequential":
+def build_executor(config: AurasConfig, policy: Policy, source: Any = None) -> Executor:
+    """The executor of ``config.pipeline.mode`` on ``config.pipeline.backend``.
+
+    ``source`` is what Ray actors build their own copy of the policy from: the config (default; each
+    actor loads the checkpoint on its device) or a Policy object, shipped to the actors as is.
+    """
+    pipe = config.pipeline
+    if pipe.mode not in MODES:
+        raise ConfigError(unknown_name_message("pipeline mode", pipe.mode, MODES))
+    ray = pipe.backend == "ray"
+    source = source if source is not None else config
+    threads = config.policy.torch_threads
+    if pipe.mode in ("pipeline", "auras") or (ray and pipe.mode == "sequential" and _pipelinable(policy)):
+        from auras.pipeline.frames import FrameExecutor, FrameShape
+        from auras.pipeline.workers import check_pipelinable
+
+        if pipe.mode == "sequential":
+            shape, public = FrameShape(1, 1, 0), False
+        else:
+            shape, public = FrameShape(pipe.pp_perception, pipe.pp_generation, pipe.fetch_offset), pipe.mode == "auras"
+        check_pipelinable(policy, shape.pp_perception, shape.pp_generation)  # before any actor starts
+        runner = None
+        if ray:
+            from auras.pipeline.ray_backend import RayFrameRunner
+
+            runner = RayFrameRunner(source, shape, public, pipe.alpha, pipe.emit, threads)
+        return FrameExecutor(policy, shape, public=public, alpha=pipe.alpha, emit=pipe.emit, runner=runner)
+    if pipe.mode == "parallel":
+        from auras.pipeline.parallel import ParallelExecutor, RayWorkerPool, ThreadWorkerPool
+
+        pool = RayWorkerPool(source, pipe.workers, threads) if ray else ThreadWorkerPool(policy, pipe.workers)
+        return ParallelExecutor(policy, pool)
+    parts = None
+    if ray:
+        from auras.pipeline.ray_backend import RayPolicyParts
+
+        parts = RayPolicyParts(source, threads)
+    if pipe.mode == "sequential":
         from auras.pipeline.sequential import SequentialExecutor
 
-        return SequentialExecutor(policy)
-    if config.mode == "decoupled":
-        from auras.pipeline.decoupled import DecoupledExecutor
+        return SequentialExecutor(policy, parts)
+    from auras.pipeline.decoupled import DecoupledExecutor
 
-        return DecoupledExecutor(policy)
-    if config.mode in ("pipeline", "auras"):
-        from auras.pipeline.frames import FrameExecutor, FrameShape
+    return DecoupledExecutor(policy, parts)
 
-        shape = FrameShape(config.pp_perception, config.pp_generation, config.fetch_offset)
-        return FrameExecutor(policy, shape, public=config.mode == "auras", alpha=config.alpha, emit=config.emit)
-    raise ConfigError(unknown_name_message("pipeline mode", config.mode, MODES))
+
+def _pipelinable(policy: Policy) -> bool:
+    from auras.generation.base import AutoregressiveGeneration, DiffusionGeneration
+
+    return isinstance(policy.generation, AutoregressiveGeneration | DiffusionGeneration)

@@ -7,11 +7,43 @@ The agent owns exactly one executor and calls it from one thread. ``step`` admit
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from auras.policies.base import Policy
 from auras.types import Action, Observation
 
-__all__ = ["Executor"]
+__all__ = ["Executor", "LocalPolicyParts", "PolicyParts"]
+
+
+class PolicyParts(Protocol):
+    """Where a policy's two halves run for the unpipelined modes (sequential, decoupled).
+
+    ``perceive`` returns a handle to the context (the context itself, or a Ray ObjectRef) that
+    ``generate`` accepts; ``generate`` returns the actions, (B, A) or (B, H, A).
+    """
+
+    def perceive(self, observations: Sequence[Observation]) -> Any: ...
+
+    def generate(self, context: Any) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class LocalPolicyParts:
+    """Both halves called directly in this process."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    def perceive(self, observations: Sequence[Observation]) -> Any:
+        return self.policy.perception.perceive(observations)
+
+    def generate(self, context: Any) -> Any:
+        return self.policy.generation.generate(context)
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class Executor(ABC):

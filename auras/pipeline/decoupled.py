@@ -13,7 +13,7 @@ import threading
 import time
 
 from auras.errors import StepFailedError, WorkerDiedError
-from auras.pipeline.base import Executor
+from auras.pipeline.base import Executor, LocalPolicyParts, PolicyParts
 from auras.policies.base import Policy
 from auras.types import Action, Observation, StepTimings
 
@@ -21,8 +21,9 @@ __all__ = ["DecoupledExecutor"]
 
 
 class DecoupledExecutor(Executor):
-    def __init__(self, policy: Policy, first_context_timeout_s: float = 30.0) -> None:
+    def __init__(self, policy: Policy, parts: PolicyParts | None = None, first_context_timeout_s: float = 30.0) -> None:
         super().__init__(policy)
+        self.parts = parts if parts is not None else LocalPolicyParts(policy)
         self._timeout = first_context_timeout_s
         self._cond = threading.Condition()
         self._offered: Observation | None = None
@@ -43,7 +44,7 @@ class DecoupledExecutor(Executor):
                 obs = self._offered
             try:
                 start = time.perf_counter()
-                context = self.policy.perception.perceive([obs])
+                context = self.parts.perceive([obs])
                 spent = (time.perf_counter() - start) * 1e3
             except BaseException as exc:  # surfaced to the caller of step(), never swallowed
                 with self._cond:
@@ -72,7 +73,7 @@ class DecoupledExecutor(Executor):
                 raise WorkerDiedError(f"decoupled perception worker died: {self._error!r}; build a new agent")
             context, source, perception_ms = self._latest
         generated = time.perf_counter()
-        actions = self.policy.generation.generate(context)
+        actions = self.parts.generate(context)
         done = time.perf_counter()
         return Action(
             actions[0],
@@ -97,3 +98,4 @@ class DecoupledExecutor(Executor):
             self._stop = True
             self._cond.notify_all()
         self._thread.join(timeout=10)
+        self.parts.close()

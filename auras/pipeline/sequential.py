@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import time
 
-from auras.pipeline.base import Executor
+from auras.pipeline.base import Executor, LocalPolicyParts, PolicyParts
+from auras.policies.base import Policy
 from auras.types import Action, Observation, StepTimings
 
 __all__ = ["SequentialExecutor"]
 
 
 class SequentialExecutor(Executor):
+    def __init__(self, policy: Policy, parts: PolicyParts | None = None) -> None:
+        super().__init__(policy)
+        self.parts = parts if parts is not None else LocalPolicyParts(policy)
+
     def step(self, obs: Observation) -> Action:
         start = time.perf_counter()
-        context = self.policy.perception.perceive([obs])
+        context = self.parts.perceive([obs])
         perceived = time.perf_counter()
-        actions = self.policy.generation.generate(context)  # (1, A) or (1, H, A)
+        actions = self.parts.generate(context)  # (1, A) or (1, H, A)
         done = time.perf_counter()
         timings = StepTimings(
             stages_ms={"perception": (perceived - start) * 1e3, "generation": (done - perceived) * 1e3},
@@ -33,3 +38,6 @@ class SequentialExecutor(Executor):
             context_step_id=obs.step_id,
             staleness_ms=(time.monotonic() - obs.capture_time) * 1e3,
         )
+
+    def close(self) -> None:
+        self.parts.close()

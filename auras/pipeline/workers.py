@@ -33,8 +33,11 @@ __all__ = [
     "Emitted",
     "FramePlan",
     "GenerationWorker",
+    "NumpyContext",
     "PerceptionTask",
     "PerceptionWorker",
+    "as_numpy",
+    "as_torch",
     "check_pipelinable",
 ]
 
@@ -133,7 +136,7 @@ class PerceptionWorker:
             if task.stage < last:
                 self._carry[task.request], self._spent[task.request] = carry, spent
                 continue
-            context = _as_numpy(carry) if self.numpy_transport else carry
+            context = as_numpy(carry) if self.numpy_transport else carry
             finished.append(ContextMessage(task.request, plan.frame, context, spent))
         return tuple(finished)
 
@@ -179,13 +182,14 @@ class GenerationWorker:
         startup_ms = None
         for message in (*plan.carried, *incoming):
             self._perception_ms[message.request] = message.perception_ms
+            context = as_torch(message.context)
             if self.public:
-                self.store.write(OBSERVATION_KEY, message.context, message.frame, "perception", message.request)
+                self.store.write(OBSERVATION_KEY, context, message.frame, "perception", message.request)
             else:
-                self._own[message.request] = message.context
+                self._own[message.request] = context
             if not self.started:
                 start = time.perf_counter()
-                self.driver.startup(message.context)
+                self.driver.startup(context)
                 startup_ms, self.started = (time.perf_counter() - start) * 1e3, True
         if plan.generation:
             self._generate(plan)
@@ -310,11 +314,28 @@ def _reset_part(part: Any) -> None:
         reset()
 
 
-def _as_numpy(context: Context) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class NumpyContext:
+    """A context in transit between processes: every array as numpy; ``torch_keys`` were tensors."""
+
+    arrays: dict[str, Any]
+    torch_keys: tuple[str, ...]
+
+
+def as_numpy(context: Context) -> NumpyContext:
     """Torch tensors -> numpy views (no copy for CPU tensors), so channels move raw buffers."""
-    out = {}
-    for name, value in context.items():
-        if hasattr(value, "detach"):
-            value = value.detach().cpu().numpy()
-        out[name] = value
-    return out
+    keys = tuple(name for name, v in context.items() if hasattr(v, "detach"))
+    arrays = {name: v.detach().cpu().numpy() if name in keys else v for name, v in context.items()}
+    return NumpyContext(arrays, keys)
+
+
+def as_torch(context: Context | NumpyContext) -> Context:
+    """Undo :func:`as_numpy` (tensors come back as small copies of the read-only received buffers);
+    a context that never left its process is returned as it is."""
+    if not isinstance(context, NumpyContext):
+        return context
+    import torch
+
+    return {
+        name: torch.from_numpy(np.array(v)) if name in context.torch_keys else v for name, v in context.arrays.items()
+    }

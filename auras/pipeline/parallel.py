@@ -1,0 +1,212 @@
+"""`parallel` mode: N independent workers, each running the whole policy, with no coordination.
+
+The baseline that shows what uncontrolled concurrency costs. ``step(obs)`` hands ``obs`` to a free
+worker (when none is free the observation is dropped and counted), then blocks until an action newer
+than the last one returned has finished and returns the newest finished action; older finished
+ones it overtook are counted as ``superseded``. Startup hands the first observation to every worker,
+so from then on N requests are in flight. Nothing spaces the workers out, so actions come in bursts
+(high ``interval_cv``), and each acts on an observation up to N steps old.
+
+Frames here are ``step`` calls: ``Action.frame`` is the call's index and ``staleness_frames`` the
+number of calls since the action's observation was handed over.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from auras.errors import StepFailedError, WorkerDiedError
+from auras.pipeline.base import Executor
+from auras.pipeline.sequential import SequentialExecutor
+from auras.policies.base import Policy
+from auras.types import Action, Observation, StepTimings
+
+__all__ = ["ParallelExecutor", "RayWorkerPool", "ThreadWorkerPool", "WorkerPool"]
+
+RESULT_TIMEOUT_S = 300.0
+
+
+class WorkerPool(Protocol):
+    """N workers that each turn one observation into one action."""
+
+    size: int
+
+    def free(self) -> int:
+        """Index of an idle worker, or -1 when all are busy."""
+
+    def submit(self, worker: int, obs: Observation) -> None: ...
+
+    def collect(self, block: bool) -> list[Action]:
+        """Actions finished since the last call (waits for at least one when ``block`` and any is busy)."""
+
+    def reset(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ThreadWorkerPool:
+    """``size`` threads in this process sharing one policy (inference only, so no shared mutation)."""
+
+    def __init__(self, policy: Policy, size: int) -> None:
+        self.size = size
+        self._sequential = SequentialExecutor(policy)
+        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="auras-parallel")
+        self._busy: dict[int, Future[Action]] = {}
+
+    def free(self) -> int:
+        return next((i for i in range(self.size) if i not in self._busy), -1)
+
+    def submit(self, worker: int, obs: Observation) -> None:
+        self._busy[worker] = self._pool.submit(self._sequential.step, obs)
+
+    def collect(self, block: bool) -> list[Action]:
+        if block and self._busy:
+            wait(list(self._busy.values()), timeout=RESULT_TIMEOUT_S, return_when=FIRST_COMPLETED)
+        done = [i for i, f in self._busy.items() if f.done()]
+        return [self._busy.pop(i).result() for i in done]
+
+    def reset(self) -> None:
+        wait(list(self._busy.values()))
+        self._busy.clear()
+        self._sequential.reset()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class _SequentialWorker:
+    """What each Ray actor of the parallel pool runs: the whole policy, one observation at a time."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.executor = SequentialExecutor(policy)
+
+    def run(self, obs: Observation | None) -> Action | None:
+        if obs is None:  # reset
+            self.executor.reset()
+            return None
+        return self.executor.step(obs)
+
+
+def _make_sequential_worker(policy: Policy) -> _SequentialWorker:
+    return _SequentialWorker(policy)
+
+
+class RayWorkerPool:
+    """``size`` Ray actors, each with its own copy of the policy, in one placement group."""
+
+    def __init__(self, source: Any, size: int, threads: int = 1) -> None:
+        from auras.pipeline.ray_backend import WorkerActor, place_actors
+
+        self.size = size
+        self.placement, self.actors = place_actors(
+            WorkerActor, [(source, threads, _make_sequential_worker) for _ in range(size)]
+        )
+        self._busy: dict[int, Any] = {}  # worker -> ObjectRef
+
+    def free(self) -> int:
+        return next((i for i in range(self.size) if i not in self._busy), -1)
+
+    def submit(self, worker: int, obs: Observation) -> None:
+        self._busy[worker] = self.actors[worker].run.remote(obs)
+
+    def collect(self, block: bool) -> list[Action]:
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        refs = list(self._busy.values())
+        if not refs:
+            return []
+        ready, _ = ray.wait(refs, num_returns=1 if block else len(refs), timeout=RESULT_TIMEOUT_S if block else 0)
+        done = [i for i, ref in self._busy.items() if ref in ready]
+        try:
+            return [ray.get(self._busy.pop(i)) for i in done]
+        except RayTaskError as exc:
+            raise StepFailedError(f"parallel worker failed: {exc.cause!r}") from exc
+        except RayActorError as exc:
+            raise WorkerDiedError(f"parallel worker died: {exc}; build a new agent") from exc
+
+    def reset(self) -> None:
+        import ray
+
+        ray.get(list(self._busy.values()))
+        self._busy.clear()
+        ray.get([actor.run.remote(None) for actor in self.actors])
+
+    def close(self) -> None:
+        from auras.pipeline.ray_backend import kill_actors
+
+        kill_actors(self.actors)
+        self.actors = []
+        self.placement.remove()
+
+
+@dataclass
+class _Handed:
+    call: int
+    at: float  # perf_counter when handed to a worker
+
+
+class ParallelExecutor(Executor):
+    def __init__(self, policy: Policy, pool: WorkerPool) -> None:
+        super().__init__(policy)
+        self.pool = pool
+        self.calls = 0
+        self.dropped = self.superseded = 0
+        self._handed: dict[int, _Handed] = {}  # step_id -> when it was handed over
+        self._last: Action | None = None
+
+    def step(self, obs: Observation) -> Action:
+        call = self.calls
+        self.calls += 1
+        if self._last is None and not self._handed:  # startup: every worker gets the first observation
+            while (worker := self.pool.free()) >= 0:
+                self._hand(worker, obs, call)
+        elif (worker := self.pool.free()) >= 0:
+            self._hand(worker, obs, call)
+        else:
+            self.dropped += 1
+        newest = self._last.step_id if self._last is not None else -1
+        fresh: list[Action] = []
+        while not fresh:
+            finished = self.pool.collect(block=True)
+            if not finished:  # nothing busy: only possible if every worker's result was stale
+                if self._last is None:
+                    raise StepFailedError("parallel mode: no worker produced an action")
+                return self._last
+            fresh = [a for a in finished if a.step_id > newest]  # startup copies of one observation repeat
+        fresh.sort(key=lambda a: a.step_id)
+        self.superseded += len(fresh) - 1
+        return self._finish(fresh[-1], call)
+
+    def _hand(self, worker: int, obs: Observation, call: int) -> None:
+        self._handed[obs.step_id] = _Handed(call, time.perf_counter())
+        self.pool.submit(worker, obs)
+
+    def _finish(self, action: Action, call: int) -> Action:
+        handed = self._handed.pop(action.step_id, None)
+        for step_id in [s for s in self._handed if s < action.step_id]:
+            del self._handed[step_id]  # overtaken; keeps the table small
+        now = time.perf_counter()
+        self._last = replace(
+            action,
+            timings=StepTimings(
+                stages_ms=dict(action.timings.stages_ms),
+                latency_ms=(now - handed.at) * 1e3 if handed else action.timings.latency_ms,
+            ),
+            context_step_id=action.step_id,
+            staleness_frames=call - handed.call if handed else None,
+            staleness_ms=(time.monotonic() - action.capture_time) * 1e3,
+            frame=call,
+        )
+        return self._last
+
+    def reset(self) -> None:
+        self.pool.reset()
+        self._handed.clear()
+        self._last = None
+
+    def close(self) -> None:
+        self.pool.close()

@@ -1,0 +1,318 @@
+"""The ``ray`` backend: perception and generation as Ray actors, placed through a placement group.
+
+Placement: one bundle per actor. Two GPUs visible to Ray: one GPU each; one GPU: half of it each;
+none: one CPU each. Bundles use the ``PACK`` strategy, so on one machine the actors sit side by side
+and on a cluster Ray may put them on different nodes when one node cannot hold both.
+
+Frame modes (``sequential``, ``pipeline``, ``auras``) run the frame executor's plans on a
+:class:`~auras.pipeline.workers.PerceptionWorker` actor and a
+:class:`~auras.pipeline.workers.GenerationWorker` actor joined by a Ray Compiled Graph, compiled once:
+a frame is one ``execute`` whose arguments and results travel through shared-memory channels, not
+through actor calls and the object store. Contexts leave perception as numpy arrays (zero-copy on
+the receiving side), never as pickled tensors. fetch_offset 0: plan -> perception -> generation
+(the context goes straight from one actor to the other); fetch_offset -1: both actors get the plan
+at once and run concurrently, and the contexts perception finished come back with the frame's
+result to ride along with the next plan (generation reads the previous frame anyway).
+
+The generation actor keeps its own public context store (fed by those messages), so generation
+reads context locally, with no lock round trip to another process on its hot path.
+
+Ray is started on first use when no cluster is connected (``ray.init`` with the dashboard off); a
+connected cluster (``ray.init(address=...)`` by the caller) is used as is. ``close()`` tears down the
+graph, kills the actors and removes the placement group; a failed construction does the same
+before raising.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from auras.errors import MissingDependencyError, StepFailedError, WorkerDiedError
+from auras.pipeline.workers import (
+    ContextMessage,
+    Emitted,
+    FramePlan,
+    GenerationWorker,
+    NumpyContext,
+    PerceptionWorker,
+    as_numpy,
+    as_torch,
+)
+from auras.policies.base import Policy
+
+__all__ = [
+    "RayFrameRunner",
+    "RayPlacement",
+    "RayPolicyParts",
+    "WorkerActor",
+    "ensure_ray",
+    "kill_actors",
+    "place_actors",
+]
+
+ACTOR_START_TIMEOUT_S = 120.0
+FRAME_TIMEOUT_S = 300.0
+_init_lock = threading.Lock()
+
+
+def ensure_ray() -> Any:
+    """Import Ray and connect to (or start) a cluster; return the module."""
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - ray is a core dependency
+        raise MissingDependencyError("pipeline.backend='ray' needs Ray: pip install 'ray[default]'") from exc
+    with _init_lock:
+        if not ray.is_initialized():
+            ray.init(
+                num_cpus=max(4, os.cpu_count() or 1),
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+    return ray
+
+
+def build_policy_in_worker(source: Any, device: str, threads: int) -> Policy:
+    """In an actor: a Policy object is used as given; an AurasConfig builds its policy on ``device``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if isinstance(source, Policy):
+        return source
+    from auras.policies import build_policy
+
+    config = source.model_copy(update={"policy": source.policy.model_copy(update={"device": device})})
+    return build_policy(config)
+
+
+class RayPlacement:
+    """A placement group with ``count`` bundles and the device each actor should use."""
+
+    def __init__(self, count: int) -> None:
+        ray = ensure_ray()
+        from ray.util.placement_group import placement_group
+
+        gpus = ray.cluster_resources().get("GPU", 0.0)
+        if gpus >= count:
+            bundle, self.device = {"CPU": 1, "GPU": 1}, "cuda"
+        elif gpus >= 1:
+            bundle, self.device = {"CPU": 1, "GPU": 1.0 / count}, "cuda"
+        else:
+            bundle, self.device = {"CPU": 1}, "cpu"
+        self.bundle = bundle
+        self.group = placement_group([dict(bundle) for _ in range(count)], strategy="PACK")
+        try:
+            ray.get(self.group.ready(), timeout=ACTOR_START_TIMEOUT_S)
+        except Exception as exc:
+            self.remove()
+            raise WorkerDiedError(
+                f"ray backend: could not reserve {count} x {bundle} within {ACTOR_START_TIMEOUT_S:.0f} s "
+                f"(cluster has {ray.cluster_resources()}): {exc}"
+            ) from exc
+
+    def options(self, index: int) -> dict[str, Any]:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        return {
+            "num_cpus": self.bundle["CPU"],
+            "num_gpus": self.bundle.get("GPU", 0),
+            "scheduling_strategy": PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=index),
+        }
+
+    def remove(self) -> None:
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        if self.group is not None and ray.is_initialized():
+            remove_placement_group(self.group)
+        self.group = None
+
+
+def place_actors(
+    actor_class: type, args: Sequence[tuple[Any, ...]], max_concurrency: int = 1
+) -> tuple[RayPlacement, list[Any]]:
+    """Start one ``actor_class(*a)`` per entry of ``args``, each in its own bundle; wait until all are
+    built. On failure nothing is left behind and the actor's own error is raised."""
+    ray = ensure_ray()
+    placement = RayPlacement(len(args))
+    actors: list[Any] = []
+    try:
+        remote = ray.remote(actor_class)
+        for index, a in enumerate(args):
+            options = placement.options(index)
+            actors.append(remote.options(max_concurrency=max_concurrency, **options).remote(placement.device, *a))
+        ray.get([actor.ready.remote() for actor in actors], timeout=ACTOR_START_TIMEOUT_S)
+    except BaseException as exc:
+        kill_actors(actors)
+        placement.remove()
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, Exception):  # the error raised in the actor's constructor
+            raise cause from exc
+        raise
+    return placement, actors
+
+
+def kill_actors(actors: Sequence[Any]) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        return
+    for actor in actors:
+        with contextlib.suppress(Exception):  # already gone is fine
+            ray.kill(actor, no_restart=True)
+
+
+class WorkerActor:
+    """Hosts one worker (anything with a ``run`` method, built by ``make`` from the policy) in a Ray
+    actor; wrapped with ``ray.remote`` at use. The policy is built inside the actor, on its device."""
+
+    def __init__(self, device: str, source: Any, threads: int, make: Callable[[Policy], Any]) -> None:
+        self.worker = make(build_policy_in_worker(source, device, threads))
+
+    def ready(self) -> int:
+        return os.getpid()
+
+    def run(self, *args: Any) -> Any:
+        return self.worker.run(*args)
+
+
+class RayFrameRunner:
+    """Runs frame plans on a perception actor and a generation actor through a compiled graph."""
+
+    def __init__(self, source: Any, shape: Any, public: bool, alpha: float, emit: str, threads: int = 1) -> None:
+        ray = ensure_ray()
+        from ray.dag import InputNode, MultiOutputNode
+
+        self.concurrent = shape.fetch_offset == -1
+        self._compiled = None
+
+        def make_perception(policy: Policy) -> PerceptionWorker:
+            return PerceptionWorker(policy, shape.pp_perception, numpy_transport=True)
+
+        def make_generation(policy: Policy) -> GenerationWorker:
+            return GenerationWorker(policy, shape.pp_generation, public, alpha, emit)
+
+        self.placement, self.actors = place_actors(
+            WorkerActor, [(source, threads, make_perception), (source, threads, make_generation)]
+        )
+        self.device = self.placement.device
+        self.pids = ray.get([actor.ready.remote() for actor in self.actors])
+        perception, generation = self.actors
+        try:
+            with InputNode() as plan:
+                if self.concurrent:
+                    dag = MultiOutputNode([perception.run.bind(plan), generation.run.bind(plan)])
+                else:
+                    dag = generation.run.bind(plan, perception.run.bind(plan))
+            self._compiled = dag.experimental_compile()
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, plan: FramePlan) -> tuple[tuple[ContextMessage, ...], Emitted | None]:
+        import ray
+        from ray.exceptions import RayActorError, RayChannelError, RayTaskError
+
+        if self._compiled is None:
+            raise WorkerDiedError("ray backend is closed; build a new agent")
+        try:
+            out = ray.get(self._compiled.execute(plan), timeout=FRAME_TIMEOUT_S)
+        except RayTaskError as exc:
+            raise StepFailedError(f"ray backend: frame {plan.frame} failed in a worker: {exc.cause!r}") from exc
+        except (RayActorError, RayChannelError) as exc:
+            self.close()
+            raise WorkerDiedError(f"ray backend: a worker died in frame {plan.frame}: {exc}") from exc
+        # Arrays read from a channel are views of its shared buffer, which cannot be written again
+        # while they live: copy what this process keeps (a few KB) so the next frame never blocks.
+        if self.concurrent:
+            finished, emitted = out
+            return tuple(_own_copy(m) for m in finished), _own_copy(emitted)
+        return (), _own_copy(out)
+
+    def close(self) -> None:
+        if self._compiled is not None:
+            with contextlib.suppress(Exception):  # actors may already be gone
+                self._compiled.teardown()
+            self._compiled = None
+        kill_actors(getattr(self, "actors", []))
+        self.actors = []
+        placement = getattr(self, "placement", None)
+        if placement is not None:
+            placement.remove()
+
+
+def _own_copy(message: Any) -> Any:
+    """A copy of an Emitted / ContextMessage whose arrays no longer point into a channel buffer."""
+    if isinstance(message, Emitted):
+        return dataclasses.replace(message, values=np.array(message.values))
+    if isinstance(message, ContextMessage) and isinstance(message.context, NumpyContext):
+        arrays = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in message.context.arrays.items()}
+        return dataclasses.replace(message, context=NumpyContext(arrays, message.context.torch_keys))
+    return message
+
+
+class _PerceiveWorker:
+    def __init__(self, policy: Policy) -> None:
+        self.perception = policy.perception
+
+    def run(self, observations: list[Any]) -> Any:
+        return as_numpy(self.perception.perceive(observations))
+
+
+class _GenerateWorker:
+    def __init__(self, policy: Policy) -> None:
+        self.generation = policy.generation
+
+    def run(self, context: Any) -> Any:
+        return self.generation.generate(as_torch(context))
+
+
+def _make_perceive(policy: Policy) -> _PerceiveWorker:
+    return _PerceiveWorker(policy)
+
+
+def _make_generate(policy: Policy) -> _GenerateWorker:
+    return _GenerateWorker(policy)
+
+
+class RayPolicyParts:
+    """Perception and generation of one policy in two actors, called one request at a time.
+
+    ``perceive`` returns an ObjectRef: the context stays in Ray's object store (numpy, zero-copy) and
+    goes from the perception actor to the generation actor without passing through this process.
+    """
+
+    def __init__(self, source: Any, threads: int = 1) -> None:
+        self.placement, self.actors = place_actors(
+            WorkerActor, [(source, threads, _make_perceive), (source, threads, _make_generate)]
+        )
+
+    def perceive(self, observations: list[Any]) -> Any:
+        import ray
+
+        ref = self.actors[0].run.remote(observations)
+        ray.wait([ref], fetch_local=False)
+        return ref
+
+    def generate(self, context_ref: Any) -> Any:
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        try:
+            return ray.get(self.actors[1].run.remote(context_ref), timeout=FRAME_TIMEOUT_S)
+        except RayTaskError as exc:
+            raise StepFailedError(f"ray backend: a worker failed: {exc.cause!r}") from exc
+        except RayActorError as exc:
+            raise WorkerDiedError(f"ray backend: a worker died: {exc}; build a new agent") from exc
+
+    def close(self) -> None:
+        kill_actors(self.actors)
+        self.actors = []
+        self.placement.remove()
