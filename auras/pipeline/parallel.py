@@ -1,11 +1,13 @@
 """`parallel` mode: N independent workers, each running the whole policy, with no coordination.
 
 The baseline that shows what uncontrolled concurrency costs. ``step(obs)`` hands ``obs`` to a free
-worker (when none is free the observation is dropped and counted), then blocks until an action newer
-than the last one returned has finished and returns the newest finished action; older finished
-ones it overtook are counted as ``superseded``. Startup hands the first observation to every worker,
-so from then on N requests are in flight. Nothing spaces the workers out, so actions come in bursts
-(high ``interval_cv``), and each acts on an observation up to N steps old.
+worker (when none is free the observation is dropped and counted) and returns the newest finished
+action (older finished ones it overtook are counted as ``superseded``). It blocks for the first
+action, and whenever every worker is busy until one finishes; while the pool fills (fewer than N
+requests in flight and nothing new finished) it returns the previous action again (counted as
+``repeats``). Once full, N requests are in flight and each call waits for the oldest: nothing
+spaces the workers out, so actions come in bursts (high ``interval_cv``), each from an observation
+about N calls old.
 
 Frames here are ``step`` calls: ``Action.frame`` is the call's index and ``staleness_frames`` the
 number of calls since the action's observation was handed over.
@@ -34,6 +36,10 @@ class WorkerPool(Protocol):
 
     size: int
 
+    @property
+    def busy(self) -> int:
+        """Workers computing now."""
+
     def free(self) -> int:
         """Index of an idle worker, or -1 when all are busy."""
 
@@ -55,6 +61,10 @@ class ThreadWorkerPool:
         self._sequential = SequentialExecutor(policy)
         self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="auras-parallel")
         self._busy: dict[int, Future[Action]] = {}
+
+    @property
+    def busy(self) -> int:
+        return len(self._busy)
 
     def free(self) -> int:
         return next((i for i in range(self.size) if i not in self._busy), -1)
@@ -106,6 +116,10 @@ class RayWorkerPool:
         )
         self._busy: dict[int, Any] = {}  # worker -> ObjectRef
 
+    @property
+    def busy(self) -> int:
+        return len(self._busy)
+
     def free(self) -> int:
         return next((i for i in range(self.size) if i not in self._busy), -1)
 
@@ -154,32 +168,32 @@ class ParallelExecutor(Executor):
         super().__init__(policy)
         self.pool = pool
         self.calls = 0
-        self.dropped = self.superseded = 0
+        self.dropped = self.superseded = self.repeats = 0
+        self.max_inflight = 0
         self._handed: dict[int, _Handed] = {}  # step_id -> when it was handed over
         self._last: Action | None = None
 
     def step(self, obs: Observation) -> Action:
         call = self.calls
         self.calls += 1
-        if self._last is None and not self._handed:  # startup: every worker gets the first observation
-            while (worker := self.pool.free()) >= 0:
-                self._hand(worker, obs, call)
-        elif (worker := self.pool.free()) >= 0:
+        if (worker := self.pool.free()) >= 0:
             self._hand(worker, obs, call)
         else:
             self.dropped += 1
+        self.max_inflight = max(self.max_inflight, self.pool.busy)
         newest = self._last.step_id if self._last is not None else -1
-        fresh: list[Action] = []
-        while not fresh:
-            finished = self.pool.collect(block=True)
-            if not finished:  # nothing busy: only possible if every worker's result was stale
-                if self._last is None:
-                    raise StepFailedError("parallel mode: no worker produced an action")
-                return self._last
-            fresh = [a for a in finished if a.step_id > newest]  # startup copies of one observation repeat
-        fresh.sort(key=lambda a: a.step_id)
-        self.superseded += len(fresh) - 1
-        return self._finish(fresh[-1], call)
+        while True:
+            must_wait = self._last is None or self.pool.free() < 0  # first action, or every worker busy
+            if must_wait and not self.pool.busy:
+                raise StepFailedError("parallel mode: no worker is busy and no new action arrived")
+            fresh = [a for a in self.pool.collect(block=must_wait) if a.step_id > newest]
+            if fresh:
+                fresh.sort(key=lambda a: a.step_id)
+                self.superseded += len(fresh) - 1
+                return self._finish(fresh[-1], call)
+            if not must_wait:  # filling: a worker is idle and nothing new finished yet
+                self.repeats += 1
+                return self._last  # type: ignore[return-value]
 
     def _hand(self, worker: int, obs: Observation, call: int) -> None:
         self._handed[obs.step_id] = _Handed(call, time.perf_counter())

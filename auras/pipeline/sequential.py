@@ -19,6 +19,7 @@ class SequentialExecutor(Executor):
     def __init__(self, policy: Policy, parts: PolicyParts | None = None) -> None:
         super().__init__(policy)
         self.parts = parts if parts is not None else LocalPolicyParts(policy)
+        self.frame = 0  # step calls so far: in sequential mode one frame is one whole request
 
     def step(self, obs: Observation) -> Action:
         start = time.perf_counter()
@@ -36,8 +37,14 @@ class SequentialExecutor(Executor):
             obs.capture_time,
             timings,
             context_step_id=obs.step_id,
+            staleness_frames=0,
+            frame=self._next_frame(),
             staleness_ms=(time.monotonic() - obs.capture_time) * 1e3,
         )
+
+    def _next_frame(self) -> int:
+        self.frame += 1
+        return self.frame - 1
 
     def close(self) -> None:
         self.parts.close()

@@ -1,0 +1,138 @@
+"""The ray backend with real Ray actors: same actions as local, invariants across processes, clean
+shutdown after close() and after a failed construction."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from auras import AurasAgent, load_config
+from auras.errors import StepFailedError
+from auras.policies.base import Policy
+from tests.fakes import FakeDiffusion, FakeStagedPerception, fake_observation
+
+pytestmark = pytest.mark.ray
+
+FRAME_MODES = [
+    ("sequential", []),
+    ("pipeline", ["pipeline.pp_perception=2", "pipeline.pp_generation=3"]),
+    ("auras", ["pipeline.pp_perception=2", "pipeline.pp_generation=3"]),
+    ("auras", ["pipeline.pp_perception=2", "pipeline.pp_generation=3", "pipeline.fetch_offset=-1"]),
+]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    from auras.pipeline.ray_backend import ensure_ray
+
+    ray = ensure_ray()
+    yield ray
+    ray.shutdown()
+
+
+def _fake_policy() -> Policy:
+    return Policy("fake-dp", FakeStagedPerception(4), FakeDiffusion(12))
+
+
+def _run(mode: str, extra: list[str], backend: str, steps: int = 16) -> list:
+    config = load_config(overrides=[f"pipeline.mode={mode}", f"pipeline.backend={backend}", *extra])
+    with AurasAgent(config, policy=_fake_policy()) as agent:
+        return [agent.step(fake_observation(i)) for i in range(steps)]
+
+
+def _wait_until(condition, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _all_cpus_free(ray) -> bool:
+    return ray.available_resources().get("CPU", 0) == ray.cluster_resources().get("CPU", -1)
+
+
+@pytest.mark.parametrize(("mode", "extra"), FRAME_MODES, ids=lambda v: v if isinstance(v, str) else ",".join(v))
+def test_frame_modes_give_the_same_actions_across_processes_as_in_process(ray_cluster, mode, extra):
+    local, remote = _run(mode, extra, "local"), _run(mode, extra, "ray")
+    for a, b in zip(local, remote, strict=True):
+        assert (a.step_id, a.context_step_id, a.staleness_frames, a.frame) == (
+            b.step_id,
+            b.context_step_id,
+            b.staleness_frames,
+            b.frame,
+        )
+        np.testing.assert_array_equal(a.values, b.values)
+    frames = [b.frame for b in remote]
+    assert frames == sorted(frames)
+
+
+@pytest.mark.parametrize("mode", ["parallel", "decoupled"])
+def test_unframed_modes_trace_every_action_to_an_admitted_observation(ray_cluster, mode):
+    actions = _run(mode, ["pipeline.workers=2"] if mode == "parallel" else [], "ray")
+    for call, action in enumerate(actions):
+        newest = action.context_step_id if action.context_step_id is not None else action.step_id
+        assert 0 <= newest <= call and action.values[0, 0] == 12 * 1000 + newest
+    assert [a.step_id for a in actions][-1] >= 8  # actions keep coming from new observations
+
+
+@pytest.mark.parametrize(("mode", "extra"), [("auras", ["pipeline.pp_generation=3"]), ("parallel", [])])
+def test_close_leaves_no_actor_or_reservation_behind(ray_cluster, mode, extra):
+    config = load_config(overrides=[f"pipeline.mode={mode}", "pipeline.backend=ray", *extra])
+    agent = AurasAgent(config, policy=_fake_policy())
+    agent.step(fake_observation(0))
+    executor = agent._executor
+    pool = getattr(executor, "runner", None) or executor.pool
+    actors = list(pool.actors)
+    assert actors and not _all_cpus_free(ray_cluster)
+    agent.close()
+    agent.close()  # idempotent
+    assert _wait_until(lambda: _all_cpus_free(ray_cluster))
+    from ray.exceptions import RayActorError
+
+    for actor in actors:
+        with pytest.raises(RayActorError):
+            ray_cluster.get(actor.ready.remote(), timeout=30)
+
+
+class _UnshippablePerception(FakeStagedPerception):
+    """Builds here, fails when a Ray actor unpickles it: a construction that fails inside an actor."""
+
+    def __setstate__(self, state):
+        raise RuntimeError("this perception cannot be built in a worker")
+
+
+def test_failed_construction_raises_the_workers_error_and_leaves_nothing_behind(ray_cluster):
+    config = load_config(overrides=["pipeline.mode=auras", "pipeline.backend=ray"])
+    policy = Policy("broken", _UnshippablePerception(4), FakeDiffusion(12))
+    with pytest.raises(Exception, match="cannot be built in a worker"):
+        AurasAgent(config, policy=policy)
+    assert _wait_until(lambda: _all_cpus_free(ray_cluster))
+
+
+class _FailingDiffusionFactory:
+    @staticmethod
+    def build():
+        diffusion = FakeDiffusion(12)
+        original = diffusion.denoise
+
+        def denoise(sample, step_index, num_steps, h_o):
+            if float(h_o.max()) == 5:
+                raise ValueError("bad observation 5")
+            return original(sample, step_index, num_steps, h_o)
+
+        diffusion.denoise = denoise
+        return diffusion
+
+
+def test_a_failing_frame_is_reported_with_the_workers_error(ray_cluster):
+    config = load_config(overrides=["pipeline.mode=auras", "pipeline.backend=ray"])
+    policy = Policy("flaky", FakeStagedPerception(4), _FailingDiffusionFactory.build())
+    with AurasAgent(config, policy=policy) as agent:
+        for i in range(5):
+            agent.step(fake_observation(i))
+        with pytest.raises(StepFailedError, match="bad observation 5"):
+            agent.step(fake_observation(5))
