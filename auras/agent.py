@@ -6,6 +6,17 @@
 
 ``step`` validates the observation against the policy's spec before anything runs, so bad input is
 answered with an InvalidInputError and leaves the agent usable. ``close`` is idempotent.
+
+What ``step(obs)`` means per mode: it admits ``obs`` and returns the newest action available.
+sequential: the action computed from ``obs``. decoupled: generation on the newest finished
+perception. parallel: the newest action any worker finished. pipeline / auras: one frame runs; its
+action comes from a request admitted L - 1 frames ago (``Action.step_id``), conditioned in auras mode
+on the freshest context (``Action.context_step_id``). Only the first call after construction or
+``reset`` blocks until the pipeline has filled. Every action says where it came from and how stale
+its inputs were (``staleness_frames``, ``staleness_ms``), with per-stage timings.
+
+For control loops where the camera and the actuators run at their own rates, ``agent.stream()``
+(see auras/stream.py) takes observations from any thread and yields actions in order.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ import threading
 from auras.config import AurasConfig
 from auras.errors import AgentClosedError, InvalidInputError
 from auras.policies.base import Policy
+from auras.stream import ActionStream
 from auras.types import Action, Observation, ObservationSpec
 
 __all__ = ["AurasAgent"]
@@ -64,6 +76,12 @@ class AurasAgent:
         self.spec.check(obs)
         with self._lock:
             return self._executor.step(obs)
+
+    def stream(self) -> ActionStream:
+        """A streaming form of this agent: ``submit`` observations, iterate actions (auras/stream.py)."""
+        if self._closed:
+            raise AgentClosedError("AurasAgent.stream called after close(); build a new agent")
+        return ActionStream(self)
 
     def reset(self) -> None:
         """Start a new episode: drop in-flight work and per-episode policy state."""

@@ -1,0 +1,130 @@
+"""The streaming form of the agent, for control loops: submit observations, iterate actions.
+
+    with agent.stream() as stream:
+        camera.on_frame(lambda img: stream.submit(to_observation(img)))   # any thread, never blocks
+        for action in stream:                                             # the control loop
+            robot.apply(action)
+
+A background thread runs the agent's executor: each frame admits the newest submitted observation.
+Observations submitted while the executor is busy wait in a one-slot mailbox; a newer one replaces
+an older one that was never admitted, and that older one is counted in ``dropped`` (a camera
+faster than the policy loses frames, never the other way round). Every action the executor emits
+is delivered in order; ``latest()`` skips to the newest for loops that only want the freshest.
+
+Bad input is rejected in ``submit`` (the caller's thread) with an InvalidInputError and never reaches
+the worker; an error inside the executor is re-raised to the consumer on its next ``get``/iteration,
+after which the stream is closed.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from auras.errors import AgentClosedError, InvalidInputError, StepFailedError
+from auras.types import Action, Observation
+
+if TYPE_CHECKING:
+    from auras.agent import AurasAgent
+
+__all__ = ["ActionStream"]
+
+
+class ActionStream:
+    def __init__(self, agent: AurasAgent) -> None:
+        self._agent = agent
+        self._cond = threading.Condition()
+        self._pending: Observation | None = None
+        self._actions: collections.deque[Action] = collections.deque()
+        self._error: BaseException | None = None
+        self._closed = False
+        self.submitted = self.admitted = self.dropped = self.emitted = 0
+        self._thread = threading.Thread(target=self._loop, name="auras-stream", daemon=True)
+        self._thread.start()
+
+    # -- producer side ------------------------------------------------------------------------------
+    def submit(self, obs: Observation) -> None:
+        """Offer ``obs`` as the newest observation (validated here; never blocks on inference)."""
+        if not isinstance(obs, Observation):
+            raise InvalidInputError(f"ActionStream.submit: expected an auras.Observation, got {type(obs).__name__}")
+        self._agent.spec.check(obs)
+        with self._cond:
+            if self._closed:
+                raise AgentClosedError("ActionStream.submit after close(); open a new stream")
+            if self._pending is not None:
+                self.dropped += 1
+            self._pending = obs
+            self.submitted += 1
+            self._cond.notify_all()
+
+    # -- worker ---------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                obs, self._pending = self._pending, None
+                self.admitted += 1
+            try:
+                action = self._agent.step(obs)
+            except BaseException as exc:  # delivered to the consumer, never swallowed
+                with self._cond:
+                    self._error = exc
+                    self._closed = True
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._actions.append(action)
+                self.emitted += 1
+                self._cond.notify_all()
+
+    # -- consumer side --------------------------------------------------------------------------------
+    def get(self, timeout: float | None = None) -> Action:
+        """The next action in order; waits up to ``timeout`` seconds (None: forever)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._actions:
+                if self._error is not None:
+                    raise StepFailedError(f"stream worker failed: {self._error!r}") from self._error
+                if self._closed:
+                    raise AgentClosedError("the stream is closed and every action was delivered")
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"no action within {timeout} s")
+                self._cond.wait(left)
+            return self._actions.popleft()
+
+    def latest(self, timeout: float | None = None) -> Action:
+        """The newest action, skipping (and discarding) any older undelivered ones."""
+        action = self.get(timeout)
+        with self._cond:
+            while self._actions:
+                action = self._actions.popleft()
+        return action
+
+    def __iter__(self) -> ActionStream:
+        return self
+
+    def __next__(self) -> Action:
+        try:
+            return self.get()
+        except AgentClosedError:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        """Stop the worker after its current frame; undelivered actions stay readable. Idempotent."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=60)
+
+    def __enter__(self) -> ActionStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

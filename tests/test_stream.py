@@ -1,0 +1,88 @@
+"""agent.stream(): submit observations from one thread, iterate actions in another."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from auras import AurasAgent, load_config
+from auras.errors import AgentClosedError, InvalidInputError, StepFailedError
+from auras.policies.base import Policy
+from tests.fakes import FakeDiffusion, FakeStagedPerception, fake_observation
+
+
+def _agent(mode: str = "auras", delay_s: float = 0.0, generation=None) -> AurasAgent:
+    config = load_config(overrides=[f"pipeline.mode={mode}", "pipeline.pp_generation=3"])
+    generation = generation if generation is not None else FakeDiffusion(12, delay_s)
+    return AurasAgent(config, policy=Policy("fake-dp", FakeStagedPerception(4), generation))
+
+
+@pytest.mark.parametrize("mode", ["sequential", "auras", "parallel"])
+def test_a_fast_camera_drops_frames_and_every_action_traces_to_an_admitted_one(mode):
+    with _agent(mode, delay_s=0.005) as agent, agent.stream() as stream:
+
+        enough = threading.Event()
+
+        def camera():
+            i = 0
+            while not enough.is_set():
+                stream.submit(fake_observation(i))
+                i += 1
+                time.sleep(0.001)  # faster than the policy
+
+        producer = threading.Thread(target=camera)
+        producer.start()
+        actions = [stream.get(timeout=30) for _ in range(8)]
+        enough.set()
+        producer.join()
+    assert stream.dropped > 0 and stream.admitted + stream.dropped <= stream.submitted
+    step_ids = [a.step_id for a in actions]
+    assert step_ids == sorted(step_ids) and max(step_ids) < stream.submitted
+    frames = [a.frame for a in actions]
+    assert frames == sorted(frames)
+
+
+def test_iteration_yields_actions_in_order_and_ends_after_close():
+    with _agent() as agent:
+        stream = agent.stream()
+        for i in range(5):
+            stream.submit(fake_observation(i))
+            time.sleep(0.01)
+        first = next(iter(stream))
+        stream.close()
+        rest = list(stream)  # undelivered actions stay readable, then iteration stops
+    assert [a.frame for a in [first, *rest]] == sorted(a.frame for a in [first, *rest])
+    with pytest.raises(AgentClosedError):
+        stream.submit(fake_observation(9))
+
+
+def test_bad_input_is_rejected_in_the_callers_thread_and_the_stream_keeps_going():
+    with _agent() as agent, agent.stream() as stream:
+        bad = fake_observation(0)
+        object.__setattr__(bad, "images", {"front": np.zeros((3, 3, 3), np.uint8)})
+        with pytest.raises(InvalidInputError, match="front"):
+            stream.submit(bad)
+        with pytest.raises(InvalidInputError, match=r"expected an auras\.Observation"):
+            stream.submit("not an observation")
+        stream.submit(fake_observation(1))
+        assert stream.get(timeout=30).step_id == 1
+
+
+def test_an_executor_error_reaches_the_consumer():
+    class Broken:
+        def __new__(cls):
+            diffusion = FakeDiffusion(12)
+
+            def denoise(*args):
+                raise ValueError("denoiser exploded")
+
+            diffusion.denoise = denoise
+            return diffusion
+
+    with _agent("auras", generation=Broken()) as agent, agent.stream() as stream:
+        stream.submit(fake_observation(0))
+        with pytest.raises(StepFailedError, match="denoiser exploded"):
+            stream.get(timeout=30)
