@@ -80,6 +80,8 @@ def bench(
     ] = None,
     episodes: Annotated[int | None, typer.Option("--episodes", "-n", help="Episodes per task.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="First evaluation seed.")] = None,
+    clock: Annotated[str | None, typer.Option("--clock", help="Time model: frame or virtual (bench.clock).")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="local or ray (pipeline.backend).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (bench.out).")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -98,6 +100,8 @@ def bench(
         ("policy.type", policy),
         ("bench.episodes", episodes),
         ("bench.seed", seed),
+        ("bench.clock", clock),
+        ("pipeline.backend", backend),
         ("bench.out", out),
     ):
         if value is not None:

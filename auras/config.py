@@ -117,8 +117,10 @@ class BenchConfig(_Section):
         description="First evaluation seed; episode i uses seed + i. Held out from training data, "
         "which `auras collect` draws from seeds below 100000.",
     )
-    clock: Literal["frame"] = Field(
-        "frame", description="Time model for accuracy. frame: the env advances one step per emitted action."
+    clock: Literal["frame", "virtual"] = Field(
+        "frame",
+        description="Time model for accuracy. frame: the env waits for each action; virtual: simulated time "
+        "advances by the agent's measured compute time while the robot keeps executing its last chunk.",
     )
     stream_steps: int = Field(
         200, ge=10, le=1_000_000, description="Length of the pre-recorded observation stream for throughput."

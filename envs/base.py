@@ -66,6 +66,11 @@ class AurasTaskEnv(gym.Env[dict[str, Any], np.ndarray]):
         self._last_image: np.ndarray | None = None
         self._steps = 0
 
+    @property
+    def control_dt(self) -> float:
+        """Simulated seconds per control step (12.5 ms: 80 Hz, as in Meta-World)."""
+        return 1.0 / self.metadata["render_fps"]
+
     # -- subclass hooks -------------------------------------------------------------------------
     @abstractmethod
     def _sim_reset(self, seed: int | None) -> None:
@@ -144,9 +149,7 @@ def to_observation(
     """An auras Observation from an env observation; ``privileged`` adds the simulator state."""
     from auras.types import Observation
 
-    extras = (
-        {"privileged_state": np.asarray(info["privileged_state"], dtype=np.float64)} if privileged else {}
-    )
+    extras = {"privileged_state": np.asarray(info["privileged_state"], dtype=np.float64)} if privileged else {}
     return Observation(
         images={camera: env_obs["image"]},
         state=env_obs["state"],

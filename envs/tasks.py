@@ -46,9 +46,9 @@ def _instruction(name: str) -> str:
     return _INSTRUCTIONS.get(name) or name.rsplit("-v", 1)[0].replace("-", " ")
 
 
-TASKS: dict[str, TaskInfo] = {
-    name: TaskInfo(name, "metaworld", _instruction(name)) for name in METAWORLD_V3
-} | {"track-target-v0": TaskInfo("track-target-v0", "auras", _instruction("track-target-v0"))}
+TASKS: dict[str, TaskInfo] = {name: TaskInfo(name, "metaworld", _instruction(name)) for name in METAWORLD_V3} | {
+    "track-target-v0": TaskInfo("track-target-v0", "auras", _instruction("track-target-v0"))
+}
 
 # The five Meta-World tasks every report covers, plus our dynamic task.
 CORE_TASKS = ("push-v3", "pick-place-v3", "button-press-v3", "reach-v3", "drawer-open-v3", "track-target-v0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from importlib import resources
 
 import jsonschema
@@ -100,3 +101,29 @@ def test_config_show_and_list():
 def test_envs_lists_tasks():
     out = CliRunner().invoke(app, ["envs"]).output
     assert "push-v3" in out and "track-target-v0" in out
+
+
+@pytest.mark.mujoco
+def test_virtual_clock_lets_the_robot_keep_moving_while_a_slow_agent_computes():
+    """Under the virtual clock a 40 ms agent gets one action in per ceil(40 / 12.5) = 4 control steps;
+    under the frame clock the env waits, one step per action."""
+    from auras import AurasAgent, load_config
+    from auras.bench.episodes import run_episode
+    from auras.envs import make_env
+
+    config = load_config(overrides=["env.task=reach-v3"])
+    with AurasAgent(config) as agent, make_env("reach-v3", horizon=40) as env:
+        inner = agent._executor.step
+
+        def slow_step(obs):
+            time.sleep(0.04)
+            return inner(obs)
+
+        agent._executor.step = slow_step
+        frame = run_episode(agent, env, seed=100_000, clock="frame")
+        virtual = run_episode(agent, env, seed=100_000, clock="virtual")
+    assert len(frame.latency_ms) == frame.steps  # one action per step
+    assert virtual.steps >= 4 * (len(virtual.latency_ms) - 1)  # >= 4 steps pass while each action computes
+    assert min(virtual.staleness_frames) >= 4  # so every action is at least 4 steps old when it lands
+    with pytest.raises(ValueError, match="clock: expected 'frame' or 'virtual'"):
+        run_episode(agent, env, seed=0, clock="sundial")

@@ -23,7 +23,6 @@ def _agent(mode: str = "auras", delay_s: float = 0.0, generation=None) -> AurasA
 @pytest.mark.parametrize("mode", ["sequential", "auras", "parallel"])
 def test_a_fast_camera_drops_frames_and_every_action_traces_to_an_admitted_one(mode):
     with _agent(mode, delay_s=0.005) as agent, agent.stream() as stream:
-
         enough = threading.Event()
 
         def camera():

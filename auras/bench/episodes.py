@@ -7,9 +7,12 @@ not compete with inference.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from auras.agent import AurasAgent
 from auras.envs.base import AurasTaskEnv, to_observation
@@ -44,29 +47,51 @@ def run_episode(
     clock: str = "frame",
     record: Callable[[Observation], None] | None = None,
 ) -> EpisodeRecord:
-    """One closed-loop episode. ``frame`` clock: the env waits for each action, one step per action.
+    """One closed-loop episode under a time model; ``record`` receives every observation (to build a
+    throughput stream).
 
-    A chunk action executes its first ``policy.execute_steps`` rows, one env step each, before the
-    next observation is taken. ``record`` receives every observation (to build a throughput stream).
+    ``frame``: the env waits for each action; a chunk action executes its first
+    ``policy.execute_steps`` rows, one env step each, before the next observation is taken.
+
+    ``virtual``: simulated time advances by the agent's measured compute time. While ``step`` runs
+    (wall time c), the robot keeps executing the rows of the chunk it has, one per control step
+    (``env.control_dt``), holding the last row once the chunk is used up (and standing still before
+    the first action); the new action takes over after ceil(c / dt) control steps (at least one),
+    from its first row, and the next observation is taken then. A faster agent therefore acts more
+    often and on fresher observations, as on a real robot.
     """
-    if clock != "frame":
-        raise ValueError(f"clock: expected 'frame', got {clock!r}")
+    if clock not in ("frame", "virtual"):
+        raise ValueError(f"clock: expected 'frame' or 'virtual', got {clock!r}")
     agent.reset()
     env_obs, info = env.reset(seed=seed)
     result = EpisodeRecord(seed=seed, success=False, steps=0, steps_to_success=None)
     execute = agent.policy.execute_steps
-    t, done = 0, False
+    dt_ms = env.control_dt * 1e3
+    hold: np.ndarray = np.zeros(env.action_space.shape, np.float32)
+    chunk: np.ndarray = hold[None]
+    row, t, done = 0, 0, False
     while t < env.horizon and not done:
         obs = to_observation(env_obs, info, t, time.monotonic(), privileged=agent.privileged)
         if record is not None:
             record(obs)
+        start = time.perf_counter()
         action: Action = agent.step(obs)
+        compute_ms = (time.perf_counter() - start) * 1e3
         result.latency_ms.append(action.timings.latency_ms)
-        for row in action.chunk[:execute]:
-            result.staleness_ms.append((time.monotonic() - action.capture_time) * 1e3)
-            newest = action.context_step_id if action.context_step_id is not None else action.step_id
-            result.staleness_frames.append(t - newest)  # env steps since the newest observation it used
-            env_obs, _, terminated, truncated, info = env.step(row)
+        newest = action.context_step_id if action.context_step_id is not None else action.step_id
+        if clock == "frame":
+            rows = list(action.chunk[:execute])
+        else:  # the old chunk runs while the agent computes, then the new one takes over
+            waited = max(1, math.ceil(compute_ms / dt_ms))
+            rows = []
+            for _ in range(waited):
+                rows.append(chunk[min(row, len(chunk) - 1)])
+                row += 1
+        for values in rows:
+            if clock == "frame":
+                result.staleness_ms.append((time.monotonic() - action.capture_time) * 1e3)
+                result.staleness_frames.append(t - newest)  # env steps since the newest observation it used
+            env_obs, _, terminated, truncated, info = env.step(values)
             t += 1
             result.steps = t
             if info["success"] and not result.success:
@@ -74,6 +99,10 @@ def run_episode(
             done = terminated or truncated or t >= env.horizon
             if done:
                 break
+        if clock == "virtual":
+            chunk, row = action.chunk, 0
+            result.staleness_frames.append(t - newest)  # when it takes over: env steps since its newest input
+            result.staleness_ms.append((t - newest) * dt_ms)
     return result
 
 
