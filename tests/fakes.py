@@ -71,8 +71,8 @@ class FakeStagedPerception(FakePerception):
     """``n_stages`` natural stages; context {"H_o": (B, 1) = step id} so tests see which observation
     each generation call was conditioned on."""
 
-    def __init__(self, n_stages: int = 4, delay_s: float = 0.0) -> None:
-        super().__init__(delay_s)
+    def __init__(self, n_stages: int = 4, delay_s: float = 0.0, image_size: int = 8) -> None:
+        super().__init__(delay_s, image_size)
         self.n_stages = n_stages
 
     def stages(self):
