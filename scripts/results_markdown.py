@@ -5,6 +5,12 @@
 
 Prints one table: rows = task, columns = policy (and mode, when several modes are present), cells =
 success rate with successes/episodes and the 95% Wilson interval; then a throughput/latency table.
+
+    python scripts/results_markdown.py --modes runs/modes/tiny-dp-local-*/results.json
+
+Prints the mode comparison: one row per (policy, backend, clock, mode) with throughput and speedup
+(mean over tasks), the frame rate against the bound 1 / slowest stage, interval_cv, staleness,
+and success per task with its ratio to sequential.
 """
 
 from __future__ import annotations
@@ -43,5 +49,55 @@ def main(paths: list[str]) -> None:
         print(f"| {r['policy']} | {r['mode']} | {r['task']} | {hz} | {m['latency_ms']['p50']:.1f} | {stages} |")
 
 
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def modes_table(paths: list[str]) -> None:
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    tasks = list(dict.fromkeys(t for d in docs for t in d["tasks"]))
+    print(
+        "| policy | backend | clock | mode | throughput Hz | speedup | frame rate / bound | interval_cv "
+        "| staleness frames (mean) | "
+        + " | ".join(f"{t} success (vs seq)" for t in tasks)
+        + " |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|" + "---|" * len(tasks))
+    for doc in docs:
+        clock = doc["clock"]
+        for mode in doc["modes"]:
+            rows = [r for r in doc["results"] if r["mode"] == mode]
+            m = [r["metrics"] for r in rows]
+            cells = []
+            for task in tasks:
+                r = next((r for r in rows if r["task"] == task), None)
+                if r is None:
+                    cells.append("-")
+                    continue
+                rel = r["metrics"]["relative_accuracy"]
+                cells.append(
+                    f"{r['metrics']['success_rate']:.0%} ({r['metrics']['successes']}/{r['metrics']['episodes']})"
+                    + (f", {rel:.2f}x" if rel is not None and mode != "sequential" else "")
+                )
+            print(
+                f"| {rows[0]['policy']} | {rows[0]['backend']} | {clock} | {mode} "
+                f"| {_fmt(_mean([x['throughput_hz'] for x in m]), '.1f')} "
+                f"| {_fmt(_mean([x['speedup'] for x in m]), '.2f')} "
+                f"| {_fmt(_mean([x['bound_fraction'] for x in m]), '.2f')} "
+                f"| {_fmt(_mean([x['interval_cv'] for x in m]), '.3f')} "
+                f"| {_fmt(_mean([x['staleness_frames']['mean'] for x in m]), '.1f')} | "
+                + " | ".join(cells)
+                + " |"
+            )
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["--modes"]:
+        modes_table(sys.argv[2:])
+    else:
+        main(sys.argv[1:])

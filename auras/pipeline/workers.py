@@ -278,6 +278,12 @@ class _AutoregressiveDriver:
         return np.zeros(self.gen.num_action_tokens, np.int64)
 
     def run(self, states: list[Any], stages: list[int], contexts: Sequence[Context], public: bool) -> list[Any]:
+        if len(self.blocks) == 1:  # one block = the whole sequence: the classic KV-cached decode, same tokens
+            for state, context in zip(states, contexts, strict=True):
+                state[:] = np.asarray(self.gen.decode_classic(context))[0]
+                if public:
+                    self.public_tokens = state.copy()
+            return states
         if public:
             assert self.public_tokens is not None, "startup() initialises the public tokens"
             passes = max(len(self.blocks[g]) for g in stages)
