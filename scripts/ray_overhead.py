@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.fakes: the fakes the tests use
 
-from auras import AurasAgent, load_config  # noqa: E402
-from auras.policies.base import Policy  # noqa: E402
-from tests.fakes import FakeDiffusion, FakeStagedPerception, fake_observation  # noqa: E402
+from auras import AurasAgent, load_config
+from auras.policies.base import Policy
+from tests.fakes import FakeDiffusion, FakeStagedPerception, fake_observation
 
 MODES = {
     "sequential": ["pipeline.mode=sequential"],
