@@ -59,6 +59,9 @@ def run_episode(
     the first action); the new action takes over after ceil(c / dt) control steps (at least one),
     from its first row, and the next observation is taken then. A faster agent therefore acts more
     often and on fresher observations, as on a real robot.
+
+    A step that returns the same action again (``parallel`` while its pool fills) does not restart
+    the chunk: the robot carries on with the rows it has.
     """
     if clock not in ("frame", "virtual"):
         raise ValueError(f"clock: expected 'frame' or 'virtual', got {clock!r}")
@@ -67,8 +70,8 @@ def run_episode(
     result = EpisodeRecord(seed=seed, success=False, steps=0, steps_to_success=None)
     execute = agent.policy.execute_steps
     dt_ms = env.control_dt * 1e3
-    hold: np.ndarray = np.zeros(env.action_space.shape, np.float32)
-    chunk: np.ndarray = hold[None]
+    chunk: np.ndarray = np.zeros((1, *env.action_space.shape), np.float32)  # stand still until the first action
+    current: Action | None = None
     row, t, done = 0, 0, False
     while t < env.horizon and not done:
         obs = to_observation(env_obs, info, t, time.monotonic(), privileged=agent.privileged)
@@ -77,18 +80,20 @@ def run_episode(
         start = time.perf_counter()
         action: Action = agent.step(obs)
         compute_ms = (time.perf_counter() - start) * 1e3
-        result.latency_ms.append(action.timings.latency_ms)
-        newest = action.context_step_id if action.context_step_id is not None else action.step_id
+        is_new = action is not current  # modes that may return the previous action again (parallel)
+        if is_new:
+            result.latency_ms.append(action.timings.latency_ms)
         if clock == "frame":
-            rows = list(action.chunk[:execute])
-        else:  # the old chunk runs while the agent computes, then the new one takes over
-            waited = max(1, math.ceil(compute_ms / dt_ms))
-            rows = []
-            for _ in range(waited):
-                rows.append(chunk[min(row, len(chunk) - 1)])
-                row += 1
-        for values in rows:
+            if is_new:
+                chunk, row, current = action.chunk, 0, action
+            count = execute
+        else:  # the current chunk keeps running while the agent computes, then the new one takes over
+            count = max(1, math.ceil(compute_ms / dt_ms))
+        for _ in range(count):
+            values = chunk[min(row, len(chunk) - 1)]  # past the chunk's end: hold its last row
+            row += 1
             if clock == "frame":
+                newest = _newest_input(action)
                 result.staleness_ms.append((time.monotonic() - action.capture_time) * 1e3)
                 result.staleness_frames.append(t - newest)  # env steps since the newest observation it used
             env_obs, _, terminated, truncated, info = env.step(values)
@@ -99,28 +104,35 @@ def run_episode(
             done = terminated or truncated or t >= env.horizon
             if done:
                 break
-        if clock == "virtual":
-            chunk, row = action.chunk, 0
-            result.staleness_frames.append(t - newest)  # when it takes over: env steps since its newest input
-            result.staleness_ms.append((t - newest) * dt_ms)
+        if clock == "virtual" and is_new:
+            chunk, row, current = action.chunk, 0, action
+            result.staleness_frames.append(t - _newest_input(action))  # when it takes over
+            result.staleness_ms.append((t - _newest_input(action)) * dt_ms)
     return result
 
 
+def _newest_input(action: Action) -> int:
+    return action.context_step_id if action.context_step_id is not None else action.step_id
+
+
 def run_stream(agent: AurasAgent, observations: Sequence[Observation], warmup: int) -> StreamRecord:
-    """Feed ``observations`` back to back (fresh step ids and capture times); time the outputs."""
+    """Feed ``observations`` back to back (fresh step ids and capture times); time the outputs.
+    Only new actions count: a step that hands back the previous action again is not an output."""
     agent.reset()
     output_times: list[float] = []
     latency_ms: list[float] = []
     stage_ms: dict[str, list[float]] = {}
     start = time.perf_counter()
     startup_ms = float("nan")
+    previous = None
     for i, recorded in enumerate(observations):
         obs = replace(recorded, step_id=i, capture_time=time.monotonic())
         action = agent.step(obs)
         now = time.perf_counter()
         if i == 0:
             startup_ms = (now - start) * 1e3
-        if i < warmup:
+        is_new, previous = action is not previous, action
+        if i < warmup or not is_new:
             continue
         output_times.append(now)
         latency_ms.append(action.timings.latency_ms)
