@@ -53,14 +53,11 @@ class WorkerPool(Protocol):
     def close(self) -> None: ...
 
 
-class ThreadWorkerPool:
-    """``size`` threads in this process sharing one policy (inference only, so no shared mutation)."""
+class _Slots:
+    """Which of ``size`` workers are busy (``_busy``: worker index -> its pending result)."""
 
-    def __init__(self, policy: Policy, size: int) -> None:
-        self.size = size
-        self._sequential = SequentialExecutor(policy)
-        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="auras-parallel")
-        self._busy: dict[int, Future[Action]] = {}
+    size: int
+    _busy: dict[int, Any]
 
     @property
     def busy(self) -> int:
@@ -68,6 +65,16 @@ class ThreadWorkerPool:
 
     def free(self) -> int:
         return next((i for i in range(self.size) if i not in self._busy), -1)
+
+
+class ThreadWorkerPool(_Slots):
+    """``size`` threads in this process sharing one policy (inference only, so no shared mutation)."""
+
+    def __init__(self, policy: Policy, size: int) -> None:
+        self.size = size
+        self._sequential = SequentialExecutor(policy)
+        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="auras-parallel")
+        self._busy: dict[int, Future[Action]] = {}
 
     def submit(self, worker: int, obs: Observation) -> None:
         self._busy[worker] = self._pool.submit(self._sequential.step, obs)
@@ -104,7 +111,7 @@ def _make_sequential_worker(policy: Policy) -> _SequentialWorker:
     return _SequentialWorker(policy)
 
 
-class RayWorkerPool:
+class RayWorkerPool(_Slots):
     """``size`` Ray actors, each with its own copy of the policy, in one placement group."""
 
     def __init__(self, source: Any, size: int, threads: int = 1) -> None:
@@ -115,13 +122,6 @@ class RayWorkerPool:
             WorkerActor, [(source, threads, _make_sequential_worker) for _ in range(size)]
         )
         self._busy: dict[int, Any] = {}  # worker -> ObjectRef
-
-    @property
-    def busy(self) -> int:
-        return len(self._busy)
-
-    def free(self) -> int:
-        return next((i for i in range(self.size) if i not in self._busy), -1)
 
     def submit(self, worker: int, obs: Observation) -> None:
         self._busy[worker] = self.actors[worker].run.remote(obs)
