@@ -143,3 +143,16 @@ def test_agent_runs_auras_mode_from_config_and_rejects_unpipelinable_policies():
     assert [a.frame for a in actions] == sorted({a.frame for a in actions})
     with pytest.raises(ConfigError, match="pipelined modes need a diffusion or autoregressive generation"):
         AurasAgent(load_config(overrides=["pipeline.mode=pipeline"]))  # the expert policy is not iterative
+
+
+def test_emit_public_returns_the_public_token_snapshot_refreshed_every_frame():
+    policy = _small_policy("tiny-vla")
+    ex = FrameExecutor(policy, FrameShape(1, 4, 0), public=True, emit="public")
+    driver = ex.runner.generation.driver
+    for obs in _real_observations(10):
+        action = ex.run_frame(obs)
+        if action is None:
+            continue
+        expected = policy.generation.detokenize(driver.public_tokens[None])[0]
+        np.testing.assert_allclose(action.values, expected)
+        assert action.context_step_id == obs.step_id  # the snapshot was refreshed from this frame's context
