@@ -31,24 +31,26 @@ def build_executor(config: AurasConfig, policy: Policy, source: Any = None) -> E
     pipe = config.pipeline
     if pipe.mode not in MODES:
         raise ConfigError(unknown_name_message("pipeline mode", pipe.mode, MODES))
+    from auras.pipeline.workers import is_iterative
+
     ray = pipe.backend == "ray"
     source = source if source is not None else config
     threads = config.policy.torch_threads
-    if pipe.mode in ("pipeline", "auras") or (ray and pipe.mode == "sequential" and _pipelinable(policy)):
+    if pipe.mode in ("pipeline", "auras") or (ray and pipe.mode == "sequential" and is_iterative(policy)):
         from auras.pipeline.frames import FrameExecutor, FrameShape
-        from auras.pipeline.workers import check_pipelinable
 
         if pipe.mode == "sequential":
             shape, public = FrameShape(1, 1, 0), False
         else:
             shape, public = FrameShape(pipe.pp_perception, pipe.pp_generation, pipe.fetch_offset), pipe.mode == "auras"
-        check_pipelinable(policy, shape.pp_perception, shape.pp_generation)  # before any actor starts
-        runner = None
+        make_runner = None
         if ray:
             from auras.pipeline.ray_backend import RayFrameRunner
 
-            runner = RayFrameRunner(source, shape, public, pipe.alpha, pipe.emit, threads)
-        return FrameExecutor(policy, shape, public=public, alpha=pipe.alpha, emit=pipe.emit, runner=runner)
+            def make_runner(policy: Policy, *settings: Any) -> RayFrameRunner:
+                return RayFrameRunner(source, *settings, threads=threads)
+
+        return FrameExecutor(policy, shape, public, pipe.alpha, pipe.emit, make_runner)
     if pipe.mode == "parallel":
         from auras.pipeline.parallel import ParallelExecutor, RayWorkerPool, ThreadWorkerPool
 
@@ -66,9 +68,3 @@ def build_executor(config: AurasConfig, policy: Policy, source: Any = None) -> E
     from auras.pipeline.decoupled import DecoupledExecutor
 
     return DecoupledExecutor(policy, parts)
-
-
-def _pipelinable(policy: Policy) -> bool:
-    from auras.generation.base import AutoregressiveGeneration, DiffusionGeneration
-
-    return isinstance(policy.generation, AutoregressiveGeneration | DiffusionGeneration)

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -68,7 +69,7 @@ from auras.pipeline.workers import (
 from auras.policies.base import Policy
 from auras.types import Action, Observation, StepTimings
 
-__all__ = ["FrameExecutor", "FrameRunner", "FrameShape", "LocalFrameRunner"]
+__all__ = ["FrameExecutor", "FrameRunner", "FrameShape", "LocalFrameRunner", "RunnerFactory"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,9 @@ class FrameRunner(Protocol):
         """Carry out ``plan``; return the contexts perception finished and what generation emitted."""
 
     def close(self) -> None: ...
+
+
+RunnerFactory = Callable[[Policy, FrameShape, bool, float, str], FrameRunner]
 
 
 class LocalFrameRunner:
@@ -158,14 +162,14 @@ class FrameExecutor(Executor):
         public: bool = True,
         alpha: float = 0.0,
         emit: Literal["own", "public"] = "own",
-        runner: FrameRunner | None = None,
+        make_runner: RunnerFactory | None = None,
     ) -> None:
+        """``make_runner(policy, shape, public, alpha, emit)`` builds the backend once the settings
+        are checked (default: :class:`LocalFrameRunner`), so a bad setting never starts a worker."""
         super().__init__(policy)
-        check_pipelinable(policy, shape.pp_perception, shape.pp_generation)
-        if emit not in ("own", "public"):
-            raise ConfigError(f"emit: expected 'own' or 'public', got {emit!r}")
+        check_pipelinable(policy, shape.pp_perception, shape.pp_generation, emit)
         self.shape, self.public = shape, public
-        self.runner = runner if runner is not None else LocalFrameRunner(policy, shape, public, alpha, emit)
+        self.runner = (make_runner or LocalFrameRunner)(policy, shape, public, alpha, emit)
         self._inflight: deque[tuple[int, int]] = deque()  # (request, admitted frame)
         self._admitted: OrderedDict[int, _Admitted] = OrderedDict()
         self._carried: tuple[ContextMessage, ...] = ()

@@ -20,7 +20,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from auras.errors import StepFailedError, WorkerDiedError
+from auras.errors import StepFailedError
 from auras.pipeline.base import Executor
 from auras.pipeline.sequential import SequentialExecutor
 from auras.policies.base import Policy
@@ -128,33 +128,32 @@ class RayWorkerPool(_Slots):
 
     def collect(self, block: bool) -> list[Action]:
         import ray
-        from ray.exceptions import RayActorError, RayTaskError
+
+        from auras.pipeline.ray_backend import worker_errors
 
         refs = list(self._busy.values())
         if not refs:
             return []
         ready, _ = ray.wait(refs, num_returns=1 if block else len(refs), timeout=RESULT_TIMEOUT_S if block else 0)
         done = [i for i, ref in self._busy.items() if ref in ready]
-        try:
+        with worker_errors("parallel mode: a request"):
             return [ray.get(self._busy.pop(i)) for i in done]
-        except RayTaskError as exc:
-            raise StepFailedError(f"parallel worker failed: {exc.cause!r}") from exc
-        except RayActorError as exc:
-            raise WorkerDiedError(f"parallel worker died: {exc}; build a new agent") from exc
 
     def reset(self) -> None:
         import ray
 
-        ray.get(list(self._busy.values()))
-        self._busy.clear()
-        ray.get([actor.run.remote(None) for actor in self.actors])
+        from auras.pipeline.ray_backend import worker_errors
+
+        with worker_errors("parallel mode: reset"):
+            ray.get(list(self._busy.values()))
+            self._busy.clear()
+            ray.get([actor.run.remote(None) for actor in self.actors])
 
     def close(self) -> None:
-        from auras.pipeline.ray_backend import kill_actors
+        from auras.pipeline.ray_backend import release
 
-        kill_actors(self.actors)
+        release(self.placement, self.actors)
         self.actors = []
-        self.placement.remove()
 
 
 @dataclass

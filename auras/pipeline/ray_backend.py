@@ -29,7 +29,7 @@ import contextlib
 import dataclasses
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,8 @@ __all__ = [
     "ensure_ray",
     "kill_actors",
     "place_actors",
+    "release",
+    "worker_errors",
 ]
 
 ACTOR_START_TIMEOUT_S = 120.0
@@ -150,13 +152,33 @@ def place_actors(
             actors.append(remote.options(max_concurrency=max_concurrency, **options).remote(placement.device, *a))
         ray.get([actor.ready.remote() for actor in actors], timeout=ACTOR_START_TIMEOUT_S)
     except BaseException as exc:
-        kill_actors(actors)
-        placement.remove()
+        release(placement, actors)
         cause = getattr(exc, "cause", None)
         if isinstance(cause, Exception):  # the error raised in the actor's constructor
             raise cause from exc
         raise
     return placement, actors
+
+
+@contextlib.contextmanager
+def worker_errors(what: str) -> Iterator[None]:
+    """Ray's errors as auras errors: an exception raised in a worker -> StepFailedError naming it
+    (the agent stays usable); a dead actor or channel -> WorkerDiedError (build a new agent)."""
+    from ray.exceptions import RayActorError, RayChannelError, RayTaskError
+
+    try:
+        yield
+    except RayTaskError as exc:
+        raise StepFailedError(f"{what} failed in a worker: {exc.cause!r}") from exc
+    except (RayActorError, RayChannelError) as exc:
+        raise WorkerDiedError(f"{what}: a worker died: {exc}; build a new agent") from exc
+
+
+def release(placement: RayPlacement | None, actors: Sequence[Any]) -> None:
+    """Kill ``actors`` and give back their reservation; safe to call twice."""
+    kill_actors(actors)
+    if placement is not None:
+        placement.remove()
 
 
 def kill_actors(actors: Sequence[Any]) -> None:
@@ -218,17 +240,15 @@ class RayFrameRunner:
 
     def run(self, plan: FramePlan) -> tuple[tuple[ContextMessage, ...], Emitted | None]:
         import ray
-        from ray.exceptions import RayActorError, RayChannelError, RayTaskError
 
         if self._compiled is None:
             raise WorkerDiedError("ray backend is closed; build a new agent")
         try:
-            out = ray.get(self._compiled.execute(plan), timeout=FRAME_TIMEOUT_S)
-        except RayTaskError as exc:
-            raise StepFailedError(f"ray backend: frame {plan.frame} failed in a worker: {exc.cause!r}") from exc
-        except (RayActorError, RayChannelError) as exc:
+            with worker_errors(f"ray backend: frame {plan.frame}"):
+                out = ray.get(self._compiled.execute(plan), timeout=FRAME_TIMEOUT_S)
+        except WorkerDiedError:
             self.close()
-            raise WorkerDiedError(f"ray backend: a worker died in frame {plan.frame}: {exc}") from exc
+            raise
         # Arrays read from a channel are views of its shared buffer, which cannot be written again
         # while they live: copy what this process keeps (a few KB) so the next frame never blocks.
         if self.concurrent:
@@ -241,11 +261,8 @@ class RayFrameRunner:
             with contextlib.suppress(Exception):  # actors may already be gone
                 self._compiled.teardown()
             self._compiled = None
-        kill_actors(getattr(self, "actors", []))
+        release(getattr(self, "placement", None), getattr(self, "actors", []))
         self.actors = []
-        placement = getattr(self, "placement", None)
-        if placement is not None:
-            placement.remove()
 
 
 def _own_copy(message: Any) -> Any:
@@ -303,16 +320,10 @@ class RayPolicyParts:
 
     def generate(self, context_ref: Any) -> Any:
         import ray
-        from ray.exceptions import RayActorError, RayTaskError
 
-        try:
+        with worker_errors("ray backend: a request"):
             return ray.get(self.actors[1].run.remote(context_ref), timeout=FRAME_TIMEOUT_S)
-        except RayTaskError as exc:
-            raise StepFailedError(f"ray backend: a worker failed: {exc.cause!r}") from exc
-        except RayActorError as exc:
-            raise WorkerDiedError(f"ray backend: a worker died: {exc}; build a new agent") from exc
 
     def close(self) -> None:
-        kill_actors(self.actors)
+        release(self.placement, self.actors)
         self.actors = []
-        self.placement.remove()

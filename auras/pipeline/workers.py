@@ -39,6 +39,7 @@ __all__ = [
     "as_numpy",
     "as_torch",
     "check_pipelinable",
+    "is_iterative",
 ]
 
 OBSERVATION_KEY = "observation"
@@ -89,13 +90,20 @@ class Emitted:
     startup_ms: float | None = None  # set in the frame that ran the startup
 
 
-def check_pipelinable(policy: Policy, pp_perception: int, pp_generation: int) -> None:
-    """Raise ConfigError unless ``policy`` can run with these pipeline degrees."""
+def is_iterative(policy: Policy) -> bool:
+    """True when generation is autoregressive or diffusion, i.e. can be spread over frames."""
+    return isinstance(policy.generation, AutoregressiveGeneration | DiffusionGeneration)
+
+
+def check_pipelinable(policy: Policy, pp_perception: int, pp_generation: int, emit: str = "own") -> None:
+    """Raise ConfigError unless ``policy`` can run in frames with these settings."""
     natural = len(policy.perception.stages())
     if pp_perception > natural:
         raise ConfigError(
             f"pp_perception: expected <= {natural} (this policy's perception stages), got {pp_perception}"
         )
+    if emit not in ("own", "public"):
+        raise ConfigError(f"emit: expected 'own' or 'public', got {emit!r}")
     gen = policy.generation
     if isinstance(gen, AutoregressiveGeneration):
         if pp_generation > gen.num_action_tokens:
@@ -155,16 +163,12 @@ class GenerationWorker:
     """
 
     def __init__(self, policy: Policy, pp_generation: int, public: bool, alpha: float, emit: str) -> None:
-        gen = policy.generation
+        gen = policy.generation  # checked by check_pipelinable
         self.policy, self.public = policy, public
         if isinstance(gen, DiffusionGeneration):
             self.driver: Any = _DiffusionDriver(gen, pp_generation, alpha)
-        elif isinstance(gen, AutoregressiveGeneration):
-            if emit not in ("own", "public"):
-                raise ConfigError(f"emit: expected 'own' or 'public', got {emit!r}")
-            self.driver = _AutoregressiveDriver(gen, pp_generation, emit)
         else:
-            raise ConfigError(f"GenerationWorker: got {type(gen).__name__}, expected diffusion or autoregressive")
+            self.driver = _AutoregressiveDriver(gen, pp_generation, emit)
         self.store = PublicContextStore()
         self.store.claim(OBSERVATION_KEY, "perception")
         self._own: dict[int, Context] = {}  # private contexts (public=False)
@@ -210,11 +214,11 @@ class GenerationWorker:
     def _generate(self, plan: FramePlan) -> None:
         start = time.perf_counter()
         states, contexts = [], []
+        snapshot = self.store.read(OBSERVATION_KEY, plan.read_frame) if self.public else None
         for request, stage in plan.generation:
             if stage == 0:
                 self._state[request] = self.driver.start()
-            if self.public:
-                snapshot = self.store.read(OBSERVATION_KEY, plan.read_frame)
+            if snapshot is not None:  # public: every request reads the one freshest context
                 context, source = snapshot.value, snapshot.source
             else:
                 context, source = self._own[request], request
