@@ -74,6 +74,18 @@ class PolicyConfig(_Section):
     )
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Torch device: cpu, cuda or cuda:N.")
     torch_threads: int = Field(1, ge=1, le=256, description="Torch intra-op threads per stage.")
+    delay_perception_ms: float = Field(
+        0.0, ge=0.0, le=10_000.0, description="Injected latency: extra ms per request's whole perception (sweeps)."
+    )
+    delay_generation_ms: float = Field(
+        0.0, ge=0.0, le=10_000.0, description="Injected latency: extra ms per request's whole generation (sweeps)."
+    )
+    scale_perception: float = Field(
+        1.0, gt=0.0, le=64.0, description="Perception size factor (depth or width); != 1 builds RANDOM weights."
+    )
+    scale_generation: float = Field(
+        1.0, gt=0.0, le=64.0, description="Generation size factor (depth or width); != 1 builds RANDOM weights."
+    )
 
 
 class PipelineConfig(_Section):
@@ -108,25 +120,60 @@ class PipelineConfig(_Section):
 
 
 class BenchConfig(_Section):
-    """`auras bench`: episodes, seeds and output."""
+    """`auras bench`: what to compare (policies x tasks x modes), episodes, seeds, clock and output."""
 
-    episodes: int = Field(20, ge=1, le=100_000, description="Closed-loop episodes per task for accuracy.")
+    policies: list[Literal["expert", "tiny-vla", "tiny-dp"]] = Field(
+        default_factory=lambda: ["tiny-dp", "tiny-vla"],
+        max_length=8,
+        description="Policies to compare (each with its configs/pipeline-<policy>.yaml settings); empty: policy.type.",
+    )
+    tasks: list[str] = Field(
+        default_factory=lambda: ["button-press-v3"],
+        max_length=64,
+        description="Tasks to run; empty: env.task. Default: a task whose success collapses with stale actions.",
+    )
+    modes: list[Literal["sequential", "decoupled", "parallel", "pipeline", "auras"]] = Field(
+        default_factory=lambda: ["sequential", "auras"],
+        max_length=5,
+        description="Modes to compare side by side; empty: pipeline.mode.",
+    )
+    accuracy: bool = Field(
+        True, description="Run closed-loop episodes; false: throughput only (e.g. random-weight scale sweeps)."
+    )
+    episodes: int = Field(30, ge=1, le=100_000, description="Closed-loop episodes per cell for accuracy.")
     seed: int = Field(
         100_000,
         ge=0,
         description="First evaluation seed; episode i uses seed + i. Held out from training data, "
         "which `auras collect` draws from seeds below 100000.",
     )
-    clock: Literal["frame", "virtual"] = Field(
-        "frame",
+    clock: Literal["frame", "virtual", "realtime"] = Field(
+        "virtual",
         description="Time model for accuracy. frame: the env waits for each action; virtual: simulated time "
-        "advances by the agent's measured compute time while the robot keeps executing its last chunk.",
+        "advances by the agent's measured compute time while the robot keeps executing its last chunk; "
+        "realtime: the env runs at wall-clock pace in its own loop and the agent acts on the newest frame.",
     )
     stream_steps: int = Field(
-        200, ge=10, le=1_000_000, description="Length of the pre-recorded observation stream for throughput."
+        300, ge=10, le=1_000_000, description="Length of the pre-recorded observation stream for throughput."
     )
-    warmup_steps: int = Field(20, ge=0, le=100_000, description="Stream steps excluded from throughput as warm-up.")
-    out: str = Field("runs/bench", min_length=1, description="Directory for results.json.")
+    warmup_steps: int = Field(30, ge=0, le=100_000, description="Stream steps excluded from throughput as warm-up.")
+    out: str = Field("runs/bench", min_length=1, description="Directory for results.json and the plots.")
+    plots: bool = Field(True, description="Write PNG plots next to results.json.")
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, tasks: list[str]) -> list[str]:
+        for task in tasks:
+            EnvConfig._known_task(task)
+        return tasks
+
+    @field_validator("policies", "tasks", "modes")
+    @classmethod
+    def _no_repeats(cls, values: list[str]) -> list[str]:
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"each entry at most once; repeated: {repeated}")
+        return values
 
 
 class AurasConfig(_Section):

@@ -20,6 +20,7 @@ mkdir -p "$OUT"
 run_policy() {
   local policy=$1
   "$PY" -m auras.cli bench --env mujoco --policy "$policy" --episodes "$EPISODES" --no-progress \
+    --modes sequential --clock frame \
     -t push-v3 -t pick-place-v3 -t button-press-v3 -t reach-v3 -t drawer-open-v3 \
     --set policy.torch_threads=1 --out "$OUT/bench-$policy" > "$OUT/bench-$policy.txt"
   "$PY" scripts/delay_sweep.py --policy "$policy" --tasks push-v3 pick-place-v3 button-press-v3 \

@@ -125,5 +125,48 @@ def test_virtual_clock_lets_the_robot_keep_moving_while_a_slow_agent_computes():
     assert len(frame.latency_ms) == frame.steps  # one action per step
     assert virtual.steps >= 4 * (len(virtual.latency_ms) - 1)  # >= 4 steps pass while each action computes
     assert min(virtual.staleness_frames) >= 4  # so every action is at least 4 steps old when it lands
-    with pytest.raises(ValueError, match="clock: expected 'frame' or 'virtual'"):
+    with pytest.raises(ValueError, match="clock: expected 'frame', 'virtual' or 'realtime', got 'sundial'"):
         run_episode(agent, env, seed=0, clock="sundial")
+
+
+@pytest.mark.mujoco
+def test_realtime_clock_keeps_the_robot_moving_at_its_control_rate_while_the_agent_computes():
+    """The env steps every 12.5 ms of wall time whatever the agent does: a 50 ms agent lands one action
+    per ~4 control steps, each at least 3 steps old; the episode reports its lag behind the schedule."""
+    from auras import AurasAgent, load_config
+    from auras.bench.episodes import run_episode
+    from auras.envs import make_env
+
+    config = load_config(overrides=["env.task=reach-v3"])
+    with AurasAgent(config) as agent, make_env("reach-v3", horizon=48, terminate_on_success=False) as env:
+        inner = agent._executor.step
+
+        def slow_step(obs):
+            time.sleep(0.05)
+            return inner(obs)
+
+        agent._executor.step = slow_step
+        start = time.perf_counter()
+        record = run_episode(agent, env, seed=100_000, clock="realtime")
+        wall = time.perf_counter() - start
+    assert record.steps == 48
+    assert wall >= 48 * env.control_dt * 0.95  # never faster than real time
+    assert 4 <= len(record.latency_ms) <= 48 // 3  # about one action per 4 steps, not one per step
+    assert min(record.staleness_frames) >= 3
+    assert record.overruns >= 0 and record.late_ms_max >= 0.0
+
+
+@pytest.mark.mujoco
+def test_realtime_clock_surfaces_an_agent_error_instead_of_running_on_blind():
+    from auras import AurasAgent, load_config
+    from auras.bench.episodes import run_episode
+    from auras.envs import make_env
+
+    with AurasAgent(load_config(overrides=["env.task=reach-v3"])) as agent, make_env("reach-v3", horizon=40) as env:
+
+        def broken(obs):
+            raise RuntimeError("generation actor died")
+
+        agent._executor.step = broken
+        with pytest.raises(RuntimeError, match="generation actor died"):
+            run_episode(agent, env, seed=100_000, clock="realtime")

@@ -7,7 +7,9 @@ not compete with inference.
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,6 +32,8 @@ class EpisodeRecord:
     latency_ms: list[float] = field(default_factory=list)
     staleness_ms: list[float] = field(default_factory=list)
     staleness_frames: list[int] = field(default_factory=list)
+    overruns: int = 0  # realtime clock: control steps that started late (the sim could not keep pace)
+    late_ms_max: float = 0.0  # realtime clock: the largest lag behind the wall-clock schedule
 
 
 @dataclass
@@ -60,11 +64,15 @@ def run_episode(
     from its first row, and the next observation is taken then. A faster agent therefore acts more
     often and on fresher observations, as on a real robot.
 
+    ``realtime``: see :func:`run_episode_realtime`.
+
     A step that returns the same action again (``parallel`` while its pool fills) does not restart
     the chunk: the robot carries on with the rows it has.
     """
-    if clock not in ("frame", "virtual"):
-        raise ValueError(f"clock: expected 'frame' or 'virtual', got {clock!r}")
+    if clock not in ("frame", "virtual", "realtime"):
+        raise ValueError(f"clock: expected 'frame', 'virtual' or 'realtime', got {clock!r}")
+    if clock == "realtime":
+        return run_episode_realtime(agent, env, seed, record)
     agent.reset()
     env_obs, info = env.reset(seed=seed)
     result = EpisodeRecord(seed=seed, success=False, steps=0, steps_to_success=None)
@@ -108,6 +116,101 @@ def run_episode(
             chunk, row, current = action.chunk, 0, action
             result.staleness_frames.append(t - _newest_input(action))  # when it takes over
             result.staleness_ms.append((t - _newest_input(action)) * dt_ms)
+    return result
+
+
+def run_episode_realtime(
+    agent: AurasAgent,
+    env: AurasTaskEnv,
+    seed: int,
+    record: Callable[[Observation], None] | None = None,
+) -> EpisodeRecord:
+    """One episode with the env at wall-clock pace, as on a real robot.
+
+    This thread is the robot: every ``env.control_dt`` of wall time it applies the next row of the
+    newest action's chunk (holding the last row past the chunk's end, standing still before the
+    first action), steps the simulation and publishes the new camera frame. A second thread is the
+    agent: it takes the newest frame, runs ``agent.step`` on it and hands the action over, which
+    takes effect at the next control step; frames that arrive while it computes are skipped. The
+    robot never waits for the agent. When a control step (sim + render) overruns its slot the
+    schedule slips and the episode counts it (``overruns``, ``late_ms_max``): on a busy machine the
+    robot runs slower than real time, never faster. Not repeatable: timing depends on the machine.
+    """
+    agent.reset()
+    env_obs, info = env.reset(seed=seed)
+    result = EpisodeRecord(seed=seed, success=False, steps=0, steps_to_success=None)
+    dt = env.control_dt
+    cond = threading.Condition()
+    shared: dict[str, object] = {"obs": None, "action": None, "stop": False, "error": None}
+
+    def publish(t: int) -> None:
+        obs = to_observation(env_obs, info, t, time.monotonic(), privileged=agent.privileged)
+        if record is not None:
+            record(obs)
+        with cond:
+            shared["obs"] = obs
+            cond.notify_all()
+
+    def newer_than(last_id: int) -> bool:
+        obs = shared["obs"]
+        return bool(shared["stop"]) or (isinstance(obs, Observation) and obs.step_id > last_id)
+
+    def agent_loop() -> None:
+        last_id = -1
+        try:
+            while True:
+                with cond:
+                    cond.wait_for(functools.partial(newer_than, last_id))
+                    if shared["stop"]:
+                        return
+                    obs = shared["obs"]
+                last_id = obs.step_id
+                action = agent.step(obs)
+                with cond:
+                    shared["action"] = action
+        except BaseException as exc:  # surfaced in the robot thread, which owns the episode
+            with cond:
+                shared["error"] = exc
+
+    worker = threading.Thread(target=agent_loop, name="auras-realtime-agent", daemon=True)
+    chunk: np.ndarray = np.zeros((1, *env.action_space.shape), np.float32)
+    current: Action | None = None
+    row, t = 0, 0
+    publish(0)
+    worker.start()
+    start = time.perf_counter()
+    try:
+        while t < env.horizon:
+            with cond:
+                action, error = shared["action"], shared["error"]
+            if error is not None:
+                raise error
+            if action is not None and action is not current:
+                chunk, row, current = action.chunk, 0, action
+                result.latency_ms.append(action.timings.latency_ms)
+                result.staleness_frames.append(t - _newest_input(action))
+                result.staleness_ms.append((time.monotonic() - action.capture_time) * 1e3)
+            env_obs, _, terminated, truncated, info = env.step(chunk[min(row, len(chunk) - 1)])
+            row += 1
+            t += 1
+            result.steps = t
+            if info["success"] and not result.success:
+                result.success, result.steps_to_success = True, t
+            if terminated or truncated or t >= env.horizon:
+                break
+            publish(t)
+            late = time.perf_counter() - (start + t * dt)
+            if late > 0:
+                result.overruns += 1
+                result.late_ms_max = max(result.late_ms_max, late * 1e3)
+                start += late  # the schedule slips; it never runs fast to catch up
+            else:
+                time.sleep(-late)
+    finally:
+        with cond:
+            shared["stop"] = True
+            cond.notify_all()
+        worker.join(timeout=30.0)
     return result
 
 

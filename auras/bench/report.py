@@ -12,7 +12,7 @@ from typing import Any
 
 __all__ = ["SCHEMA_VERSION", "machine_info", "package_versions", "results_table", "write_results"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _PACKAGES = (
     "auras",
     "numpy",
@@ -77,38 +77,37 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _success_cells(m: dict[str, Any]) -> tuple[str, str]:
+    if m["success_rate"] is None:
+        return "-", "-"
+    lo, hi = m["success_ci95"]
+    return f"{m['success_rate'] * 100:.0f}% ({m['successes']}/{m['episodes']})", f"{lo * 100:.0f}-{hi * 100:.0f}%"
+
+
 def results_table(document: dict[str, Any]):
-    """A rich Table with one row per (task, policy, mode)."""
+    """A rich Table with one row per cell (policy, task, mode and sweep point)."""
     from rich.table import Table
 
-    table = Table(title=f"auras bench ({document['clock']} clock, {document['episodes']} episodes per task)")
-    for col in (
-        "task",
-        "policy",
-        "mode",
-        "success",
-        "95% CI",
-        "steps to success",
-        "throughput Hz",
-        "speedup",
-        "latency p50/p99 ms",
-        "interval cv",
-    ):
+    episodes = f"{document['episodes']} episodes per cell" if document["episodes"] else "throughput only"
+    table = Table(title=f"auras bench ({document['clock']} clock, {episodes})")
+    columns = ("task", "policy", "mode", "success", "95% CI", "rel. acc", "throughput Hz", "speedup",
+               "of bound", "latency p50/p99 ms", "interval cv", "staleness p50 ms")  # fmt: skip
+    for col in columns:
         table.add_column(col, justify="left" if col in ("task", "policy", "mode") else "right")
     for row in document["results"]:
         m = row["metrics"]
-        lo, hi = m["success_ci95"]
         policy = row["policy"] + (" (privileged)" if row["privileged"] else "")
         table.add_row(
             row["task"],
             policy,
-            row["mode"],
-            f"{m['success_rate'] * 100:.0f}% ({m['successes']}/{m['episodes']})",
-            f"{lo * 100:.0f}-{hi * 100:.0f}%",
-            _fmt(m["steps_to_success"]),
+            row.get("label", row["mode"]),
+            *_success_cells(m),
+            _fmt(m["relative_accuracy"], ".2f"),
             _fmt(m["throughput_hz"]),
             _fmt(m["speedup"], ".2f"),
+            _fmt(m["bound_fraction"] * 100 if m["bound_fraction"] else None, ".0f") + "%",
             f"{_fmt(m['latency_ms']['p50'], '.2f')} / {_fmt(m['latency_ms']['p99'], '.2f')}",
             _fmt(m["interval_cv"], ".3f"),
+            _fmt(m["staleness_ms"]["p50"]),
         )
     return table

@@ -1,15 +1,26 @@
-"""`auras bench`: run the agent on tasks, measure accuracy and throughput, return one document.
+"""`auras bench`: run cells (policy x task x sweep point x mode), measure them, return one document.
 
-For each task: ``bench.episodes`` closed-loop episodes on held-out seeds (``bench.seed + i``) under
-the configured clock give success_rate and staleness; the observations seen along the way, replayed
-back to back, give throughput, latency and interval stability (warm-up excluded).
+A *cell* is one fully resolved configuration. For each cell two measurements are taken:
+
+- throughput: a pre-recorded stream of observations fed back to back (rendering does not compete
+  with inference), warm-up excluded. The stream of a task is recorded once, from the scripted
+  expert on held-out seeds, so every policy and mode sees exactly the same inputs;
+- accuracy: ``bench.episodes`` closed-loop episodes on held-out seeds (``bench.seed + i``, the same
+  for every cell) under ``bench.clock``. Skipped when ``bench.accuracy`` is false.
+
+Each policy starts from its tuned pipeline preset (``configs/pipeline-<policy>.yaml``) when one is
+shipped; the user's config file and ``--set`` overrides come on top, then the sweep point, then the
+cell's policy, task and mode.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,12 +28,160 @@ import numpy as np
 from auras.bench.episodes import EpisodeRecord, StreamRecord, run_episode, run_stream
 from auras.bench.metrics import interval_stats, percentiles, throughput_hz, wilson_interval
 from auras.bench.report import SCHEMA_VERSION, machine_info, now_iso, package_versions
-from auras.config import AurasConfig, config_hash, load_config
+from auras.config import AurasConfig, config_hash, load_config, preset_names
+from auras.errors import ConfigError
+from auras.policies import PRIVILEGED_TYPES
 from auras.types import Observation
 
-__all__ = ["run_bench"]
+__all__ = [
+    "FRAME_KEYS",
+    "BenchCell",
+    "measure_accuracy",
+    "measure_throughput",
+    "plan_cells",
+    "record_stream",
+    "results_document",
+    "run_bench",
+    "run_cells",
+]
 
-ProgressFn = Callable[[str, int, int], None]  # (label, done, total)
+ProgressFn = Callable[..., None]  # (label, done, total)
+Sweep = Mapping[str, Sequence[Any]]  # dotted config key -> values
+
+FRAME_KEYS = ("pipeline.pp_perception", "pipeline.pp_generation", "pipeline.fetch_offset", "pipeline.alpha",
+              "pipeline.emit")  # fmt: skip
+"""Settings that only the frame modes (pipeline, auras) read."""
+_FRAME_MODES = ("pipeline", "auras")
+
+
+@dataclass(frozen=True)
+class BenchCell:
+    """One configuration to measure; ``point`` is its sweep point (key -> value), ``label`` names it."""
+
+    config: AurasConfig
+    point: tuple[tuple[str, Any], ...]
+    label: str
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        c = self.config
+        return (c.policy.type, c.env.task, c.pipeline.mode, self.point)
+
+
+def _relevant(mode: str, key: str) -> bool:
+    if key in FRAME_KEYS:
+        return mode in _FRAME_MODES
+    if key == "pipeline.workers":
+        return mode == "parallel"
+    return True
+
+
+def _short(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def _label(config: AurasConfig, point: tuple[tuple[str, Any], ...]) -> str:
+    p = config.pipeline
+    parts = [p.mode]
+    if p.mode in _FRAME_MODES:
+        parts.append(f"{p.pp_perception}x{p.pp_generation}")
+        if p.fetch_offset:
+            parts.append(f"off{p.fetch_offset}")
+        if p.alpha:
+            parts.append(f"a{p.alpha:g}")
+    if p.mode == "parallel":
+        parts.append(f"w{p.workers}")
+    parts += [f"{_short(k)}={v}" for k, v in point if not k.startswith("pipeline.")]
+    return " ".join(parts)
+
+
+def policy_preset(policy: str) -> dict[str, Any]:
+    """The tuned pipeline settings shipped for ``policy`` (``configs/pipeline-<policy>.yaml``), if any."""
+    name = f"pipeline-{policy}"
+    if name not in preset_names():
+        return {}
+    pipeline = dict(load_config(name).model_dump(mode="json")["pipeline"])
+    pipeline.pop("mode")
+    return {"pipeline": pipeline}
+
+
+def plan_cells(
+    source: str | Path | None = None, overrides: Sequence[str] = (), sweep: Sweep | None = None
+) -> tuple[AurasConfig, list[BenchCell]]:
+    """Resolve and validate every cell before anything runs; returns (run config, cells)."""
+    run = load_config(source, overrides)
+    policies = list(run.bench.policies or [run.policy.type])
+    tasks = list(run.bench.tasks or [run.env.task])
+    modes = list(run.bench.modes or [run.pipeline.mode])
+    sweep = {k: list(v) for k, v in (sweep or {}).items()}
+    for key, values in sweep.items():
+        if not values:
+            raise ConfigError(f"sweep {key}: expected at least one value")
+    points = [tuple(zip(sweep, values, strict=True)) for values in itertools.product(*sweep.values())]
+    cells: dict[tuple[Any, ...], BenchCell] = {}
+    for policy, task, point, mode in itertools.product(policies, tasks, points, modes):
+        relevant = tuple((k, v) for k, v in point if _relevant(mode, k))
+        cell_overrides = [*overrides, *(f"{k}={v}" for k, v in relevant)]
+        cell_overrides += [f"policy.type={policy}", f"env.task={task}", f"pipeline.mode={mode}"]
+        config = load_config(source, cell_overrides, base=policy_preset(policy))
+        cell = BenchCell(config, relevant, _label(config, relevant))
+        cells.setdefault(cell.key, cell)  # a setting a mode ignores does not make a new cell
+    return run, list(cells.values())
+
+
+def record_stream(config: AurasConfig, task: str, length: int) -> list[Observation]:
+    """``length`` observations of ``task`` from the scripted expert on held-out seeds: the input
+    stream every throughput measurement of this task replays."""
+    from auras.agent import AurasAgent
+    from auras.envs import make_env
+
+    expert = load_config(base=config.model_dump(mode="json"), overrides=[
+        "policy.type=expert", "pipeline.mode=sequential", "pipeline.backend=local", f"env.task={task}",
+        "policy.delay_perception_ms=0", "policy.delay_generation_ms=0", "policy.scale_perception=1",
+        "policy.scale_generation=1",
+    ])  # fmt: skip
+    recorded: list[Observation] = []
+
+    def keep(obs: Observation) -> None:
+        if len(recorded) < length:
+            recorded.append(obs)
+
+    env = make_env(task, horizon=config.env.horizon, image_size=config.env.image_size, terminate_on_success=True)
+    with AurasAgent(expert) as agent, env:
+        for seed in itertools.count(config.bench.seed):
+            run_episode(agent, env, seed, "frame", keep)
+            if len(recorded) >= length:
+                return recorded
+    raise AssertionError("unreachable")
+
+
+def measure_throughput(config: AurasConfig, stream: Sequence[Observation]) -> StreamRecord:
+    """Replay ``stream`` (cycled to stream + warm-up steps) through a fresh agent for ``config``."""
+    from auras.agent import AurasAgent
+
+    needed = config.bench.stream_steps + config.bench.warmup_steps
+    with AurasAgent(config) as agent:
+        return run_stream(agent, list(itertools.islice(itertools.cycle(stream), needed)), config.bench.warmup_steps)
+
+
+def measure_accuracy(config: AurasConfig, progress: Callable[[int], None] | None = None) -> list[EpisodeRecord]:
+    """``config.bench.episodes`` closed-loop episodes on seeds ``bench.seed + i`` under ``bench.clock``."""
+    from auras.agent import AurasAgent
+    from auras.envs import make_env
+
+    env = make_env(
+        config.env.task,
+        horizon=config.env.horizon,
+        image_size=config.env.image_size,
+        terminate_on_success=config.env.terminate_on_success,
+    )
+    episodes: list[EpisodeRecord] = []
+    with AurasAgent(config) as agent, env:
+        for i in range(config.bench.episodes):
+            episodes.append(run_episode(agent, env, config.bench.seed + i, config.bench.clock))
+            if progress:
+                progress(i + 1)
+    return episodes
 
 
 def _rss_mb() -> float:
@@ -32,6 +191,7 @@ def _rss_mb() -> float:
 
 
 def _summarize(episodes: list[EpisodeRecord], stream: StreamRecord) -> dict[str, Any]:
+    n = len(episodes)
     successes = sum(e.success for e in episodes)
     steps = [e.steps_to_success for e in episodes if e.steps_to_success is not None]
     staleness_ms = [v for e in episodes for v in e.staleness_ms]
@@ -41,16 +201,16 @@ def _summarize(episodes: list[EpisodeRecord], stream: StreamRecord) -> dict[str,
     hz = throughput_hz(stream.output_times)
     bound = 1e3 / slowest if slowest > 0 else None
     return {
-        "episodes": len(episodes),
-        "successes": successes,
-        "success_rate": successes / len(episodes),
-        "success_ci95": list(wilson_interval(successes, len(episodes))),
+        "episodes": n,
+        "successes": successes if n else None,
+        "success_rate": successes / n if n else None,
+        "success_ci95": list(wilson_interval(successes, n)) if n else None,
         "steps_to_success": float(np.mean(steps)) if steps else None,
         "throughput_hz": hz,
         "speedup": None,
         "relative_accuracy": None,
         "latency_ms": percentiles(stream.latency_ms),
-        **{k: v for k, v in interval_stats(stream.output_times).items()},
+        **interval_stats(stream.output_times),
         "staleness_ms": percentiles(staleness_ms),
         "staleness_frames": {
             "mean": float(np.mean(staleness_frames)) if staleness_frames else None,
@@ -62,111 +222,114 @@ def _summarize(episodes: list[EpisodeRecord], stream: StreamRecord) -> dict[str,
         "startup_ms": stream.startup_ms,
         "rss_mb": _rss_mb(),
         "stream_actions": len(stream.output_times),
+        "overruns": sum(e.overruns for e in episodes),
+        "late_ms_max": max((e.late_ms_max for e in episodes), default=0.0),
     }
 
 
-def _with_relative_figures(results: list[dict[str, Any]]) -> None:
-    """speedup and relative_accuracy against the sequential row of the same task and policy."""
+def _settings(config: AurasConfig) -> dict[str, Any]:
+    p, q = config.pipeline, config.policy
+    return {
+        "pp_perception": p.pp_perception, "pp_generation": p.pp_generation, "fetch_offset": p.fetch_offset,
+        "alpha": p.alpha, "emit": p.emit, "workers": p.workers, "delay_ms_perception": q.delay_perception_ms,
+        "delay_ms_generation": q.delay_generation_ms, "scale_perception": q.scale_perception,
+        "scale_generation": q.scale_generation,
+    }  # fmt: skip
+
+
+def _row(cell: BenchCell, privileged: bool, episodes: list[EpisodeRecord], stream: StreamRecord) -> dict[str, Any]:
+    c = cell.config
+    intervals = np.diff(np.asarray(stream.output_times)) * 1e3
+    return {
+        "task": c.env.task,
+        "policy": c.policy.type,
+        "privileged": privileged,
+        "mode": c.pipeline.mode,
+        "backend": c.pipeline.backend,
+        "clock": c.bench.clock,
+        "label": cell.label,
+        "point": {k: v for k, v in cell.point},
+        "settings": _settings(c),
+        "config_hash": config_hash(c),
+        "metrics": _summarize(episodes, stream),
+        "samples": {
+            "intervals_ms": [round(float(v), 3) for v in intervals],
+            "latency_ms": [round(float(v), 3) for v in stream.latency_ms],
+        },
+        "episodes": [
+            {"seed": e.seed, "success": e.success, "steps": e.steps, "steps_to_success": e.steps_to_success}
+            for e in episodes
+        ],
+    }
+
+
+def _pair_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    point = tuple(sorted((k, v) for k, v in row["point"].items() if not k.startswith("pipeline.")))
+    return (row["task"], row["policy"], point)
+
+
+def with_relative_figures(results: list[dict[str, Any]]) -> None:
+    """speedup and relative_accuracy against the sequential row of the same task, policy and
+    non-pipeline sweep point (same injected delay, same model size)."""
+    base = {_pair_key(r): r for r in results if r["mode"] == "sequential"}
     for row in results:
-        base = next(
-            (
-                r
-                for r in results
-                if r["mode"] == "sequential" and (r["task"], r["policy"]) == (row["task"], row["policy"])
-            ),
-            None,
-        )
-        if base is None:
+        b = base.get(_pair_key(row))
+        if b is None:
             continue
-        m, b = row["metrics"], base["metrics"]
-        if m["throughput_hz"] and b["throughput_hz"]:
-            m["speedup"] = m["throughput_hz"] / b["throughput_hz"]
-        if b["success_rate"] > 0:
-            m["relative_accuracy"] = m["success_rate"] / b["success_rate"]
+        m, s = row["metrics"], b["metrics"]
+        if m["throughput_hz"] and s["throughput_hz"]:
+            m["speedup"] = m["throughput_hz"] / s["throughput_hz"]
+        if m["success_rate"] is not None and s["success_rate"]:
+            m["relative_accuracy"] = m["success_rate"] / s["success_rate"]
 
 
-def _bench_task(config: AurasConfig, progress: ProgressFn | None, recorded: list[Observation]) -> dict[str, Any]:
-    """Episodes + stream for one (task, mode). ``recorded`` is the task's observation stream: filled
-    during the first mode's episodes and replayed unchanged for every later mode (same inputs)."""
-    from auras.agent import AurasAgent
-    from auras.envs import make_env
-
-    bench, task = config.bench, config.env.task
-    needed = bench.stream_steps + bench.warmup_steps
-    label = f"{task} [{config.pipeline.mode}]"
-
-    def record(obs: Observation) -> None:
-        if len(recorded) < needed:
-            recorded.append(obs)
-
-    env = make_env(
-        task,
-        horizon=config.env.horizon,
-        image_size=config.env.image_size,
-        terminate_on_success=config.env.terminate_on_success,
-    )
-    with AurasAgent(config) as agent, env:
-        episodes = []
-        for i in range(bench.episodes):
-            episodes.append(run_episode(agent, env, bench.seed + i, bench.clock, record))
-            if progress:
-                progress(f"{label}: episodes", i + 1, bench.episodes + 1)
-        stream = run_stream(agent, list(itertools.islice(itertools.cycle(recorded), needed)), bench.warmup_steps)
+def run_cells(run: AurasConfig, cells: Sequence[BenchCell], progress: ProgressFn | None = None) -> list[dict[str, Any]]:
+    """Measure every cell; return result rows with speedup and relative accuracy filled in."""
+    streams: dict[str, list[Observation]] = {}
+    length = run.bench.stream_steps + run.bench.warmup_steps
+    rows = []
+    for i, cell in enumerate(cells):
+        c = cell.config
+        name = f"[{i + 1}/{len(cells)}] {c.policy.type} {c.env.task} {cell.label}"
+        total = (c.bench.episodes if c.bench.accuracy else 0) + 1
+        report = functools.partial(progress, f"{name}: episodes", total=total) if progress else None
+        if c.env.task not in streams:
+            streams[c.env.task] = record_stream(run, c.env.task, length)
+        episodes = measure_accuracy(c, report) if c.bench.accuracy else []
+        stream = measure_throughput(c, streams[c.env.task])
         if progress:
-            progress(f"{label}: throughput", bench.episodes + 1, bench.episodes + 1)
-        return {
-            "task": task,
-            "policy": config.policy.type,
-            "privileged": agent.privileged,
-            "mode": config.pipeline.mode,
-            "backend": config.pipeline.backend,
-            "clock": bench.clock,
-            "metrics": _summarize(episodes, stream),
-            "episodes": [
-                {
-                    "seed": e.seed,
-                    "success": e.success,
-                    "steps": e.steps,
-                    "steps_to_success": e.steps_to_success,
-                }
-                for e in episodes
-            ],
-        }
+            progress(f"{name}: throughput", total, total)
+        rows.append(_row(cell, c.policy.type in PRIVILEGED_TYPES, episodes, stream))
+    with_relative_figures(rows)
+    return rows
 
 
 def run_bench(
-    config: AurasConfig,
-    tasks: Sequence[str] | None = None,
+    source: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    sweep: Sweep | None = None,
     progress: ProgressFn | None = None,
-    modes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Benchmark ``config`` on ``tasks`` (default: ``config.env.task``) in each of ``modes`` (default:
-    ``config.pipeline.mode``); return the results document. Every mode of a task sees the same
-    episode seeds and the same throughput stream, so speedup is a ratio measured side by side."""
-    tasks = list(tasks or [config.env.task])
-    modes = list(modes or [config.pipeline.mode])
-    base = config.model_dump(mode="json")
-    configs = {
-        (task, mode): load_config(base=base, overrides=[f"env.task={task}", f"pipeline.mode={mode}"])
-        for task in tasks
-        for mode in modes
-    }  # every combination validated before anything runs
-    results = []
-    for task in tasks:
-        recorded: list[Observation] = []
-        for mode in modes:
-            results.append(_bench_task(configs[(task, mode)], progress, recorded))
-    _with_relative_figures(results)
+    """Plan, validate and measure every cell of a benchmark; return the results document."""
+    run, cells = plan_cells(source, overrides, sweep)
+    results = run_cells(run, cells, progress)
+    return results_document(run, results, sweep)
+
+
+def results_document(run: AurasConfig, results: list[dict[str, Any]], sweep: Sweep | None = None) -> dict[str, Any]:
+    """The results.json document around ``results`` rows."""
     return {
         "schema_version": SCHEMA_VERSION,
         "created": now_iso(),
         "command": sys.argv,
-        "config": config.model_dump(mode="json"),
-        "config_hash": config_hash(config),
-        "tasks": tasks,
-        "modes": modes,
-        "clock": config.bench.clock,
-        "episodes": config.bench.episodes,
+        "config": run.model_dump(mode="json"),
+        "config_hash": config_hash(run),
+        "sweep": {k: list(v) for k, v in (sweep or {}).items()},
+        "policies": list(dict.fromkeys(r["policy"] for r in results)),
+        "tasks": list(dict.fromkeys(r["task"] for r in results)),
+        "modes": list(dict.fromkeys(r["mode"] for r in results)),
+        "clock": run.bench.clock,
+        "episodes": run.bench.episodes if run.bench.accuracy else 0,
         "versions": package_versions(),
         "machine": machine_info(),
         "results": results,

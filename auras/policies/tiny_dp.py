@@ -397,6 +397,19 @@ class TinyDP(LearnedPolicy):
         """Same classes, much larger config (``LARGE``: DP-size U-Net, wider CNN), random weights."""
         return cls({**cls.LARGE, **overrides})
 
+    @classmethod
+    def scaled_config(cls, config: dict[str, Any], perception: float, generation: float) -> dict[str, Any]:
+        """Width scaling: CNN channels by ``perception``, U-Net widths by ``generation`` (multiples of 8)."""
+
+        def widths(values: list[int], factor: float) -> list[int]:
+            return [max(8, round(v * factor / 8) * 8) for v in values]
+
+        return {
+            **config,
+            "cnn_channels": widths(config["cnn_channels"], perception),
+            "down_dims": widths(config["down_dims"], generation),
+        }
+
     # -- normalisation ------------------------------------------------------------------------
 
     def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:

@@ -146,6 +146,15 @@ class TinyVLA(LearnedPolicy):
             "lm_intermediate": width(11008, 128), "chunk_horizon": 1, "execute_steps": 1,
         }  # fmt: skip
 
+    @classmethod
+    def scaled_config(cls, config: dict[str, Any], perception: float, generation: float) -> dict[str, Any]:
+        """Depth scaling: ViT layers by ``perception``, Llama layers by ``generation`` (at least one each)."""
+        return {
+            **config,
+            "vit_layers": max(1, round(config["vit_layers"] * perception)),
+            "lm_layers": max(1, round(config["lm_layers"] * generation)),
+        }
+
     # -- perception -------------------------------------------------------------------------------
     def vision_stages(self, n: int) -> list[Callable[[torch.Tensor], torch.Tensor]]:
         """ViT cut into n stages of (nearly) equal depth: pixels (B,3,S,S) -> tokens (B, N_v, vit_hidden)."""

@@ -110,6 +110,18 @@ class LearnedPolicy(nn.Module):
         model.load_state_dict(state)
         return model.eval()
 
+    @classmethod
+    @abstractmethod
+    def scaled_config(cls, config: dict[str, Any], perception: float, generation: float) -> dict[str, Any]:
+        """``config`` with perception and generation grown (or shrunk) by these factors in depth or width,
+        for throughput sweeps; normalisation statistics are kept."""
+
+    def scaled(self, perception: float = 1.0, generation: float = 1.0) -> LearnedPolicy:
+        """A model of this class from :meth:`scaled_config`, with RANDOM weights (sizes differ)."""
+        if (perception, generation) == (1.0, 1.0):
+            return self
+        return type(self)(self.scaled_config(dict(self.config), perception, generation)).eval()
+
     @property
     def chunk_horizon(self) -> int:
         return int(self.config["chunk_horizon"])

@@ -1,0 +1,254 @@
+"""Bench planning (cells, presets, sweeps), the smoke bench with fake stages, the tuner's search logic,
+injected delays and model scaling."""
+
+from __future__ import annotations
+
+import json
+import time
+from importlib import resources
+
+import jsonschema
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from auras.bench.runner import plan_cells, with_relative_figures
+from auras.bench.tune import TunePoint, grid, pareto, write_preset
+from auras.cli import app, settings_and_sweep
+from auras.errors import ConfigError
+from auras.policies.base import Policy
+from tests.fakes import FakeDiffusion, FakeStagedPerception, fake_observation, fake_policy
+
+# -- planning --------------------------------------------------------------------------------------
+
+
+def test_one_value_sets_a_key_and_a_list_sweeps_it():
+    flags = {"pp_generation": "2,4,8", "pp_perception": "1", "alpha": None}
+    overrides, sweep = settings_and_sweep(flags, ["generation=10"], ["policy.execute_steps=4,8"])
+    assert overrides == ["pipeline.pp_perception=1", "policy.delay_generation_ms=10"]
+    assert sweep == {"pipeline.pp_generation": ["2", "4", "8"], "policy.execute_steps": ["4", "8"]}
+    with pytest.raises(ConfigError, match="--delay-ms: expected perception=MS"):
+        settings_and_sweep({}, ["vision=3"], [])
+    with pytest.raises(ConfigError, match="--sweep: expected KEY=V1,V2"):
+        settings_and_sweep({}, [], ["pipeline.pp_generation"])
+
+
+def test_cells_take_each_policys_preset_and_a_sweep_adds_only_cells_that_differ():
+    run, cells = plan_cells(
+        "default",
+        ["bench.policies=[tiny-dp,tiny-vla]", "bench.modes=[sequential,auras]"],
+        {"pipeline.pp_generation": [2, 4]},
+    )
+    assert run.bench.tasks == ["button-press-v3"]
+    labels = [(c.config.policy.type, c.label) for c in cells]
+    # sequential ignores pp_generation: one sequential cell per policy, not one per sweep value
+    assert labels == [
+        ("tiny-dp", "sequential"), ("tiny-dp", "auras 1x2"), ("tiny-dp", "auras 1x4"),
+        ("tiny-vla", "sequential"), ("tiny-vla", "auras 1x2"), ("tiny-vla", "auras 1x4"),
+    ]  # fmt: skip
+    vla = next(c.config for c in cells if c.config.policy.type == "tiny-vla" and c.config.pipeline.mode == "auras")
+    assert vla.pipeline.emit == "public"  # from configs/pipeline-tiny-vla.yaml
+    assert all(c.config.env.task == "button-press-v3" for c in cells)
+
+
+def test_user_overrides_beat_the_policy_preset():
+    _, cells = plan_cells("default", ["bench.policies=[tiny-dp]", "bench.modes=[auras]", "pipeline.pp_generation=3"])
+    assert [c.config.pipeline.pp_generation for c in cells] == [3]  # the preset says 5
+
+
+def test_a_bad_sweep_value_fails_before_anything_runs():
+    with pytest.raises(ConfigError, match=r"pipeline\.pp_generation: got 0"):
+        plan_cells("default", [], {"pipeline.pp_generation": [2, 0]})
+
+
+def _row(mode, hz, rate, delay=0.0):
+    point = {"policy.delay_generation_ms": delay}
+    metrics = {"throughput_hz": hz, "success_rate": rate, "speedup": None, "relative_accuracy": None}
+    return {"task": "t", "policy": "p", "mode": mode, "point": point, "metrics": metrics}
+
+
+def test_speedup_pairs_each_row_with_the_sequential_row_of_the_same_delay():
+    rows = [
+        _row("sequential", 10, 0.5),
+        _row("auras", 25, 0.5),
+        _row("sequential", 5, 0.4, 20),
+        _row("auras", 15, 0.2, 20),
+    ]
+    with_relative_figures(rows)
+    assert [r["metrics"]["speedup"] for r in rows] == [1.0, 2.5, 1.0, 3.0]
+    assert [r["metrics"]["relative_accuracy"] for r in rows] == [1.0, 1.0, 1.0, 0.5]
+
+
+# -- the smoke bench with fake stages ---------------------------------------------------------------
+
+
+def _fake_iterative_policy() -> Policy:
+    return Policy("fake", FakeStagedPerception(2, 0.0, image_size=84), FakeDiffusion(10, 0.0), execute_steps=2)
+
+
+@pytest.fixture
+def fake_learned_policy(monkeypatch):
+    """`policy.type=tiny-dp` builds a fake two-stage perception + fake diffusion whose costs are the
+    config's injected delays."""
+    import auras.policies
+    from auras.policies.delay import with_injected_delay
+
+    real = auras.policies.build_policy
+
+    def build(config):
+        if config.policy.type != "tiny-dp":
+            return real(config)
+        p = config.policy
+        return with_injected_delay(_fake_iterative_policy(), p.delay_perception_ms, p.delay_generation_ms)
+
+    monkeypatch.setattr(auras.policies, "build_policy", build)
+
+
+def _schema() -> dict:
+    return json.loads(resources.files("auras.bench").joinpath("results.schema.json").read_text())
+
+
+@pytest.mark.mujoco
+def test_smoke_bench_with_fake_stages_writes_a_valid_document_and_plots(fake_learned_policy, tmp_path):
+    result = CliRunner().invoke(app, [
+        "bench", "--env", "mujoco", "--policy", "tiny-dp", "-t", "reach-v3", "--modes", "sequential,pipeline,auras",
+        "--pp-generation", "2,4", "-n", "1", "--clock", "frame", "--delay-ms", "generation=20",
+        "--delay-ms", "perception=2", "--set", "bench.stream_steps=30", "--set", "env.horizon=40",
+        "--set", "bench.warmup_steps=5", "--out", str(tmp_path), "--no-progress",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "results.json").read_text())
+    jsonschema.validate(document, _schema())
+    labels = [r["label"] for r in document["results"]]
+    assert labels == ["sequential", "pipeline 1x2", "auras 1x2", "pipeline 1x4", "auras 1x4"]
+    assert document["sweep"] == {"pipeline.pp_generation": ["2", "4"]}
+    for row in document["results"]:
+        m = row["metrics"]
+        assert m["throughput_hz"] > 0 and m["speedup"] is not None and m["episodes"] == 1
+        assert len(row["samples"]["intervals_ms"]) == m["stream_actions"] - 1
+    auras4 = document["results"][-1]  # 20 ms of generation over 4 stages: ~2 + 5 ms per frame, not 22 ms
+    assert auras4["settings"]["pp_generation"] == 4 and auras4["metrics"]["speedup"] > 1.5
+    for name in ("throughput_success.png", "intervals.png", "latency_cdf.png", "degree_sweep.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_cli_prints_the_changed_fields(tmp_path):
+    def doc(hz):
+        row = {"task": "t", "policy": "p", "mode": "auras", "label": "auras 1x5", "metrics": {"throughput_hz": hz}}
+        return {"schema_version": 2, "results": [row], "config_hash": "abc", "clock": "virtual", "episodes": 3}
+
+    (tmp_path / "a.json").write_text(json.dumps(doc(20.0)))
+    (tmp_path / "b.json").write_text(json.dumps(doc(30.0)))
+    result = CliRunner().invoke(app, ["bench", "compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert result.exit_code == 0, result.output
+    assert "throughput_hz" in result.output and "1.500x" in result.output
+    missing = CliRunner().invoke(app, ["bench", "compare", str(tmp_path / "a.json"), str(tmp_path / "nope.json")])
+    assert missing.exit_code == 2 and "nope.json" in missing.output
+
+
+# -- tuner logic ------------------------------------------------------------------------------------
+
+
+def test_grid_respects_l_max_and_the_policy_limits():
+    points = grid(max_perception=2, max_generation=25, l_max=4)
+    assert points == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2)]
+    assert all(p + g <= 4 for p, g in points)
+
+
+def test_pareto_keeps_only_undominated_evaluated_points():
+    def point(hz, successes):
+        p = TunePoint("auras", 1, 1, throughput_hz=hz, successes=successes, episodes=10)
+        return p
+
+    slow_good, fast_bad, dominated, unevaluated = point(20, 9), point(50, 6), point(30, 5), TunePoint("auras", 1, 2)
+    unevaluated.throughput_hz = 99.0
+    assert pareto([slow_good, fast_bad, dominated, unevaluated]) == [slow_good, fast_bad]
+
+
+def test_write_preset_round_trips_through_load_config(tmp_path):
+    from auras.config import load_config
+
+    chosen = TunePoint("auras", 1, 4, alpha=1.0, throughput_hz=44.0, successes=9, episodes=10).as_dict()
+    seq = TunePoint("sequential", 1, 1, throughput_hz=20.0, successes=10, episodes=10).as_dict()
+    result = {"policy": "tiny-dp", "task": "button-press-v3", "target_hz": 40.0, "l_max": 6, "episodes": 10,
+              "chosen": chosen, "sequential": seq}  # fmt: skip
+    path = write_preset(result, tmp_path / "tuned.yaml")
+    config = load_config(path)
+    assert (config.pipeline.mode, config.pipeline.pp_generation, config.pipeline.alpha) == ("auras", 4, 1.0)
+    assert "44.0 Hz" in path.read_text()
+
+
+@pytest.mark.mujoco
+def test_tune_finds_a_faster_setting_on_fake_stages(fake_learned_policy, tmp_path):
+    result = CliRunner().invoke(app, [
+        "tune", "--policy", "tiny-dp", "--target-hz", "1", "--l-max", "3", "-n", "1", "-t", "reach-v3",
+        "--alphas", "1", "--set", "policy.delay_generation_ms=10",
+        "--set", "bench.stream_steps=20", "--set", "env.horizon=40", "--set", "bench.warmup_steps=2",
+        "--out", str(tmp_path),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    tuned = json.loads((tmp_path / "tune.json").read_text())
+    shapes = {(p["pp_perception"], p["pp_generation"]) for p in tuned["points"] if p["mode"] == "auras"}
+    assert shapes == {(1, 1), (1, 2), (2, 1)}
+    assert tuned["chosen"]["throughput_hz"] >= 1 and tuned["meets_target"]
+    assert (tmp_path / "tuned-tiny-dp.yaml").exists()
+
+
+# -- injected delay and model scaling ----------------------------------------------------------------
+
+
+def test_injected_delay_adds_latency_and_changes_nothing_else():
+    import torch
+
+    from auras.policies.delay import with_injected_delay
+
+    base = _fake_iterative_policy()
+    delayed = with_injected_delay(base, perception_ms=20, generation_ms=40)
+    obs = [fake_observation(3, image_size=84)]
+    start = time.perf_counter()
+    context = delayed.perception.perceive(obs)
+    assert time.perf_counter() - start >= 0.020
+    assert torch.equal(context["H_o"], base.perception.perceive(obs)["H_o"])
+    x, first = delayed.generation.initial_noise(1), torch.zeros(1, dtype=torch.int64)
+    start = time.perf_counter()
+    out = delayed.generation.denoise(x, first, torch.tensor([5]), context["H_o"])  # 5 of 10 steps: half the delay
+    assert time.perf_counter() - start >= 0.020
+    assert torch.equal(out, base.generation.denoise(x, first, torch.tensor([5]), context["H_o"]))
+    assert len(delayed.perception.stages()) == 2
+    assert with_injected_delay(fake_policy()).generation.__class__.__name__ == "FakeGeneration"  # no-op: unwrapped
+    with pytest.raises(ValueError, match="must be >= 0 ms"):
+        with_injected_delay(base, perception_ms=-1)
+
+
+def test_scaled_configs_grow_depth_or_width_and_keep_normalisation():
+    from auras.policies.tiny_dp import TinyDP
+    from auras.policies.tiny_vla import TinyVLA
+
+    dp = TinyDP.scaled_config(dict(TinyDP.DEFAULTS, action_min=[-2.0] * 4), perception=0.5, generation=2.0)
+    assert dp["down_dims"] == [64, 128, 256] and dp["cnn_channels"] == [16, 32, 64]
+    assert dp["action_min"] == [-2.0] * 4
+    vla = TinyVLA.scaled_config(dict(TinyVLA.DEFAULTS), perception=1.0, generation=2.0)
+    assert (vla["vit_layers"], vla["lm_layers"]) == (3, 12)
+
+
+def test_build_policy_scales_the_shipped_model_with_random_weights():
+    from auras.config import load_config
+    from auras.policies import build_policy
+
+    base = build_policy(load_config(overrides=["policy.type=tiny-vla"]))
+    big = build_policy(load_config(overrides=["policy.type=tiny-vla", "policy.scale_generation=2"]))
+    assert len(big.generation.model.lm.model.layers) == 2 * len(base.generation.model.lm.model.layers)
+    with pytest.raises(ConfigError, match="the scripted expert has no model to scale"):
+        build_policy(load_config(overrides=["policy.scale_generation=2"]))
+
+
+def test_results_document_samples_are_plain_numbers():
+    from auras.bench.episodes import StreamRecord
+    from auras.bench.runner import BenchCell, _row
+    from auras.config import load_config
+
+    cell = BenchCell(load_config(), (), "sequential")
+    stream = StreamRecord([0.0, 0.01, 0.03], [1.0, 2.0, 3.0], {"generation": [1.0]}, 5.0)
+    row = _row(cell, True, [], stream)
+    assert row["samples"]["intervals_ms"] == [10.0, 20.0] and row["metrics"]["success_rate"] is None
+    assert np.isclose(row["metrics"]["throughput_hz"], 2 / 0.03)
