@@ -251,6 +251,7 @@ def _row(cell: BenchCell, privileged: bool, episodes: list[EpisodeRecord], strea
         "point": {k: v for k, v in cell.point},
         "settings": _settings(c),
         "config_hash": config_hash(c),
+        "config": c.model_dump(mode="json"),
         "metrics": _summarize(episodes, stream),
         "samples": {
             "intervals_ms": [round(float(v), 3) for v in intervals],
