@@ -304,6 +304,147 @@ def tune(
 
 
 @app.command()
+def serve(
+    bind: Annotated[str, typer.Option(help="Service endpoint; data on PORT+1 (observations) and PORT+2 (actions).")] = (
+        "tcp://127.0.0.1:5555"
+    ),
+    policy: Annotated[str | None, typer.Option("--policy", help="Policy type (policy.type).")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="Execution mode (pipeline.mode).")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="local or ray (pipeline.backend).")] = None,
+    curve_secret: Annotated[
+        Path | None, typer.Option(help="Server secret key file (from `auras keys`): CurveZMQ encryption.")
+    ] = None,
+    authorized_clients: Annotated[
+        Path | None, typer.Option(help="Directory of client public keys allowed to connect (with --curve-secret).")
+    ] = None,
+    max_message_mb: Annotated[float, typer.Option(min=0.01, help="Largest accepted message.")] = 16.0,
+    session_timeout: Annotated[float, typer.Option(min=0.5, help="Close a session silent this long (s).")] = 10.0,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Serve an AurasAgent per robot over the ZeroMQ bridge (protocol: docs/bridge.md) until Ctrl-C."""
+    import logging
+    import signal
+
+    from auras.bridge.server import BridgeServer, CurveKeys
+    from auras.config import load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    overrides = list(set_ or [])
+    for key, value in (("policy.type", policy), ("pipeline.mode", mode), ("pipeline.backend", backend)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    try:
+        cfg = load_config(config, overrides)
+        if authorized_clients is not None and curve_secret is None:
+            raise ConfigError("--authorized-clients needs --curve-secret")
+        curve = CurveKeys.load(curve_secret, authorized_clients) if curve_secret else None
+        host = bind.split("://", 1)[-1].rsplit(":", 1)[0]
+        if bind.startswith("tcp://") and host not in ("127.0.0.1", "localhost", "[::1]") and curve is None:
+            typer.echo(f"warning: {bind} is reachable from other machines without encryption or authentication; "
+                       "use --curve-secret (see `auras keys`)", err=True)  # fmt: skip
+        server = BridgeServer(cfg, bind, curve=curve, max_message_bytes=int(max_message_mb * 2**20),
+                              session_timeout_s=session_timeout)  # fmt: skip
+    except AurasError as exc:
+        _fail(exc)
+    signal.signal(signal.SIGTERM, lambda *_: server._stop.set())
+    typer.echo(f"auras serve: {cfg.policy.type} in {cfg.pipeline.mode} mode on {bind} "
+               f"(observations {server.obs_endpoint}, actions {server.action_endpoint})", err=True)  # fmt: skip
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+
+
+@app.command("robot-sim")
+def robot_sim(
+    connect: Annotated[str, typer.Option("--connect", help="The server's service endpoint.")] = "tcp://127.0.0.1:5555",
+    env: Annotated[EnvKind, typer.Option("--env", help="Simulator family.")] = EnvKind.mujoco,
+    task: Annotated[str, typer.Option("--task", "-t", help="Task name.")] = "push-v3",
+    episodes: Annotated[int, typer.Option("--episodes", "-n", min=1, help="Episodes to run.")] = 3,
+    seed: Annotated[int, typer.Option(min=0, help="First episode seed.")] = 100_000,
+    camera_hz: Annotated[float, typer.Option(min=1.0, max=1000.0, help="Camera frame rate.")] = 30.0,
+    ttl_ms: Annotated[float, typer.Option(min=1.0, help="Never apply an action older than this.")] = 250.0,
+    encoding: Annotated[str, typer.Option(help="Image encoding on the wire: raw, jpeg or png.")] = "raw",
+    privileged: Annotated[bool, typer.Option(help="Also send the simulator state (for the expert policy).")] = False,
+    server_key: Annotated[Path | None, typer.Option(help="Server public key file: use CurveZMQ.")] = None,
+    client_key: Annotated[Path | None, typer.Option(help="This robot's secret key file (with --server-key).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the episode reports here.")] = None,
+) -> None:
+    """A simulated robot: runs a MuJoCo task in real time and is driven through `auras serve`."""
+    import json
+
+    from auras.bridge.client import RobotClient
+    from auras.bridge.robot_sim import run_robot
+    from auras.envs import make_env
+    from auras.envs.tasks import TASKS
+
+    try:
+        if task not in TASKS:
+            from auras.errors import unknown_name_message
+
+            raise ConfigError(unknown_name_message("task", task, TASKS))
+        keys = _curve_client_keys(server_key, client_key)
+        environment = make_env(task)
+        client = RobotClient(connect, cameras={"front": (environment.image_size, environment.image_size)},
+                             state_dim=4, instruction=environment.instruction, robot=f"robot-sim/{task}",
+                             ttl_s=ttl_ms / 1e3, encoding=encoding, **keys)  # fmt: skip
+    except (AurasError, TimeoutError) as exc:
+        _fail(exc)
+    reports = []
+    with client, environment:
+        for i in range(episodes):
+            report = run_robot(client, environment, seed + i, camera_hz, privileged).summary()
+            reports.append(report)
+            typer.echo(json.dumps(report))
+    wins = sum(r["success"] for r in reports)
+    typer.echo(f"robot-sim {task}: {wins}/{len(reports)} successful; client counters {dict(client.counters)}")
+    if json_out is not None:
+        json_out.write_text(json.dumps({"task": task, "episodes": reports, "client": dict(client.counters)}, indent=2))
+
+
+def _curve_client_keys(server_key: Path | None, client_key: Path | None) -> dict:
+    if server_key is None:
+        if client_key is not None:
+            raise ConfigError("--client-key needs --server-key")
+        return {}
+    import zmq.auth
+
+    server_public, _ = zmq.auth.load_certificate(str(server_key))
+    if client_key is None:
+        return {"server_public_key": server_public}
+    public, secret = zmq.auth.load_certificate(str(client_key))
+    if secret is None:
+        raise ConfigError(f"--client-key {client_key}: expected a secret key file, got a public one")
+    return {"server_public_key": server_public, "client_keys": (public, secret)}
+
+
+@app.command()
+def keys(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the key files.")] = Path("keys"),
+) -> None:
+    """Generate CurveZMQ key pairs for `auras serve --curve-secret` and robots (server + one client)."""
+    import zmq.auth
+
+    out.mkdir(parents=True, exist_ok=True)
+    clients = out / "authorized_clients"
+    clients.mkdir(exist_ok=True)
+    server_public, server_secret = zmq.auth.create_certificates(str(out), "server")
+    client_public, client_secret = zmq.auth.create_certificates(str(out), "client")
+    Path(client_public).replace(clients / Path(client_public).name)
+    for secret in (server_secret, client_secret):
+        Path(secret).chmod(0o600)
+    typer.echo(f"server: {server_secret} (keep secret), {server_public} (give to robots)")
+    typer.echo(f"client: {client_secret} (on the robot), {clients / Path(client_public).name} (authorized)")
+    typer.echo(f"serve:  auras serve --bind tcp://0.0.0.0:5555 --curve-secret {server_secret} "
+               f"--authorized-clients {clients}")  # fmt: skip
+    typer.echo(f"robot:  auras robot-sim --connect tcp://HOST:5555 --server-key {server_public} "
+               f"--client-key {client_secret}")  # fmt: skip
+
+
+@app.command()
 def collect(
     task: Annotated[str, typer.Option("--task", "-t", help="Task name.")] = "push-v3",
     episodes: Annotated[int, typer.Option("--episodes", "-n", min=1, help="Episodes to record.")] = 10,

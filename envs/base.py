@@ -101,6 +101,12 @@ class AurasTaskEnv(gym.Env[dict[str, Any], np.ndarray]):
         return self._observe(), self._info(success=False)
 
     def step(self, action: np.ndarray):
+        reward, terminated, truncated, info = self.advance(action)
+        return self._observe(), reward, terminated, truncated, info
+
+    def advance(self, action: np.ndarray) -> tuple[float, bool, bool, dict[str, Any]]:
+        """One control step without a camera frame (a robot whose camera runs slower than its
+        control loop): (reward, terminated, truncated, info). Take frames with :meth:`observe`."""
         action = np.asarray(action, dtype=np.float32)
         if action.shape != (4,) or not np.all(np.isfinite(action)):
             raise ValueError(f"action: expected 4 finite floats in [-1, 1], got {action!r}")
@@ -108,7 +114,11 @@ class AurasTaskEnv(gym.Env[dict[str, Any], np.ndarray]):
         self._steps += 1
         terminated = bool(success and self.terminate_on_success)
         truncated = self._steps >= self.horizon and not terminated
-        return self._observe(), float(reward), terminated, truncated, self._info(success)
+        return float(reward), terminated, truncated, self._info(success)
+
+    def observe(self) -> dict[str, Any]:
+        """The observation now (renders a camera frame): image, state, instruction."""
+        return self._observe()
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":

@@ -1,0 +1,391 @@
+"""The robot side of the auras bridge: needs only numpy, pyzmq and msgpack (no torch, no ray).
+
+    from auras.bridge.client import RobotClient
+
+    with RobotClient("tcp://127.0.0.1:5555", cameras={"front": (84, 84)}, state_dim=4,
+                     instruction="push the puck to the green goal", ttl_s=0.25) as robot:
+        while running:
+            robot.publish({"front": camera.read()}, joint_states())      # any rate; never blocks
+            action = robot.take_action()                                  # newest fresh action or None
+            if action is not None:
+                apply(action.chunk)
+
+or with a callback: ``RobotClient(..., on_action=apply)``. A background thread receives actions
+(newest wins), sends a heartbeat, and after a server restart says hello again with exponential
+backoff, re-subscribing to the new session's topics; meanwhile ``take_action`` returns None and
+``connected`` is False. An action older than ``ttl_s`` (robot clock, from the capture stamp of the
+observation it answers) is never handed out.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zmq
+
+from auras.bridge.protocol import (
+    SCHEMA_VERSION,
+    SUPPORTED_VERSIONS,
+    ProtocolError,
+    decode_frame,
+    decode_map,
+    encode_frame,
+    encode_map,
+)
+
+__all__ = ["ReceivedAction", "RobotClient", "ServiceError"]
+
+
+class ServiceError(RuntimeError):
+    """The server answered a service request with an error (``code`` from the protocol)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
+
+
+@dataclass(frozen=True)
+class ReceivedAction:
+    """An action from the agent. chunk: (H, A) float32; seq: the observation it answers;
+    stamp: that observation's capture stamp (robot clock); header: every timing the server sent."""
+
+    chunk: np.ndarray
+    seq: int
+    stamp: float
+    received: float
+    header: dict[str, Any]
+
+    def age(self, now: float | None = None) -> float:
+        """Seconds since the observation this action answers was captured (robot clock)."""
+        return (time.time() if now is None else now) - self.stamp
+
+
+class RobotClient:
+    """A robot's connection to `auras serve` (see module doc). Thread-safe for one publisher thread
+    plus any number of readers."""
+
+    def __init__(
+        self,
+        server: str = "tcp://127.0.0.1:5555",
+        *,
+        cameras: Mapping[str, tuple[int, int]] = (("front", (84, 84)),),
+        state_dim: int = 4,
+        instruction: str = "do the task",
+        robot: str = "robot",
+        ttl_s: float = 0.25,
+        encoding: str = "raw",
+        timeout_s: float = 2.0,
+        heartbeat_s: float = 0.5,
+        on_action: Callable[[ReceivedAction], None] | None = None,
+        on_status: Callable[[dict[str, Any]], None] | None = None,
+        server_public_key: bytes | None = None,
+        client_keys: tuple[bytes, bytes] | None = None,
+        connect: bool = True,
+    ) -> None:
+        self.server = server
+        self.cameras = {k: tuple(v) for k, v in dict(cameras).items()}
+        self.state_dim, self.instruction, self.robot = state_dim, instruction, robot
+        self.ttl_s, self.encoding, self.timeout_s, self.heartbeat_s = ttl_s, encoding, timeout_s, heartbeat_s
+        self.on_action, self.on_status = on_action, on_status
+        self.hello_timeout_s = 30.0  # hello and reset build or reset an agent on the server: allow longer
+        self._curve = (server_public_key, client_keys or zmq.curve_keypair()) if server_public_key else None
+        self._ctx = zmq.Context()
+        self._req_lock = threading.Lock()
+        self._pub_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._req: zmq.Socket | None = None
+        self._pub: zmq.Socket | None = None
+        self._sub: zmq.Socket | None = None
+        self._endpoints: tuple[str, str] | None = None
+        self.session: str | None = None
+        self.server_info: dict[str, Any] = {}
+        self._latest: ReceivedAction | None = None
+        self._taken_seq = -1
+        self._expired_seq = -1
+        self._resubscribe = threading.Event()
+        self._next_seq = 0
+        self._min_action_seq = 0  # actions answering observations older than the last reset are ignored
+        self._ids = itertools.count()
+        self.counters: collections.Counter = collections.Counter()
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if connect:
+            self.connect()
+
+    # -- sockets ------------------------------------------------------------------------------------
+    def _socket(self, kind: int) -> zmq.Socket:
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        if self._curve is not None:
+            server_key, (public, secret) = self._curve
+            sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = server_key, public, secret
+        return sock
+
+    def _new_req(self) -> None:
+        if self._req is not None:
+            self._req.close(linger=0)
+        self._req = self._socket(zmq.REQ)
+        self._req.connect(self.server)
+
+    # -- service channel ----------------------------------------------------------------------------
+    def request(self, op: str, timeout_s: float | None = None, **fields: Any) -> dict[str, Any]:
+        """One service request with a deadline (``timeout_s``, default the client's); raises TimeoutError
+        or ServiceError. A timed-out request socket is replaced (REQ cannot be reused after a lost reply)."""
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        message = {"v": SCHEMA_VERSION, "op": op, "id": next(self._ids), **fields}
+        if self.session is not None and op != "hello":
+            message.setdefault("session", self.session)
+        with self._req_lock:
+            if self._req is None:
+                self._new_req()
+            self._req.send(encode_map(message))
+            if not self._req.poll(int(timeout_s * 1000)):
+                self._new_req()
+                self.counters["timeouts"] += 1
+                raise TimeoutError(f"{op}: no reply from {self.server} within {timeout_s} s")
+            reply = decode_map(self._req.recv())
+        if not reply.get("ok"):
+            error = reply.get("error") or {}
+            raise ServiceError(str(error.get("code", "unknown")), str(error.get("message", reply)))
+        return reply
+
+    def hello(self) -> dict[str, Any]:
+        """Open a session (schema negotiation); (re)connects the data sockets to what the server says."""
+        reply = self.request(
+            "hello", timeout_s=max(self.timeout_s, self.hello_timeout_s), versions=list(SUPPORTED_VERSIONS),
+            robot=self.robot, state_dim=self.state_dim,
+            cameras={k: list(v) for k, v in self.cameras.items()}, instruction=self.instruction,
+        )  # fmt: skip
+        with self._state_lock:
+            self.session, self.server_info = reply["session"], reply
+            endpoints = (reply["publish_to"], reply["subscribe_to"])
+            if endpoints != self._endpoints:
+                with self._pub_lock:
+                    if self._pub is not None:
+                        self._pub.close(linger=0)
+                    self._pub = self._socket(zmq.PUB)
+                    self._pub.setsockopt(zmq.SNDHWM, 10)
+                    self._pub.connect(endpoints[0])
+                self._endpoints = endpoints
+            self._latest = None
+            self._taken_seq = -1
+        self._resubscribe.set()
+        self.counters["hellos"] += 1
+        return reply
+
+    def reset(self) -> dict[str, Any]:
+        """Start a new episode on the server (drops in-flight work); forgets held actions."""
+        reply = self.request("reset", timeout_s=max(self.timeout_s, self.hello_timeout_s))
+        with self._state_lock:
+            self._latest, self._taken_seq = None, -1
+            self._min_action_seq = self._next_seq
+        return reply
+
+    def configure(self, **fields: Any) -> dict[str, Any]:
+        """Change session settings (e.g. instruction=...)."""
+        reply = self.request("configure", **fields)
+        self.instruction = fields.get("instruction", self.instruction)
+        return reply
+
+    def health(self) -> dict[str, Any]:
+        return self.request("health")
+
+    def stats(self) -> dict[str, Any]:
+        return self.request("stats")
+
+    # -- connection ---------------------------------------------------------------------------------
+    def connect(self) -> RobotClient:
+        """Say hello (retrying with backoff until ``timeout_s`` x 3) and start the receiver thread."""
+        deadline = time.monotonic() + 3 * self.timeout_s
+        delay = 0.05
+        while True:
+            try:
+                self.hello()
+                break
+            except TimeoutError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(2 * delay, 1.0)
+        self._thread = threading.Thread(target=self._run, name="auras-robot-client", daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def connected(self) -> bool:
+        return self.session is not None
+
+    def _run(self) -> None:
+        self._sub = self._socket(zmq.SUB)
+        self._sub.setsockopt(zmq.RCVHWM, 100)
+        subscribed: tuple[str, ...] = ()
+        next_beat = time.monotonic() + self.heartbeat_s
+        backoff = 0.1
+        while not self._stop.is_set():
+            if self._resubscribe.is_set():
+                self._resubscribe.clear()
+                subscribed = self._subscribe(subscribed)
+            if self._sub.poll(20):  # the deadline on every receive
+                self._receive()
+            now = time.monotonic()
+            if now < next_beat:
+                continue
+            try:
+                if self.session is None:
+                    self.hello()
+                    backoff = 0.1
+                else:
+                    self.request("health")
+                next_beat = now + self.heartbeat_s
+            except ServiceError as exc:
+                if exc.code == "unknown_session":  # the server restarted or expired us: hello again
+                    self.counters["session_lost"] += 1
+                    with self._state_lock:
+                        self.session = None
+                next_beat = now
+            except (TimeoutError, zmq.ZMQError):
+                self.counters["reconnect_attempts"] += 1
+                with self._state_lock:
+                    self.session = None
+                next_beat = now + backoff
+                backoff = min(2 * backoff, 2.0)
+        self._sub.close(linger=0)
+
+    def _subscribe(self, old: tuple[str, ...]) -> tuple[str, ...]:
+        if self._endpoints is not None and getattr(self, "_sub_endpoint", None) != self._endpoints[1]:
+            if getattr(self, "_sub_endpoint", None) is not None:
+                self._sub.disconnect(self._sub_endpoint)
+            self._sub.connect(self._endpoints[1])
+            self._sub_endpoint = self._endpoints[1]
+        for topic in old:
+            self._sub.setsockopt(zmq.UNSUBSCRIBE, topic.encode())
+        topics = (self.server_info["action_topic"], self.server_info["status_topic"])
+        for topic in topics:
+            self._sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        return topics
+
+    def _receive(self) -> None:
+        for _ in range(64):
+            try:
+                parts = self._sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                frame = decode_frame(parts)
+            except ProtocolError:
+                self.counters["bad_messages"] += 1
+                continue
+            if frame.header.get("session") not in (None, self.session) and frame.topic.startswith("action/"):
+                continue  # an action of a previous session
+            if frame.topic.startswith("action/"):
+                self._on_action_frame(frame)
+            else:
+                event = {k: v for k, v in frame.header.items() if k != "arrays"}
+                self.events.append(event)
+                if event.get("event") == "error":
+                    self.counters[f"server_error_{event.get('code')}"] += 1
+                if self.on_status is not None:
+                    self.on_status(event)
+
+    def _on_action_frame(self, frame: Any) -> None:
+        if len(frame.arrays) != 1 or frame.arrays[0].ndim != 2 or frame.arrays[0].dtype != np.float32:
+            self.counters["bad_messages"] += 1
+            return
+        action = ReceivedAction(np.array(frame.arrays[0]), frame.seq, frame.stamp, time.time(), frame.header)
+        self.counters["actions"] += 1
+        with self._state_lock:
+            if action.seq < self._min_action_seq:
+                self.counters["before_reset"] += 1
+                return
+            if self._latest is not None and action.seq <= self._latest.seq:
+                self.counters["not_newer"] += 1  # a repeat (pipeline fill) or a reordered action
+                return
+            self._latest = action
+        if self.on_action is not None and action.age() <= self.ttl_s:
+            self.on_action(action)
+
+    # -- data ---------------------------------------------------------------------------------------
+    def publish(
+        self,
+        images: Mapping[str, np.ndarray],
+        state: np.ndarray,
+        *,
+        stamp: float | None = None,
+        extras: Mapping[str, np.ndarray] | None = None,
+    ) -> int | None:
+        """Publish one observation (every declared camera + joint state, same seq); returns its seq,
+        or None while there is no session (the server is away; the frame is counted as unsent)."""
+        session = self.session
+        if session is None:
+            self.counters["unsent"] += 1
+            return None
+        with self._state_lock:
+            seq, self._next_seq = self._next_seq, self._next_seq + 1
+        stamp = time.time() if stamp is None else stamp
+        state = np.asarray(state, dtype=np.float32)
+        messages = [encode_frame(f"camera/{name}", [images[name]], seq=seq, stamp=stamp, session=session,
+                                 encoding=self.encoding) for name in self.cameras]  # fmt: skip
+        for name, values in (extras or {}).items():
+            messages.append(encode_frame(f"extras/{name}", [np.asarray(values, np.float64)], seq=seq, stamp=stamp,
+                                         session=session))  # fmt: skip
+        messages.append(encode_frame("joint_states", [state], seq=seq, stamp=stamp, session=session))
+        with self._pub_lock:
+            for frames in messages:
+                self._pub.send_multipart(frames)
+        self.counters["published"] += 1
+        return seq
+
+    def latest_action(self, now: float | None = None) -> ReceivedAction | None:
+        """The newest action if it is younger than ``ttl_s``, else None (counted as expired)."""
+        with self._state_lock:
+            action = self._latest
+        if action is None:
+            return None
+        if action.age(now) > self.ttl_s:
+            if action.seq != self._expired_seq:
+                self._expired_seq = action.seq
+                self.counters["expired"] += 1  # distinct actions that aged out before being used
+            return None
+        return action
+
+    def take_action(self, now: float | None = None) -> ReceivedAction | None:
+        """Like :meth:`latest_action` but each action is handed out once (None when nothing new)."""
+        action = self.latest_action(now)
+        with self._state_lock:
+            if action is None or action.seq <= self._taken_seq:
+                return None
+            self._taken_seq = action.seq
+        return action
+
+    # -- teardown -----------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Say bye (best effort), stop the receiver, close the sockets. Idempotent."""
+        if self._stop.is_set():
+            return
+        if self.session is not None:
+            try:
+                self.timeout_s = min(self.timeout_s, 0.5)
+                self.request("bye")
+            except (TimeoutError, ServiceError, zmq.ZMQError):
+                pass
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for sock in (self._req, self._pub):
+            if sock is not None:
+                sock.close(linger=0)
+        self._ctx.term()
+
+    def __enter__(self) -> RobotClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,92 @@
+"""`auras robot-sim`: a MuJoCo task acting as a real robot behind the bridge, in its own process.
+
+The control loop runs at the task's control rate in wall-clock time (80 Hz for Meta-World). Every
+control step it applies the next row of the newest valid action chunk (an action older than the
+client's TTL when it arrives is never applied; past the chunk's end the last row is held, and once
+the chunk is older than TTL + its own duration, or before any action, the arm holds still), and at ``camera_hz`` it
+renders a camera frame and publishes it with the joint state. It never waits for the agent. Per
+episode it reports success and timing: actions received and applied, expired or missing steps,
+action age at takeover, and control-loop overruns.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from auras.bridge.client import ReceivedAction, RobotClient
+
+__all__ = ["EpisodeReport", "run_robot"]
+
+
+@dataclass
+class EpisodeReport:
+    seed: int
+    success: bool = False
+    steps: int = 0
+    steps_to_success: int | None = None
+    frames_published: int = 0
+    actions_applied: int = 0  # distinct actions that took over
+    idle_steps: int = 0  # control steps with no valid action (holding still)
+    overruns: int = 0  # control steps that started late
+    action_age_ms: list[float] = field(default_factory=list)  # capture -> takeover, per applied action
+
+    def summary(self) -> dict[str, Any]:
+        ages = np.asarray(self.action_age_ms) if self.action_age_ms else None
+        data = asdict(self)
+        data.pop("action_age_ms")
+        data["action_age_ms_p50"] = float(np.percentile(ages, 50)) if ages is not None else None
+        data["action_age_ms_p99"] = float(np.percentile(ages, 99)) if ages is not None else None
+        return data
+
+
+def run_robot(
+    client: RobotClient,
+    env: Any,
+    seed: int,
+    camera_hz: float = 30.0,
+    privileged: bool = False,
+) -> EpisodeReport:
+    """One real-time episode of ``env`` driven through ``client`` (see module doc)."""
+    client.reset()
+    env.reset(seed=seed)
+    report = EpisodeReport(seed=seed)
+    dt, camera_every = env.control_dt, max(1, round(1.0 / (camera_hz * env.control_dt)))
+    chunk: np.ndarray | None = None
+    current: ReceivedAction | None = None
+    row = 0
+    info: dict[str, Any] = {}
+    start = time.perf_counter()
+    for t in range(env.horizon):
+        if t % camera_every == 0:
+            obs = env.observe()
+            extras = {"privileged_state": env.privileged_state()} if privileged else None
+            if client.publish({"front": obs["image"]}, obs["state"], extras=extras) is not None:
+                report.frames_published += 1
+        action = client.latest_action()
+        if action is not None and action is not current and (current is None or action.seq > current.seq):
+            chunk, row, current = action.chunk, 0, action
+            report.actions_applied += 1
+            report.action_age_ms.append(action.age() * 1e3)
+        if chunk is None or current is None or current.age() > client.ttl_s + len(chunk) * dt:
+            values = np.zeros(env.action_space.shape, np.float32)  # nothing valid (agent away): hold still
+            report.idle_steps += 1
+        else:
+            values = chunk[min(row, len(chunk) - 1)]
+            row += 1
+        _, terminated, truncated, info = env.advance(values)
+        report.steps = t + 1
+        if info["success"] and not report.success:
+            report.success, report.steps_to_success = True, t + 1
+        if terminated or truncated:
+            break
+        late = time.perf_counter() - (start + (t + 1) * dt)
+        if late > 0:
+            report.overruns += 1
+            start += late  # slip the schedule; never run fast to catch up
+        else:
+            time.sleep(-late)
+    return report

@@ -1,0 +1,591 @@
+"""`auras serve`: an AurasAgent per robot session behind the ZeroMQ bridge (docs/bridge.md).
+
+Three sockets, all bound by the server (loopback unless told otherwise):
+
+- service ROUTER at the bind address: ``hello``, ``reset``, ``configure``, ``health``, ``stats``, ``bye``;
+- observation SUB (service port + 1): robots publish ``camera/<name>``, ``joint_states`` and
+  ``extras/<name>`` frames tagged with their session;
+- action PUB (service port + 2): ``action/<session>`` per action, ``status/<session>`` and ``status``
+  once a second.
+
+One thread owns the service and observation sockets and assembles observations: a sequence number is
+complete once every declared camera and the joint state have arrived; it is submitted to the
+session's :class:`~auras.stream.ActionStream` (drop-oldest), and older incomplete ones are counted as
+dropped. One thread per session publishes that session's actions. Every bad message is answered (a
+service error reply, or an ``error`` event on the session's status topic) and counted; nothing a
+client sends can stop the server.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from auras.bridge.protocol import (
+    MAX_MESSAGE_BYTES,
+    SCHEMA_VERSION,
+    SUPPORTED_VERSIONS,
+    ProtocolError,
+    decode_frame,
+    decode_map,
+    encode_frame,
+    encode_map,
+    error_reply,
+)
+from auras.errors import AurasError, InvalidInputError
+
+__all__ = ["BridgeServer", "CurveKeys", "data_endpoints"]
+
+log = logging.getLogger("auras.bridge")
+SLOW_OPS = ("hello", "reset", "bye")  # answered from a worker thread
+PENDING_SEQS = 8  # incomplete sequence numbers kept per session before the oldest is dropped
+STATUS_PERIOD_S = 1.0
+
+
+def data_endpoints(bind: str) -> tuple[str, str]:
+    """(observation endpoint, action endpoint) next to the service endpoint ``bind``.
+
+    tcp://HOST:PORT -> PORT + 1 and PORT + 2; ipc://PATH -> PATH.obs and PATH.act.
+    """
+    if bind.startswith("tcp://"):
+        host, sep, port = bind[len("tcp://") :].rpartition(":")
+        if not sep or not port.isdigit():
+            raise InvalidInputError(f"bind: expected tcp://HOST:PORT with a numeric port, got {bind!r}")
+        return f"tcp://{host}:{int(port) + 1}", f"tcp://{host}:{int(port) + 2}"
+    if bind.startswith("ipc://"):
+        return bind + ".obs", bind + ".act"
+    raise InvalidInputError(f"bind: expected tcp://HOST:PORT or ipc://PATH, got {bind!r}")
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """CurveZMQ for the server: its key pair, and optionally a directory of client public keys
+    allowed to connect (without it any client that knows the server's public key may connect)."""
+
+    public: bytes
+    secret: bytes
+    authorized_clients: Path | None = None
+
+    @classmethod
+    def load(cls, secret_file: str | Path, authorized_clients: str | Path | None = None) -> CurveKeys:
+        import zmq.auth
+
+        public, secret = zmq.auth.load_certificate(str(secret_file))
+        if secret is None:
+            raise InvalidInputError(f"{secret_file}: expected a secret key file (from `auras keys`), got a public one")
+        return cls(public, secret, Path(authorized_clients) if authorized_clients else None)
+
+
+@dataclass
+class Session:
+    """One robot's connection: its agent, stream, declared observation layout and counters."""
+
+    id: str
+    robot: str
+    cameras: dict[str, tuple[int, int]]
+    state_dim: int
+    instruction: str
+    agent: Any
+    stream: Any = None
+    last_heard: float = field(default_factory=time.monotonic)
+    pending: dict[int, dict[str, Any]] = field(default_factory=dict)
+    stamps: dict[int, float] = field(default_factory=dict)  # seq -> robot capture stamp (of submitted seqs)
+    last_submitted: int = -1
+    publisher: threading.Thread | None = None
+    state: str = "serving"
+    counters: collections.Counter = field(default_factory=collections.Counter)
+
+    def stats(self) -> dict[str, Any]:
+        c = dict(self.counters)
+        if self.stream is not None:
+            c["superseded"] = self.counters["superseded"] + self.stream.dropped
+        return {"session": self.id, "robot": self.robot, "state": self.state, "counters": c}
+
+
+class BridgeServer:
+    """Serves ``agent_factory()`` agents (one per robot session) over ZeroMQ.
+
+    ``agent_factory`` builds a fresh :class:`~auras.agent.AurasAgent` (default: from ``config``).
+    Start with :meth:`start` (background thread) or :meth:`serve_forever`; stop with :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        config: Any = None,
+        bind: str = "tcp://127.0.0.1:5555",
+        *,
+        agent_factory: Callable[[], Any] | None = None,
+        curve: CurveKeys | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        session_timeout_s: float = 10.0,
+        max_sessions: int = 16,
+    ) -> None:
+        if agent_factory is None:
+            from auras.agent import AurasAgent
+
+            agent_factory = lambda: AurasAgent(config)  # noqa: E731
+        self.bind = bind
+        self.obs_endpoint, self.action_endpoint = data_endpoints(bind)
+        self._factory = agent_factory
+        self._curve = curve
+        self._max_bytes = max_message_bytes
+        self._session_timeout = session_timeout_s
+        self._max_sessions = max_sessions
+        self._ctx = zmq.Context()
+        self._auth = None
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()  # sessions dict + the PUB socket (used by session threads)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._replies: queue.Queue[list[bytes]] = queue.Queue()
+        self.counters: collections.Counter = collections.Counter()
+        self.started = time.monotonic()
+        self._router = self._socket(zmq.ROUTER, bind)
+        self._sub = self._socket(zmq.SUB, self.obs_endpoint)
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._pub = self._socket(zmq.PUB, self.action_endpoint)
+
+    def _socket(self, kind: int, endpoint: str) -> zmq.Socket:
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes)  # an oversized message never reaches us
+        if kind == zmq.PUB:
+            sock.setsockopt(zmq.SNDHWM, 100)
+        else:
+            sock.setsockopt(zmq.RCVHWM, 100)
+        if self._curve is not None:
+            if self._auth is None and self._curve.authorized_clients is not None:
+                from zmq.auth.thread import ThreadAuthenticator
+
+                self._auth = ThreadAuthenticator(self._ctx)
+                self._auth.start()
+                self._auth.configure_curve(domain="*", location=str(self._curve.authorized_clients))
+            sock.curve_secretkey = self._curve.secret
+            sock.curve_publickey = self._curve.public
+            sock.curve_server = True
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close()
+            self.close()
+            raise InvalidInputError(f"cannot bind {endpoint}: {exc}") from None
+        return sock
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> BridgeServer:
+        """Serve in a background thread; returns self."""
+        self._thread = threading.Thread(target=self.serve_forever, name="auras-bridge", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """The server loop: services, observations, status and session expiry, until :meth:`close`."""
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._sub, zmq.POLLIN)
+        next_status = time.monotonic()
+        self._loop_thread = threading.current_thread()
+        while not self._stop.is_set():
+            self._send_replies()
+            try:
+                ready = dict(poller.poll(timeout=5 if self._replies.empty() else 0))  # a deadline on every receive
+            except zmq.ZMQError:
+                if self._stop.is_set():
+                    return
+                raise
+            if self._router in ready:
+                self._drain(self._router, self._on_request)
+            if self._sub in ready:
+                self._drain(self._sub, self._on_data)
+            now = time.monotonic()
+            if now >= next_status:
+                next_status = now + STATUS_PERIOD_S
+                self._expire(now)
+                self._publish_status()
+
+    def _drain(self, sock: zmq.Socket, handle: Callable[[list[Any]], None], limit: int = 256) -> None:
+        for _ in range(limit):
+            try:
+                parts = [frame.buffer for frame in sock.recv_multipart(zmq.NOBLOCK, copy=False)]
+            except zmq.Again:
+                return
+            try:
+                handle(parts)
+            except Exception as exc:  # a bug must not stop the server: count it, log it, go on
+                self.counters["internal_errors"] += 1
+                log.exception("bridge: unexpected error handling a message: %r", exc)
+
+    def close(self) -> None:
+        """Stop serving, close every session's agent and the sockets. Idempotent."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            self._close_session(session)
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        for name in ("_router", "_sub", "_pub"):
+            sock = getattr(self, name, None)
+            if sock is not None:
+                sock.close(linger=0)
+        self._ctx.term()
+
+    def __enter__(self) -> BridgeServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- service channel ----------------------------------------------------------------------------
+    def _on_request(self, parts: list[Any]) -> None:
+        envelope, body = [bytes(p) for p in parts[:-1]], bytes(parts[-1])  # identity (+ empty delimiter)
+        try:
+            request = decode_map(body)
+        except ProtocolError as exc:
+            self.counters[f"error_{exc.code}"] += 1
+            self._router.send_multipart([*envelope, encode_map(error_reply(exc.code, exc.message))])
+            return
+        if request.get("op") in SLOW_OPS:  # building or resetting an agent: never stall other robots
+            threading.Thread(target=self._answer, args=(envelope, request), daemon=True).start()
+        else:
+            self._answer(envelope, request)
+
+    def _answer(self, envelope: list[bytes], request: dict[str, Any]) -> None:
+        try:
+            reply = self._serve(request)
+        except ProtocolError as exc:
+            self.counters[f"error_{exc.code}"] += 1
+            reply = error_reply(exc.code, exc.message)
+        except AurasError as exc:
+            self.counters["error_agent_error"] += 1
+            reply = error_reply("agent_error", str(exc))
+        except Exception as exc:
+            self.counters["internal_errors"] += 1
+            log.exception("bridge: service request failed")
+            reply = error_reply("internal", f"{type(exc).__name__}: {exc}")
+        if "id" in request:
+            reply["id"] = request["id"]
+        message = [*envelope, encode_map(reply)]
+        if threading.current_thread() is self._loop_thread:
+            self._router.send_multipart(message)
+        else:
+            self._replies.put(message)  # the loop thread owns the ROUTER socket
+
+    def _send_replies(self) -> None:
+        while True:
+            try:
+                message = self._replies.get_nowait()
+            except queue.Empty:
+                return
+            self._router.send_multipart(message)
+
+    def _serve(self, request: dict[str, Any]) -> dict[str, Any]:
+        version = request.get("v")
+        if version not in SUPPORTED_VERSIONS and request.get("op") != "hello":
+            raise ProtocolError("bad_version", f"schema version {version!r:.20} not supported: {SUPPORTED_VERSIONS}")
+        op = request.get("op")
+        handler = {
+            "hello": self._hello, "reset": self._reset, "configure": self._configure,
+            "health": self._health, "stats": self._stats, "bye": self._bye,
+        }.get(op)  # fmt: skip
+        if handler is None:
+            raise ProtocolError("unknown_op", f"op {op!r:.40} not in hello, reset, configure, health, stats, bye")
+        self.counters[f"op_{op}"] += 1
+        return {"v": SCHEMA_VERSION, "ok": True, **handler(request)}
+
+    def _session(self, request: dict[str, Any]) -> Session:
+        sid = request.get("session")
+        with self._lock:
+            session = self._sessions.get(sid) if isinstance(sid, str) else None
+        if session is None:
+            raise ProtocolError("unknown_session", f"no session {sid!r:.40}: say hello again")
+        session.last_heard = time.monotonic()
+        return session
+
+    def _hello(self, request: dict[str, Any]) -> dict[str, Any]:
+        offered = request.get("versions", [request.get("v")])
+        common = sorted(set(SUPPORTED_VERSIONS) & set(v for v in offered if isinstance(v, int)))
+        if not common:
+            raise ProtocolError("bad_version", f"client speaks {offered!r:.40}, server speaks {SUPPORTED_VERSIONS}")
+        robot = request.get("robot", "robot")
+        cameras = request.get("cameras")
+        state_dim = request.get("state_dim")
+        instruction = request.get("instruction")
+        if not isinstance(robot, str) or not 0 < len(robot) <= 64:
+            raise ProtocolError("bad_request", f"robot: expected a name of 1-64 characters, got {robot!r:.70}")
+        if (
+            not isinstance(cameras, dict)
+            or not cameras
+            or not all(
+                isinstance(k, str)
+                and isinstance(v, list)
+                and len(v) == 2
+                and all(isinstance(d, int) and 0 < d <= 4096 for d in v)
+                for k, v in cameras.items()
+            )
+        ):
+            raise ProtocolError("bad_request", f"cameras: expected {{name: [height, width]}}, got {cameras!r:.80}")
+        if isinstance(state_dim, bool) or not isinstance(state_dim, int) or not 0 < state_dim <= 1024:
+            raise ProtocolError("bad_request", f"state_dim: expected an int in 1..1024, got {state_dim!r:.20}")
+        if not isinstance(instruction, str) or not instruction.strip() or len(instruction) > 256:
+            raise ProtocolError("bad_request", f"instruction: expected 1-256 characters, got {instruction!r:.60}")
+        with self._lock:
+            if len(self._sessions) >= self._max_sessions:
+                raise ProtocolError("bad_request", f"server full: {self._max_sessions} sessions already")
+        agent = self._factory()
+        spec = agent.spec
+        for cam, size in spec.cameras.items():
+            if cam not in cameras or tuple(cameras[cam]) != tuple(size):
+                agent.close()
+                raise ProtocolError(
+                    "bad_shape", f"the policy needs camera {cam!r} of {list(size)}, robot declares {cameras}"
+                )
+        if state_dim != spec.state_dim:
+            agent.close()
+            raise ProtocolError("bad_shape", f"the policy needs state_dim {spec.state_dim}, robot declares {state_dim}")
+        session = Session(
+            id=secrets.token_hex(4), robot=robot, cameras={k: tuple(v) for k, v in cameras.items()},
+            state_dim=state_dim, instruction=instruction, agent=agent,
+        )  # fmt: skip
+        self._open_stream(session)
+        with self._lock:
+            self._sessions[session.id] = session
+        log.info("bridge: session %s for robot %r", session.id, robot)
+        return {
+            "session": session.id, "schema": common[-1], "publish_to": self.obs_endpoint,
+            "subscribe_to": self.action_endpoint, "action_topic": f"action/{session.id}",
+            "status_topic": f"status/{session.id}", "needs_extras": list(spec.extras),
+            "max_message_bytes": self._max_bytes, "session_timeout_s": self._session_timeout,
+        }  # fmt: skip
+
+    def _reset(self, request: dict[str, Any]) -> dict[str, Any]:
+        session = self._session(request)
+        self._stop_stream(session)
+        session.agent.reset()
+        session.pending.clear()
+        session.last_submitted = -1
+        session.state = "serving"
+        self._open_stream(session)
+        return {"session": session.id}
+
+    def _configure(self, request: dict[str, Any]) -> dict[str, Any]:
+        session = self._session(request)
+        instruction = request.get("instruction", session.instruction)
+        if not isinstance(instruction, str) or not instruction.strip() or len(instruction) > 256:
+            raise ProtocolError("bad_request", f"instruction: expected 1-256 characters, got {instruction!r:.60}")
+        session.instruction = instruction
+        return {"session": session.id, "instruction": instruction}
+
+    def _health(self, request: dict[str, Any]) -> dict[str, Any]:
+        reply: dict[str, Any] = {"status": "serving", "uptime_s": time.monotonic() - self.started}
+        if "session" in request:
+            reply["session_state"] = self._session(request).state  # also the heartbeat
+        with self._lock:
+            reply["sessions"] = len(self._sessions)
+        return reply
+
+    def _stats(self, request: dict[str, Any]) -> dict[str, Any]:
+        if "session" in request:
+            return self._session(request).stats()
+        with self._lock:
+            sessions = [s.stats() for s in self._sessions.values()]
+        return {"server": dict(self.counters), "sessions": sessions}
+
+    def _bye(self, request: dict[str, Any]) -> dict[str, Any]:
+        session = self._session(request)
+        with self._lock:
+            self._sessions.pop(session.id, None)
+        self._close_session(session)
+        return {"session": session.id}
+
+    # -- observations -------------------------------------------------------------------------------
+    def _on_data(self, parts: list[Any]) -> None:
+        self.counters["messages"] += 1
+        session = None
+        try:
+            frame = decode_frame(parts, self._max_bytes)
+            sid = frame.header.get("session")
+            with self._lock:
+                session = self._sessions.get(sid) if isinstance(sid, str) else None
+            if session is None:
+                raise ProtocolError("unknown_session", f"no session {sid!r:.40}: say hello again")
+            session.last_heard = time.monotonic()
+            session.counters["messages"] += 1
+            self._accept(session, frame)
+        except ProtocolError as exc:
+            self.counters[f"error_{exc.code}"] += 1
+            if session is not None:
+                session.counters[f"error_{exc.code}"] += 1
+            self._publish_error(session, exc.code, exc.message, parts)
+
+    def _accept(self, session: Session, frame: Any) -> None:
+        topic, seq = frame.topic, frame.seq
+        if topic.startswith("camera/"):
+            name = topic[len("camera/") :]
+            if name not in session.cameras:
+                raise ProtocolError(
+                    "unknown_topic", f"camera {name!r:.40} was not declared in hello ({list(session.cameras)})"
+                )
+            image = self._single(frame, "uint8")
+            height, width = session.cameras[name]
+            if image.shape != (height, width, 3):
+                raise ProtocolError("bad_shape", f"camera/{name}: declared ({height}, {width}, 3), got {image.shape}")
+            part = ("image", name, image)
+        elif topic == "joint_states":
+            state = self._single(frame, "float32")
+            if state.shape != (session.state_dim,):
+                raise ProtocolError("bad_shape", f"joint_states: declared ({session.state_dim},), got {state.shape}")
+            if not np.all(np.isfinite(state)):
+                raise ProtocolError("bad_shape", "joint_states: values must be finite")
+            part = ("state", "state", state)
+        elif topic.startswith("extras/"):
+            part = ("extra", topic[len("extras/") :], self._single(frame, "float64"))
+        else:
+            raise ProtocolError(
+                "unknown_topic", f"topic {topic!r:.60}: expected camera/<name>, joint_states or extras/<name>"
+            )
+        if seq <= session.last_submitted:
+            session.counters["late_or_duplicate"] += 1
+            return
+        slot = session.pending.setdefault(seq, {"images": {}, "extras": {}, "state": None, "stamp": frame.stamp})
+        kind, name, array = part
+        if kind == "image":
+            slot["images"][name] = array
+        elif kind == "state":
+            slot["state"] = array
+        else:
+            slot["extras"][name] = array
+        needs = session.agent.spec.extras
+        if (
+            slot["state"] is not None
+            and set(session.cameras) <= set(slot["images"])
+            and set(needs) <= set(slot["extras"])
+        ):
+            self._submit(session, seq, slot)
+        while len(session.pending) > PENDING_SEQS:
+            session.pending.pop(min(session.pending))
+            session.counters["dropped_incomplete"] += 1
+
+    @staticmethod
+    def _single(frame: Any, dtype: str) -> np.ndarray:
+        if len(frame.arrays) != 1:
+            raise ProtocolError("bad_message", f"{frame.topic}: expected one array, got {len(frame.arrays)}")
+        array = frame.arrays[0]
+        if array.dtype != np.dtype(dtype):
+            raise ProtocolError("bad_dtype", f"{frame.topic}: expected {dtype}, got {array.dtype}")
+        return np.array(array)  # own the memory: the message buffer is released after this call
+
+    def _submit(self, session: Session, seq: int, slot: dict[str, Any]) -> None:
+        from auras.types import Observation
+
+        for older in [s for s in session.pending if s < seq]:
+            session.pending.pop(older)
+            session.counters["dropped_incomplete"] += 1
+        session.pending.pop(seq, None)
+        session.last_submitted = seq
+        session.stamps[seq] = slot["stamp"]
+        while len(session.stamps) > 64:
+            session.stamps.pop(next(iter(session.stamps)))
+        try:
+            obs = Observation(
+                images=slot["images"], state=slot["state"], instruction=session.instruction, step_id=seq,
+                capture_time=time.monotonic(), extras=slot["extras"],
+            )  # fmt: skip
+            session.stream.submit(obs)
+            session.counters["submitted"] += 1
+        except InvalidInputError as exc:
+            raise ProtocolError("bad_shape", str(exc)) from None
+        except AurasError as exc:  # the stream closed after an agent failure
+            session.state = "failed"
+            raise ProtocolError("agent_error", str(exc)) from None
+
+    # -- publishing ---------------------------------------------------------------------------------
+    def _open_stream(self, session: Session) -> None:
+        session.stream = session.agent.stream()
+        session.publisher = threading.Thread(
+            target=self._publish_actions, args=(session, session.stream), name=f"auras-bridge-{session.id}", daemon=True
+        )
+        session.publisher.start()
+
+    def _stop_stream(self, session: Session) -> None:
+        if session.stream is not None:
+            session.counters["superseded"] += session.stream.dropped
+            session.stream.close()
+        if session.publisher is not None:
+            session.publisher.join(timeout=30)
+        session.stream = session.publisher = None
+
+    def _publish_actions(self, session: Session, stream: Any) -> None:
+        topic = f"action/{session.id}"
+        try:
+            for action in stream:
+                stamp = session.stamps.get(action.step_id, 0.0)
+                frames = encode_frame(
+                    topic, [action.chunk], seq=action.step_id, stamp=stamp, session=session.id,
+                    context_seq=action.context_step_id, staleness_ms=action.staleness_ms,
+                    staleness_frames=action.staleness_frames, latency_ms=action.timings.latency_ms,
+                    stages_ms=dict(action.timings.stages_ms), sent_monotonic=time.monotonic(),
+                )  # fmt: skip
+                with self._lock:
+                    self._pub.send_multipart(frames)
+                session.counters["actions"] += 1
+        except Exception as exc:  # the agent failed: tell the robot, keep the server up
+            if self._stop.is_set():
+                return
+            session.state = "failed"
+            session.counters["agent_failures"] += 1
+            log.warning("bridge: session %s agent failed: %r", session.id, exc)
+            self._publish_event(session, {"event": "error", "code": "agent_error", "message": str(exc)})
+
+    def _publish_event(self, session: Session | None, event: dict[str, Any]) -> None:
+        topic = f"status/{session.id}" if session is not None else "status"
+        frames = encode_frame(topic, seq=next(_status_seq), stamp=time.monotonic(), **event)
+        with self._lock:
+            if not self._stop.is_set():
+                self._pub.send_multipart(frames)
+
+    def _publish_error(self, session: Session | None, code: str, message: str, parts: list[Any]) -> None:
+        topic = bytes(parts[0])[:64].decode("utf-8", "replace") if parts else ""
+        self._publish_event(session, {"event": "error", "code": code, "message": message[:300], "source_topic": topic})
+
+    def _publish_status(self) -> None:
+        with self._lock:
+            sessions = list(self._sessions.values())
+        self._publish_event(None, {"event": "status", "uptime_s": time.monotonic() - self.started,
+                                   "sessions": len(sessions), "counters": dict(self.counters)})  # fmt: skip
+        for session in sessions:
+            self._publish_event(session, {"event": "status", **session.stats()})
+
+    def _expire(self, now: float) -> None:
+        with self._lock:
+            gone = [s for s in self._sessions.values() if now - s.last_heard > self._session_timeout]
+            for session in gone:
+                self._sessions.pop(session.id, None)
+        for session in gone:
+            self.counters["sessions_expired"] += 1
+            log.info("bridge: session %s expired (silent for %.1f s)", session.id, self._session_timeout)
+            self._close_session(session)
+
+    def _close_session(self, session: Session) -> None:
+        self._stop_stream(session)
+        session.agent.close()
+        session.state = "closed"
+
+
+_status_seq = itertools.count()
