@@ -20,6 +20,7 @@ observation it answers) is never handed out.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import threading
 import time
@@ -98,10 +99,10 @@ class RobotClient:
         self._curve = (server_public_key, client_keys or zmq.curve_keypair()) if server_public_key else None
         self._ctx = zmq.Context()
         self._req_lock = threading.Lock()
-        self._pub_lock = threading.Lock()
+        self._push_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._req: zmq.Socket | None = None
-        self._pub: zmq.Socket | None = None
+        self._push: zmq.Socket | None = None
         self._sub: zmq.Socket | None = None
         self._endpoints: tuple[str, str] | None = None
         self.session: str | None = None
@@ -168,12 +169,12 @@ class RobotClient:
             self.session, self.server_info = reply["session"], reply
             endpoints = (reply["publish_to"], reply["subscribe_to"])
             if endpoints != self._endpoints:
-                with self._pub_lock:
-                    if self._pub is not None:
-                        self._pub.close(linger=0)
-                    self._pub = self._socket(zmq.PUB)
-                    self._pub.setsockopt(zmq.SNDHWM, 10)
-                    self._pub.connect(endpoints[0])
+                with self._push_lock:
+                    if self._push is not None:
+                        self._push.close(linger=0)
+                    self._push = self._socket(zmq.PUSH)
+                    self._push.setsockopt(zmq.SNDHWM, 4 * (len(self.cameras) + 2))  # ~4 observations queued
+                    self._push.connect(endpoints[0])
                 self._endpoints = endpoints
             self._latest = None
             self._taken_seq = -1
@@ -217,7 +218,21 @@ class RobotClient:
                 delay = min(2 * delay, 1.0)
         self._thread = threading.Thread(target=self._run, name="auras-robot-client", daemon=True)
         self._thread.start()
+        self._wait_subscribed(deadline=time.monotonic() + self.timeout_s)
         return self
+
+    def _wait_subscribed(self, deadline: float) -> None:
+        """Ask the server for echo events until one arrives: from then on no action can be missed
+        because the subscription was still travelling (PUB/SUB's slow joiner)."""
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError, ServiceError):
+                self.request("health", echo=True)
+            end = min(deadline, time.monotonic() + 0.1)
+            while time.monotonic() < end:
+                if any(e.get("event") == "echo" for e in list(self.events)):
+                    return
+                time.sleep(0.005)
+        self.counters["subscription_unconfirmed"] += 1
 
     @property
     def connected(self) -> bool:
@@ -337,9 +352,14 @@ class RobotClient:
             messages.append(encode_frame(f"extras/{name}", [np.asarray(values, np.float64)], seq=seq, stamp=stamp,
                                          session=session))  # fmt: skip
         messages.append(encode_frame("joint_states", [state], seq=seq, stamp=stamp, session=session))
-        with self._pub_lock:
-            for frames in messages:
-                self._pub.send_multipart(frames)
+        with self._push_lock:
+            self._push.getsockopt(zmq.EVENTS)  # let libzmq process pending queue-space updates first
+            try:
+                for frames in messages:
+                    self._push.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:  # the server is behind or away: this observation is dropped here, counted
+                self.counters["dropped_at_client"] += 1
+                return None
         self.counters["published"] += 1
         return seq
 
@@ -379,7 +399,7 @@ class RobotClient:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        for sock in (self._req, self._pub):
+        for sock in (self._req, self._push):
             if sock is not None:
                 sock.close(linger=0)
         self._ctx.term()

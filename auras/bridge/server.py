@@ -3,8 +3,9 @@
 Three sockets, all bound by the server (loopback unless told otherwise):
 
 - service ROUTER at the bind address: ``hello``, ``reset``, ``configure``, ``health``, ``stats``, ``bye``;
-- observation SUB (service port + 1): robots publish ``camera/<name>``, ``joint_states`` and
-  ``extras/<name>`` frames tagged with their session;
+- observation PULL (service port + 1): robots push ``camera/<name>``, ``joint_states`` and
+  ``extras/<name>`` frames tagged with their session (PUSH, not PUB: nothing is lost while a robot's
+  connection comes up, robots are served fairly, and a robot sees its own overload as a failed send);
 - action PUB (service port + 2): ``action/<session>`` per action, ``status/<session>`` and ``status``
   once a second.
 
@@ -103,15 +104,20 @@ class Session:
     pending: dict[int, dict[str, Any]] = field(default_factory=dict)
     stamps: dict[int, float] = field(default_factory=dict)  # seq -> robot capture stamp (of submitted seqs)
     last_submitted: int = -1
+    max_seen: int = -1  # highest seq any message carried: gaps below it were lost in transport
     publisher: threading.Thread | None = None
     state: str = "serving"
     counters: collections.Counter = field(default_factory=collections.Counter)
 
     def stats(self) -> dict[str, Any]:
+        """Counters. Every seq from the first seen to ``max_seen`` is exactly one of submitted,
+        dropped_incomplete, lost (never arrived) or pending; every submitted one is an action,
+        superseded (a newer observation replaced it before the agent took it) or in the agent."""
         c = dict(self.counters)
         if self.stream is not None:
             c["superseded"] = self.counters["superseded"] + self.stream.dropped
-        return {"session": self.id, "robot": self.robot, "state": self.state, "counters": c}
+        c["pending"] = len(self.pending)
+        return {"session": self.id, "robot": self.robot, "state": self.state, "max_seen": self.max_seen, "counters": c}
 
 
 class BridgeServer:
@@ -154,8 +160,7 @@ class BridgeServer:
         self.counters: collections.Counter = collections.Counter()
         self.started = time.monotonic()
         self._router = self._socket(zmq.ROUTER, bind)
-        self._sub = self._socket(zmq.SUB, self.obs_endpoint)
-        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._pull = self._socket(zmq.PULL, self.obs_endpoint)
         self._pub = self._socket(zmq.PUB, self.action_endpoint)
 
     def _socket(self, kind: int, endpoint: str) -> zmq.Socket:
@@ -195,7 +200,7 @@ class BridgeServer:
         """The server loop: services, observations, status and session expiry, until :meth:`close`."""
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
-        poller.register(self._sub, zmq.POLLIN)
+        poller.register(self._pull, zmq.POLLIN)
         next_status = time.monotonic()
         self._loop_thread = threading.current_thread()
         while not self._stop.is_set():
@@ -208,8 +213,8 @@ class BridgeServer:
                 raise
             if self._router in ready:
                 self._drain(self._router, self._on_request)
-            if self._sub in ready:
-                self._drain(self._sub, self._on_data)
+            if self._pull in ready:
+                self._drain(self._pull, self._on_data)
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + STATUS_PERIOD_S
@@ -240,7 +245,7 @@ class BridgeServer:
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
-        for name in ("_router", "_sub", "_pub"):
+        for name in ("_router", "_pull", "_pub"):
             sock = getattr(self, name, None)
             if sock is not None:
                 sock.close(linger=0)
@@ -379,7 +384,7 @@ class BridgeServer:
         self._stop_stream(session)
         session.agent.reset()
         session.pending.clear()
-        session.last_submitted = -1
+        session.last_submitted = session.max_seen = -1
         session.state = "serving"
         self._open_stream(session)
         return {"session": session.id}
@@ -395,7 +400,10 @@ class BridgeServer:
     def _health(self, request: dict[str, Any]) -> dict[str, Any]:
         reply: dict[str, Any] = {"status": "serving", "uptime_s": time.monotonic() - self.started}
         if "session" in request:
-            reply["session_state"] = self._session(request).state  # also the heartbeat
+            session = self._session(request)  # also the heartbeat
+            reply["session_state"] = session.state
+            if request.get("echo"):  # lets a client check that its action subscription is live
+                self._publish_event(session, {"event": "echo", "id": request.get("id")})
         with self._lock:
             reply["sessions"] = len(self._sessions)
         return reply
@@ -460,8 +468,12 @@ class BridgeServer:
             raise ProtocolError(
                 "unknown_topic", f"topic {topic!r:.60}: expected camera/<name>, joint_states or extras/<name>"
             )
-        if seq <= session.last_submitted:
-            session.counters["late_or_duplicate"] += 1
+        if seq > session.max_seen:  # the first message of a new seq; seqs skipped never arrived at all
+            session.counters["lost"] += max(0, seq - session.max_seen - 1) if session.max_seen >= 0 else 0
+            session.max_seen = seq
+        elif seq <= session.last_submitted:
+            if seq not in session.pending:
+                session.counters["late_messages"] += 1  # a part of a seq already submitted or given up
             return
         slot = session.pending.setdefault(seq, {"images": {}, "extras": {}, "state": None, "stamp": frame.stamp})
         kind, name, array = part

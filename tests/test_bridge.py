@@ -1,0 +1,343 @@
+"""The bridge live: server + clients over real ZeroMQ sockets (fake agents unless marked mujoco)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from auras.agent import AurasAgent
+from auras.bridge.client import RobotClient, ServiceError
+from auras.bridge.protocol import ERROR_CODES, decode_map, encode_map
+from auras.bridge.server import BridgeServer, CurveKeys
+from auras.config import load_config
+from auras.policies.base import Policy
+from tests.fakes import FakeGeneration, FakePerception
+
+IMAGE = np.zeros((84, 84, 3), np.uint8)
+
+
+def _free_port() -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < 65000:  # the server also takes port + 1 and port + 2
+            return port
+
+
+def _fake_agent(delay_s: float = 0.0) -> AurasAgent:
+    """action = state + observation seq / 1000: every action traces to the observation it answers."""
+    policy = Policy("fake", FakePerception(image_size=84), FakeGeneration(delay_s))
+    return AurasAgent(load_config(), policy=policy)
+
+
+@pytest.fixture
+def server():
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    with BridgeServer(bind=address, agent_factory=_fake_agent, session_timeout_s=5.0).start() as srv:
+        yield srv
+
+
+def _client(server, **kwargs) -> RobotClient:
+    kwargs.setdefault("instruction", "push the puck")
+    return RobotClient(server.bind, cameras={"front": (84, 84)}, state_dim=4, **kwargs)
+
+
+def _wait_action(client: RobotClient, seq: int, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        action = client.latest_action()
+        if action is not None and action.seq >= seq:
+            return action
+        time.sleep(0.002)
+    raise AssertionError(f"no action for seq {seq} within {timeout} s; counters {dict(client.counters)}")
+
+
+def test_an_observation_comes_back_as_its_action_with_timings(server):
+    with _client(server) as robot:
+        state = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
+        seq = robot.publish({"front": IMAGE}, state)
+        action = _wait_action(robot, seq)
+        assert action.seq == seq and action.chunk.shape == (1, 4)
+        np.testing.assert_allclose(action.chunk[0], state + seq / 1000, rtol=1e-6)
+        assert action.header["latency_ms"] >= 0 and "stages_ms" in action.header
+        assert robot.take_action() is action and robot.take_action() is None  # handed out once
+
+
+def test_an_expired_action_is_never_handed_out(server):
+    with _client(server, ttl_s=0.2) as robot:
+        seq = robot.publish({"front": IMAGE}, np.zeros(4, np.float32), stamp=time.time() - 10.0)  # captured 10 s ago
+        time.sleep(0.3)
+        assert robot.latest_action() is None and robot.take_action() is None
+        assert robot.counters["expired"] >= 1 and robot.counters["actions"] >= 1
+        fresh = robot.publish({"front": IMAGE}, np.zeros(4, np.float32))
+        assert _wait_action(robot, fresh).seq > seq
+
+
+def test_two_robots_have_separate_sessions_and_a_reset_touches_only_its_own(server):
+    with _client(server, robot="a") as a, _client(server, robot="b") as b:
+        assert a.session != b.session
+        for _ in range(5):
+            a.publish({"front": IMAGE}, np.full(4, 1.0, np.float32))
+            b.publish({"front": IMAGE}, np.full(4, 2.0, np.float32))
+            time.sleep(0.01)
+        action_a, action_b = _wait_action(a, 4), _wait_action(b, 4)
+        assert np.all(np.floor(action_a.chunk) == 1.0) and np.all(np.floor(action_b.chunk) == 2.0)
+        b_submitted = b.stats()["counters"]["submitted"]
+        a.reset()
+        seq = b.publish({"front": IMAGE}, np.full(4, 2.0, np.float32))
+        assert _wait_action(b, seq).seq == seq  # b keeps being served, its session untouched
+        assert b.stats()["counters"]["submitted"] == b_submitted + 1
+        assert a.stats()["state"] == "serving"
+
+
+def test_accounting_every_observation_is_used_or_counted_as_dropped(server):
+    with _client(server) as robot:
+        for _ in range(200):
+            robot.publish({"front": IMAGE}, np.zeros(4, np.float32))
+        time.sleep(0.5)
+        stats = robot.stats()
+    c = stats["counters"]
+    unseen_tail = 199 - stats["max_seen"]  # published after the last one that arrived (none, on loopback)
+    assert c["submitted"] + c.get("dropped_incomplete", 0) + c.get("lost", 0) + c["pending"] + unseen_tail == 200
+    assert c["actions"] + c["superseded"] == c["submitted"]
+
+
+def test_service_errors_carry_a_code_and_a_message(server):
+    with _client(server) as robot:
+        with pytest.raises(ServiceError) as err:
+            robot.request("fly")
+        assert err.value.code == "unknown_op"
+        with pytest.raises(ServiceError) as err:
+            robot.request("stats", session="nope")
+        assert err.value.code == "unknown_session"
+        with pytest.raises(ServiceError) as err:
+            robot.request("hello", versions=[99], robot="x", cameras={"front": [84, 84]}, state_dim=4, instruction="x")
+        assert err.value.code == "bad_version"
+        with pytest.raises(ServiceError) as err:
+            robot.request("hello", versions=[1], robot="x", cameras={"front": [64, 64]}, state_dim=4, instruction="x")
+        assert err.value.code == "bad_shape" and "[84, 84]" in err.value.message
+        assert robot.health()["status"] == "serving"
+
+
+def test_a_bad_observation_gets_an_error_event_and_the_session_keeps_serving(server):
+    with _client(server) as robot:
+        robot.publish({"front": IMAGE}, np.array([0, np.nan, 0, 0], np.float32))
+        robot.publish({"front": np.zeros((84, 84), np.uint8)}, np.zeros(4, np.float32))
+        seq = robot.publish({"front": IMAGE}, np.zeros(4, np.float32))
+        assert _wait_action(robot, seq).seq == seq
+        time.sleep(0.1)
+        codes = [e["code"] for e in robot.events if e.get("event") == "error"]
+        assert "bad_shape" in codes
+        assert robot.stats()["counters"]["error_bad_shape"] >= 2
+
+
+@pytest.fixture(scope="module")
+def fuzz_target():
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    srv = BridgeServer(bind=address, agent_factory=_fake_agent).start()
+    ctx = zmq.Context()
+    req = ctx.socket(zmq.REQ)
+    req.connect(address)
+    pub = ctx.socket(zmq.PUSH)  # what a robot's observation socket is
+    pub.connect(srv.obs_endpoint)
+    yield srv, req, pub
+    req.close(0)
+    pub.close(0)
+    ctx.term()
+    srv.close()
+
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(), st.text(max_size=20),
+                    st.binary(max_size=20), st.lists(st.integers(-5, 100), max_size=6))  # fmt: skip
+_requests = st.dictionaries(
+    st.sampled_from(["v", "op", "session", "versions", "cameras", "state_dim", "instruction", "robot", "id"]),
+    st.one_of(_values, st.sampled_from(["hello", "reset", "configure", "health", "stats", "bye"])),
+    max_size=8,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(request=st.one_of(_requests.map(encode_map), st.binary(max_size=200)))
+def test_fuzzed_service_requests_each_get_an_answer(fuzz_target, request):
+    _, req, _ = fuzz_target
+    req.send(request)
+    assert req.poll(5000), "the server stopped answering"
+    reply = decode_map(req.recv())
+    assert reply["ok"] or reply["error"]["code"] in ERROR_CODES
+    if reply["ok"] and "session" in reply and reply.get("schema"):  # a fuzzed hello that was valid: close it
+        req.send(encode_map({"v": 1, "op": "bye", "session": reply["session"]}))
+        assert req.poll(5000)
+        req.recv()
+
+
+_frames = st.lists(st.binary(max_size=300), min_size=0, max_size=5)
+_headers = st.dictionaries(st.sampled_from(["v", "seq", "stamp", "session", "arrays"]), _values, max_size=5)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    parts=st.one_of(
+        _frames,
+        st.tuples(st.sampled_from([b"camera/front", b"joint_states", b"x"]), _headers.map(encode_map), _frames).map(
+            lambda t: [t[0], t[1], *t[2]]
+        ),
+    )
+)
+def test_fuzzed_data_frames_never_stop_the_server(fuzz_target, parts):
+    srv, req, pub = fuzz_target
+    if parts:
+        pub.send_multipart(parts)
+    req.send(encode_map({"v": 1, "op": "health"}))
+    assert req.poll(5000), "the server stopped answering after a hostile frame"
+    assert decode_map(req.recv())["ok"]
+    assert srv._thread.is_alive() and srv.counters["internal_errors"] == 0
+
+
+def test_hostile_frames_do_not_disturb_a_well_behaved_robot(fuzz_target):
+    srv, _, pub = fuzz_target
+    with RobotClient(srv.bind, cameras={"front": (84, 84)}, state_dim=4, instruction="x") as robot:
+        seq = None
+        for i in range(50):
+            pub.send_multipart([b"camera/front", encode_map({"v": 1, "seq": i, "stamp": 0.0, "session": robot.session,
+                                                             "arrays": [{"dtype": "uint8", "shape": [84, 84, 3],
+                                                                         "encoding": "raw"}]}), b"short"])  # fmt: skip
+            pub.send_multipart([b"joint_states", b"\xc1"])
+            seq = robot.publish({"front": IMAGE}, np.zeros(4, np.float32)) or seq
+            time.sleep(0.002)
+        assert _wait_action(robot, seq).seq == seq
+    assert srv.counters["error_bad_shape"] >= 50 and srv.counters["error_bad_message"] >= 50
+
+
+def test_oversized_messages_are_refused(server):
+    small = BridgeServer(bind=f"tcp://127.0.0.1:{_free_port()}", agent_factory=_fake_agent, max_message_bytes=10_000)
+    with small.start(), _client(small) as robot:
+        robot.publish({"front": IMAGE}, np.zeros(4, np.float32))  # 21 KB image: dropped by ZMQ_MAXMSGSIZE
+        time.sleep(0.2)
+        assert robot.stats()["counters"].get("submitted", 0) == 0
+        robot.encoding = "png"  # a compressed black frame fits
+        seq = robot.publish({"front": IMAGE}, np.zeros(4, np.float32))
+        assert _wait_action(robot, seq).seq == seq
+
+
+def test_the_client_says_hello_again_after_a_server_restart():
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    first = BridgeServer(bind=address, agent_factory=_fake_agent).start()
+    robot = RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="x", heartbeat_s=0.1,
+                        timeout_s=0.3)  # fmt: skip
+    try:
+        old = robot.session
+        _wait_action(robot, robot.publish({"front": IMAGE}, np.zeros(4, np.float32)))
+        first.close()
+        time.sleep(0.5)
+        second = BridgeServer(bind=address, agent_factory=_fake_agent).start()
+        try:
+            deadline = time.monotonic() + 10
+            while (robot.session in (None, old)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert robot.session not in (None, old), f"no new session; counters {dict(robot.counters)}"
+            for _ in range(100):  # the data sockets reconnect on their own; keep publishing until served
+                seq = robot.publish({"front": IMAGE}, np.zeros(4, np.float32))
+                time.sleep(0.02)
+                if robot.latest_action() is not None:
+                    break
+            assert robot.latest_action() is not None and robot.counters["session_lost"] + robot.counters[
+                "reconnect_attempts"] >= 1  # fmt: skip
+            del seq
+        finally:
+            second.close()
+    finally:
+        robot.close()
+
+
+def test_curve_encryption_admits_authorized_robots_only(tmp_path):
+    import zmq.auth
+
+    server_public, server_secret = zmq.auth.create_certificates(str(tmp_path), "server")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    client_public, client_secret = zmq.auth.create_certificates(str(tmp_path), "client")
+    os.replace(client_public, allowed / "client.key")
+    keys = CurveKeys.load(server_secret, allowed)
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    with BridgeServer(bind=address, agent_factory=_fake_agent, curve=keys).start():
+        server_key = zmq.auth.load_certificate(server_public)[0]
+        client_keys = zmq.auth.load_certificate(client_secret)
+        with RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="x",
+                         server_public_key=server_key, client_keys=client_keys) as robot:  # fmt: skip
+            assert _wait_action(robot, robot.publish({"front": IMAGE}, np.zeros(4, np.float32)))
+        stranger = RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="x",
+                               server_public_key=server_key, connect=False, timeout_s=0.5)  # fmt: skip
+        stranger.hello_timeout_s = 0.5
+        with pytest.raises(TimeoutError):
+            stranger.hello()
+        stranger.close()
+        plain = RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="x", connect=False,
+                            timeout_s=0.5)  # fmt: skip
+        plain.hello_timeout_s = 0.5
+        with pytest.raises(TimeoutError):
+            plain.hello()
+        plain.close()
+
+
+BLOCKER = textwrap.dedent(
+    """
+    import sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "ray", "mujoco", "transformers", "diffusers", "cv2", "gymnasium"):
+                raise ImportError(f"{name} is not installed on this robot")
+    sys.meta_path.insert(0, Block())
+    import numpy as np
+    from auras.bridge.client import RobotClient
+    robot = RobotClient(sys.argv[1], cameras={"front": (84, 84)}, state_dim=4, instruction="x")
+    seq = robot.publish({"front": np.zeros((84, 84, 3), np.uint8)}, np.zeros(4, np.float32))
+    import time
+    deadline = time.time() + 10
+    while robot.latest_action() is None and time.time() < deadline:
+        time.sleep(0.01)
+    print("ACTION", robot.latest_action().seq, sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "ray")))
+    robot.close()
+    """
+)
+
+
+def test_the_robot_client_runs_without_torch_ray_or_opencv(server):
+    out = subprocess.run([sys.executable, "-c", BLOCKER, server.bind], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "ACTION 0 []" in out.stdout
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    env = dict(os.environ, MUJOCO_GL="egl")
+    return subprocess.Popen([sys.executable, "-m", "auras.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+@pytest.mark.mujoco
+def test_robot_sim_and_serve_as_separate_processes_complete_push_episodes(tmp_path):
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    server = _start(["serve", "--bind", address, "--policy", "expert"])
+    try:
+        sim = _start(["robot-sim", "--connect", address, "-t", "push-v3", "-n", "2", "--privileged",
+                      "--camera-hz", "80", "--json", str(tmp_path / "sim.json")])  # fmt: skip
+        output, _ = sim.communicate(timeout=120)
+        assert sim.returncode == 0, output
+        import json
+
+        report = json.loads((tmp_path / "sim.json").read_text())
+        assert [e["success"] for e in report["episodes"]] == [True, True], output
+        assert all(e["actions_applied"] > 5 for e in report["episodes"])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
