@@ -389,7 +389,8 @@ def robot_sim(
         keys = _curve_client_keys(server_key, client_key)
         environment = make_env(task)
         client = RobotClient(connect, cameras={"front": (environment.image_size, environment.image_size)},
-                             state_dim=4, instruction=environment.instruction, robot=f"robot-sim/{task}",
+                             state_dim=4, instruction=environment.instruction, robot=f"robot-sim-{task}"[:64],
+                             extras=("privileged_state",) if privileged else (),
                              ttl_s=ttl_ms / 1e3, encoding=encoding, **keys)  # fmt: skip
     except (AurasError, TimeoutError) as exc:
         _fail(exc)

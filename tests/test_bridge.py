@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from auras.agent import AurasAgent
 from auras.bridge.client import RobotClient, ServiceError
-from auras.bridge.protocol import ERROR_CODES, decode_map, encode_map
+from auras.bridge.protocol import ERROR_CODES, decode_map, encode_frame, encode_map
 from auras.bridge.server import BridgeServer, CurveKeys
 from auras.config import load_config
 from auras.policies.base import Policy
@@ -113,6 +113,31 @@ def test_accounting_every_observation_is_used_or_counted_as_dropped(server):
     assert c["actions"] + c["superseded"] == c["submitted"]
 
 
+def test_observations_sent_before_a_reset_never_reach_the_new_episode(server):
+    with _client(server) as robot:
+        old = robot.publish({"front": IMAGE}, np.zeros(4, np.float32))
+        _wait_action(robot, old)
+        robot.reset()
+        assert robot.latest_action() is None
+        # a straggler from before the reset, as if it had been stuck in a queue
+        robot._push.send_multipart(encode_frame("joint_states", [np.zeros(4, np.float32)], seq=old, stamp=time.time(),
+                                                session=robot.session))  # fmt: skip
+        time.sleep(0.1)
+        assert robot.stats()["counters"]["before_reset"] == 1
+        fresh = robot.publish({"front": IMAGE}, np.zeros(4, np.float32))
+        assert _wait_action(robot, fresh).seq == fresh
+
+
+def test_a_policy_needing_simulator_state_refuses_a_robot_that_cannot_send_it():
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    with BridgeServer(load_config(overrides=["env.task=push-v3"]), address).start():  # the privileged expert
+        with pytest.raises(ServiceError, match="needs extras \\['privileged_state'\\]"):
+            RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="x")
+        with RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="x",
+                         extras=("privileged_state",)) as robot:  # fmt: skip
+            assert robot.connected
+
+
 def test_service_errors_carry_a_code_and_a_message(server):
     with _client(server) as robot:
         with pytest.raises(ServiceError) as err:
@@ -174,7 +199,7 @@ def test_fuzzed_service_requests_each_get_an_answer(fuzz_target, request):
     req.send(request)
     assert req.poll(5000), "the server stopped answering"
     reply = decode_map(req.recv())
-    assert reply["ok"] or reply["error"]["code"] in ERROR_CODES
+    assert reply["ok"] or reply["error"]["code"] in set(ERROR_CODES) - {"internal"}, reply  # every case named
     if reply["ok"] and "session" in reply and reply.get("schema"):  # a fuzzed hello that was valid: close it
         req.send(encode_map({"v": 1, "op": "bye", "session": reply["session"]}))
         assert req.poll(5000)

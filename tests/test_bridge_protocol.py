@@ -127,7 +127,7 @@ def test_malformed_frames_get_the_right_error_code(parts, code):
 def test_declared_image_size_must_match_the_decoded_one():
     png = encode_frame("c", [np.zeros((8, 8, 3), np.uint8)], seq=0, stamp=0, encoding="png")
     header = _header(arrays=[{"dtype": "uint8", "shape": [16, 16, 3], "encoding": "png"}])
-    with pytest.raises(ProtocolError, match="decodes to"):
+    with pytest.raises(ProtocolError, match=r"png header says \(8, 8\), descriptor declares \[16, 16\]"):
         decode_frame([png[0], header, png[2]])
 
 
@@ -163,3 +163,14 @@ def test_random_bytes_never_escape_as_anything_but_protocol_errors(parts):
         decode_frame(parts)
     except ProtocolError as exc:
         assert exc.code in ERROR_CODES
+
+
+@pytest.mark.parametrize("encoding", ["png", "jpeg"])
+def test_an_image_that_claims_a_different_size_is_refused_before_decoding(encoding):
+    """A decompression bomb: a small file whose own header declares a huge image."""
+    big = encode_frame("c", [np.zeros((512, 512, 3), np.uint8)], seq=0, stamp=0, encoding=encoding)
+    header = msgpack.packb({"v": 1, "seq": 0, "stamp": 0.0,
+                            "arrays": [{"dtype": "uint8", "shape": [84, 84, 3], "encoding": encoding}]})  # fmt: skip
+    with pytest.raises(ProtocolError, match="header says \\(512, 512\\)") as err:
+        decode_frame([big[0], header, big[2]])
+    assert err.value.code == "bad_encoding"

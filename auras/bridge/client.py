@@ -80,6 +80,7 @@ class RobotClient:
         state_dim: int = 4,
         instruction: str = "do the task",
         robot: str = "robot",
+        extras: tuple[str, ...] = (),
         ttl_s: float = 0.25,
         encoding: str = "raw",
         timeout_s: float = 2.0,
@@ -92,9 +93,11 @@ class RobotClient:
     ) -> None:
         self.server = server
         self.cameras = {k: tuple(v) for k, v in dict(cameras).items()}
-        self.state_dim, self.instruction, self.robot = state_dim, instruction, robot
+        self.state_dim, self.instruction, self.robot, self.extras = state_dim, instruction, robot, tuple(extras)
         self.ttl_s, self.encoding, self.timeout_s, self.heartbeat_s = ttl_s, encoding, timeout_s, heartbeat_s
         self.on_action, self.on_status = on_action, on_status
+        self.reachable = True
+        self.server_state = "serving"  # the session's state on the server, from heartbeats
         self.hello_timeout_s = 30.0  # hello and reset build or reset an agent on the server: allow longer
         self._curve = (server_public_key, client_keys or zmq.curve_keypair()) if server_public_key else None
         self._ctx = zmq.Context()
@@ -162,12 +165,12 @@ class RobotClient:
         """Open a session (schema negotiation); (re)connects the data sockets to what the server says."""
         reply = self.request(
             "hello", timeout_s=max(self.timeout_s, self.hello_timeout_s), versions=list(SUPPORTED_VERSIONS),
-            robot=self.robot, state_dim=self.state_dim,
+            robot=self.robot, state_dim=self.state_dim, extras=list(self.extras),
             cameras={k: list(v) for k, v in self.cameras.items()}, instruction=self.instruction,
         )  # fmt: skip
         with self._state_lock:
             self.session, self.server_info = reply["session"], reply
-            endpoints = (reply["publish_to"], reply["subscribe_to"])
+            endpoints = (self._reachable(reply["publish_to"]), self._reachable(reply["subscribe_to"]))
             if endpoints != self._endpoints:
                 with self._push_lock:
                     if self._push is not None:
@@ -182,12 +185,22 @@ class RobotClient:
         self.counters["hellos"] += 1
         return reply
 
+    def _reachable(self, endpoint: str) -> str:
+        """The server's data endpoint as this robot reaches it: tcp ports from the reply, host from the
+        address we used (a server bound to 0.0.0.0 or * cannot tell us its own address)."""
+        if endpoint.startswith("tcp://") and self.server.startswith("tcp://"):
+            host = self.server[len("tcp://") :].rpartition(":")[0]
+            return f"tcp://{host}:{endpoint.rpartition(':')[2]}"
+        return endpoint
+
     def reset(self) -> dict[str, Any]:
         """Start a new episode on the server (drops in-flight work); forgets held actions."""
-        reply = self.request("reset", timeout_s=max(self.timeout_s, self.hello_timeout_s))
+        with self._state_lock:
+            from_seq = self._next_seq  # the server ignores anything older still in flight
+        reply = self.request("reset", timeout_s=max(self.timeout_s, self.hello_timeout_s), from_seq=from_seq)
         with self._state_lock:
             self._latest, self._taken_seq = None, -1
-            self._min_action_seq = self._next_seq
+            self._min_action_seq = from_seq
         return reply
 
     def configure(self, **fields: Any) -> dict[str, Any]:
@@ -204,18 +217,10 @@ class RobotClient:
 
     # -- connection ---------------------------------------------------------------------------------
     def connect(self) -> RobotClient:
-        """Say hello (retrying with backoff until ``timeout_s`` x 3) and start the receiver thread."""
-        deadline = time.monotonic() + 3 * self.timeout_s
-        delay = 0.05
-        while True:
-            try:
-                self.hello()
-                break
-            except TimeoutError:
-                if time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(2 * delay, 1.0)
+        """Say hello and start the receiver thread. The hello waits up to ``hello_timeout_s`` (30 s): a
+        server that starts meanwhile still gets it (ZeroMQ queues it until the connection exists), and
+        building the agent may take seconds. Raises TimeoutError or ServiceError."""
+        self.hello()
         self._thread = threading.Thread(target=self._run, name="auras-robot-client", daemon=True)
         self._thread.start()
         self._wait_subscribed(deadline=time.monotonic() + self.timeout_s)
@@ -236,7 +241,8 @@ class RobotClient:
 
     @property
     def connected(self) -> bool:
-        return self.session is not None
+        """A session exists and the last heartbeat was answered."""
+        return self.session is not None and self.reachable
 
     def _run(self) -> None:
         self._sub = self._socket(zmq.SUB)
@@ -256,23 +262,37 @@ class RobotClient:
             try:
                 if self.session is None:
                     self.hello()
-                    backoff = 0.1
                 else:
-                    self.request("health")
+                    self._beat(self.request("health"))
+                self.reachable, backoff = True, 0.1
                 next_beat = now + self.heartbeat_s
+                continue
             except ServiceError as exc:
-                if exc.code == "unknown_session":  # the server restarted or expired us: hello again
+                self.reachable = True
+                if exc.code == "unknown_session":  # the server restarted or expired us: hello again now
                     self.counters["session_lost"] += 1
                     with self._state_lock:
                         self.session = None
-                next_beat = now
-            except (TimeoutError, zmq.ZMQError):
+                    next_beat = now
+                    continue
+                self.counters[f"heartbeat_error_{exc.code}"] += 1
+            except (TimeoutError, zmq.ZMQError):  # server away: keep the session, retry with backoff
+                self.reachable = False
                 self.counters["reconnect_attempts"] += 1
-                with self._state_lock:
-                    self.session = None
-                next_beat = now + backoff
-                backoff = min(2 * backoff, 2.0)
+            next_beat = now + backoff
+            backoff = min(2 * backoff, 2.0)
         self._sub.close(linger=0)
+
+    def _beat(self, reply: dict[str, Any]) -> None:
+        state = reply.get("session_state", "serving")
+        if state != self.server_state:
+            self.server_state = state
+            if state == "failed":  # the agent failed on the server: the robot must reset (or give up)
+                self.counters["agent_failed"] += 1
+                event = {"event": "session_state", "state": state}
+                self.events.append(event)
+                if self.on_status is not None:
+                    self.on_status(event)
 
     def _subscribe(self, old: tuple[str, ...]) -> tuple[str, ...]:
         if self._endpoints is not None and getattr(self, "_sub_endpoint", None) != self._endpoints[1]:

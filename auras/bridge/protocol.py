@@ -9,7 +9,8 @@ Data messages are ZeroMQ multipart frames::
 The header carries ``v`` (schema version), ``seq`` (the robot's sequence number), ``stamp`` (capture
 time, seconds on the robot's clock), ``session`` and ``arrays``: one descriptor per buffer,
 ``{"dtype", "shape", "encoding"}``. Service requests and replies are single msgpack maps.
-Nothing is ever pickled. Every decode checks sizes before it allocates.
+Nothing is ever pickled. Every decode checks sizes before it allocates (for JPEG/PNG: the image
+size in the file's own header, before decoding it).
 """
 
 from __future__ import annotations
@@ -170,6 +171,9 @@ def _decode_array(desc: Any, buffer: Any) -> np.ndarray:
         return np.frombuffer(view, dtype=dtype).reshape(shape)
     if dtype != "uint8" or not (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3))):
         raise ProtocolError("bad_encoding", f"{encoding} carries uint8 (H, W[, 3]) images, declared {dtype} {shape}")
+    dims = _image_dims(bytes(view[:65536]), encoding)  # before decoding: a tiny file may claim a huge image
+    if dims != (shape[0], shape[1]):
+        raise ProtocolError("bad_encoding", f"{encoding} header says {dims}, descriptor declares {shape[:2]}")
     import cv2
 
     flags = cv2.IMREAD_COLOR if len(shape) == 3 and shape[2] == 3 else cv2.IMREAD_GRAYSCALE
@@ -182,6 +186,23 @@ def _decode_array(desc: Any, buffer: Any) -> np.ndarray:
     if list(image.shape) != shape:
         raise ProtocolError("bad_shape", f"{encoding} image decodes to {list(image.shape)}, header declares {shape}")
     return image
+
+
+def _image_dims(head: bytes, encoding: str) -> tuple[int, int] | None:
+    """(height, width) from a PNG IHDR or a JPEG SOF marker, without decoding; None if not found."""
+    if encoding == "png":
+        if len(head) >= 24 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+            return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+        return None
+    i = 2 if head[:2] == b"\xff\xd8" else len(head)
+    while i + 9 <= len(head):
+        if head[i] != 0xFF:
+            return None
+        marker, length = head[i + 1], int.from_bytes(head[i + 2 : i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            return int.from_bytes(head[i + 5 : i + 7], "big"), int.from_bytes(head[i + 7 : i + 9], "big")
+        i += 2 + length
+    return None
 
 
 # -- frames ---------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import collections
 import itertools
 import logging
 import queue
+import re
 import secrets
 import threading
 import time
@@ -105,7 +106,10 @@ class Session:
     stamps: dict[int, float] = field(default_factory=dict)  # seq -> robot capture stamp (of submitted seqs)
     last_submitted: int = -1
     max_seen: int = -1  # highest seq any message carried: gaps below it were lost in transport
+    needed_cameras: tuple[str, ...] = ()  # the policy's cameras; other declared ones are accepted, unused
     publisher: threading.Thread | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)  # serializes reset/bye against submits
+    min_seq: int = 0  # observations older than the last reset are not part of this episode
     state: str = "serving"
     counters: collections.Counter = field(default_factory=collections.Counter)
 
@@ -157,6 +161,7 @@ class BridgeServer:
         self._thread: threading.Thread | None = None
         self._loop_thread: threading.Thread | None = None
         self._replies: queue.Queue[list[bytes]] = queue.Queue()
+        self._status_seq = itertools.count()
         self.counters: collections.Counter = collections.Counter()
         self.started = time.monotonic()
         self._router = self._socket(zmq.ROUTER, bind)
@@ -301,10 +306,11 @@ class BridgeServer:
             self._router.send_multipart(message)
 
     def _serve(self, request: dict[str, Any]) -> dict[str, Any]:
-        version = request.get("v")
-        if version not in SUPPORTED_VERSIONS and request.get("op") != "hello":
+        version, op = request.get("v"), request.get("op")
+        if not isinstance(op, str):
+            raise ProtocolError("unknown_op", f"op: expected a string, got {op!r:.40}")
+        if op != "hello" and not _is_version(version):
             raise ProtocolError("bad_version", f"schema version {version!r:.20} not supported: {SUPPORTED_VERSIONS}")
-        op = request.get("op")
         handler = {
             "hello": self._hello, "reset": self._reset, "configure": self._configure,
             "health": self._health, "stats": self._stats, "bye": self._bye,
@@ -325,7 +331,9 @@ class BridgeServer:
 
     def _hello(self, request: dict[str, Any]) -> dict[str, Any]:
         offered = request.get("versions", [request.get("v")])
-        common = sorted(set(SUPPORTED_VERSIONS) & set(v for v in offered if isinstance(v, int)))
+        if not isinstance(offered, list):
+            raise ProtocolError("bad_request", f"versions: expected a list of ints, got {offered!r:.40}")
+        common = sorted(set(SUPPORTED_VERSIONS) & {v for v in offered if _is_version(v)})
         if not common:
             raise ProtocolError("bad_version", f"client speaks {offered!r:.40}, server speaks {SUPPORTED_VERSIONS}")
         robot = request.get("robot", "robot")
@@ -337,15 +345,24 @@ class BridgeServer:
         if (
             not isinstance(cameras, dict)
             or not cameras
+            or len(cameras) > 8
             or not all(
                 isinstance(k, str)
+                and _NAME.fullmatch(k)
                 and isinstance(v, list)
                 and len(v) == 2
                 and all(isinstance(d, int) and 0 < d <= 4096 for d in v)
                 for k, v in cameras.items()
             )
         ):
-            raise ProtocolError("bad_request", f"cameras: expected {{name: [height, width]}}, got {cameras!r:.80}")
+            raise ProtocolError(
+                "bad_request",
+                f"cameras: expected up to 8 {{name: [height, width]}} (names [A-Za-z0-9_-], 1-32 "
+                f"characters), got {cameras!r:.80}",
+            )
+        extras = request.get("extras", [])
+        if not isinstance(extras, list) or not all(isinstance(e, str) and _NAME.fullmatch(e) for e in extras):
+            raise ProtocolError("bad_request", f"extras: expected a list of names, got {extras!r:.60}")
         if isinstance(state_dim, bool) or not isinstance(state_dim, int) or not 0 < state_dim <= 1024:
             raise ProtocolError("bad_request", f"state_dim: expected an int in 1..1024, got {state_dim!r:.20}")
         if not isinstance(instruction, str) or not instruction.strip() or len(instruction) > 256:
@@ -364,9 +381,14 @@ class BridgeServer:
         if state_dim != spec.state_dim:
             agent.close()
             raise ProtocolError("bad_shape", f"the policy needs state_dim {spec.state_dim}, robot declares {state_dim}")
+        missing = sorted(set(spec.extras) - set(extras))
+        if missing:
+            agent.close()
+            raise ProtocolError("bad_request", f"the policy needs extras {missing} (e.g. simulator state); the "
+                                f"robot declares {extras}")  # fmt: skip
         session = Session(
-            id=secrets.token_hex(4), robot=robot, cameras={k: tuple(v) for k, v in cameras.items()},
-            state_dim=state_dim, instruction=instruction, agent=agent,
+            id=secrets.token_hex(8), robot=robot, cameras={k: tuple(v) for k, v in cameras.items()},
+            state_dim=state_dim, instruction=instruction, agent=agent, needed_cameras=tuple(spec.cameras),
         )  # fmt: skip
         self._open_stream(session)
         with self._lock:
@@ -381,16 +403,25 @@ class BridgeServer:
 
     def _reset(self, request: dict[str, Any]) -> dict[str, Any]:
         session = self._session(request)
-        self._stop_stream(session)
-        session.agent.reset()
-        session.pending.clear()
-        session.last_submitted = session.max_seen = -1
-        session.state = "serving"
-        self._open_stream(session)
-        return {"session": session.id}
+        from_seq = request.get("from_seq", 0)
+        if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 0:
+            raise ProtocolError("bad_request", f"from_seq: expected an int >= 0, got {from_seq!r:.20}")
+        with session.lock:
+            self._stop_stream(session)
+            session.agent.reset()
+            session.counters["dropped_incomplete"] += len(session.pending)
+            session.pending.clear()
+            session.min_seq = from_seq
+            session.last_submitted = session.max_seen = from_seq - 1
+            session.state = "serving"
+            self._open_stream(session)
+        return {"session": session.id, "from_seq": from_seq}
 
     def _configure(self, request: dict[str, Any]) -> dict[str, Any]:
         session = self._session(request)
+        unknown = sorted(set(request) - {"v", "op", "id", "session", "instruction"})
+        if unknown:
+            raise ProtocolError("bad_request", f"configure: unknown settings {unknown}; known: instruction")
         instruction = request.get("instruction", session.instruction)
         if not isinstance(instruction, str) or not instruction.strip() or len(instruction) > 256:
             raise ProtocolError("bad_request", f"instruction: expected 1-256 characters, got {instruction!r:.60}")
@@ -412,14 +443,15 @@ class BridgeServer:
         if "session" in request:
             return self._session(request).stats()
         with self._lock:
-            sessions = [s.stats() for s in self._sessions.values()]
-        return {"server": dict(self.counters), "sessions": sessions}
+            sessions = [{k: v for k, v in s.stats().items() if k != "session"} for s in self._sessions.values()]
+        return {"server": dict(self.counters), "sessions": sessions}  # ids are capabilities: never listed
 
     def _bye(self, request: dict[str, Any]) -> dict[str, Any]:
         session = self._session(request)
         with self._lock:
             self._sessions.pop(session.id, None)
-        self._close_session(session)
+        with session.lock:
+            self._close_session(session)
         return {"session": session.id}
 
     # -- observations -------------------------------------------------------------------------------
@@ -438,9 +470,19 @@ class BridgeServer:
             self._accept(session, frame)
         except ProtocolError as exc:
             self.counters[f"error_{exc.code}"] += 1
+            session = session or self._session_named_in(parts)
             if session is not None:
                 session.counters[f"error_{exc.code}"] += 1
             self._publish_error(session, exc.code, exc.message, parts)
+
+    def _session_named_in(self, parts: list[Any]) -> Session | None:
+        """Best effort: the session a malformed message's header names, so its robot hears of the error."""
+        try:
+            sid = decode_map(bytes(parts[1])).get("session") if len(parts) > 1 else None
+        except ProtocolError:
+            return None
+        with self._lock:
+            return self._sessions.get(sid) if isinstance(sid, str) else None
 
     def _accept(self, session: Session, frame: Any) -> None:
         topic, seq = frame.topic, frame.seq
@@ -468,10 +510,13 @@ class BridgeServer:
             raise ProtocolError(
                 "unknown_topic", f"topic {topic!r:.60}: expected camera/<name>, joint_states or extras/<name>"
             )
+        if seq < session.min_seq:
+            session.counters["before_reset"] += 1  # sent before the robot's last reset: not this episode
+            return
         if seq > session.max_seen:  # the first message of a new seq; seqs skipped never arrived at all
             session.counters["lost"] += max(0, seq - session.max_seen - 1) if session.max_seen >= 0 else 0
             session.max_seen = seq
-        elif seq <= session.last_submitted:
+        elif seq <= session.last_submitted or seq not in session.pending:
             if seq not in session.pending:
                 session.counters["late_messages"] += 1  # a part of a seq already submitted or given up
             return
@@ -491,7 +536,9 @@ class BridgeServer:
         ):
             self._submit(session, seq, slot)
         while len(session.pending) > PENDING_SEQS:
-            session.pending.pop(min(session.pending))
+            evicted = min(session.pending)
+            session.pending.pop(evicted)
+            session.last_submitted = max(session.last_submitted, evicted)  # its late parts are refused too
             session.counters["dropped_incomplete"] += 1
 
     @staticmethod
@@ -512,20 +559,26 @@ class BridgeServer:
         session.pending.pop(seq, None)
         session.last_submitted = seq
         session.stamps[seq] = slot["stamp"]
-        while len(session.stamps) > 64:
+        while len(session.stamps) > 4096:
             session.stamps.pop(next(iter(session.stamps)))
-        try:
-            obs = Observation(
-                images=slot["images"], state=slot["state"], instruction=session.instruction, step_id=seq,
-                capture_time=time.monotonic(), extras=slot["extras"],
-            )  # fmt: skip
-            session.stream.submit(obs)
-            session.counters["submitted"] += 1
-        except InvalidInputError as exc:
-            raise ProtocolError("bad_shape", str(exc)) from None
-        except AurasError as exc:  # the stream closed after an agent failure
-            session.state = "failed"
-            raise ProtocolError("agent_error", str(exc)) from None
+        with session.lock:
+            if session.stream is None:
+                session.counters["rejected"] += 1
+                raise ProtocolError("agent_error", f"session {session.id} is between episodes (resetting)")
+            try:
+                obs = Observation(
+                    images=slot["images"], state=slot["state"], instruction=session.instruction, step_id=seq,
+                    capture_time=time.monotonic(), extras=slot["extras"],
+                )  # fmt: skip
+                session.stream.submit(obs)
+                session.counters["submitted"] += 1
+            except InvalidInputError as exc:
+                session.counters["rejected"] += 1
+                raise ProtocolError("bad_shape", str(exc)) from None
+            except AurasError as exc:  # the stream closed after an agent failure
+                session.counters["rejected"] += 1
+                session.state = "failed"
+                raise ProtocolError("agent_error", str(exc)) from None
 
     # -- publishing ---------------------------------------------------------------------------------
     def _open_stream(self, session: Session) -> None:
@@ -567,7 +620,7 @@ class BridgeServer:
 
     def _publish_event(self, session: Session | None, event: dict[str, Any]) -> None:
         topic = f"status/{session.id}" if session is not None else "status"
-        frames = encode_frame(topic, seq=next(_status_seq), stamp=time.monotonic(), **event)
+        frames = encode_frame(topic, seq=next(self._status_seq), stamp=time.monotonic(), **event)
         with self._lock:
             if not self._stop.is_set():
                 self._pub.send_multipart(frames)
@@ -592,7 +645,9 @@ class BridgeServer:
         for session in gone:
             self.counters["sessions_expired"] += 1
             log.info("bridge: session %s expired (silent for %.1f s)", session.id, self._session_timeout)
-            self._close_session(session)
+            self._publish_event(session, {"event": "expired", "message": f"silent for {self._session_timeout} s"})
+            with session.lock:
+                self._close_session(session)
 
     def _close_session(self, session: Session) -> None:
         self._stop_stream(session)
@@ -600,4 +655,8 @@ class BridgeServer:
         session.state = "closed"
 
 
-_status_seq = itertools.count()
+_NAME = re.compile(r"[A-Za-z0-9_\-]{1,32}")
+
+
+def _is_version(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value in SUPPORTED_VERSIONS
