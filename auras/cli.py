@@ -148,6 +148,9 @@ def bench(
     seed: Annotated[int | None, typer.Option("--seed", help="First evaluation seed.")] = None,
     clock: Annotated[str | None, typer.Option("--clock", help="Time model: frame, virtual or realtime.")] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="local or ray (pipeline.backend).")] = None,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Join this Ray cluster (pipeline.ray_address).")
+    ] = None,
     pp_perception: Annotated[str | None, typer.Option(help="Perception stages; a list (1,2) sweeps.")] = None,
     pp_generation: Annotated[str | None, typer.Option(help="Generation stages; a list (2,4,8) sweeps.")] = None,
     fetch_offset: Annotated[str | None, typer.Option(help="0 or -1; 0,-1 sweeps both.")] = None,
@@ -192,6 +195,7 @@ def bench(
             ("bench.seed", seed),
             ("bench.clock", clock),
             ("pipeline.backend", backend),
+            ("pipeline.ray_address", ray_address),
             ("bench.out", out),
             ("bench.tasks", f"[{','.join(task)}]" if task else None),
             ("bench.policies", f"[{','.join(policy)}]" if policy else None),
@@ -311,6 +315,9 @@ def serve(
     policy: Annotated[str | None, typer.Option("--policy", help="Policy type (policy.type).")] = None,
     mode: Annotated[str | None, typer.Option("--mode", help="Execution mode (pipeline.mode).")] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="local or ray (pipeline.backend).")] = None,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Join this Ray cluster (pipeline.ray_address).")
+    ] = None,
     curve_secret: Annotated[
         Path | None, typer.Option(help="Server secret key file (from `auras keys`): CurveZMQ encryption.")
     ] = None,
@@ -331,7 +338,8 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     overrides = list(set_ or [])
-    for key, value in (("policy.type", policy), ("pipeline.mode", mode), ("pipeline.backend", backend)):
+    for key, value in (("policy.type", policy), ("pipeline.mode", mode), ("pipeline.backend", backend),
+                       ("pipeline.ray_address", ray_address)):  # fmt: skip
         if value is not None:
             overrides.append(f"{key}={value}")
     try:
@@ -439,7 +447,7 @@ def keys(
         Path(secret).chmod(0o600)
     typer.echo(f"server: {server_secret} (keep secret), {server_public} (give to robots)")
     typer.echo(f"client: {client_secret} (on the robot), {clients / Path(client_public).name} (authorized)")
-    typer.echo(f"serve:  auras serve --bind tcp://0.0.0.0:5555 --curve-secret {server_secret} "
+    typer.echo(f"serve:  auras serve --policy tiny-dp --bind tcp://0.0.0.0:5555 --curve-secret {server_secret} "
                f"--authorized-clients {clients}")  # fmt: skip
     typer.echo(f"robot:  auras robot-sim --connect tcp://HOST:5555 --server-key {server_public} "
                f"--client-key {client_secret}")  # fmt: skip

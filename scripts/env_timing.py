@@ -50,9 +50,7 @@ def measure(task: str, steps: int, image_size: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(CORE_TASKS))
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--image-size", type=int, default=84)

@@ -1,5 +1,9 @@
 """Turn auras bench results.json files into Markdown tables for the README.
 
+    python scripts/results_markdown.py --rows runs/results-default/results.json
+
+Prints one row per cell (policy, task, mode): the README Results table.
+
     python scripts/results_markdown.py runs/evaluate/bench-tiny-vla/results.json \
         runs/evaluate/bench-tiny-dp/results.json
 
@@ -63,9 +67,7 @@ def modes_table(paths: list[str]) -> None:
     tasks = list(dict.fromkeys(t for d in docs for t in d["tasks"]))
     print(
         "| policy | backend | clock | mode | throughput Hz | speedup | frame rate / bound | interval_cv "
-        "| staleness frames (mean) | "
-        + " | ".join(f"{t} success (vs seq)" for t in tasks)
-        + " |"
+        "| staleness frames (mean) | " + " | ".join(f"{t} success (vs seq)" for t in tasks) + " |"
     )
     print("|---|---|---|---|---|---|---|---|---|" + "---|" * len(tasks))
     for doc in docs:
@@ -90,14 +92,37 @@ def modes_table(paths: list[str]) -> None:
                 f"| {_fmt(_mean([x['speedup'] for x in m]), '.2f')} "
                 f"| {_fmt(_mean([x['bound_fraction'] for x in m]), '.2f')} "
                 f"| {_fmt(_mean([x['interval_cv'] for x in m]), '.3f')} "
-                f"| {_fmt(_mean([x['staleness_frames']['mean'] for x in m]), '.1f')} | "
-                + " | ".join(cells)
-                + " |"
+                f"| {_fmt(_mean([x['staleness_frames']['mean'] for x in m]), '.1f')} | " + " | ".join(cells) + " |"
+            )
+
+
+def rows_table(paths: list[str]) -> None:
+    """One row per result row (cell) of each document: the README Results table."""
+    print("| policy | task | mode | throughput Hz | speedup | of bound | latency p50 / p99 ms | interval_cv "
+          "| staleness p50 ms | success (95% CI) | relative accuracy |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for doc in (json.loads(Path(p).read_text()) for p in paths):
+        for r in doc["results"]:
+            m = r["metrics"]
+            if m["success_rate"] is None:
+                success = "-"
+            else:
+                lo, hi = m["success_ci95"]
+                success = f"{m['success_rate']:.0%} ({m['successes']}/{m['episodes']}, {lo:.0%}-{hi:.0%})"
+            bound = _fmt(m["bound_fraction"] * 100 if m["bound_fraction"] else None, ".0f")
+            print(
+                f"| {r['policy']} | {r['task']} | {r.get('label', r['mode'])} | {_fmt(m['throughput_hz'], '.1f')} "
+                f"| {_fmt(m['speedup'], '.2f')}x | {bound}% "
+                f"| {_fmt(m['latency_ms']['p50'], '.1f')} / {_fmt(m['latency_ms']['p99'], '.1f')} "
+                f"| {_fmt(m['interval_cv'], '.3f')} | {_fmt(m['staleness_ms']['p50'], '.1f')} | {success} "
+                f"| {_fmt(m['relative_accuracy'], '.2f')} |"
             )
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--modes"]:
+    if sys.argv[1:2] == ["--rows"]:
+        rows_table(sys.argv[2:])
+    elif sys.argv[1:2] == ["--modes"]:
         modes_table(sys.argv[2:])
     else:
         main(sys.argv[1:])

@@ -48,6 +48,7 @@ MAX_HEADER_BYTES = 64 * 2**10
 MAX_TOPIC_BYTES = 128
 MAX_ARRAYS = 16
 MAX_DIMS = 4
+MAX_IMAGE_PIXELS = 4096 * 4096  # a JPEG/PNG may not declare more (bounds what decoding allocates)
 DTYPES = ("bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "float16", "float32", "float64")
 ENCODINGS = ("raw", "jpeg", "png")
 
@@ -171,6 +172,8 @@ def _decode_array(desc: Any, buffer: Any) -> np.ndarray:
         return np.frombuffer(view, dtype=dtype).reshape(shape)
     if dtype != "uint8" or not (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3))):
         raise ProtocolError("bad_encoding", f"{encoding} carries uint8 (H, W[, 3]) images, declared {dtype} {shape}")
+    if shape[0] * shape[1] > MAX_IMAGE_PIXELS:
+        raise ProtocolError("too_large", f"{encoding} image of {shape[0]}x{shape[1]} exceeds {MAX_IMAGE_PIXELS} pixels")
     dims = _image_dims(bytes(view[:65536]), encoding)  # before decoding: a tiny file may claim a huge image
     if dims != (shape[0], shape[1]):
         raise ProtocolError("bad_encoding", f"{encoding} header says {dims}, descriptor declares {shape[:2]}")
@@ -246,7 +249,7 @@ def decode_frame(parts: Sequence[Any], max_bytes: int = MAX_MESSAGE_BYTES) -> Fr
         raise ProtocolError("bad_message", "topic is not utf-8") from None
     header = decode_map(bytes(parts[1]))
     version = header.get("v")
-    if version not in SUPPORTED_VERSIONS:
+    if isinstance(version, bool) or not isinstance(version, int) or version not in SUPPORTED_VERSIONS:
         raise ProtocolError(
             "bad_version", f"schema version {version!r:.20} not supported; supported: {SUPPORTED_VERSIONS}"
         )

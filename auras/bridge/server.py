@@ -121,6 +121,9 @@ class Session:
         if self.stream is not None:
             c["superseded"] = self.counters["superseded"] + self.stream.dropped
         c["pending"] = len(self.pending)
+        if self.stream is not None:
+            c["worker_restarts"] = self.counters["worker_restarts"] + self.stream.restarts
+            c["lost_to_restart"] = self.counters["lost_to_restart"] + self.stream.lost_to_restart
         return {"session": self.id, "robot": self.robot, "state": self.state, "max_seen": self.max_seen, "counters": c}
 
 
@@ -531,7 +534,7 @@ class BridgeServer:
         needs = session.agent.spec.extras
         if (
             slot["state"] is not None
-            and set(session.cameras) <= set(slot["images"])
+            and set(session.needed_cameras) <= set(slot["images"])
             and set(needs) <= set(slot["extras"])
         ):
             self._submit(session, seq, slot)
@@ -582,7 +585,7 @@ class BridgeServer:
 
     # -- publishing ---------------------------------------------------------------------------------
     def _open_stream(self, session: Session) -> None:
-        session.stream = session.agent.stream()
+        session.stream = session.agent.stream(on_event=lambda event: self._publish_event(session, event))
         session.publisher = threading.Thread(
             target=self._publish_actions, args=(session, session.stream), name=f"auras-bridge-{session.id}", daemon=True
         )
@@ -591,6 +594,8 @@ class BridgeServer:
     def _stop_stream(self, session: Session) -> None:
         if session.stream is not None:
             session.counters["superseded"] += session.stream.dropped
+            session.counters["worker_restarts"] += session.stream.restarts
+            session.counters["lost_to_restart"] += session.stream.lost_to_restart
             session.stream.close()
         if session.publisher is not None:
             session.publisher.join(timeout=30)
