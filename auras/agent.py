@@ -22,6 +22,7 @@ For control loops where the camera and the actuators run at their own rates, ``a
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from auras.config import AurasConfig
 from auras.errors import AgentClosedError, InvalidInputError
@@ -77,11 +78,17 @@ class AurasAgent:
         with self._lock:
             return self._executor.step(obs)
 
-    def stream(self) -> ActionStream:
-        """A streaming form of this agent: ``submit`` observations, iterate actions (auras/stream.py)."""
+    def stream(self, on_event: Callable[[dict], None] | None = None) -> ActionStream:
+        """A streaming form of this agent: ``submit`` observations, iterate actions (auras/stream.py).
+        ``on_event`` hears of recoveries (a worker replaced) without stopping the stream."""
         if self._closed:
             raise AgentClosedError("AurasAgent.stream called after close(); build a new agent")
-        return ActionStream(self)
+        return ActionStream(self, on_event)
+
+    @property
+    def restarts(self) -> int:
+        """How many times a dead (or hung) worker was replaced (Ray frame modes)."""
+        return getattr(self._executor, "restarts", 0)
 
     def reset(self) -> None:
         """Start a new episode: drop in-flight work and per-episode policy state."""

@@ -114,6 +114,25 @@ class PipelineConfig(_Section):
     alpha: float = Field(
         0.0, ge=0.0, le=10.0, description="Diffusion step skew: stage i gets a share proportional to exp(i*alpha)."
     )
+    ray_address: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="Ray backend: a running cluster to join (auto, HOST:PORT or ray://HOST:PORT); "
+        "None starts a local Ray.",
+    )
+    placement: Literal["pack", "spread"] = Field(
+        "pack",
+        description="Ray backend: pack (perception and generation side by side when one node holds both) "
+        "or spread (on different nodes).",
+    )
+    worker_timeout_s: float = Field(
+        30.0,
+        gt=0.0,
+        le=3600.0,
+        description="Ray backend: a frame not answered within this is a dead worker; frame modes then "
+        "replace both workers and refill (WorkerRestartedError), other modes fail (WorkerDiedError).",
+    )
     emit: Literal["own", "public"] = Field(
         "own", description="Autoregressive auras: emit the finishing request's own tokens, or the public snapshot."
     )

@@ -36,6 +36,12 @@ class WorkerDiedError(AurasError, RuntimeError):
     """Fatal: a worker died; close the agent and build a new one."""
 
 
+class WorkerRestartedError(StepFailedError):
+    """A worker died (or missed its deadline) and was replaced: in-flight requests and the public
+    context were dropped, this observation produced no action, and the next step refills the
+    pipeline. The agent stays usable; ``AurasAgent.restarts`` counts these."""
+
+
 class AgentClosedError(AurasError, RuntimeError):
     """The agent was used after ``close()``."""
 

@@ -13,7 +13,9 @@ is delivered in order; ``latest()`` skips to the newest for loops that only want
 
 Bad input is rejected in ``submit`` (the caller's thread) with an InvalidInputError and never reaches
 the worker; an error inside the executor is re-raised to the consumer on its next ``get``/iteration,
-after which the stream is closed.
+after which the stream is closed. The exception is a worker that died and was replaced
+(WorkerRestartedError): the stream counts it (``restarts``, ``lost_to_restart``), reports it to
+``on_event`` and goes on, refilling the pipeline with the next observation.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from auras.errors import AgentClosedError, InvalidInputError, StepFailedError
+from auras.errors import AgentClosedError, InvalidInputError, StepFailedError, WorkerRestartedError
 from auras.types import Action, Observation
 
 if TYPE_CHECKING:
@@ -33,14 +36,17 @@ __all__ = ["ActionStream"]
 
 
 class ActionStream:
-    def __init__(self, agent: AurasAgent) -> None:
+    def __init__(self, agent: AurasAgent, on_event: Callable[[dict], None] | None = None) -> None:
         self._agent = agent
+        self._on_event = on_event
+        self.restarts = 0  # workers replaced after a failure; the stream went on (see WorkerRestartedError)
         self._cond = threading.Condition()
         self._pending: Observation | None = None
         self._actions: collections.deque[Action] = collections.deque()
         self._error: BaseException | None = None
         self._closed = False
         self.submitted = self.admitted = self.dropped = self.emitted = 0
+        self.lost_to_restart = 0  # admitted observations that produced no action because a worker died
         self._thread = threading.Thread(target=self._loop, name="auras-stream", daemon=True)
         self._thread.start()
 
@@ -71,6 +77,13 @@ class ActionStream:
                 self.admitted += 1
             try:
                 action = self._agent.step(obs)
+            except WorkerRestartedError as exc:  # recovered: this observation is lost, the stream goes on
+                with self._cond:
+                    self.restarts += 1
+                    self.lost_to_restart += 1
+                if self._on_event is not None:
+                    self._on_event({"event": "worker_restarted", "step_id": obs.step_id, "message": str(exc)[:300]})
+                continue
             except BaseException as exc:  # delivered to the consumer, never swallowed
                 with self._cond:
                     self._error = exc

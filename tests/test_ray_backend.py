@@ -136,3 +136,31 @@ def test_a_failing_frame_is_reported_with_the_workers_error(ray_cluster):
             agent.step(fake_observation(i))
         with pytest.raises(StepFailedError, match="bad observation 5"):
             agent.step(fake_observation(5))
+
+
+@pytest.mark.parametrize("victim", [0, 1], ids=["perception", "generation"])
+def test_a_killed_actor_is_replaced_and_no_action_comes_from_before_the_failure(ray_cluster, victim):
+    """SIGKILL one actor's process mid-episode: the next step raises WorkerRestartedError within the
+    deadline, both workers are replaced, and every later action comes from observations admitted
+    after the failure (nothing from the lost pipeline or public context)."""
+    import os
+    import signal
+
+    from auras.errors import WorkerRestartedError
+
+    config = load_config(overrides=["pipeline.mode=auras", "pipeline.backend=ray", "pipeline.pp_perception=2",
+                                    "pipeline.pp_generation=3", "pipeline.worker_timeout_s=20"])  # fmt: skip
+    with AurasAgent(config, policy=_fake_policy()) as agent:
+        for i in range(8):
+            agent.step(fake_observation(i))
+        runner = agent._executor.runner
+        os.kill(runner.pids[victim], signal.SIGKILL)
+        start = time.monotonic()
+        with pytest.raises(WorkerRestartedError, match="replaced"):
+            agent.step(fake_observation(8))
+        assert time.monotonic() - start < 60
+        assert agent.restarts == 1 and agent._executor.runner is not runner
+        assert set(agent._executor.runner.pids).isdisjoint(runner.pids)
+        after = [agent.step(fake_observation(i)) for i in range(9, 20)]
+    assert all(a.step_id >= 9 and a.context_step_id >= 9 for a in after)
+    assert [a.step_id for a in after] == sorted(a.step_id for a in after)

@@ -85,3 +85,27 @@ def test_an_executor_error_reaches_the_consumer():
         stream.submit(fake_observation(0))
         with pytest.raises(StepFailedError, match="denoiser exploded"):
             stream.get(timeout=30)
+
+
+def test_a_replaced_worker_is_reported_and_the_stream_goes_on():
+    from auras.errors import WorkerRestartedError
+
+    events = []
+    with _agent("auras") as agent:
+        real_step, calls = agent._executor.step, []
+
+        def step(obs):
+            calls.append(obs.step_id)
+            if len(calls) == 2:
+                raise WorkerRestartedError("generation worker replaced")
+            return real_step(obs)
+
+        agent._executor.step = step
+        with agent.stream(on_event=events.append) as stream:
+            for i in range(3):
+                stream.submit(fake_observation(i))
+                while len(calls) <= i:
+                    time.sleep(0.001)
+            first, third = stream.get(timeout=30), stream.get(timeout=30)
+    assert (first.step_id, third.step_id) != (None, None) and stream.restarts == 1 and stream.lost_to_restart == 1
+    assert [e["event"] for e in events] == ["worker_restarted"] and events[0]["step_id"] == 1

@@ -34,6 +34,10 @@ def build_executor(config: AurasConfig, policy: Policy, source: Any = None) -> E
     from auras.pipeline.workers import is_iterative
 
     ray = pipe.backend == "ray"
+    if ray:
+        from auras.pipeline.ray_backend import use_cluster
+
+        use_cluster(pipe.ray_address, pipe.placement)
     source = source if source is not None else config
     threads = config.policy.torch_threads
     if pipe.mode in ("pipeline", "auras") or (ray and pipe.mode == "sequential" and is_iterative(policy)):
@@ -48,7 +52,7 @@ def build_executor(config: AurasConfig, policy: Policy, source: Any = None) -> E
             from auras.pipeline.ray_backend import RayFrameRunner
 
             def make_runner(policy: Policy, *settings: Any) -> RayFrameRunner:
-                return RayFrameRunner(source, *settings, threads=threads)
+                return RayFrameRunner(source, *settings, threads=threads, timeout_s=pipe.worker_timeout_s)
 
         return FrameExecutor(policy, shape, public, pipe.alpha, pipe.emit, make_runner)
     if pipe.mode == "parallel":

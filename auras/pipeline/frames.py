@@ -48,14 +48,15 @@ initialise the public tokens (measured as ``startup_ms``); diffusion fills the p
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from auras.errors import ConfigError
+from auras.errors import ConfigError, WorkerDiedError, WorkerRestartedError
 from auras.pipeline.base import Executor
 from auras.pipeline.workers import (
     ContextMessage,
@@ -169,7 +170,10 @@ class FrameExecutor(Executor):
         super().__init__(policy)
         check_pipelinable(policy, shape.pp_perception, shape.pp_generation, emit)
         self.shape, self.public = shape, public
-        self.runner = (make_runner or LocalFrameRunner)(policy, shape, public, alpha, emit)
+        self._make_runner = lambda: (make_runner or LocalFrameRunner)(policy, shape, public, alpha, emit)
+        self.runner = self._make_runner()
+        self.restarts = 0
+        self.incidents: list[dict[str, Any]] = []  # one per restart: when, why, how long recovery took
         self._inflight: deque[tuple[int, int]] = deque()  # (request, admitted frame)
         self._admitted: OrderedDict[int, _Admitted] = OrderedDict()
         self._carried: tuple[ContextMessage, ...] = ()
@@ -260,10 +264,30 @@ class FrameExecutor(Executor):
         and from then on each ``step`` emits one fresh action. Should a frame emit nothing (after a
         reset mid-stream), the newest earlier action is returned.
         """
-        action = self.run_frame(obs)
-        while self._last_action is None:
+        try:
             action = self.run_frame(obs)
+            while self._last_action is None:
+                action = self.run_frame(obs)
+        except WorkerDiedError as exc:
+            self._restart(exc)
+            raise WorkerRestartedError(
+                f"a worker died or missed its deadline ({exc}); it was replaced and the pipeline refills on the "
+                f"next step; observation {obs.step_id} produced no action"
+            ) from exc
         return action if action is not None else self._last_action
+
+    def _restart(self, cause: BaseException) -> None:
+        """Replace both workers and start from an empty pipeline and an empty public context: nothing
+        computed before the failure (half-written contexts, in-flight requests) can reach an action."""
+        start = time.perf_counter()
+        with contextlib.suppress(Exception):
+            self.runner.close()
+        self.reset()
+        self._reset_pending = False  # the new workers start clean
+        self.runner = self._make_runner()  # raises WorkerDiedError itself if no worker can be started
+        self.restarts += 1
+        self.incidents.append({"frame": self.frame, "cause": str(cause)[:300],
+                               "recovery_ms": (time.perf_counter() - start) * 1e3})  # fmt: skip
 
     @property
     def inflight(self) -> int:

@@ -1,8 +1,10 @@
 """The ``ray`` backend: perception and generation as Ray actors, placed through a placement group.
 
 Placement: one bundle per actor. Two GPUs visible to Ray: one GPU each; one GPU: half of it each;
-none: one CPU each. Bundles use the ``PACK`` strategy, so on one machine the actors sit side by side
-and on a cluster Ray may put them on different nodes when one node cannot hold both.
+none: one CPU each. Bundles use the ``PACK`` strategy by default (side by side on one node when it
+holds both; Ray may still split them on a cluster), or ``STRICT_SPREAD`` with
+``pipeline.placement=spread`` (perception and generation on different nodes).
+``pipeline.ray_address`` joins a running cluster (``ray start --head`` ...) instead of starting one.
 
 Frame modes (``sequential``, ``pipeline``, ``auras``) run the frame executor's plans on a
 :class:`~auras.pipeline.workers.PerceptionWorker` actor and a
@@ -56,28 +58,41 @@ __all__ = [
     "kill_actors",
     "place_actors",
     "release",
+    "use_cluster",
     "worker_errors",
 ]
 
 ACTOR_START_TIMEOUT_S = 120.0
 FRAME_TIMEOUT_S = 300.0
 _init_lock = threading.Lock()
+_cluster: dict[str, Any] = {"address": None, "strategy": "PACK"}
+
+
+def use_cluster(address: str | None = None, placement: str = "pack") -> None:
+    """Where the next actors go: ``address`` of a running Ray cluster (``auto``, ``HOST:PORT`` or
+    ``ray://HOST:PORT``; None starts a local one) and ``placement``: ``pack`` (side by side when one
+    node holds both) or ``spread`` (perception and generation on different nodes)."""
+    _cluster["address"] = address
+    _cluster["strategy"] = {"pack": "PACK", "spread": "STRICT_SPREAD"}[placement]
 
 
 def ensure_ray() -> Any:
-    """Import Ray and connect to (or start) a cluster; return the module."""
+    """Import Ray and connect to the configured cluster (or start a local one); return the module."""
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - ray is a core dependency
         raise MissingDependencyError("pipeline.backend='ray' needs Ray: pip install 'ray[default]'") from exc
     with _init_lock:
         if not ray.is_initialized():
-            ray.init(
-                num_cpus=max(4, os.cpu_count() or 1),
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
+            if _cluster["address"]:
+                ray.init(address=_cluster["address"], log_to_driver=False, configure_logging=False)
+            else:
+                ray.init(
+                    num_cpus=max(4, os.cpu_count() or 1),
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
     return ray
 
 
@@ -109,14 +124,16 @@ class RayPlacement:
         else:
             bundle, self.device = {"CPU": 1}, "cpu"
         self.bundle = bundle
-        self.group = placement_group([dict(bundle) for _ in range(count)], strategy="PACK")
+        self.strategy = _cluster["strategy"]
+        self.group = placement_group([dict(bundle) for _ in range(count)], strategy=self.strategy)
         try:
             ray.get(self.group.ready(), timeout=ACTOR_START_TIMEOUT_S)
         except Exception as exc:
             self.remove()
             raise WorkerDiedError(
-                f"ray backend: could not reserve {count} x {bundle} within {ACTOR_START_TIMEOUT_S:.0f} s "
-                f"(cluster has {ray.cluster_resources()}): {exc}"
+                f"ray backend: could not reserve {count} x {bundle} ({self.strategy}) within "
+                f"{ACTOR_START_TIMEOUT_S:.0f} s (cluster has {ray.cluster_resources()} on "
+                f"{len(ray.nodes())} node(s)): {exc}"
             ) from exc
 
     def options(self, index: int) -> dict[str, Any]:
@@ -164,14 +181,16 @@ def place_actors(
 def worker_errors(what: str) -> Iterator[None]:
     """Ray's errors as auras errors: an exception raised in a worker -> StepFailedError naming it
     (the agent stays usable); a dead actor or channel -> WorkerDiedError (build a new agent)."""
-    from ray.exceptions import RayActorError, RayChannelError, RayTaskError
+    from ray.exceptions import GetTimeoutError, RayActorError, RayChannelError, RayChannelTimeoutError, RayTaskError
 
     try:
         yield
     except RayTaskError as exc:
         raise StepFailedError(f"{what} failed in a worker: {exc.cause!r}") from exc
     except (RayActorError, RayChannelError) as exc:
-        raise WorkerDiedError(f"{what}: a worker died: {exc}; build a new agent") from exc
+        raise WorkerDiedError(f"{what}: a worker died: {exc}") from exc
+    except (GetTimeoutError, RayChannelTimeoutError, TimeoutError) as exc:  # hung counts as dead
+        raise WorkerDiedError(f"{what}: no answer within the worker deadline ({exc})") from exc
 
 
 def release(placement: RayPlacement | None, actors: Sequence[Any]) -> None:
@@ -201,6 +220,12 @@ class WorkerActor:
     def ready(self) -> int:
         return os.getpid()
 
+    def node(self) -> str:
+        """The Ray node this actor runs on."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def run(self, *args: Any) -> Any:
         return self.worker.run(*args)
 
@@ -208,8 +233,12 @@ class WorkerActor:
 class RayFrameRunner:
     """Runs frame plans on a perception actor and a generation actor through a compiled graph."""
 
-    def __init__(self, source: Any, shape: Any, public: bool, alpha: float, emit: str, threads: int = 1) -> None:
+    def __init__(
+        self, source: Any, shape: Any, public: bool, alpha: float, emit: str, threads: int = 1,
+        timeout_s: float = FRAME_TIMEOUT_S,
+    ) -> None:  # fmt: skip
         ray = ensure_ray()
+        self.timeout_s = timeout_s
         from ray.dag import InputNode, MultiOutputNode
 
         self.concurrent = shape.fetch_offset == -1
@@ -245,7 +274,7 @@ class RayFrameRunner:
             raise WorkerDiedError("ray backend is closed; build a new agent")
         try:
             with worker_errors(f"ray backend: frame {plan.frame}"):
-                out = ray.get(self._compiled.execute(plan), timeout=FRAME_TIMEOUT_S)
+                out = ray.get(self._compiled.execute(plan), timeout=self.timeout_s)
         except WorkerDiedError:
             self.close()
             raise
