@@ -1,0 +1,184 @@
+"""Many robots against one `auras serve`: accounting, fairness, latency and memory (a benchmark).
+
+    python scripts/load_robots.py [--robots 4] [--frames 10000] [--hz 100] [--policy tiny-dp]
+                                  [--config pipeline-tiny-dp] [--mode auras] [--json OUT]
+
+`auras serve` runs as its own process (each robot gets its own session and pipeline); each robot is a
+separate process with a :class:`RobotClient` that publishes ``--frames`` 84x84 camera frames + joint
+states at ``--hz`` (a perf_counter schedule) and records every action it receives.
+
+Per robot it reports:
+- accounting: every sequence number the robot used is exactly one of submitted to its agent,
+  dropped incomplete, lost in transport (including frames the robot's own queue refused), pending,
+  or never seen (sent after the last one that arrived). ``unaccounted`` must be 0. Of the submitted
+  ones, each became an action or was superseded by a newer frame before the agent took it.
+- duplicates: sequence numbers the robot received an action for more than once (must be 0).
+- actions sent by the server and received by the robot; latency (capture stamp -> action received,
+  for the frame each action answers) p50/p90/p99; frames that reached the agent per second (fairness).
+Memory: the server process's RSS (with its children) sampled every second; start, end, max and the
+slope of a line fitted over the second half (MB per minute: flat is ~0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def free_port() -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < 65000:
+            return port
+
+
+def robot(index: int, address: str, frames: int, hz: float, instruction: str, out: Any) -> None:
+    """One robot process: publish ``frames`` observations at ``hz``, record actions, report."""
+    from auras.bridge.client import RobotClient
+
+    received: collections.Counter = collections.Counter()
+    latency_ms: list[float] = []
+    lock = threading.Lock()
+
+    def on_action(action: Any) -> None:
+        with lock:
+            received[action.seq] += 1
+            if received[action.seq] == 1:
+                latency_ms.append((action.received - action.stamp) * 1e3)
+
+    rng = np.random.default_rng(index)
+    bank = [rng.integers(0, 255, (84, 84, 3), dtype=np.uint8) for _ in range(8)]
+    client = RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction=instruction,
+                         robot=f"load-{index}", ttl_s=5.0, on_action=on_action)  # fmt: skip
+    published = refused = 0
+    start = time.perf_counter()
+    for i in range(frames):
+        state = np.array([0.0, 0.6, 0.2, float(i % 2)], np.float32)
+        if client.publish({"front": bank[i % len(bank)]}, state) is None:
+            refused += 1
+        else:
+            published += 1
+        late = time.perf_counter() - (start + (i + 1) / hz)
+        if late < 0:
+            time.sleep(-late)
+        else:
+            start += late
+    duration = time.perf_counter() - start
+    time.sleep(2.0)  # let the last actions arrive
+    stats = client.stats()
+    client.close()
+    numbered = published + refused
+    c = collections.Counter(stats["counters"])
+    tail = numbered - 1 - stats["max_seen"]
+    accounted = c["submitted"] + c["dropped_incomplete"] + c["lost"] + c["pending"] + c["before_reset"] + tail
+    with lock:
+        lat = np.asarray(latency_ms) if latency_ms else np.zeros(1)
+        out.put({
+            "robot": index, "numbered": numbered, "published": published, "refused_at_client": refused,
+            "submitted": c["submitted"], "superseded": c["superseded"], "dropped_incomplete": c["dropped_incomplete"],
+            "lost": c["lost"], "pending": c["pending"], "unseen_tail": tail, "unaccounted": numbered - accounted,
+            "actions_sent": c["actions"], "actions_received": sum(1 for _ in received),
+            "duplicates": sum(1 for n in received.values() if n > 1),
+            "used_by_agent": c["submitted"] - c["superseded"], "seconds": duration,
+            "used_per_s": (c["submitted"] - c["superseded"]) / duration,
+            "latency_ms": {f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)},
+            "server_errors": {k: v for k, v in c.items() if k.startswith("error_")},
+        })  # fmt: skip
+
+
+def sample_memory(pid: int, samples: list[tuple[float, float]], stop: threading.Event) -> None:
+    import psutil
+
+    root = psutil.Process(pid)
+    t0 = time.monotonic()
+    while not stop.is_set():
+        try:
+            rss = root.memory_info().rss + sum(c.memory_info().rss for c in root.children(recursive=True))
+        except psutil.Error:
+            return
+        samples.append((time.monotonic() - t0, rss / 2**20))
+        stop.wait(1.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--robots", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=10_000)
+    parser.add_argument("--hz", type=float, default=100.0)
+    parser.add_argument("--policy", default="tiny-dp")
+    parser.add_argument("--config", default="pipeline-tiny-dp")
+    parser.add_argument("--mode", default="auras")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = dict(os.environ, MUJOCO_GL="egl")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "auras.cli", "serve", "--bind", address, "--policy", args.policy, "-c", args.config,
+         "--mode", args.mode, "--session-timeout", "30"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+    sampler = threading.Thread(target=sample_memory, args=(server.pid, samples, stop), daemon=True)
+    sampler.start()
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=robot, args=(i, address, args.frames, args.hz, "press the button", out))
+             for i in range(args.robots)]  # fmt: skip
+    started = time.time()
+    for p in procs:
+        p.start()
+    reports = [out.get(timeout=args.frames / args.hz * 3 + 300) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    stop.set()
+    server.terminate()
+    _, stderr = server.communicate(timeout=60)
+    crashed = server.returncode not in (0, -15)
+    half = [s for s in samples if s[0] >= samples[-1][0] / 2] if samples else []
+    slope = float(np.polyfit([t for t, _ in half], [m for _, m in half], 1)[0] * 60) if len(half) > 2 else None
+    memory = {
+        "start_mb": samples[0][1] if samples else None, "end_mb": samples[-1][1] if samples else None,
+        "max_mb": max(m for _, m in samples) if samples else None, "slope_mb_per_min_second_half": slope,
+        "samples": samples,
+    }  # fmt: skip
+    result = {
+        "args": vars(args) | {"json": str(args.json) if args.json else None}, "wall_s": time.time() - started,
+        "server_crashed": crashed, "robots": sorted(reports, key=lambda r: r["robot"]), "memory": memory,
+    }  # fmt: skip
+    print("| robot | frames | refused at robot | submitted | used by agent (Hz) | superseded | dropped incomplete "
+          "| lost | unaccounted | duplicates | actions sent / received | latency p50 / p90 / p99 ms |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in result["robots"]:
+        lat = r["latency_ms"]
+        print(f"| {r['robot']} | {r['numbered']} | {r['refused_at_client']} | {r['submitted']} "
+              f"| {r['used_by_agent']} ({r['used_per_s']:.1f}) | {r['superseded']} | {r['dropped_incomplete']} "
+              f"| {r['lost']} | {r['unaccounted']} | {r['duplicates']} | {r['actions_sent']} / {r['actions_received']} "
+              f"| {lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f} |")  # fmt: skip
+    print(f"server RSS: start {memory['start_mb']:.0f} MB, end {memory['end_mb']:.0f} MB, "
+          f"max {memory['max_mb']:.0f} MB, "
+          f"slope over the second half {slope if slope is None else round(slope, 2)} MB/min; "
+          f"server crashed: {crashed}; wall {result['wall_s']:.0f} s")  # fmt: skip
+    if crashed:
+        print(stderr[-2000:])
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
