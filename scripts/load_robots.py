@@ -2,6 +2,7 @@
 
     python scripts/load_robots.py [--robots 4] [--frames 10000] [--hz 100] [--policy tiny-dp]
                                   [--config pipeline-tiny-dp] [--mode auras] [--json OUT]
+    python scripts/load_robots.py --robots 1 --hz 30 --seconds 1800 --json soak.json   # the soak run
 
 `auras serve` runs as its own process (each robot gets its own session and pipeline); each robot is a
 separate process with a :class:`RobotClient` that publishes ``--frames`` 84x84 camera frames + joint
@@ -17,6 +18,9 @@ Per robot it reports:
   for the frame each action answers) p50/p90/p99; frames that reached the agent per second (fairness).
 Memory: the server process's RSS (with its children) sampled every second; start, end, max and the
 slope of a line fitted over the second half (MB per minute: flat is ~0).
+
+``--seconds`` runs for a duration instead of a frame count (``--frames`` is then hz x seconds), and
+the report adds one row per minute: actions received, latency p50/p99 and server RSS (the soak).
 """
 
 from __future__ import annotations
@@ -47,11 +51,21 @@ def free_port() -> int:
 
 
 def robot(index: int, address: str, frames: int, hz: float, instruction: str, out: Any) -> None:
-    """One robot process: publish ``frames`` observations at ``hz``, record actions, report."""
+    """One robot process: publish ``frames`` observations at ``hz``, record actions, report (or
+    report its error: the parent never waits on a robot that died)."""
+    try:
+        _robot(index, address, frames, hz, instruction, out)
+    except BaseException as exc:
+        out.put({"robot": index, "error": repr(exc)})
+        raise
+
+
+def _robot(index: int, address: str, frames: int, hz: float, instruction: str, out: Any) -> None:
     from auras.bridge.client import RobotClient
 
     received: collections.Counter = collections.Counter()
     latency_ms: list[float] = []
+    arrivals: list[tuple[float, float]] = []  # (monotonic received, latency ms) per first action of a seq
     lock = threading.Lock()
 
     def on_action(action: Any) -> None:
@@ -59,6 +73,7 @@ def robot(index: int, address: str, frames: int, hz: float, instruction: str, ou
             received[action.seq] += 1
             if received[action.seq] == 1:
                 latency_ms.append((action.received - action.stamp) * 1e3)
+                arrivals.append((time.monotonic(), latency_ms[-1]))
 
     rng = np.random.default_rng(index)
     bank = [rng.integers(0, 255, (84, 84, 3), dtype=np.uint8) for _ in range(8)]
@@ -80,7 +95,7 @@ def robot(index: int, address: str, frames: int, hz: float, instruction: str, ou
     duration = time.perf_counter() - start
     time.sleep(2.0)  # let the last actions arrive
     stats = client.stats()
-    client.close()
+    client.close()  # its counters stay readable
     numbered = published + refused
     c = collections.Counter(stats["counters"])
     tail = numbered - 1 - stats["max_seen"]
@@ -91,12 +106,14 @@ def robot(index: int, address: str, frames: int, hz: float, instruction: str, ou
             "robot": index, "numbered": numbered, "published": published, "refused_at_client": refused,
             "submitted": c["submitted"], "superseded": c["superseded"], "dropped_incomplete": c["dropped_incomplete"],
             "lost": c["lost"], "pending": c["pending"], "unseen_tail": tail, "unaccounted": numbered - accounted,
-            "actions_sent": c["actions"], "actions_received": sum(1 for _ in received),
+            "actions_sent": c["actions"], "actions_received": client.counters["actions"],
+            "distinct_actions": len(received),
             "duplicates": sum(1 for n in received.values() if n > 1),
             "used_by_agent": c["submitted"] - c["superseded"], "seconds": duration,
             "used_per_s": (c["submitted"] - c["superseded"]) / duration,
             "latency_ms": {f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)},
             "server_errors": {k: v for k, v in c.items() if k.startswith("error_")},
+            "arrivals": arrivals,
         })  # fmt: skip
 
 
@@ -114,16 +131,37 @@ def sample_memory(pid: int, samples: list[tuple[float, float]], stop: threading.
         stop.wait(1.0)
 
 
+def per_minute(robots: list[dict[str, Any]], samples: list[tuple[float, float]], t0: float) -> list[dict[str, Any]]:
+    """Actions, latency percentiles and server RSS per minute of the run (all robots together)."""
+    by_minute: dict[int, list[float]] = collections.defaultdict(list)
+    for r in robots:
+        for when, latency in r["arrivals"]:
+            by_minute[int((when - t0) // 60)].append(latency)
+    rss = collections.defaultdict(list)
+    for t, mb in samples:
+        rss[int(t // 60)].append(mb)
+    rows = []
+    for minute in sorted(by_minute):
+        values = np.asarray(by_minute[minute])
+        p50, p99 = np.percentile(values, [50, 99])
+        memory = float(np.mean(rss.get(minute, [np.nan])))
+        rows.append({"minute": minute, "actions": len(values), "p50": float(p50), "p99": float(p99), "rss_mb": memory})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--robots", type=int, default=4)
     parser.add_argument("--frames", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=None, help="Run this long (sets --frames = hz x seconds).")
     parser.add_argument("--hz", type=float, default=100.0)
     parser.add_argument("--policy", default="tiny-dp")
     parser.add_argument("--config", default="pipeline-tiny-dp")
     parser.add_argument("--mode", default="auras")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.seconds is not None:
+        args.frames = int(args.hz * args.seconds)
 
     address = f"tcp://127.0.0.1:{free_port()}"
     env = dict(os.environ, MUJOCO_GL="egl")
@@ -144,6 +182,11 @@ def main() -> None:
     for p in procs:
         p.start()
     reports = [out.get(timeout=args.frames / args.hz * 3 + 300) for _ in procs]
+    failed = [r for r in reports if "error" in r]
+    if failed:
+        stop.set()
+        server.terminate()
+        raise SystemExit(f"robots failed: {failed}")
     for p in procs:
         p.join(timeout=30)
     stop.set()
@@ -162,7 +205,7 @@ def main() -> None:
         "server_crashed": crashed, "robots": sorted(reports, key=lambda r: r["robot"]), "memory": memory,
     }  # fmt: skip
     print("| robot | frames | refused at robot | submitted | used by agent (Hz) | superseded | dropped incomplete "
-          "| lost | unaccounted | duplicates | actions sent / received | latency p50 / p90 / p99 ms |")  # fmt: skip
+          "| lost | unaccounted | duplicate seqs | actions sent / received | latency p50 / p90 / p99 ms |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in result["robots"]:
         lat = r["latency_ms"]
@@ -176,6 +219,14 @@ def main() -> None:
           f"server crashed: {crashed}; wall {result['wall_s']:.0f} s")  # fmt: skip
     if crashed:
         print(stderr[-2000:])
+    result["per_minute"] = per_minute(result["robots"], samples, time.monotonic() - (time.time() - started))
+    if len(result["per_minute"]) > 1:
+        print("| minute | actions received | latency p50 / p99 ms | server RSS MB |")
+        print("|---|---|---|---|")
+        for row in result["per_minute"]:
+            print(f"| {row['minute']} | {row['actions']} | {row['p50']:.1f} / {row['p99']:.1f} | {row['rss_mb']:.0f} |")
+    for r in result["robots"]:
+        r.pop("arrivals")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -165,6 +165,7 @@ class BridgeServer:
         self._loop_thread: threading.Thread | None = None
         self._replies: queue.Queue[list[bytes]] = queue.Queue()
         self._status_seq = itertools.count()
+        self._build_lock = threading.Lock()
         self.counters: collections.Counter = collections.Counter()
         self.started = time.monotonic()
         self._router = self._socket(zmq.ROUTER, bind)
@@ -373,7 +374,8 @@ class BridgeServer:
         with self._lock:
             if len(self._sessions) >= self._max_sessions:
                 raise ProtocolError("bad_request", f"server full: {self._max_sessions} sessions already")
-        agent = self._factory()
+        with self._build_lock:  # one build at a time: lazy imports (diffusers) are not thread-safe
+            agent = self._factory()
         spec = agent.spec
         for cam, size in spec.cameras.items():
             if cam not in cameras or tuple(cameras[cam]) != tuple(size):
