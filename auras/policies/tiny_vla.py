@@ -203,7 +203,8 @@ class TinyVLA(LearnedPolicy):
 
     def _prefix(self, context: Context) -> torch.Tensor:
         x_v, x_l = context["X_V"], context["X_L"]
-        bos = self.lm.get_input_embeddings()(torch.full((x_v.shape[0], 1), self.bos_id, dtype=torch.long))
+        bos_ids = torch.full((x_v.shape[0], 1), self.bos_id, dtype=torch.long, device=x_v.device)
+        bos = self.lm.get_input_embeddings()(bos_ids)
         return torch.cat([x_v, x_l, bos], dim=1)  # (B, l + 1, D)
 
     def merged_logits(self, context: Context, action_tokens: torch.Tensor) -> torch.Tensor:
@@ -276,9 +277,14 @@ class _VLAPerception(Perception):
         vit = model.vision_stages(model.config["perception_stages"])
 
         def first(observations: Sequence[Observation]) -> dict[str, Any]:
-            batch = observations_to_batch(observations, model.max_instruction_bytes)
+            param = next(model.parameters())  # the model's device and dtype (cuda, bfloat16, ...)
+            batch = {
+                k: v.to(param.device)
+                for k, v in observations_to_batch(observations, model.max_instruction_bytes).items()
+            }
+            batch["state"] = batch["state"].to(param.dtype)
             with torch.inference_mode():
-                return {"tokens": vit[0](image_to_tensor(batch["image"])), "batch": batch}
+                return {"tokens": vit[0](image_to_tensor(batch["image"]).to(param.dtype)), "batch": batch}
 
         def middle(stage: Callable) -> Callable[[dict[str, Any]], dict[str, Any]]:
             def run(x: dict[str, Any]) -> dict[str, Any]:
@@ -307,17 +313,22 @@ class _VLAGeneration(AutoregressiveGeneration):
         return self.model.num_action_tokens
 
     def decode_classic(self, context: Context) -> torch.Tensor:
+        """Token ids (B, l_a) on the CPU, wherever the model runs."""
         with torch.inference_mode():
-            return self.model.decode_classic(context)
+            return self.model.decode_classic(context).cpu()
 
     def merged_logits(self, context: Context, action_tokens: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return self.model.merged_logits(context, action_tokens)
+            return self.model.merged_logits(context, self._on_device(action_tokens))
 
     def next_tokens(self, context: Context, action_tokens: torch.Tensor) -> torch.Tensor:
+        """Greedy ids (B, l_a) on the CPU (the driver keeps token state in numpy)."""
         with torch.inference_mode():
-            logits = self.model.merged_logits(context, torch.as_tensor(action_tokens))  # (B, l_a, V)
-            return logits[..., : self.model.bos_id].argmax(-1)  # BOS is not an action
+            logits = self.model.merged_logits(context, self._on_device(action_tokens))  # (B, l_a, V)
+            return logits[..., : self.model.bos_id].argmax(-1).cpu()  # BOS is not an action
+
+    def _on_device(self, tokens: Any) -> torch.Tensor:
+        return torch.as_tensor(tokens, device=next(self.model.parameters()).device)
 
     def detokenize(self, token_ids: torch.Tensor) -> np.ndarray:
         return self.model.detokenize(torch.as_tensor(token_ids))
