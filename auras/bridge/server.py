@@ -389,8 +389,9 @@ class BridgeServer:
         missing = sorted(set(spec.extras) - set(extras))
         if missing:
             agent.close()
-            raise ProtocolError("bad_request", f"the policy needs extras {missing} (e.g. simulator state); the "
-                                f"robot declares {extras}")  # fmt: skip
+            raise ProtocolError("bad_request", f"the policy needs extras {missing} (simulator state: a real robot "
+                                f"cannot send it; serve a learned policy, e.g. `auras serve --policy tiny-dp`, or "
+                                f"run `auras robot-sim --privileged`); the robot declares {extras}")  # fmt: skip
         session = Session(
             id=secrets.token_hex(8), robot=robot, cameras={k: tuple(v) for k, v in cameras.items()},
             state_dim=state_dim, instruction=instruction, agent=agent, needed_cameras=tuple(spec.cameras),
