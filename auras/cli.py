@@ -23,6 +23,9 @@ app.add_typer(config_app, name="config")
 ConfigOpt = Annotated[
     str | None, typer.Option("--config", "-c", help="A preset name (see `auras config list`) or a YAML file.")
 ]
+RayAddressOpt = Annotated[
+    str | None, typer.Option("--ray-address", help="Join this Ray cluster (pipeline.ray_address).")
+]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override one field: a.b=value (repeatable).")]
 
 
@@ -148,9 +151,7 @@ def bench(
     seed: Annotated[int | None, typer.Option("--seed", help="First evaluation seed.")] = None,
     clock: Annotated[str | None, typer.Option("--clock", help="Time model: frame, virtual or realtime.")] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="local or ray (pipeline.backend).")] = None,
-    ray_address: Annotated[
-        str | None, typer.Option("--ray-address", help="Join this Ray cluster (pipeline.ray_address).")
-    ] = None,
+    ray_address: RayAddressOpt = None,
     pp_perception: Annotated[str | None, typer.Option(help="Perception stages; a list (1,2) sweeps.")] = None,
     pp_generation: Annotated[str | None, typer.Option(help="Generation stages; a list (2,4,8) sweeps.")] = None,
     fetch_offset: Annotated[str | None, typer.Option(help="0 or -1; 0,-1 sweeps both.")] = None,
@@ -315,9 +316,7 @@ def serve(
     policy: Annotated[str | None, typer.Option("--policy", help="Policy type (policy.type).")] = None,
     mode: Annotated[str | None, typer.Option("--mode", help="Execution mode (pipeline.mode).")] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="local or ray (pipeline.backend).")] = None,
-    ray_address: Annotated[
-        str | None, typer.Option("--ray-address", help="Join this Ray cluster (pipeline.ray_address).")
-    ] = None,
+    ray_address: RayAddressOpt = None,
     curve_secret: Annotated[
         Path | None, typer.Option(help="Server secret key file (from `auras keys`): CurveZMQ encryption.")
     ] = None,

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from auras.config import AurasConfig, config_hash, load_config, preset_names
 from auras.errors import ConfigError
 from auras.policies import PRIVILEGED_TYPES
 from auras.types import Observation
+
+if TYPE_CHECKING:
+    from auras.agent import AurasAgent
 
 __all__ = [
     "FRAME_KEYS",
@@ -155,18 +158,17 @@ def record_stream(config: AurasConfig, task: str, length: int) -> list[Observati
     raise AssertionError("unreachable")
 
 
-def measure_throughput(config: AurasConfig, stream: Sequence[Observation]) -> StreamRecord:
-    """Replay ``stream`` (cycled to stream + warm-up steps) through a fresh agent for ``config``."""
-    from auras.agent import AurasAgent
-
+def measure_throughput(agent: AurasAgent, config: AurasConfig, stream: Sequence[Observation]) -> StreamRecord:
+    """Replay ``stream`` (cycled to stream + warm-up steps) through ``agent`` (reset first)."""
     needed = config.bench.stream_steps + config.bench.warmup_steps
-    with AurasAgent(config) as agent:
-        return run_stream(agent, list(itertools.islice(itertools.cycle(stream), needed)), config.bench.warmup_steps)
+    return run_stream(agent, list(itertools.islice(itertools.cycle(stream), needed)), config.bench.warmup_steps)
 
 
-def measure_accuracy(config: AurasConfig, progress: Callable[[int], None] | None = None) -> list[EpisodeRecord]:
-    """``config.bench.episodes`` closed-loop episodes on seeds ``bench.seed + i`` under ``bench.clock``."""
-    from auras.agent import AurasAgent
+def measure_accuracy(
+    agent: AurasAgent, config: AurasConfig, progress: Callable[[int], None] | None = None
+) -> list[EpisodeRecord]:
+    """``config.bench.episodes`` closed-loop episodes of ``agent`` on seeds ``bench.seed + i`` under
+    ``bench.clock`` (each episode resets the agent)."""
     from auras.envs import make_env
 
     env = make_env(
@@ -176,7 +178,7 @@ def measure_accuracy(config: AurasConfig, progress: Callable[[int], None] | None
         terminate_on_success=config.env.terminate_on_success,
     )
     episodes: list[EpisodeRecord] = []
-    with AurasAgent(config) as agent, env:
+    with env:
         for i in range(config.bench.episodes):
             episodes.append(run_episode(agent, env, config.bench.seed + i, config.bench.clock))
             if progress:
@@ -286,6 +288,8 @@ def with_relative_figures(results: list[dict[str, Any]]) -> None:
 
 def run_cells(run: AurasConfig, cells: Sequence[BenchCell], progress: ProgressFn | None = None) -> list[dict[str, Any]]:
     """Measure every cell; return result rows with speedup and relative accuracy filled in."""
+    from auras.agent import AurasAgent
+
     streams: dict[str, list[Observation]] = {}
     length = run.bench.stream_steps + run.bench.warmup_steps
     rows = []
@@ -296,8 +300,9 @@ def run_cells(run: AurasConfig, cells: Sequence[BenchCell], progress: ProgressFn
         report = functools.partial(progress, f"{name}: episodes", total=total) if progress else None
         if c.env.task not in streams:
             streams[c.env.task] = record_stream(run, c.env.task, length)
-        episodes = measure_accuracy(c, report) if c.bench.accuracy else []
-        stream = measure_throughput(c, streams[c.env.task])
+        with AurasAgent(c) as agent:  # one agent (one policy load, one set of actors) per cell
+            episodes = measure_accuracy(agent, c, report) if c.bench.accuracy else []
+            stream = measure_throughput(agent, c, streams[c.env.task])
         if progress:
             progress(f"{name}: throughput", total, total)
         rows.append(_row(cell, c.policy.type in PRIVILEGED_TYPES, episodes, stream))

@@ -105,11 +105,17 @@ def pareto(points: Sequence[TunePoint]) -> list[TunePoint]:
 
 
 def _measure_throughput(config: AurasConfig, stream: list) -> float | None:
-    return throughput_hz(measure_throughput(config, stream).output_times)
+    from auras.agent import AurasAgent
+
+    with AurasAgent(config) as agent:
+        return throughput_hz(measure_throughput(agent, config, stream).output_times)
 
 
 def _measure_success(config: AurasConfig) -> tuple[int, int]:
-    episodes: list[EpisodeRecord] = measure_accuracy(config)
+    from auras.agent import AurasAgent
+
+    with AurasAgent(config) as agent:
+        episodes: list[EpisodeRecord] = measure_accuracy(agent, config)
     return sum(e.success for e in episodes), len(episodes)
 
 
