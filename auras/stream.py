@@ -14,8 +14,8 @@ is delivered in order; ``latest()`` skips to the newest for loops that only want
 Bad input is rejected in ``submit`` (the caller's thread) with an InvalidInputError and never reaches
 the worker; an error inside the executor is re-raised to the consumer on its next ``get``/iteration,
 after which the stream is closed. The exception is a worker that died and was replaced
-(WorkerRestartedError): the stream counts it (``restarts``, ``lost_to_restart``), reports it to
-``on_event`` and goes on, refilling the pipeline with the next observation.
+(WorkerRestartedError): the stream counts it in ``restarts`` (each costs the observation in flight),
+reports it to ``on_event`` and goes on, refilling the pipeline with the next observation.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ class ActionStream:
         self._error: BaseException | None = None
         self._closed = False
         self.submitted = self.admitted = self.dropped = self.emitted = 0
-        self.lost_to_restart = 0  # admitted observations that produced no action because a worker died
         self._thread = threading.Thread(target=self._loop, name="auras-stream", daemon=True)
         self._thread.start()
 
@@ -80,7 +79,6 @@ class ActionStream:
             except WorkerRestartedError as exc:  # recovered: this observation is lost, the stream goes on
                 with self._cond:
                     self.restarts += 1
-                    self.lost_to_restart += 1
                 if self._on_event is not None:
                     self._on_event({"event": "worker_restarted", "step_id": obs.step_id, "message": str(exc)[:300]})
                 continue

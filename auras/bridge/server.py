@@ -123,7 +123,6 @@ class Session:
         c["pending"] = len(self.pending)
         if self.stream is not None:
             c["worker_restarts"] = self.counters["worker_restarts"] + self.stream.restarts
-            c["lost_to_restart"] = self.counters["lost_to_restart"] + self.stream.lost_to_restart
         return {"session": self.id, "robot": self.robot, "state": self.state, "max_seen": self.max_seen, "counters": c}
 
 
@@ -598,7 +597,6 @@ class BridgeServer:
         if session.stream is not None:
             session.counters["superseded"] += session.stream.dropped
             session.counters["worker_restarts"] += session.stream.restarts
-            session.counters["lost_to_restart"] += session.stream.lost_to_restart
             session.stream.close()
         if session.publisher is not None:
             session.publisher.join(timeout=30)
