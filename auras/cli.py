@@ -317,6 +317,13 @@ def serve(
     mode: Annotated[str | None, typer.Option("--mode", help="Execution mode (pipeline.mode).")] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="local or ray (pipeline.backend).")] = None,
     ray_address: RayAddressOpt = None,
+    perception: Annotated[
+        str | None,
+        typer.Option(
+            "--perception",
+            help="separate (a perception per robot) or shared (one, batched across robots) (serve.perception).",
+        ),
+    ] = None,
     curve_secret: Annotated[
         Path | None, typer.Option(help="Server secret key file (from `auras keys`): CurveZMQ encryption.")
     ] = None,
@@ -338,7 +345,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     overrides = list(set_ or [])
     for key, value in (("policy.type", policy), ("pipeline.mode", mode), ("pipeline.backend", backend),
-                       ("pipeline.ray_address", ray_address)):  # fmt: skip
+                       ("pipeline.ray_address", ray_address), ("serve.perception", perception)):  # fmt: skip
         if value is not None:
             overrides.append(f"{key}={value}")
     try:
@@ -355,7 +362,8 @@ def serve(
     except AurasError as exc:
         _fail(exc)
     signal.signal(signal.SIGTERM, lambda *_: server._stop.set())
-    typer.echo(f"auras serve: {cfg.policy.type} in {cfg.pipeline.mode} mode on {bind} "
+    typer.echo(f"auras serve: {cfg.policy.type} in {cfg.pipeline.mode} mode, {cfg.serve.perception} perception, "
+               f"on {bind} "
                f"(observations {server.obs_endpoint}, actions {server.action_endpoint})", err=True)  # fmt: skip
     try:
         server.serve_forever()

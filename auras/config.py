@@ -27,6 +27,7 @@ __all__ = [
     "EnvConfig",
     "PipelineConfig",
     "PolicyConfig",
+    "ServeConfig",
     "config_hash",
     "load_config",
     "preset_names",
@@ -195,6 +196,20 @@ class BenchConfig(_Section):
         return values
 
 
+class ServeConfig(_Section):
+    """How `auras serve` shares work between robot sessions (each session has its own pipeline)."""
+
+    perception: Literal["separate", "shared"] = Field(
+        "separate",
+        description="separate: each session runs its own copy of perception; shared: one perception model "
+        "serves every session, their calls batched (auras/perception/shared.py; local backend, pp_perception 1).",
+    )
+    batch_wait_ms: float = Field(
+        2.0, ge=0.0, le=100.0, description="shared: longest a perception call waits for other robots' calls."
+    )
+    max_batch: int = Field(16, ge=1, le=256, description="shared: most observations in one perception call.")
+
+
 class AurasConfig(_Section):
     """The whole configuration of an agent and its benchmark."""
 
@@ -202,6 +217,7 @@ class AurasConfig(_Section):
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Policy and device.")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Execution mode and backend.")
     bench: BenchConfig = Field(default_factory=BenchConfig, description="Benchmark settings.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="`auras serve` settings.")
 
 
 def preset_names() -> list[str]:

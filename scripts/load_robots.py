@@ -3,10 +3,13 @@
     python scripts/load_robots.py [--robots 4] [--frames 10000] [--hz 100] [--policy tiny-dp]
                                   [--config pipeline-tiny-dp] [--mode auras] [--json OUT]
     python scripts/load_robots.py --robots 1 --hz 30 --seconds 1800 --json soak.json   # the soak run
+    python scripts/load_robots.py --perception separate,shared --frames 3000    # batched perception or not
 
-`auras serve` runs as its own process (each robot gets its own session and pipeline); each robot is a
-separate process with a :class:`RobotClient` that publishes ``--frames`` 84x84 camera frames + joint
-states at ``--hz`` (a perf_counter schedule) and records every action it receives.
+`auras serve` runs as its own process (each robot gets its own session and pipeline; with
+``--perception shared`` the sessions share one perception model whose calls are batched across robots,
+``serve.perception``); each robot is a separate process with a :class:`RobotClient` that publishes
+``--frames`` 84x84 camera frames + joint states at ``--hz`` (a perf_counter schedule)
+and records every action it receives.
 
 Per robot it reports:
 - accounting: every sequence number the robot used is exactly one of submitted to its agent,
@@ -149,25 +152,28 @@ def per_minute(robots: list[dict[str, Any]], samples: list[tuple[float, float]],
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--robots", type=int, default=4)
-    parser.add_argument("--frames", type=int, default=10_000)
-    parser.add_argument("--seconds", type=float, default=None, help="Run this long (sets --frames = hz x seconds).")
-    parser.add_argument("--hz", type=float, default=100.0)
-    parser.add_argument("--policy", default="tiny-dp")
-    parser.add_argument("--config", default="pipeline-tiny-dp")
-    parser.add_argument("--mode", default="auras")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    if args.seconds is not None:
-        args.frames = int(args.hz * args.seconds)
+def server_stats(address: str) -> dict[str, Any]:
+    """The server-wide ``stats`` reply (no session), or {} if the server does not answer."""
+    import zmq
 
+    from auras.bridge.protocol import SCHEMA_VERSION, decode_map, encode_map
+
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.connect(address)
+    try:
+        sock.send(encode_map({"v": SCHEMA_VERSION, "op": "stats", "id": 0}))
+        return decode_map(sock.recv()) if sock.poll(5000) else {}
+    finally:
+        sock.close(linger=0)
+
+
+def run(args: argparse.Namespace, perception: str) -> dict[str, Any]:
+    """One load run against a fresh `auras serve --perception PERCEPTION`; prints its tables."""
     address = f"tcp://127.0.0.1:{free_port()}"
     env = dict(os.environ, MUJOCO_GL="egl")
     server = subprocess.Popen(
         [sys.executable, "-m", "auras.cli", "serve", "--bind", address, "--policy", args.policy, "-c", args.config,
-         "--mode", args.mode, "--session-timeout", "30"],
+         "--mode", args.mode, "--perception", perception, "--session-timeout", "30"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     samples: list[tuple[float, float]] = []
@@ -189,6 +195,7 @@ def main() -> None:
         raise SystemExit(f"robots failed: {failed}")
     for p in procs:
         p.join(timeout=30)
+    served = server_stats(address)
     stop.set()
     server.terminate()
     _, stderr = server.communicate(timeout=60)
@@ -201,9 +208,11 @@ def main() -> None:
         "samples": samples,
     }  # fmt: skip
     result = {
-        "args": vars(args) | {"json": str(args.json) if args.json else None}, "wall_s": time.time() - started,
-        "server_crashed": crashed, "robots": sorted(reports, key=lambda r: r["robot"]), "memory": memory,
+        "perception": perception, "wall_s": time.time() - started, "server_crashed": crashed,
+        "robots": sorted(reports, key=lambda r: r["robot"]), "memory": memory,
+        "shared_perception": served.get("shared_perception"),
     }  # fmt: skip
+    print(f"\n## {perception} perception")
     print("| robot | frames | refused at robot | submitted | used by agent (Hz) | superseded | dropped incomplete "
           "| lost | unaccounted | duplicate seqs | actions sent / received | latency p50 / p90 / p99 ms |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -217,6 +226,10 @@ def main() -> None:
           f"max {memory['max_mb']:.0f} MB, "
           f"slope over the second half {slope if slope is None else round(slope, 2)} MB/min; "
           f"server crashed: {crashed}; wall {result['wall_s']:.0f} s")  # fmt: skip
+    if result["shared_perception"]:
+        b = result["shared_perception"]
+        print(f"shared perception: {b['observations']} observations in {b['batches']} batched calls "
+              f"(mean batch {b['mean_batch']:.2f})")  # fmt: skip
     if crashed:
         print(stderr[-2000:])
     result["per_minute"] = per_minute(result["robots"], samples, time.monotonic() - (time.time() - started))
@@ -227,8 +240,67 @@ def main() -> None:
             print(f"| {row['minute']} | {row['actions']} | {row['p50']:.1f} / {row['p99']:.1f} | {row['rss_mb']:.0f} |")
     for r in result["robots"]:
         r.pop("arrivals")
+    return result
+
+
+def summary(result: dict[str, Any]) -> dict[str, float]:
+    """All robots together: frames used per second, their spread (fairness), latency, memory."""
+    rates = [r["used_per_s"] for r in result["robots"]]
+    return {
+        "used_per_s_total": float(sum(rates)), "used_per_s_min": float(min(rates)),
+        "used_per_s_max": float(max(rates)),
+        "latency_p50_ms": float(np.median([r["latency_ms"]["p50"] for r in result["robots"]])),
+        "latency_p99_ms": float(max(r["latency_ms"]["p99"] for r in result["robots"])),
+        "unaccounted": sum(r["unaccounted"] for r in result["robots"]),
+        "duplicates": sum(r["duplicates"] for r in result["robots"]),
+        "rss_max_mb": result["memory"]["max_mb"],
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--robots", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=None, help="Run this long (sets --frames = hz x seconds).")
+    parser.add_argument("--hz", type=float, default=100.0)
+    parser.add_argument("--policy", default="tiny-dp")
+    parser.add_argument("--config", default="pipeline-tiny-dp")
+    parser.add_argument("--mode", default="auras")
+    parser.add_argument(
+        "--perception",
+        default="separate",
+        help="separate, shared, or both (separate,shared): one run each, then a comparison.",
+    )
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.seconds is not None:
+        args.frames = int(args.hz * args.seconds)
+    kinds = [k.strip() for k in args.perception.split(",") if k.strip()]
+    if not kinds or set(kinds) - {"separate", "shared"}:
+        parser.error(f"--perception: expected separate, shared or separate,shared, got {args.perception!r}")
+    runs = [run(args, kind) for kind in kinds]
+    if len(runs) > 1:
+        print("\n## comparison (all robots)")
+        print("| perception | frames used/s (total) | per robot min / max | latency p50 / worst p99 ms "
+              "| unaccounted | duplicates | server RSS max MB |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|")
+        for r in runs:
+            s = r["summary"] = summary(r)
+            print(f"| {r['perception']} | {s['used_per_s_total']:.1f} | {s['used_per_s_min']:.1f} / "
+                  f"{s['used_per_s_max']:.1f} | {s['latency_p50_ms']:.1f} / {s['latency_p99_ms']:.1f} "
+                  f"| {s['unaccounted']} | {s['duplicates']} | {s['rss_max_mb']:.0f} |")  # fmt: skip
+        base = runs[0]["summary"]
+        for r in runs[1:]:
+            print(f"{r['perception']} / {runs[0]['perception']}: throughput "
+                  f"{r['summary']['used_per_s_total'] / base['used_per_s_total']:.2f}x, latency p50 "
+                  f"{r['summary']['latency_p50_ms'] / base['latency_p50_ms']:.2f}x")  # fmt: skip
+    else:
+        runs[0]["summary"] = summary(runs[0])
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        document = {"args": vars(args) | {"json": str(args.json)}, "runs": runs}
+        if len(runs) == 1:  # the single-run layout of earlier reports
+            document |= runs[0]
+        args.json.write_text(json.dumps(document, indent=2))
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ from auras.bridge.protocol import (
 )
 from auras.errors import AurasError, InvalidInputError
 
-__all__ = ["BridgeServer", "CurveKeys", "data_endpoints"]
+__all__ = ["BridgeServer", "CurveKeys", "data_endpoints", "session_agents"]
 
 log = logging.getLogger("auras.bridge")
 SLOW_OPS = ("hello", "reset", "bye")  # answered from a worker thread
@@ -69,6 +69,38 @@ def data_endpoints(bind: str) -> tuple[str, str]:
     if bind.startswith("ipc://"):
         return bind + ".obs", bind + ".act"
     raise InvalidInputError(f"bind: expected tcp://HOST:PORT or ipc://PATH, got {bind!r}")
+
+
+def session_agents(config: Any) -> tuple[Callable[[], Any], Any]:
+    """``(agent_factory, batcher)`` for ``config.serve.perception``. separate: every session builds its
+    own policy (batcher None). shared: one perception model, built now, serves every session through a
+    :class:`~auras.perception.shared.PerceptionBatcher`; each session still gets its own generation and
+    pipeline."""
+    from auras.agent import AurasAgent
+
+    if config.serve.perception == "separate":
+        return (lambda: AurasAgent(config)), None
+    from auras.errors import ConfigError
+    from auras.perception.shared import PerceptionBatcher
+    from auras.policies import build_policy
+    from auras.policies.base import Policy
+
+    pipe = config.pipeline
+    if pipe.backend != "local":
+        raise ConfigError(f"serve.perception=shared runs in the server's process: needs pipeline.backend=local, "
+                          f"got {pipe.backend!r}")  # fmt: skip
+    if pipe.mode in ("pipeline", "auras") and pipe.pp_perception != 1:
+        raise ConfigError(f"serve.perception=shared runs perception as one batched call per frame: needs "
+                          f"pipeline.pp_perception=1, got {pipe.pp_perception}")  # fmt: skip
+    shared = build_policy(config)
+    batcher = PerceptionBatcher(shared.perception, max_batch=config.serve.max_batch, wait_ms=config.serve.batch_wait_ms)
+
+    def factory() -> AurasAgent:
+        own = build_policy(config)  # its generation only: per-request state must not be shared
+        policy = Policy(own.name, batcher.view(), own.generation, own.privileged, own.execute_steps)
+        return AurasAgent(config, policy=policy)
+
+    return factory, batcher
 
 
 @dataclass(frozen=True)
@@ -144,10 +176,9 @@ class BridgeServer:
         session_timeout_s: float = 10.0,
         max_sessions: int = 16,
     ) -> None:
+        self.batcher = None  # shared perception (config.serve.perception), if any
         if agent_factory is None:
-            from auras.agent import AurasAgent
-
-            agent_factory = lambda: AurasAgent(config)  # noqa: E731
+            agent_factory, self.batcher = session_agents(config)
         self.bind = bind
         self.obs_endpoint, self.action_endpoint = data_endpoints(bind)
         self._factory = agent_factory
@@ -250,6 +281,8 @@ class BridgeServer:
             sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             self._close_session(session)
+        if self.batcher is not None:
+            self.batcher.close()
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
@@ -449,7 +482,10 @@ class BridgeServer:
             return self._session(request).stats()
         with self._lock:
             sessions = [{k: v for k, v in s.stats().items() if k != "session"} for s in self._sessions.values()]
-        return {"server": dict(self.counters), "sessions": sessions}  # ids are capabilities: never listed
+        reply = {"server": dict(self.counters), "sessions": sessions}  # ids are capabilities: never listed
+        if self.batcher is not None:
+            reply["shared_perception"] = self.batcher.stats()
+        return reply
 
     def _bye(self, request: dict[str, Any]) -> dict[str, Any]:
         session = self._session(request)
@@ -658,6 +694,10 @@ class BridgeServer:
     def _close_session(self, session: Session) -> None:
         self._stop_stream(session)
         session.agent.close()
+        perception = getattr(getattr(session.agent, "policy", None), "perception", None)
+        close_view = getattr(perception, "close", None)  # a shared perception's view
+        if callable(close_view):
+            close_view()
         session.state = "closed"
 
 
