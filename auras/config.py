@@ -131,8 +131,9 @@ class PipelineConfig(_Section):
         30.0,
         gt=0.0,
         le=3600.0,
-        description="Ray backend: a frame not answered within this is a dead worker; frame modes then "
-        "replace both workers and refill (WorkerRestartedError), other modes fail (WorkerDiedError).",
+        description="Ray backend: a call not answered within this is a dead worker; it is replaced "
+        "(frame modes, sequential, decoupled: both actors; parallel: that worker) and the step raises "
+        "WorkerRestartedError.",
     )
     emit: Literal["own", "public"] = Field(
         "own", description="Autoregressive auras: emit the finishing request's own tokens, or the public snapshot."

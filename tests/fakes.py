@@ -142,3 +142,16 @@ class FakeDiffusion:
                 return self.to_actions(self.denoise(x, torch.zeros(len(h_o), dtype=torch.int64), full, h_o))
 
         return _Fake(*args, **kwargs)
+
+
+class HangingGeneration(FakeGeneration):
+    """A FakeGeneration that hangs (sleeps ``hang_s``) on the request of step id ``hang_at``."""
+
+    def __init__(self, hang_at: int, hang_s: float = 600.0) -> None:
+        super().__init__()
+        self.hang_at, self.hang_s = hang_at, hang_s
+
+    def generate(self, context: Context) -> np.ndarray:
+        if self.hang_at in np.asarray(context["step_id"]).tolist():
+            time.sleep(self.hang_s)
+        return super().generate(context)

@@ -164,3 +164,83 @@ def test_a_killed_actor_is_replaced_and_no_action_comes_from_before_the_failure(
         after = [agent.step(fake_observation(i)) for i in range(9, 20)]
     assert all(a.step_id >= 9 and a.context_step_id >= 9 for a in after)
     assert [a.step_id for a in after] == sorted(a.step_id for a in after)
+
+
+def _kill_then_step_until_restarted(agent, pid: int, first: int, within_s: float = 30.0) -> int:
+    """SIGKILL ``pid``; step on (a 50 Hz robot) from observation ``first`` until a step raises
+    WorkerRestartedError, which must happen within ``within_s`` (actions whose work finished before
+    the failure may still come out first). Returns the next step id."""
+    import os
+    import signal
+
+    from auras.errors import WorkerRestartedError
+
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + within_s
+    i = first
+    while time.monotonic() < deadline:
+        try:
+            agent.step(fake_observation(i))
+        except WorkerRestartedError as exc:
+            assert "replaced" in str(exc)
+            return i + 1
+        i += 1
+        time.sleep(0.02)
+    raise AssertionError(f"no WorkerRestartedError within {within_s} s of killing pid {pid}")
+
+
+@pytest.mark.parametrize("mode", ["sequential", "decoupled"])
+@pytest.mark.parametrize("victim", [0, 1], ids=["perception", "generation"])
+def test_unframed_modes_replace_a_killed_actor_and_serve_fresh_actions(ray_cluster, mode, victim):
+    from tests.fakes import fake_policy
+
+    config = load_config(overrides=[f"pipeline.mode={mode}", "pipeline.backend=ray", "pipeline.worker_timeout_s=20"])
+    with AurasAgent(config, policy=fake_policy(generation_s=0.01)) as agent:
+        for i in range(5):
+            agent.step(fake_observation(i))
+        parts = agent._executor.parts
+        old = list(parts.pids)
+        resumed = _kill_then_step_until_restarted(agent, old[victim], 5)
+        assert agent.restarts == 1 and set(parts.pids).isdisjoint(old)
+        after = [agent.step(fake_observation(i)) for i in range(resumed, resumed + 6)]
+    # nothing from the lost workers' contexts
+    assert all(a.context_step_id >= resumed for a in after), [a.context_step_id for a in after]
+
+
+def test_parallel_mode_replaces_only_the_killed_worker(ray_cluster):
+    from tests.fakes import fake_policy
+
+    config = load_config(overrides=["pipeline.mode=parallel", "pipeline.backend=ray", "pipeline.workers=3",
+                                    "pipeline.worker_timeout_s=20"])  # fmt: skip
+    with AurasAgent(config, policy=fake_policy(generation_s=0.05)) as agent:
+        for i in range(6):
+            agent.step(fake_observation(i))
+        pool = agent._executor.pool
+        actors = list(pool.actors)
+        pids = ray_cluster.get([a.ready.remote() for a in actors])
+        resumed = _kill_then_step_until_restarted(agent, pids[0], 6)
+        assert agent.restarts == 1 and pool.actors[0] is not actors[0] and pool.actors[1:] == actors[1:]
+        after = [agent.step(fake_observation(i)) for i in range(resumed, resumed + 9)]
+        assert [a.step_id for a in after] == sorted(a.step_id for a in after)
+        assert after[-1].step_id >= resumed
+        agent.reset()  # every worker answers the reset, the new one included
+        assert agent.restarts == 1
+
+
+@pytest.mark.parametrize("mode", ["sequential", "parallel"])
+def test_a_hung_worker_is_replaced_after_the_deadline(ray_cluster, mode):
+    from auras.errors import WorkerRestartedError
+    from tests.fakes import FakePerception, HangingGeneration
+
+    config = load_config(overrides=[f"pipeline.mode={mode}", "pipeline.backend=ray", "pipeline.workers=2",
+                                    "pipeline.worker_timeout_s=2"])  # fmt: skip
+    with AurasAgent(config, policy=Policy("hangs", FakePerception(), HangingGeneration(hang_at=3))) as agent:
+        start = time.monotonic()
+        with pytest.raises(WorkerRestartedError, match=r"did not answer|deadline"):
+            for i in range(3000):  # a 50 Hz robot; the other parallel worker keeps serving meanwhile
+                agent.step(fake_observation(i))
+                time.sleep(0.02)
+        assert time.monotonic() - start < 120 and agent.restarts == 1  # deadline + starting new actors
+        assert agent._executor.incidents[0]["step_id"] == 3
+        later = [agent.step(fake_observation(i)) for i in range(5000, 5006)]
+    assert later[-1].step_id >= 5000

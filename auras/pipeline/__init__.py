@@ -58,13 +58,14 @@ def build_executor(config: AurasConfig, policy: Policy, source: Any = None) -> E
     if pipe.mode == "parallel":
         from auras.pipeline.parallel import ParallelExecutor, RayWorkerPool, ThreadWorkerPool
 
-        pool = RayWorkerPool(source, pipe.workers, threads) if ray else ThreadWorkerPool(policy, pipe.workers)
+        pool = (RayWorkerPool(source, pipe.workers, threads, pipe.worker_timeout_s) if ray
+                else ThreadWorkerPool(policy, pipe.workers))  # fmt: skip
         return ParallelExecutor(policy, pool)
     parts = None
     if ray:
         from auras.pipeline.ray_backend import RayPolicyParts
 
-        parts = RayPolicyParts(source, threads)
+        parts = RayPolicyParts(source, threads, pipe.worker_timeout_s)
     if pipe.mode == "sequential":
         from auras.pipeline.sequential import SequentialExecutor
 

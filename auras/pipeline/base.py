@@ -6,14 +6,16 @@ The agent owns exactly one executor and calls it from one thread. ``step`` admit
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from auras.errors import WorkerRestartedError
 from auras.policies.base import Policy
 from auras.types import Action, Observation
 
-__all__ = ["Executor", "LocalPolicyParts", "PolicyParts"]
+__all__ = ["Executor", "LocalPolicyParts", "PolicyParts", "RestartableParts"]
 
 
 class PolicyParts(Protocol):
@@ -28,6 +30,12 @@ class PolicyParts(Protocol):
     def generate(self, context: Any) -> Any: ...
 
     def close(self) -> None: ...
+
+
+class RestartableParts(PolicyParts, Protocol):
+    """Parts whose workers can die (Ray actors): ``restart`` replaces them with fresh ones."""
+
+    def restart(self) -> None: ...
 
 
 class LocalPolicyParts:
@@ -49,6 +57,22 @@ class LocalPolicyParts:
 class Executor(ABC):
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
+        self.restarts = 0  # workers replaced after dying or missing their deadline (Ray backend)
+        self.incidents: list[dict[str, Any]] = []  # one per restart: where, why, how long recovery took
+
+    def recover(self, cause: BaseException, lost: int, replace: Callable[[], None], **where: Any) -> Exception:
+        """Replace dead workers with ``replace()`` (which raises WorkerDiedError itself when no new
+        worker can be started), record the incident, and return the WorkerRestartedError to raise:
+        observation ``lost`` (its step id) produced no action; the agent stays usable."""
+        start = time.perf_counter()
+        replace()
+        self.restarts += 1
+        self.incidents.append({**where, "step_id": lost, "cause": str(cause)[:300],
+                               "recovery_ms": (time.perf_counter() - start) * 1e3})  # fmt: skip
+        return WorkerRestartedError(
+            f"a worker died or missed its deadline ({cause}); it was replaced and serving resumes on the next "
+            f"step; observation {lost} produced no action"
+        )
 
     @abstractmethod
     def step(self, obs: Observation) -> Action:

@@ -5,6 +5,10 @@ newer one has arrived, which is the wasted work that makes DEC slower than seque
 paper). ``step(obs)`` offers ``obs`` to that loop and runs generation on the newest finished
 context, whichever observation it came from; only the very first step waits for a context, with a
 deadline. ``Action.context_step_id`` names the observation the context came from.
+
+On the Ray backend a dead or hung actor is replaced: the perception loop is restarted on new actors,
+the old context is dropped (it came from the lost workers), the step raises WorkerRestartedError and
+the next step waits for a fresh context.
 """
 
 from __future__ import annotations
@@ -30,16 +34,25 @@ class DecoupledExecutor(Executor):
         self._latest: tuple[object, Observation, float] | None = None  # (context, its observation, ms)
         self._error: BaseException | None = None
         self._stop = False
+        self._epoch = 0  # bumped when workers are replaced: a loop of an older epoch writes nothing
         self.perceptions = 0
-        self._thread = threading.Thread(target=self._perception_loop, name="auras-decoupled-perception", daemon=True)
+        self._start_loop()
+
+    def _start_loop(self) -> None:
+        with self._cond:
+            self._epoch += 1
+            self._stop, self._error, self._latest = False, None, None
+        self._thread = threading.Thread(
+            target=self._perception_loop, args=(self._epoch,), name="auras-decoupled-perception", daemon=True
+        )
         self._thread.start()
 
-    def _perception_loop(self) -> None:
+    def _perception_loop(self, epoch: int) -> None:
         while True:
             with self._cond:
                 while self._offered is None and not self._stop:
                     self._cond.wait()
-                if self._stop:
+                if self._stop or epoch != self._epoch:
                     return
                 obs = self._offered
             try:
@@ -48,20 +61,43 @@ class DecoupledExecutor(Executor):
                 spent = (time.perf_counter() - start) * 1e3
             except BaseException as exc:  # surfaced to the caller of step(), never swallowed
                 with self._cond:
-                    self._error = exc
-                    self._cond.notify_all()
+                    if epoch == self._epoch:
+                        self._error = exc
+                        self._cond.notify_all()
                 return
             with self._cond:
+                if epoch != self._epoch:
+                    return
                 self._latest = (context, obs, spent)
                 self.perceptions += 1
                 self._cond.notify_all()
 
+    def _replace_workers(self) -> None:
+        """Stop the perception loop, replace the actors, start a new loop with no context."""
+        with self._cond:
+            self._stop = True
+            self._epoch += 1  # whatever the old loop still finishes is dropped
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+        self.parts.restart()  # type: ignore[attr-defined]
+        with self._cond:
+            self._offered = None  # the new workers start from observations offered after the failure
+        self._start_loop()
+
     def step(self, obs: Observation) -> Action:
+        try:
+            return self._step(obs)
+        except WorkerDiedError as exc:
+            if not hasattr(self.parts, "restart"):
+                raise
+            raise self.recover(exc, obs.step_id, self._replace_workers) from exc
+
+    def _step(self, obs: Observation) -> Action:
         start = time.perf_counter()
         deadline = time.monotonic() + self._timeout
         with self._cond:
             if self._error is not None or not self._thread.is_alive():
-                raise WorkerDiedError(f"decoupled perception worker died: {self._error!r}; build a new agent")
+                raise WorkerDiedError(f"decoupled perception worker died: {self._error!r}")
             self._offered = obs
             self._cond.notify_all()
             while self._latest is None and self._error is None:
@@ -70,7 +106,7 @@ class DecoupledExecutor(Executor):
                     raise StepFailedError(f"no perception result within {self._timeout:.1f} s of the first step")
                 self._cond.wait(left)
             if self._error is not None:
-                raise WorkerDiedError(f"decoupled perception worker died: {self._error!r}; build a new agent")
+                raise WorkerDiedError(f"decoupled perception worker died: {self._error!r}")
             context, source, perception_ms = self._latest
         generated = time.perf_counter()
         actions = self.parts.generate(context)

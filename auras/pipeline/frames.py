@@ -54,9 +54,9 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
-from auras.errors import ConfigError, WorkerDiedError, WorkerRestartedError
+from auras.errors import ConfigError, WorkerDiedError
 from auras.pipeline.base import Executor
 from auras.pipeline.workers import (
     ContextMessage,
@@ -172,8 +172,6 @@ class FrameExecutor(Executor):
         self.shape, self.public = shape, public
         self._make_runner = lambda: (make_runner or LocalFrameRunner)(policy, shape, public, alpha, emit)
         self.runner = self._make_runner()
-        self.restarts = 0
-        self.incidents: list[dict[str, Any]] = []  # one per restart: when, why, how long recovery took
         self._inflight: deque[tuple[int, int]] = deque()  # (request, admitted frame)
         self._admitted: OrderedDict[int, _Admitted] = OrderedDict()
         self._carried: tuple[ContextMessage, ...] = ()
@@ -269,25 +267,17 @@ class FrameExecutor(Executor):
             while self._last_action is None:
                 action = self.run_frame(obs)
         except WorkerDiedError as exc:
-            self._restart(exc)
-            raise WorkerRestartedError(
-                f"a worker died or missed its deadline ({exc}); it was replaced and the pipeline refills on the "
-                f"next step; observation {obs.step_id} produced no action"
-            ) from exc
+            raise self.recover(exc, obs.step_id, self._replace_workers, frame=self.frame) from exc
         return action if action is not None else self._last_action
 
-    def _restart(self, cause: BaseException) -> None:
+    def _replace_workers(self) -> None:
         """Replace both workers and start from an empty pipeline and an empty public context: nothing
         computed before the failure (half-written contexts, in-flight requests) can reach an action."""
-        start = time.perf_counter()
         with contextlib.suppress(Exception):
             self.runner.close()
         self.reset()
         self._reset_pending = False  # the new workers start clean
         self.runner = self._make_runner()  # raises WorkerDiedError itself if no worker can be started
-        self.restarts += 1
-        self.incidents.append({"frame": self.frame, "cause": str(cause)[:300],
-                               "recovery_ms": (time.perf_counter() - start) * 1e3})  # fmt: skip
 
     @property
     def inflight(self) -> int:

@@ -9,6 +9,9 @@ requests in flight and nothing new finished) it returns the previous action agai
 spaces the workers out, so actions come in bursts (high ``interval_cv``), each from an observation
 about N calls old.
 
+On the Ray backend a worker that dies or misses ``pipeline.worker_timeout_s`` is replaced alone (the
+others keep their requests); that step raises WorkerRestartedError and the dead worker's request is lost.
+
 Frames here are ``step`` calls: ``Action.frame`` is the call's index and ``staleness_frames`` the
 number of calls since the action's observation was handed over.
 """
@@ -18,15 +21,16 @@ from __future__ import annotations
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Protocol
 
-from auras.errors import StepFailedError
+from auras.errors import StepFailedError, WorkerDiedError
 from auras.pipeline.base import Executor
 from auras.pipeline.sequential import SequentialExecutor
 from auras.policies.base import Policy
 from auras.types import Action, Observation, StepTimings
 
-__all__ = ["ParallelExecutor", "RayWorkerPool", "ThreadWorkerPool", "WorkerPool"]
+__all__ = ["ParallelExecutor", "PoolWorkerDiedError", "RayWorkerPool", "ThreadWorkerPool", "WorkerPool"]
 
 RESULT_TIMEOUT_S = 300.0
 
@@ -48,7 +52,11 @@ class WorkerPool(Protocol):
     def collect(self, block: bool) -> list[Action]:
         """Actions finished since the last call (waits for at least one when ``block`` and any is busy)."""
 
-    def reset(self) -> None: ...
+    def reset(self) -> list[PoolWorkerDiedError]:
+        """Drop every request; returns the workers found dead (and replaced) on the way."""
+
+    def replace(self, worker: int) -> None:
+        """Start a fresh worker after ``collect`` raised PoolWorkerDiedError for it."""
 
     def close(self) -> None: ...
 
@@ -85,10 +93,14 @@ class ThreadWorkerPool(_Slots):
         done = [i for i, f in self._busy.items() if f.done()]
         return [self._busy.pop(i).result() for i in done]
 
-    def reset(self) -> None:
+    def reset(self) -> list[PoolWorkerDiedError]:
         wait(list(self._busy.values()))
         self._busy.clear()
         self._sequential.reset()
+        return []  # threads of this process do not die on their own
+
+    def replace(self, worker: int) -> None:
+        raise NotImplementedError("thread workers are never reported dead")
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -111,43 +123,102 @@ def _make_sequential_worker(policy: Policy) -> _SequentialWorker:
     return _SequentialWorker(policy)
 
 
-class RayWorkerPool(_Slots):
-    """``size`` Ray actors, each with its own copy of the policy, in one placement group."""
+class PoolWorkerDiedError(WorkerDiedError):
+    """Worker ``worker`` of a pool died or missed its deadline; ``step_id``: the request it held."""
 
-    def __init__(self, source: Any, size: int, threads: int = 1) -> None:
+    def __init__(self, message: str, worker: int, step_id: int) -> None:
+        super().__init__(message)
+        self.worker, self.step_id = worker, step_id
+
+
+class RayWorkerPool(_Slots):
+    """``size`` Ray actors, each with its own copy of the policy, in one placement group.
+
+    A worker that dies, or holds a request longer than ``timeout_s``, is reported by ``collect`` as a
+    :class:`PoolWorkerDiedError` (results of the other workers collected in the same call are kept
+    for the next call) and ``replace(worker)`` starts a fresh actor in its bundle.
+    """
+
+    def __init__(self, source: Any, size: int, threads: int = 1, timeout_s: float = RESULT_TIMEOUT_S) -> None:
         from auras.pipeline.ray_backend import WorkerActor, place_actors
 
-        self.size = size
-        self.placement, self.actors = place_actors(
-            WorkerActor, [(source, threads, _make_sequential_worker) for _ in range(size)]
-        )
+        self.size, self.timeout_s = size, timeout_s
+        self._args = (source, threads, _make_sequential_worker)
+        self.placement, self.actors = place_actors(WorkerActor, [self._args for _ in range(size)])
         self._busy: dict[int, Any] = {}  # worker -> ObjectRef
+        self._held: dict[int, tuple[int, float]] = {}  # worker -> (step id, monotonic when handed)
+        self._kept: list[Action] = []  # finished alongside a failure; returned by the next collect
 
     def submit(self, worker: int, obs: Observation) -> None:
         self._busy[worker] = self.actors[worker].run.remote(obs)
+        self._held[worker] = (obs.step_id, time.monotonic())
 
     def collect(self, block: bool) -> list[Action]:
         import ray
 
         from auras.pipeline.ray_backend import worker_errors
 
+        if not self._busy:
+            return self._take_kept()
         refs = list(self._busy.values())
-        if not refs:
-            return []
-        ready, _ = ray.wait(refs, num_returns=1 if block else len(refs), timeout=RESULT_TIMEOUT_S if block else 0)
+        oldest = min(self._held[i][1] for i in self._busy)
+        wait_s = max(0.0, oldest + self.timeout_s - time.monotonic()) if block and not self._kept else 0
+        ready, _ = ray.wait(refs, num_returns=1 if wait_s else len(refs), timeout=wait_s)
         done = [i for i, ref in self._busy.items() if ref in ready]
-        with worker_errors("parallel mode: a request"):
-            return [ray.get(self._busy.pop(i)) for i in done]
+        failed: PoolWorkerDiedError | None = None
+        for i in done:
+            ref = self._busy.pop(i)
+            step_id, _ = self._held.pop(i)
+            try:
+                with worker_errors("parallel mode: a request"):
+                    self._kept.append(ray.get(ref))
+            except WorkerDiedError as exc:
+                failed = failed or PoolWorkerDiedError(str(exc), i, step_id)
+        now = time.monotonic()
+        overdue = [i for i in self._busy if now - self._held[i][1] >= self.timeout_s]
+        if failed is None and overdue:  # a request held past the deadline: that worker hangs
+            hung = min(overdue, key=lambda i: self._held[i][1])
+            failed = PoolWorkerDiedError(
+                f"parallel mode: worker {hung} did not answer within {self.timeout_s:.1f} s", hung, self._held[hung][0]
+            )
+        if failed is not None:
+            raise failed
+        return self._take_kept()
 
-    def reset(self) -> None:
+    def _take_kept(self) -> list[Action]:
+        kept, self._kept = self._kept, []
+        return kept
+
+    def replace(self, worker: int) -> None:
+        """Start a fresh actor for ``worker`` (its request, if any, is lost)."""
+        from auras.pipeline.ray_backend import WorkerActor, replace_actor
+
+        self._busy.pop(worker, None)
+        self._held.pop(worker, None)
+        self.actors[worker] = replace_actor(WorkerActor, self.placement, worker, self._args, self.actors[worker])
+
+    def reset(self) -> list[PoolWorkerDiedError]:
+        """Wait for busy workers, then reset every worker; dead ones are replaced and returned."""
         import ray
 
         from auras.pipeline.ray_backend import worker_errors
 
-        with worker_errors("parallel mode: reset"):
-            ray.get(list(self._busy.values()))
-            self._busy.clear()
-            ray.get([actor.run.remote(None) for actor in self.actors])
+        dead: list[PoolWorkerDiedError] = []
+        for i in range(self.size):
+            try:
+                with worker_errors("parallel mode: reset"):
+                    if i in self._busy:
+                        ray.get(self._busy[i], timeout=self.timeout_s)
+                    ray.get(self.actors[i].run.remote(None), timeout=self.timeout_s)
+            except WorkerDiedError as exc:
+                dead.append(PoolWorkerDiedError(str(exc), i, self._held.get(i, (-1, 0.0))[0]))
+                self.replace(i)
+            except StepFailedError:
+                pass  # a request that failed in the worker: its result is discarded by the reset anyway
+        self._busy.clear()
+        self._held.clear()
+        self._kept.clear()
+        return dead
 
     def close(self) -> None:
         from auras.pipeline.ray_backend import release
@@ -173,6 +244,12 @@ class ParallelExecutor(Executor):
         self._last: Action | None = None
 
     def step(self, obs: Observation) -> Action:
+        try:
+            return self._step(obs)
+        except PoolWorkerDiedError as exc:
+            raise self.recover(exc, exc.step_id, partial(self.pool.replace, exc.worker), worker=exc.worker) from exc
+
+    def _step(self, obs: Observation) -> Action:
         call = self.calls
         self.calls += 1
         if (worker := self.pool.free()) >= 0:
@@ -217,7 +294,9 @@ class ParallelExecutor(Executor):
         return self._last
 
     def reset(self) -> None:
-        self.pool.reset()
+        for dead in self.pool.reset():  # workers found dead at the reset were replaced there
+            self.restarts += 1
+            self.incidents.append({"worker": dead.worker, "step_id": dead.step_id, "cause": str(dead)[:300]})
         self._handed.clear()
         self._last = None
 

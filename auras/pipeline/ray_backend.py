@@ -32,7 +32,7 @@ import dataclasses
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -163,18 +163,41 @@ def place_actors(
     placement = RayPlacement(len(args))
     actors: list[Any] = []
     try:
-        remote = ray.remote(actor_class)
         for index, a in enumerate(args):
-            options = placement.options(index)
-            actors.append(remote.options(max_concurrency=max_concurrency, **options).remote(placement.device, *a))
+            actors.append(_start_actor(actor_class, placement, index, a, max_concurrency))
         ray.get([actor.ready.remote() for actor in actors], timeout=ACTOR_START_TIMEOUT_S)
     except BaseException as exc:
         release(placement, actors)
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, Exception):  # the error raised in the actor's constructor
-            raise cause from exc
-        raise
+        _raise_constructor_error(exc)
     return placement, actors
+
+
+def replace_actor(
+    actor_class: type, placement: RayPlacement, index: int, args: tuple[Any, ...], old: Any, max_concurrency: int = 1
+) -> Any:
+    """Kill ``old`` (dead or alive) and start a fresh ``actor_class(*args)`` in bundle ``index``."""
+    kill_actors([old])
+    actor = _start_actor(actor_class, placement, index, args, max_concurrency)
+    try:
+        ensure_ray().get(actor.ready.remote(), timeout=ACTOR_START_TIMEOUT_S)
+    except BaseException as exc:
+        kill_actors([actor])
+        _raise_constructor_error(exc)
+    return actor
+
+
+def _start_actor(
+    actor_class: type, placement: RayPlacement, index: int, args: tuple[Any, ...], concurrency: int = 1
+) -> Any:
+    remote = ensure_ray().remote(actor_class)
+    return remote.options(max_concurrency=concurrency, **placement.options(index)).remote(placement.device, *args)
+
+
+def _raise_constructor_error(exc: BaseException) -> NoReturn:
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, Exception):  # the error raised in the actor's constructor
+        raise cause from exc
+    raise exc
 
 
 @contextlib.contextmanager
@@ -186,6 +209,8 @@ def worker_errors(what: str) -> Iterator[None]:
     try:
         yield
     except RayTaskError as exc:
+        if isinstance(exc.cause, RayActorError):  # an input came from an actor that died
+            raise WorkerDiedError(f"{what}: a worker died: {exc.cause!r}") from exc
         raise StepFailedError(f"{what} failed in a worker: {exc.cause!r}") from exc
     except (RayActorError, RayChannelError) as exc:
         raise WorkerDiedError(f"{what}: a worker died: {exc}") from exc
@@ -333,25 +358,43 @@ class RayPolicyParts:
 
     ``perceive`` returns an ObjectRef: the context stays in Ray's object store (numpy, zero-copy) and
     goes from the perception actor to the generation actor without passing through this process.
+    A call not answered within ``timeout_s`` counts as a dead worker (WorkerDiedError); ``restart``
+    replaces both actors.
     """
 
-    def __init__(self, source: Any, threads: int = 1) -> None:
+    def __init__(self, source: Any, threads: int = 1, timeout_s: float = FRAME_TIMEOUT_S) -> None:
+        self._source, self._threads, self.timeout_s = source, threads, timeout_s
+        self._start()
+
+    def _start(self) -> None:
         self.placement, self.actors = place_actors(
-            WorkerActor, [(source, threads, _make_perceive), (source, threads, _make_generate)]
+            WorkerActor, [(self._source, self._threads, _make_perceive), (self._source, self._threads, _make_generate)]
         )
+        self.pids = ensure_ray().get([actor.ready.remote() for actor in self.actors])
 
     def perceive(self, observations: list[Any]) -> Any:
         import ray
 
+        if not self.actors:
+            raise WorkerDiedError("ray backend is closed; build a new agent")
         ref = self.actors[0].run.remote(observations)
-        ray.wait([ref], fetch_local=False)
+        ready, _ = ray.wait([ref], fetch_local=False, timeout=self.timeout_s)
+        if not ready:
+            raise WorkerDiedError(f"ray backend: perception did not answer within {self.timeout_s:.1f} s")
         return ref
 
     def generate(self, context_ref: Any) -> Any:
         import ray
 
+        if not self.actors:
+            raise WorkerDiedError("ray backend is closed; build a new agent")
         with worker_errors("ray backend: a request"):
-            return ray.get(self.actors[1].run.remote(context_ref), timeout=FRAME_TIMEOUT_S)
+            return ray.get(self.actors[1].run.remote(context_ref), timeout=self.timeout_s)
+
+    def restart(self) -> None:
+        """Kill both actors (dead or alive) and start fresh ones; raises if none can be started."""
+        self.close()
+        self._start()
 
     def close(self) -> None:
         release(self.placement, self.actors)

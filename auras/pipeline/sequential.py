@@ -1,13 +1,15 @@
 """`sequential` mode: perception then generation for each observation, nothing in flight between.
 
 The baseline of the Auras paper. Observations that arrive while a step runs are the caller's to
-drop (``AurasAgent.step`` blocks until the action is ready).
+drop (``AurasAgent.step`` blocks until the action is ready). On the Ray backend a dead or hung actor
+is replaced and the step raises WorkerRestartedError (nothing is in flight, so nothing else is lost).
 """
 
 from __future__ import annotations
 
 import time
 
+from auras.errors import WorkerDiedError
 from auras.pipeline.base import Executor, LocalPolicyParts, PolicyParts
 from auras.policies.base import Policy
 from auras.types import Action, Observation, StepTimings
@@ -23,9 +25,15 @@ class SequentialExecutor(Executor):
 
     def step(self, obs: Observation) -> Action:
         start = time.perf_counter()
-        context = self.parts.perceive([obs])
-        perceived = time.perf_counter()
-        actions = self.parts.generate(context)  # (1, A) or (1, H, A)
+        try:
+            context = self.parts.perceive([obs])
+            perceived = time.perf_counter()
+            actions = self.parts.generate(context)  # (1, A) or (1, H, A)
+        except WorkerDiedError as exc:
+            restart = getattr(self.parts, "restart", None)
+            if restart is None:
+                raise
+            raise self.recover(exc, obs.step_id, restart, frame=self.frame) from exc
         done = time.perf_counter()
         timings = StepTimings(
             stages_ms={"perception": (perceived - start) * 1e3, "generation": (done - perceived) * 1e3},
