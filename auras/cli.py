@@ -362,7 +362,8 @@ def serve(
     except AurasError as exc:
         _fail(exc)
     signal.signal(signal.SIGTERM, lambda *_: server._stop.set())
-    typer.echo(f"auras serve: {cfg.policy.type} in {cfg.pipeline.mode} mode, {cfg.serve.perception} perception, "
+    sharing = "shared" if server.batcher is not None else "separate"
+    typer.echo(f"auras serve: {cfg.policy.type} in {cfg.pipeline.mode} mode, {sharing} perception, "
                f"on {bind} "
                f"(observations {server.obs_endpoint}, actions {server.action_endpoint})", err=True)  # fmt: skip
     try:

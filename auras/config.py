@@ -200,13 +200,14 @@ class BenchConfig(_Section):
 class ServeConfig(_Section):
     """How `auras serve` shares work between robot sessions (each session has its own pipeline)."""
 
-    perception: Literal["separate", "shared"] = Field(
-        "separate",
+    perception: Literal["auto", "separate", "shared"] = Field(
+        "auto",
         description="separate: each session runs its own copy of perception; shared: one perception model "
-        "serves every session, their calls batched (auras/perception/shared.py; local backend, pp_perception 1).",
+        "serves every session, its calls batched across robots (auras/perception/shared.py; needs the local "
+        "backend and pp_perception 1); auto: shared where it can run, else separate.",
     )
     batch_wait_ms: float = Field(
-        2.0, ge=0.0, le=100.0, description="shared: longest a perception call waits for other robots' calls."
+        10.0, ge=0.0, le=100.0, description="shared: longest a perception call waits for other robots' calls."
     )
     max_batch: int = Field(16, ge=1, le=256, description="shared: most observations in one perception call.")
 

@@ -173,7 +173,8 @@ def run(args: argparse.Namespace, perception: str) -> dict[str, Any]:
     env = dict(os.environ, MUJOCO_GL="egl")
     server = subprocess.Popen(
         [sys.executable, "-m", "auras.cli", "serve", "--bind", address, "--policy", args.policy, "-c", args.config,
-         "--mode", args.mode, "--perception", perception, "--session-timeout", "30"],
+         "--mode", args.mode, "--perception", perception, "--session-timeout", "30",
+         *(f"--set={kv}" for kv in args.set)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     samples: list[tuple[float, float]] = []
@@ -270,6 +271,13 @@ def main() -> None:
         "--perception",
         default="separate",
         help="separate, shared, or both (separate,shared): one run each, then a comparison.",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Config override passed to `auras serve` (repeatable), e.g. policy.scale_perception=8.",
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

@@ -178,9 +178,13 @@ def test_shipped_perception_batched_across_robots_equals_one_robot_at_a_time(pol
         batcher.close()
 
 
-def test_the_server_refuses_shared_perception_it_cannot_run():
-    from auras.bridge.server import session_agents
+def test_the_server_shares_perception_where_it_can_and_refuses_an_explicit_share_it_cannot_run():
+    from auras.bridge.server import perception_sharing, session_agents
 
+    assert perception_sharing(load_config("pipeline-tiny-dp")) == "shared"  # auto, the default
+    assert perception_sharing(load_config(None, ["pipeline.backend=ray"])) == "separate"
+    assert perception_sharing(load_config(None, ["pipeline.mode=auras", "pipeline.pp_perception=2"])) == "separate"
+    assert perception_sharing(load_config("pipeline-tiny-dp", ["serve.perception=separate"])) == "separate"
     with pytest.raises(ConfigError, match="backend=local"):
         session_agents(load_config(None, ["serve.perception=shared", "pipeline.backend=ray", "policy.type=tiny-dp"]))
     with pytest.raises(ConfigError, match="pp_perception=1"):
