@@ -24,9 +24,9 @@ class CameraPose:
     """A free camera looking at ``lookat`` from ``distance`` at ``azimuth``/``elevation`` degrees."""
 
     azimuth: float = -90.0
-    elevation: float = -45.0
-    distance: float = 1.1
-    lookat: tuple[float, float, float] = (0.0, 0.7, 0.05)
+    elevation: float = -50.0
+    distance: float = 0.75
+    lookat: tuple[float, float, float] = (0.0, 0.72, 0.05)
 
 
 class FastCamera:

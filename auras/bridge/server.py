@@ -1,5 +1,8 @@
 """`auras serve`: an AurasAgent per robot session behind the ZeroMQ bridge (docs/bridge.md).
 
+Each session has its own pipeline; by default (``serve.perception=auto``) the sessions share one
+perception model whose calls are batched across robots (:func:`session_agents`).
+
 Three sockets, all bound by the server (loopback unless told otherwise):
 
 - service ROUTER at the bind address: ``hello``, ``reset``, ``configure``, ``health``, ``stats``, ``bye``;
