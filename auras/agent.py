@@ -87,7 +87,7 @@ class AurasAgent:
 
     @property
     def restarts(self) -> int:
-        """How many times a dead (or hung) worker was replaced (Ray frame modes)."""
+        """How many times a dead (or hung) worker was replaced (Ray backend, every mode)."""
         return getattr(self._executor, "restarts", 0)
 
     def reset(self) -> None:

@@ -15,7 +15,7 @@ from auras.errors import WorkerRestartedError
 from auras.policies.base import Policy
 from auras.types import Action, Observation
 
-__all__ = ["Executor", "LocalPolicyParts", "PolicyParts", "RestartableParts"]
+__all__ = ["Executor", "LocalPolicyParts", "PolicyParts"]
 
 
 class PolicyParts(Protocol):
@@ -31,11 +31,7 @@ class PolicyParts(Protocol):
 
     def close(self) -> None: ...
 
-
-class RestartableParts(PolicyParts, Protocol):
-    """Parts whose workers can die (Ray actors): ``restart`` replaces them with fresh ones."""
-
-    def restart(self) -> None: ...
+    # Parts whose workers can die (Ray actors) also have ``restart()``: replace them with fresh ones.
 
 
 class LocalPolicyParts:

@@ -53,7 +53,7 @@ class WorkerPool(Protocol):
         """Actions finished since the last call (waits for at least one when ``block`` and any is busy)."""
 
     def reset(self) -> list[PoolWorkerDiedError]:
-        """Drop every request; returns the workers found dead (and replaced) on the way."""
+        """Drop every request; returns the workers found dead on the way (the caller replaces them)."""
 
     def replace(self, worker: int) -> None:
         """Start a fresh worker after ``collect`` raised PoolWorkerDiedError for it."""
@@ -198,7 +198,7 @@ class RayWorkerPool(_Slots):
         self.actors[worker] = replace_actor(WorkerActor, self.placement, worker, self._args, self.actors[worker])
 
     def reset(self) -> list[PoolWorkerDiedError]:
-        """Wait for busy workers, then reset every worker; dead ones are replaced and returned."""
+        """Wait for busy workers, then reset every worker; returns the dead ones (for ``replace``)."""
         import ray
 
         from auras.pipeline.ray_backend import worker_errors
@@ -212,7 +212,6 @@ class RayWorkerPool(_Slots):
                     ray.get(self.actors[i].run.remote(None), timeout=self.timeout_s)
             except WorkerDiedError as exc:
                 dead.append(PoolWorkerDiedError(str(exc), i, self._held.get(i, (-1, 0.0))[0]))
-                self.replace(i)
             except StepFailedError:
                 pass  # a request that failed in the worker: its result is discarded by the reset anyway
         self._busy.clear()
@@ -294,9 +293,8 @@ class ParallelExecutor(Executor):
         return self._last
 
     def reset(self) -> None:
-        for dead in self.pool.reset():  # workers found dead at the reset were replaced there
-            self.restarts += 1
-            self.incidents.append({"worker": dead.worker, "step_id": dead.step_id, "cause": str(dead)[:300]})
+        for dead in self.pool.reset():  # no step to fail: the replacement is only recorded
+            self.recover(dead, dead.step_id, partial(self.pool.replace, dead.worker), worker=dead.worker)
         self._handed.clear()
         self._last = None
 
