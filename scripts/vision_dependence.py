@@ -1,11 +1,17 @@
 """Does a policy's action depend on its camera image? (a probe for vision collapse)
 
     python scripts/vision_dependence.py [--policy tiny-vla --policy tiny-dp] [--checkpoint DIR] [--images 8]
+                                        [--data DIR --samples 256]
 
 For each policy, feeds ``--images`` random 84x84 images with the same proprio state and instruction
 and prints the largest standard deviation of the predicted action chunk across them. 0.0 means the
-image is ignored: the policy acts from proprio and instruction alone (the shipped tiny-vla does,
-see the README "Policies").
+image is ignored: the policy acts from proprio and instruction alone (the first close-camera tiny-vla
+did, see docs/policies.md).
+
+With ``--data`` (an `auras collect` dataset), also prints the behaviour-cloning loss on ``--samples``
+demonstration steps with their own images and with the images shuffled across the batch (same noise,
+same states and instructions). A ratio near 1.0 means the image carries nothing the model uses; a
+policy that sees gets much worse with someone else's image.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ def main() -> None:
     parser.add_argument("--policy", action="append", default=None, help="tiny-vla and/or tiny-dp (default: both)")
     parser.add_argument("--checkpoint", default=None, help="A checkpoint directory instead of the shipped one.")
     parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--data", default=None, help="Dataset directory: also compare the loss with shuffled images.")
+    parser.add_argument("--samples", type=int, default=256, help="Demonstration steps for the --data comparison.")
     args = parser.parse_args()
 
     from auras.config import load_config
@@ -42,6 +50,29 @@ def main() -> None:
         spread = float(np.stack(chunks).std(axis=0).max())
         verdict = "IGNORES the image" if spread < 1e-6 else "depends on the image"
         print(f"{policy_type}: action spread over {args.images} random images {spread:.4f} -> {verdict}")
+        if args.data:
+            own, shuffled = shuffled_image_losses(policy_type, args.checkpoint or policy_type, args.data, args.samples)
+            print(f"{policy_type}: BC loss over {args.samples} steps of {args.data}: own images {own:.4f}, "
+                  f"shuffled images {shuffled:.4f} (x{shuffled / own:.2f})")  # fmt: skip
+
+
+def shuffled_image_losses(policy_type: str, checkpoint: str, data: str, samples: int) -> tuple[float, float]:
+    """The model's eval-mode BC loss on ``samples`` demonstration steps, with their own and with shuffled images."""
+    import torch
+
+    from auras.data.chunks import ChunkSamples
+    from auras.data.dataset import ReplayDataset
+    from auras.perception.text import encode_instruction
+    from auras.policies.train import _to_torch, policy_class
+
+    model = policy_class(policy_type).from_pretrained(checkpoint).eval()
+    steps = ChunkSamples(ReplayDataset(data), model.config["chunk_horizon"], None)
+    instruction_ids = np.stack([encode_instruction(t, model.max_instruction_bytes) for t in steps.instructions])
+    rng = np.random.default_rng(0)
+    batch = _to_torch(steps.batch(rng.integers(0, len(steps), samples)), instruction_ids)
+    shuffled = {**batch, "image": batch["image"][torch.from_numpy(rng.permutation(samples))]}
+    with torch.no_grad():  # the same generator seed: the same diffusion noise and timesteps for both
+        return tuple(model.compute_loss(b, torch.Generator().manual_seed(0)).item() for b in (batch, shuffled))
 
 
 if __name__ == "__main__":

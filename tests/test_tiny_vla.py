@@ -107,3 +107,37 @@ def test_large_config_wires_up_shrunk():
     obs = Observation({"front": np.zeros((224, 224, 3), np.uint8)}, np.zeros(4, np.float32), "x", 0, 0.0)
     policy = model.as_policy()
     assert policy.generation.generate(policy.perception.perceive([obs])).shape == (1, 1, 4)
+
+
+def _training_batch(n: int) -> dict[str, torch.Tensor]:
+    rng = np.random.default_rng(7)
+    return {
+        "image": torch.from_numpy(rng.integers(0, 255, (n, 84, 84, 3), dtype=np.uint8)),
+        "state": torch.from_numpy(rng.uniform(0, 1, (n, 4)).astype(np.float32)),
+        "instruction_ids": torch.zeros(n, 48, dtype=torch.long),
+        "actions": torch.from_numpy(rng.uniform(-1, 1, (n, 8, 4)).astype(np.float32)),
+    }
+
+
+def test_proprio_dropout_swaps_the_proprio_token_in_training_only():
+    model = _model(proprio_dropout=0.5)
+    batch = _training_batch(64)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        trained = model.encode(batch, augment=True, generator=generator)["X_V"][:, -1]  # (B, D)
+        served = model.encode(batch)["X_V"][:, -1]
+    dropped = torch.isclose(trained, model.no_proprio.expand_as(trained)).all(-1)  # (B,)
+    assert 10 < int(dropped.sum()) < 54  # about half of the samples, never all or none
+    kept = ~dropped
+    assert not torch.isclose(served, model.no_proprio.expand_as(served)).all(-1).any()  # serving always sees proprio
+    torch.testing.assert_close(trained[kept], served[kept])
+    model.train()
+    loss = model.compute_loss(batch, generator)
+    loss.backward()
+    assert model.no_proprio.grad is not None and model.no_proprio.grad.abs().sum() > 0
+
+
+def test_proprio_dropout_default_keeps_the_old_parameter_set_and_bad_probability_is_refused():
+    assert not hasattr(_model(), "no_proprio")  # checkpoints trained without it load strictly, unchanged
+    with pytest.raises(ValueError, match=r"proprio_dropout: expected a probability in \[0, 1\), got 1.5"):
+        _model(proprio_dropout=1.5)

@@ -67,6 +67,11 @@ class TinyVLA(LearnedPolicy):
         "max_instruction_bytes": 48,
         "perception_stages": 2,
         "augment_shift": 4,
+        # Training only: the probability that a sample's proprio token is replaced by a learned "no proprio"
+        # token. Without it the LM identifies each demonstration by its proprio trajectory, never needs the
+        # image, and the ViT collapses to a constant (the first close-camera checkpoint did: its loss was the
+        # same to 6 digits with the batch's images shuffled). 0 keeps the model exactly as before.
+        "proprio_dropout": 0.0,
         "state_mean": [0.0, 0.6, 0.15, 0.5],
         "state_std": [0.1, 0.1, 0.1, 0.5],
         "action_low": [-1.0, -1.0, -1.0, -1.0],
@@ -94,6 +99,10 @@ class TinyVLA(LearnedPolicy):
         self.resampler_norm = nn.LayerNorm(d)
         self.resampler_mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
         self.proprio_proj = nn.Sequential(nn.Linear(c["action_dim"], d), nn.GELU(), nn.Linear(d, d))
+        if not 0.0 <= c["proprio_dropout"] < 1.0:
+            raise ValueError(f"proprio_dropout: expected a probability in [0, 1), got {c['proprio_dropout']}")
+        if c["proprio_dropout"] > 0:  # only models trained with it carry the token (older checkpoints load as-is)
+            self.no_proprio = nn.Parameter(torch.randn(d) * 0.02)
         if c["max_instruction_bytes"] % c["text_pool"]:
             raise ValueError(
                 f"max_instruction_bytes: expected a multiple of text_pool ({c['text_pool']}), "
@@ -182,16 +191,25 @@ class TinyVLA(LearnedPolicy):
         tokens = pixels
         for stage in self.vision_stages(1):
             tokens = stage(tokens)  # (B, N_v, H)
-        return self._finish_context(tokens, batch)
+        drop = None
+        if augment and self.config["proprio_dropout"] > 0:
+            drop = torch.rand(len(tokens), generator=generator) < self.config["proprio_dropout"]  # (B,)
+        return self._finish_context(tokens, batch, drop_proprio=drop)
 
-    def _finish_context(self, vit_tokens: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _finish_context(
+        self, vit_tokens: torch.Tensor, batch: dict[str, torch.Tensor], drop_proprio: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """ViT tokens + state + instruction -> context; ``drop_proprio`` (B,) bool swaps in the no-proprio token."""
         patches = self.vision_proj(vit_tokens)  # (B, N_patch + 1, D)
         queries = self.queries.expand(len(patches), -1, -1)  # (B, N_v, D)
         pooled, _ = self.resampler(queries, patches, patches, need_weights=False)  # (B, N_v, D)
         pooled = pooled + queries
         pooled = pooled + self.resampler_mlp(self.resampler_norm(pooled))  # (B, N_v, D)
         state = (batch["state"] - self.state_mean) / self.state_std  # (B, 4)
-        x_v = torch.cat([pooled, self.proprio_proj(state)[:, None]], dim=1)  # (B, N_v + 1, D)
+        proprio = self.proprio_proj(state)  # (B, D)
+        if drop_proprio is not None:
+            proprio = torch.where(drop_proprio[:, None].to(proprio.device), self.no_proprio, proprio)
+        x_v = torch.cat([pooled, proprio[:, None]], dim=1)  # (B, N_v + 1, D)
         text = self.byte_embed(batch["instruction_ids"]) + self.text_pos  # (B, L_bytes, D)
         x_l = self.text_pool(text.transpose(1, 2)).transpose(1, 2)  # (B, L_bytes / text_pool, D)
         return {"X_V": x_v, "X_L": x_l}
@@ -239,7 +257,7 @@ class TinyVLA(LearnedPolicy):
 
     # -- training ----------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
-        context = self.encode(batch, augment=True, generator=generator)
+        context = self.encode(batch, augment=self.training, generator=generator)  # eval mode: a plain BC loss
         targets = torch.from_numpy(self.tokenizer.encode(batch["actions"].numpy())).reshape(len(batch["actions"]), -1)
         logits = self.merged_logits(context, targets)  # (B, l_a, V)
         return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
