@@ -4,8 +4,9 @@
 #   bash scripts/reproduce_checkpoints.sh [WORKDIR]
 #
 # 1. collects 150 expert episodes per core Meta-World task (training seeds 0..149; ~9 min),
-# 2. trains both policies side by side, one CPU thread each (~90 min): tiny-vla in one round, tiny-dp in
-#    two (the second continues from the first's last weights, --init, at a lower learning rate),
+# 2. trains both policies side by side, one CPU thread each (~145 min): tiny-vla in one round, tiny-dp in
+#    three (each later round continues from the previous one's last weights, --init, at a lower learning
+#    rate),
 # 3. copies the last checkpoints (EMA weights) into the package.
 # Seeds are fixed; wall-clock-limited runs can stop at a slightly different step on another machine.
 set -euo pipefail
@@ -19,20 +20,24 @@ for task in push-v3 pick-place-v3 button-press-v3 reach-v3 drawer-open-v3; do
   "$AURAS" collect --task "$task" --episodes 150 --out "$DATA" --seed 0 --only-success
 done
 
-# tiny-vla: one round (~54 min); tiny-dp: two rounds side by side with it (~27 min, then ~58 min
-# continuing from round 1's last weights at a lower learning rate).
-"$AURAS" train --policy tiny-vla --data "$DATA" --out "$WORK/tiny-vla-2" --steps 9000 --lr 4e-4 --seed 0 \
-  --eval-every 3000 --eval-episodes 3 --max-minutes 85 --threads 1 &
+# tiny-vla: one round (~60 min); tiny-dp: three rounds side by side with it (~27 min, then ~58 min and
+# ~55 min, each continuing from the previous round's last weights at a lower learning rate).
+# tiny-vla drops its proprio token in half of the samples, or it learns to ignore the image (docs/policies.md).
+"$AURAS" train --policy tiny-vla --data "$DATA" --out "$WORK/tiny-vla-2" --steps 10000 --lr 4e-4 --seed 0 \
+  --set proprio_dropout=0.5 --eval-every 1500 --eval-episodes 3 --max-minutes 85 --threads 1 &
 (
   "$AURAS" train --policy tiny-dp --data "$DATA" --out "$WORK/tiny-dp" --steps 6500 --lr 3e-4 \
     --eval-every 1625 --eval-episodes 3 --max-minutes 38 --threads 1
   "$AURAS" train --policy tiny-dp --data "$DATA" --init "$WORK/tiny-dp/last" --out "$WORK/tiny-dp-2" --steps 15000 \
     --lr 2e-4 --seed 3 --eval-every 5000 --eval-episodes 3 --max-minutes 85 --threads 1
+  "$AURAS" train --policy tiny-dp --data "$DATA" --init "$WORK/tiny-dp-2/last" --out "$WORK/tiny-dp-3" --steps 15000 \
+    --lr 1.5e-4 --seed 5 --eval-every 5000 --eval-episodes 3 --max-minutes 85 --threads 1
 ) &
 wait
 
-for policy in tiny-vla tiny-dp; do
+for run in tiny-vla-2 tiny-dp-3; do
+  policy=${run%-*}
   mkdir -p "auras/policies/checkpoints/$policy"
-  cp "$WORK/$policy-2/last/model.safetensors" "$WORK/$policy-2/last/config.json" "auras/policies/checkpoints/$policy/"
+  cp "$WORK/$run/last/model.safetensors" "$WORK/$run/last/config.json" "auras/policies/checkpoints/$policy/"
 done
 echo "checkpoints updated in auras/policies/checkpoints/"

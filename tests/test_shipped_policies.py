@@ -55,10 +55,11 @@ def test_bench_runs_auras_mode_with_a_shipped_policy(name, tmp_path):
 @pytest.mark.slow
 @pytest.mark.mujoco
 def test_shipped_diffusion_policy_solves_push():
-    """A closed-loop rollout on held-out seeds: the shipped tiny-dp solves push-v3 on some of them.
+    """Closed-loop rollouts on held-out seeds: the shipped tiny-dp solves push-v3 on most of them.
 
-    tiny-dp measured 22% on push-v3 over 50 held-out seeds (README); rollouts are deterministic
-    (seeded env and diffusion noise), so at least one of the first 20 seeds succeeds.
+    tiny-dp measured 90% on push-v3 over 50 held-out seeds (README), and 10 of the first 10 seeds;
+    rollouts are deterministic (seeded env and diffusion noise) up to float rounding across thread
+    counts, so at least 8 of the first 10 succeed.
     """
     from auras import AurasAgent, load_config
     from auras.bench.episodes import run_episode
@@ -66,5 +67,5 @@ def test_shipped_diffusion_policy_solves_push():
 
     config = load_config(overrides=["env.task=push-v3", "policy.type=tiny-dp"])
     with AurasAgent(config) as agent, make_env("push-v3") as env:
-        successes = sum(run_episode(agent, env, 100_000 + i).success for i in range(20))
-    assert successes >= 1
+        successes = sum(run_episode(agent, env, 100_000 + i).success for i in range(10))
+    assert successes >= 8

@@ -137,7 +137,16 @@ def test_proprio_dropout_swaps_the_proprio_token_in_training_only():
     assert model.no_proprio.grad is not None and model.no_proprio.grad.abs().sum() > 0
 
 
-def test_proprio_dropout_default_keeps_the_old_parameter_set_and_bad_probability_is_refused():
+def test_proprio_dropout_default_keeps_the_old_parameter_set_and_bad_settings_are_refused():
     assert not hasattr(_model(), "no_proprio")  # checkpoints trained without it load strictly, unchanged
     with pytest.raises(ValueError, match=r"proprio_dropout: expected a probability in \[0, 1\), got 1.5"):
         _model(proprio_dropout=1.5)
+    with pytest.raises(ValueError, match="use_proprio=False needs a model trained with proprio_dropout > 0"):
+        _model(use_proprio=False)
+
+
+def test_serving_without_proprio_uses_the_no_proprio_token_for_every_request():
+    model = _model(proprio_dropout=0.5, use_proprio=False)
+    with torch.no_grad():
+        served = model.encode(_training_batch(5))["X_V"][:, -1]  # (B, D)
+    torch.testing.assert_close(served, model.no_proprio.expand_as(served))

@@ -72,6 +72,9 @@ class TinyVLA(LearnedPolicy):
         # image, and the ViT collapses to a constant (the first close-camera checkpoint did: its loss was the
         # same to 6 digits with the batch's images shuffled). 0 keeps the model exactly as before.
         "proprio_dropout": 0.0,
+        # Serving: False always uses the no-proprio token (a model trained with proprio_dropout > 0 then acts
+        # from image and instruction alone, as OpenVLA does).
+        "use_proprio": True,
         "state_mean": [0.0, 0.6, 0.15, 0.5],
         "state_std": [0.1, 0.1, 0.1, 0.5],
         "action_low": [-1.0, -1.0, -1.0, -1.0],
@@ -103,6 +106,10 @@ class TinyVLA(LearnedPolicy):
             raise ValueError(f"proprio_dropout: expected a probability in [0, 1), got {c['proprio_dropout']}")
         if c["proprio_dropout"] > 0:  # only models trained with it carry the token (older checkpoints load as-is)
             self.no_proprio = nn.Parameter(torch.randn(d) * 0.02)
+        elif not c["use_proprio"]:
+            raise ValueError(
+                "use_proprio=False needs a model trained with proprio_dropout > 0 (it has no no-proprio token)"
+            )
         if c["max_instruction_bytes"] % c["text_pool"]:
             raise ValueError(
                 f"max_instruction_bytes: expected a multiple of text_pool ({c['text_pool']}), "
@@ -207,6 +214,8 @@ class TinyVLA(LearnedPolicy):
         pooled = pooled + self.resampler_mlp(self.resampler_norm(pooled))  # (B, N_v, D)
         state = (batch["state"] - self.state_mean) / self.state_std  # (B, 4)
         proprio = self.proprio_proj(state)  # (B, D)
+        if drop_proprio is None and not self.config["use_proprio"]:
+            drop_proprio = torch.ones(len(state), dtype=torch.bool)
         if drop_proprio is not None:
             proprio = torch.where(drop_proprio[:, None].to(proprio.device), self.no_proprio, proprio)
         x_v = torch.cat([pooled, proprio[:, None]], dim=1)  # (B, N_v + 1, D)
