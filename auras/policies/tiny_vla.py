@@ -214,10 +214,10 @@ class TinyVLA(LearnedPolicy):
         pooled = pooled + self.resampler_mlp(self.resampler_norm(pooled))  # (B, N_v, D)
         state = (batch["state"] - self.state_mean) / self.state_std  # (B, 4)
         proprio = self.proprio_proj(state)  # (B, D)
-        if drop_proprio is None and not self.config["use_proprio"]:
-            drop_proprio = torch.ones(len(state), dtype=torch.bool)
-        if drop_proprio is not None:
+        if drop_proprio is not None:  # training: a random subset
             proprio = torch.where(drop_proprio[:, None].to(proprio.device), self.no_proprio, proprio)
+        elif not self.config["use_proprio"]:  # serving from image and instruction alone
+            proprio = self.no_proprio.expand_as(proprio)
         x_v = torch.cat([pooled, proprio[:, None]], dim=1)  # (B, N_v + 1, D)
         text = self.byte_embed(batch["instruction_ids"]) + self.text_pos  # (B, L_bytes, D)
         x_l = self.text_pool(text.transpose(1, 2)).transpose(1, 2)  # (B, L_bytes / text_pool, D)
