@@ -55,3 +55,15 @@ def test_a_failing_perception_is_reported_not_swallowed():
     with pytest.raises(WorkerDiedError, match="camera decoder crashed"):
         agent.step(fake_observation(0))
     agent.close()
+
+
+def test_reset_drops_the_perception_of_the_last_episode():
+    """A perception still running on the old episode's last observation must not feed the new
+    episode's first action (it used to: the first chunk of every episode acted on the old scene)."""
+    with _agent(perception_s=0.05) as agent:
+        agent.step(fake_observation(400))
+        agent.step(fake_observation(401))  # perception now loops on 401, one pass every 50 ms
+        agent.reset()  # lands while a pass over 401 is running
+        first = agent.step(fake_observation(0))
+        assert first.context_step_id == 0
+        np.testing.assert_allclose(first.values, 0.1, rtol=1e-6)

@@ -8,7 +8,14 @@ deadline. ``Action.context_step_id`` names the observation the context came from
 
 On the Ray backend a dead or hung actor is replaced: the perception loop is restarted on new actors,
 the old context is dropped (it came from the lost workers), the step raises WorkerRestartedError and
-the next step waits for a fresh context.
+the next step waits for a fresh context. ``reset()`` (a new episode) drops the context and any
+perception still running on the last episode's observation, so the new episode's first step waits
+for a context of its own observation.
+
+Under the ``frame`` time model (the env waits for each action) generation therefore always runs on
+the previous step's context: step(obs_k) offers obs_k and generates at once, and perception of obs_k
+cannot have finished. With chunked policies that is one whole chunk (``execute_steps`` env steps)
+of extra staleness: the delay-k column of the README's delay table with k = ``execute_steps``.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ class DecoupledExecutor(Executor):
         self._error: BaseException | None = None
         self._stop = False
         self._epoch = 0  # bumped when workers are replaced: a loop of an older epoch writes nothing
+        self._episode = 0  # bumped by reset(): a context of an observation offered before it is dropped
         self.perceptions = 0
         self._start_loop()
 
@@ -54,7 +62,7 @@ class DecoupledExecutor(Executor):
                     self._cond.wait()
                 if self._stop or epoch != self._epoch:
                     return
-                obs = self._offered
+                obs, episode = self._offered, self._episode
             try:
                 start = time.perf_counter()
                 context = self.parts.perceive([obs])
@@ -68,6 +76,8 @@ class DecoupledExecutor(Executor):
             with self._cond:
                 if epoch != self._epoch:
                     return
+                if episode != self._episode:  # reset() came while it ran: that scene is gone
+                    continue
                 self._latest = (context, obs, spent)
                 self.perceptions += 1
                 self._cond.notify_all()
@@ -126,6 +136,7 @@ class DecoupledExecutor(Executor):
     def reset(self) -> None:
         super().reset()
         with self._cond:
+            self._episode += 1
             self._offered = None
             self._latest = None
 
