@@ -517,7 +517,13 @@ def train(
     eval_episodes: Annotated[int, typer.Option(min=1, help="Episodes per task per evaluation.")] = 5,
     max_minutes: Annotated[float | None, typer.Option(help="Stop (after a final evaluation) past this.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Model hyperparameter key=value.")] = None,
-    init: Annotated[str | None, typer.Option(help="Continue from this checkpoint (name or directory).")] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="Continue from this checkpoint (name or directory); --set may then change only "
+            "training-only keys (augmentation, loss)."
+        ),
+    ] = None,
 ) -> None:
     """Train a policy by behaviour cloning; keeps the best checkpoint by closed-loop success."""
     import yaml

@@ -296,6 +296,7 @@ class TinyDP(LearnedPolicy):
     """Diffusion Policy: CNN + proprio + instruction encoder -> H_o; 1-D U-Net denoiser over (H, A) chunks."""
 
     policy_type: ClassVar[str] = "tiny-dp"
+    TRAINING_KEYS: ClassVar[frozenset[str]] = frozenset({"shift_pad"})
     DEFAULTS: ClassVar[dict[str, Any]] = {
         "chunk_horizon": 16,  # H, actions predicted per request
         "execute_steps": 8,  # actions executed before the next observation is used

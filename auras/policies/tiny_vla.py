@@ -72,6 +72,15 @@ class TinyVLA(LearnedPolicy):
         # image, and the ViT collapses to a constant (the first close-camera checkpoint did: its loss was the
         # same to 6 digits with the batch's images shuffled). 0 keeps the model exactly as before.
         "proprio_dropout": 0.0,
+        # Training only: the probability that an input action token of the teacher-forced pass is replaced by a
+        # random bin (the target stays). Without it 31 of the 32 targets are predictable by copying the previous
+        # step's token (chunks are smooth): the shipped session-5 model got 95% of tokens right teacher-forced but
+        # 58% decoding greedily, and its first token (x of step 0, the one that must come from the image) was
+        # off by 29 bins on average. Corrupted inputs make every position read the image and instruction.
+        "token_corruption": 0.0,
+        # Training only: soft targets, a Gaussian of this many bins around the true bin (0: one-hot cross
+        # entropy). Bins are ordered, so a prediction one bin off should cost less than one 30 bins off.
+        "label_sigma": 0.0,
         # Serving: False always uses the no-proprio token (a model trained with proprio_dropout > 0 then acts
         # from image and instruction alone, as OpenVLA does).
         "use_proprio": True,
@@ -80,6 +89,8 @@ class TinyVLA(LearnedPolicy):
         "action_low": [-1.0, -1.0, -1.0, -1.0],
         "action_high": [1.0, 1.0, 1.0, 1.0],
     }
+
+    TRAINING_KEYS: ClassVar[frozenset[str]] = frozenset({"augment_shift", "token_corruption", "label_sigma"})
 
     def __init__(self, config: dict[str, Any]) -> None:
         from transformers import LlamaConfig, LlamaForCausalLM, ViTConfig, ViTModel
@@ -104,6 +115,10 @@ class TinyVLA(LearnedPolicy):
         self.proprio_proj = nn.Sequential(nn.Linear(c["action_dim"], d), nn.GELU(), nn.Linear(d, d))
         if not 0.0 <= c["proprio_dropout"] < 1.0:
             raise ValueError(f"proprio_dropout: expected a probability in [0, 1), got {c['proprio_dropout']}")
+        if not 0.0 <= c["token_corruption"] < 1.0:
+            raise ValueError(f"token_corruption: expected a probability in [0, 1), got {c['token_corruption']}")
+        if not c["label_sigma"] >= 0.0:
+            raise ValueError(f"label_sigma: expected a width in bins >= 0, got {c['label_sigma']}")
         if c["proprio_dropout"] > 0:  # only models trained with it carry the token (older checkpoints load as-is)
             self.no_proprio = nn.Parameter(torch.randn(d) * 0.02)
         elif not c["use_proprio"]:
@@ -266,15 +281,36 @@ class TinyVLA(LearnedPolicy):
 
     # -- training ----------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
-        context = self.encode(batch, augment=self.training, generator=generator)  # eval mode: a plain BC loss
+        """Next-token loss of the action tokens. Training mode adds augmentation, proprio dropout, token
+        corruption and soft targets as configured; eval mode is the plain teacher-forced cross entropy."""
+        context = self.encode(batch, augment=self.training, generator=generator)
         targets = torch.from_numpy(self.tokenizer.encode(batch["actions"].numpy())).reshape(len(batch["actions"]), -1)
-        logits = self.merged_logits(context, targets)  # (B, l_a, V)
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        inputs = targets
+        if self.training and self.config["token_corruption"] > 0:
+            corrupt = torch.rand(targets.shape, generator=generator) < self.config["token_corruption"]
+            noise = torch.randint(0, self.config["n_bins"], targets.shape, generator=generator)
+            inputs = torch.where(corrupt, noise, targets)
+        logits = self.merged_logits(context, inputs.to(targets.device))  # (B, l_a, V)
+        logits = logits.reshape(-1, logits.shape[-1])
+        if self.training and self.config["label_sigma"] > 0:
+            log_p = nn.functional.log_softmax(logits, dim=-1)
+            return -(soft_bin_targets(targets.reshape(-1), self.config["n_bins"], self.config["label_sigma"],
+                                      logits.shape[-1]) * log_p).sum(-1).mean()  # fmt: skip
+        return nn.functional.cross_entropy(logits, targets.reshape(-1))
 
     def as_policy(self, execute_steps: int | None = None) -> Policy:
         self.eval()
         steps = execute_steps if execute_steps is not None else self.config["execute_steps"]
         return Policy("tiny-vla", _VLAPerception(self), _VLAGeneration(self), execute_steps=int(steps))
+
+
+def soft_bin_targets(targets: torch.Tensor, n_bins: int, sigma: float, vocab: int) -> torch.Tensor:
+    """(N,) bin ids -> (N, vocab) distributions: a Gaussian of ``sigma`` bins around each id, over the
+    ``n_bins`` action bins only (the other ids, e.g. BOS, get 0)."""
+    bins = torch.arange(n_bins, dtype=torch.float32)
+    weights = torch.exp(-0.5 * ((bins[None] - targets[:, None].float()) / sigma) ** 2)  # (N, n_bins)
+    weights = weights / weights.sum(-1, keepdim=True)
+    return nn.functional.pad(weights, (0, vocab - n_bins))
 
 
 class _VLAPerception(Perception):

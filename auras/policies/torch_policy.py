@@ -70,6 +70,8 @@ class LearnedPolicy(nn.Module):
 
     policy_type: ClassVar[str]
     DEFAULTS: ClassVar[dict[str, Any]]  # hyperparameters; must include chunk_horizon, max_instruction_bytes
+    # Config keys that only change training (augmentation, loss): a run continuing from a checkpoint may set them.
+    TRAINING_KEYS: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()

@@ -100,9 +100,14 @@ def train(
     samples = ChunkSamples(ReplayDataset(data), horizon, tasks)
     # A stopped run (max_minutes) ends its cosine schedule early: size ``steps`` to the time budget.
     if init is not None:  # continue from a checkpoint (its normalisation and tokenizer bounds stay)
-        if overrides:
-            raise ConfigError(f"model overrides {sorted(overrides)} cannot change a model loaded from --init {init}")
-        model = cls.from_pretrained(init)
+        if fixed := sorted(set(overrides or {}) - cls.TRAINING_KEYS):
+            raise ConfigError(
+                f"model overrides {fixed} cannot change a model loaded from --init {init}; continuing a run may "
+                f"only set training-only keys: {sorted(cls.TRAINING_KEYS)}"
+            )
+        loaded = cls.from_pretrained(init)
+        model = type(loaded)({**loaded.config, **(overrides or {})})  # validates the new values
+        model.load_state_dict(loaded.state_dict())
     else:
         model = cls.from_samples(samples.actions, samples.states, samples.instructions, **(overrides or {}))
     instruction_ids = np.stack([encode_instruction(t, model.max_instruction_bytes) for t in samples.instructions])
