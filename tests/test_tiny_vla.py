@@ -150,3 +150,58 @@ def test_serving_without_proprio_uses_the_no_proprio_token_for_every_request():
     with torch.no_grad():
         served = model.encode(_training_batch(5))["X_V"][:, -1]  # (B, D)
     torch.testing.assert_close(served, model.no_proprio.expand_as(served))
+
+
+def _teacher_inputs(model: TinyVLA, batch: dict, monkeypatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs the teacher-forced pass received, the true tokens) for one compute_loss call."""
+    seen = {}
+    merged = model.merged_logits
+
+    def spy(context, tokens):
+        seen["inputs"] = tokens
+        return merged(context, tokens)
+
+    monkeypatch.setattr(model, "merged_logits", spy)
+    model.compute_loss(batch, torch.Generator().manual_seed(0))
+    targets = torch.from_numpy(model.tokenizer.encode(batch["actions"].numpy())).reshape(len(batch["actions"]), -1)
+    return seen["inputs"], targets
+
+
+def test_token_corruption_replaces_inputs_in_training_only_and_never_the_targets(monkeypatch):
+    model = _model(token_corruption=0.3)
+    batch = _training_batch(64)
+    model.train()
+    inputs, targets = _teacher_inputs(model, batch, monkeypatch)
+    changed = (inputs != targets).float().mean().item()
+    assert 0.2 < changed < 0.35  # 30% replaced by a random bin, a few by the same bin
+    assert int(inputs.max()) < model.bos_id  # random bins are action bins, never BOS
+    model.eval()
+    inputs, targets = _teacher_inputs(model, batch, monkeypatch)
+    assert torch.equal(inputs, targets)
+
+
+def test_soft_targets_are_gaussians_over_the_action_bins_and_eval_loss_stays_plain_cross_entropy():
+    from auras.policies.tiny_vla import soft_bin_targets
+
+    soft = soft_bin_targets(torch.tensor([0, 100, 255]), n_bins=256, sigma=2.0, vocab=257)
+    torch.testing.assert_close(soft.sum(-1), torch.ones(3))
+    assert soft.argmax(-1).tolist() == [0, 100, 255] and torch.all(soft[:, 256] == 0)  # BOS gets nothing
+    torch.testing.assert_close(soft[1, 98], soft[1, 102])  # symmetric around the true bin
+    model = _model(label_sigma=1.5, augment_shift=0)
+    batch = _training_batch(8)
+    plain = _model(augment_shift=0)
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(model.compute_loss(batch), plain.compute_loss(batch))  # eval: one-hot targets
+        targets = torch.from_numpy(model.tokenizer.encode(batch["actions"].numpy())).reshape(8, -1)
+        logits = model.merged_logits(model.encode(batch), targets).reshape(-1, model.bos_id + 1)
+        expected = -(soft_bin_targets(targets.reshape(-1), 256, 1.5, 257) * logits.log_softmax(-1)).sum(-1).mean()
+        model.train()
+        torch.testing.assert_close(model.compute_loss(batch), expected)
+
+
+def test_bad_training_settings_are_refused_with_what_was_expected():
+    with pytest.raises(ValueError, match=r"token_corruption: expected a probability in \[0, 1\), got 1.0"):
+        _model(token_corruption=1.0)
+    with pytest.raises(ValueError, match="label_sigma: expected a width in bins >= 0, got -1"):
+        _model(label_sigma=-1)
