@@ -1,0 +1,85 @@
+"""How far are a policy's predicted chunks from the expert's, on demonstration steps? (open loop)
+
+    python scripts/action_error.py --data DIR [--task push-v3] [--policy tiny-vla=CHECKPOINT ...] [--samples 256]
+
+For each policy (default: both shipped ones) prints the mean absolute error of the served action chunk
+(perception + generation, as the agent runs them) against the demonstration's next actions, over the
+whole chunk and over the first ``execute_steps`` rows, per action dimension. For tiny-vla it also prints
+the token accuracy teacher-forced (what training optimises) and decoded greedily (what is served), and
+the mean bin error of the first token: a model that is accurate teacher-forced but not greedily copies
+the previous token instead of reading the image (docs/policies.md, session 6).
+
+Held-out demonstrations (`auras collect --seed 20000 ...`) next to training ones show over-fitting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="An `auras collect` dataset.")
+    parser.add_argument("--task", action="append", default=None, help="Only these tasks (default: all).")
+    parser.add_argument("--policy", action="append", default=None,
+                        help="TYPE or TYPE=CHECKPOINT (default: tiny-vla and tiny-dp, shipped).")  # fmt: skip
+    parser.add_argument("--samples", type=int, default=256)
+    args = parser.parse_args()
+
+    import torch
+
+    from auras.data.chunks import ChunkSamples
+    from auras.data.dataset import ReplayDataset
+    from auras.policies.train import policy_class
+    from auras.types import Observation
+
+    torch.set_num_threads(1)
+    for spec in args.policy or ["tiny-vla", "tiny-dp"]:
+        policy_type, _, checkpoint = spec.partition("=")
+        model = policy_class(policy_type).from_pretrained(checkpoint or policy_type).eval()
+        policy = model.as_policy()
+        steps = ChunkSamples(ReplayDataset(args.data), model.chunk_horizon, args.task)
+        index = np.random.default_rng(0).integers(0, len(steps), args.samples)
+        batch = steps.batch(index)
+        predicted = []
+        for start in range(0, args.samples, 32):
+            rows = range(start, min(args.samples, start + 32))
+            observations = [Observation(images={"front": batch["image"][i]}, state=batch["state"][i],
+                                        instruction=steps.instructions[batch["task"][i]], step_id=i,
+                                        capture_time=time.monotonic()) for i in rows]  # fmt: skip
+            predicted.append(np.asarray(policy.generation.generate(policy.perception.perceive(observations))))
+        error = np.abs(np.concatenate(predicted) - batch["actions"])  # (N, H, A)
+        first = error[:, : policy.execute_steps]
+        print(
+            f"{spec} on {args.data} ({args.samples} steps): action L1 chunk {error.mean():.4f}, "
+            f"executed rows {first.mean():.4f}, per dim {np.round(first.mean(axis=(0, 1)), 4).tolist()}"
+        )
+        if policy_type == "tiny-vla":
+            print("  " + token_report(model, steps, index))
+
+
+def token_report(model, steps, index: np.ndarray) -> str:
+    """Teacher-forced vs greedy token accuracy and the first token's mean bin error."""
+    import torch
+
+    from auras.perception.text import encode_instruction
+    from auras.policies.train import _to_torch
+
+    ids = np.stack([encode_instruction(t, model.max_instruction_bytes) for t in steps.instructions])
+    batch = _to_torch(steps.batch(index), ids)
+    targets = torch.from_numpy(model.tokenizer.encode(batch["actions"].numpy())).reshape(len(index), -1)
+    with torch.no_grad():
+        context = model.encode(batch)
+        forced = model.merged_logits(context, targets)[..., : model.bos_id].argmax(-1)
+        greedy = model.decode_classic(context)
+    first_bins = (greedy[:, 0] - targets[:, 0]).abs().float().mean().item()
+    forced_acc, greedy_acc = (forced == targets).float().mean(), (greedy == targets).float().mean()
+    return (f"token accuracy teacher-forced {forced_acc:.3f}, greedy {greedy_acc:.3f}; "
+            f"first token off by {first_bins:.1f} bins on average")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
