@@ -64,7 +64,8 @@ class AutoregressiveGeneration(Generation):
     def next_tokens(self, context: Context, action_tokens: Any) -> Any:
         """Greedy next-token predictions of one merged pass: (B, l_a) int64 valid action token ids.
 
-        ``result[:, i]`` is the argmax (over valid action tokens) of ``merged_logits(...)[:, i]``.
+        ``result[:, i]`` is the greedy choice of ``merged_logits(...)[:, i]`` over valid action tokens, by
+        the same rule as ``decode_classic`` (the argmax, or a model-defined deterministic variant of it).
         """
 
     @abstractmethod

@@ -81,6 +81,12 @@ class TinyVLA(LearnedPolicy):
         # Training only: soft targets, a Gaussian of this many bins around the true bin (0: one-hot cross
         # entropy). Bins are ordered, so a prediction one bin off should cost less than one 30 bins off.
         "label_sigma": 0.0,
+        # Serving: greedy decoding picks the bin with the highest probability after smoothing the next-token
+        # distribution with a Gaussian of this many bins (0: the plain argmax). Bins are ordered; an uncertain
+        # model spreads a moderate value over many bins while saturated actions (-1, +1) pile onto one, so the
+        # plain argmax jumps to a saturated bin (session 6: the shipped model's first token was 33 bins off with
+        # the argmax, 21 with sigma 4). Deterministic, and the same rule in the classic and merged paths.
+        "decode_sigma": 0.0,
         # Serving: False always uses the no-proprio token (a model trained with proprio_dropout > 0 then acts
         # from image and instruction alone, as OpenVLA does).
         "use_proprio": True,
@@ -90,7 +96,9 @@ class TinyVLA(LearnedPolicy):
         "action_high": [1.0, 1.0, 1.0, 1.0],
     }
 
-    TRAINING_KEYS: ClassVar[frozenset[str]] = frozenset({"augment_shift", "token_corruption", "label_sigma"})
+    TRAINING_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"augment_shift", "token_corruption", "label_sigma", "decode_sigma"}
+    )  # decode_sigma changes serving only: a later round may set it too
 
     def __init__(self, config: dict[str, Any]) -> None:
         from transformers import LlamaConfig, LlamaForCausalLM, ViTConfig, ViTModel
@@ -117,6 +125,8 @@ class TinyVLA(LearnedPolicy):
             raise ValueError(f"proprio_dropout: expected a probability in [0, 1), got {c['proprio_dropout']}")
         if not 0.0 <= c["token_corruption"] < 1.0:
             raise ValueError(f"token_corruption: expected a probability in [0, 1), got {c['token_corruption']}")
+        if not c["decode_sigma"] >= 0.0:
+            raise ValueError(f"decode_sigma: expected a width in bins >= 0, got {c['decode_sigma']}")
         if not c["label_sigma"] >= 0.0:
             raise ValueError(f"label_sigma: expected a width in bins >= 0, got {c['label_sigma']}")
         if c["proprio_dropout"] > 0:  # only models trained with it carry the token (older checkpoints load as-is)
@@ -145,6 +155,7 @@ class TinyVLA(LearnedPolicy):
         self.register_buffer("state_std", torch.tensor(c["state_std"], dtype=torch.float32), persistent=False)
         self.tokenizer = ActionTokenizer(np.array(c["action_low"]), np.array(c["action_high"]), c["n_bins"])
         self.bos_id = c["n_bins"]
+        self._decode_kernel: torch.Tensor | None = None  # (n_bins, n_bins), built on first use (decode_sigma)
 
     # -- construction from data ---------------------------------------------------------------------
     @classmethod
@@ -266,7 +277,7 @@ class TinyVLA(LearnedPolicy):
             logits = logits.clone()
             logits[:, self.bos_id] = float("-inf")  # only action bins are valid outputs
             step_logits.append(logits)
-            token = logits.argmax(-1, keepdim=True)  # (B, 1)
+            token = self.select_tokens(logits)[:, None]  # (B, 1)
             ids.append(token)
             if i + 1 < self.num_action_tokens:
                 embeds = self.lm.get_input_embeddings()(token)  # (B, 1, D)
@@ -274,6 +285,19 @@ class TinyVLA(LearnedPolicy):
                 cache, logits = out.past_key_values, out.logits[:, -1]
         tokens = torch.cat(ids, dim=1)  # (B, l_a)
         return (tokens, torch.stack(step_logits, dim=1)) if return_logits else tokens
+
+    def select_tokens(self, logits: torch.Tensor) -> torch.Tensor:
+        """Greedy choice (..., V) logits -> (...) action bin ids: the argmax over the action bins, of the
+        probabilities smoothed over ``decode_sigma`` neighbouring bins when that is > 0."""
+        scores = logits[..., : self.bos_id]
+        sigma = float(self.config["decode_sigma"])
+        if sigma > 0:
+            kernel = self._decode_kernel
+            if kernel is None or kernel.device != scores.device:
+                bins = torch.arange(self.bos_id, dtype=torch.float32, device=scores.device)
+                kernel = self._decode_kernel = torch.exp(-0.5 * ((bins[:, None] - bins[None]) / sigma) ** 2)
+            scores = scores.float().softmax(-1) @ kernel
+        return scores.argmax(-1)
 
     def detokenize(self, token_ids: torch.Tensor) -> np.ndarray:
         ids = token_ids.cpu().numpy().reshape(-1, self.config["chunk_horizon"], self.config["action_dim"])
@@ -388,7 +412,7 @@ class _VLAGeneration(AutoregressiveGeneration):
         """Greedy ids (B, l_a) on the CPU (the driver keeps token state in numpy)."""
         with torch.inference_mode():
             logits = self.model.merged_logits(context, self._on_device(action_tokens))  # (B, l_a, V)
-            return logits[..., : self.model.bos_id].argmax(-1).cpu()  # BOS is not an action
+            return self.model.select_tokens(logits).cpu()  # BOS is never chosen
 
     def _on_device(self, tokens: Any) -> torch.Tensor:
         return torch.as_tensor(tokens, device=next(self.model.parameters()).device)
