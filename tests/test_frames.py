@@ -107,17 +107,22 @@ def _small_policy(kind: str) -> Policy:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     actions, states = rng.uniform(-1, 1, (50, 4)).astype(np.float32), rng.uniform(0, 1, (50, 4)).astype(np.float32)
-    if kind == "tiny-vla":
+    if kind.startswith("tiny-vla"):
         from auras.policies.tiny_vla import TinyVLA
         from tests.test_tiny_vla import SMALL
 
-        return TinyVLA.from_samples(actions, states, ["x"], **SMALL, chunk_horizon=2).eval().as_policy()
+        sigma = 4.0 if kind == "tiny-vla-smoothed" else 0.0  # greedy over smoothed bins (decode_sigma)
+        return (
+            TinyVLA.from_samples(actions, states, ["x"], **SMALL, chunk_horizon=2, decode_sigma=sigma)
+            .eval()
+            .as_policy()
+        )
     from auras.policies.tiny_dp import TinyDP
 
     return TinyDP.from_samples(actions, states, ["x"], num_inference_steps=5).eval().as_policy()
 
 
-@pytest.mark.parametrize("kind", ["tiny-vla", "tiny-dp"])
+@pytest.mark.parametrize("kind", ["tiny-vla", "tiny-vla-smoothed", "tiny-dp"])
 @pytest.mark.parametrize("public", [True, False], ids=["auras", "pipeline"])
 def test_degree_one_reproduces_sequential_actions(kind, public):
     policy = _small_policy(kind)

@@ -205,3 +205,23 @@ def test_bad_training_settings_are_refused_with_what_was_expected():
         _model(token_corruption=1.0)
     with pytest.raises(ValueError, match="label_sigma: expected a width in bins >= 0, got -1"):
         _model(label_sigma=-1)
+
+
+def test_smoothed_greedy_decoding_prefers_a_broad_mode_and_both_paths_agree():
+    model = _model(decode_sigma=4.0)
+    logits = torch.full((1, 257), -30.0)
+    logits[0, 255] = 0.0  # one spiky saturated bin ...
+    logits[0, 90:111] = -0.5  # ... against a broad moderate mode of 21 bins with more mass in all
+    assert _model().select_tokens(logits).item() == 255  # the plain argmax takes the spike
+    assert 95 <= model.select_tokens(logits).item() <= 105
+    policy = model.as_policy()
+    context = policy.perception.perceive([_obs(1), _obs(2, "open the drawer")])
+    with torch.inference_mode():
+        tokens = model.decode_classic(context)
+        merged = policy.generation.next_tokens(context, tokens)  # teacher-forced with the classic tokens
+    assert torch.equal(merged, tokens)
+
+
+def test_decode_sigma_is_validated():
+    with pytest.raises(ValueError, match="decode_sigma: expected a width in bins >= 0, got -2"):
+        _model(decode_sigma=-2)
