@@ -55,6 +55,10 @@ class TinyVLA(LearnedPolicy):
         "vit_heads": 4,
         "vit_intermediate": 128,
         "vision_tokens": 8,
+        # Initial ViT position embeddings: "random" (transformers' default, std 0.02, tiny next to the patch
+        # embeddings) or "sincos" (fixed-form 2-D sine-cosine, as MAE, then learned): a strong signal of where each
+        # patch is from the first step, for a policy that must locate small objects.
+        "vit_position_init": "random",
         "text_pool": 6,  # bytes per language token
         "lm_hidden": 128,
         "lm_layers": 6,
@@ -114,6 +118,13 @@ class TinyVLA(LearnedPolicy):
             ),
             add_pooling_layer=False,
         )  # fmt: skip
+        if c["vit_position_init"] == "sincos":
+            with torch.no_grad():
+                grid = c["image_size"] // c["patch_size"]
+                self.vit.embeddings.position_embeddings[0, 1:] = sincos_2d(grid, c["vit_hidden"])
+                self.vit.embeddings.position_embeddings[0, 0] = 0.0  # CLS
+        elif c["vit_position_init"] != "random":
+            raise ValueError(f"vit_position_init: expected 'random' or 'sincos', got {c['vit_position_init']!r}")
         d = c["lm_hidden"]
         self.vision_proj = nn.Linear(c["vit_hidden"], d)
         self.queries = nn.Parameter(torch.randn(c["vision_tokens"], d) * 0.02)
@@ -326,6 +337,21 @@ class TinyVLA(LearnedPolicy):
         self.eval()
         steps = execute_steps if execute_steps is not None else self.config["execute_steps"]
         return Policy("tiny-vla", _VLAPerception(self), _VLAGeneration(self), execute_steps=int(steps))
+
+
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """(grid * grid, dim) 2-D sine-cosine position embedding, row-major (MAE): half the channels encode the row,
+    half the column, each as sines and cosines of geometrically spaced frequencies."""
+    if dim % 4:
+        raise ValueError(f"sincos_2d: expected a width divisible by 4, got {dim}")
+    freq = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))  # (dim/4,)
+    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
+                                indexing="ij")  # fmt: skip
+    parts = []
+    for coordinate in (rows.reshape(-1), cols.reshape(-1)):
+        angle = coordinate[:, None] * freq[None]  # (grid*grid, dim/4)
+        parts += [angle.sin(), angle.cos()]
+    return torch.cat(parts, dim=1)  # (grid*grid, dim)
 
 
 def soft_bin_targets(targets: torch.Tensor, n_bins: int, sigma: float, vocab: int) -> torch.Tensor:
