@@ -225,3 +225,20 @@ def test_smoothed_greedy_decoding_prefers_a_broad_mode_and_both_paths_agree():
 def test_decode_sigma_is_validated():
     with pytest.raises(ValueError, match="decode_sigma: expected a width in bins >= 0, got -2"):
         _model(decode_sigma=-2)
+
+
+def test_sincos_position_init_gives_each_patch_a_distinct_position_and_bad_values_are_refused():
+    from auras.policies.tiny_vla import sincos_2d
+
+    table = sincos_2d(7, 32)  # (49, 32)
+    assert table.shape == (49, 32)
+    distances = torch.cdist(table, table)
+    assert distances[~torch.eye(49, dtype=torch.bool)].min() > 0.1  # no two patches share a position code
+    assert distances[0, 1] < distances[0, 6]  # nearer patches have nearer codes
+    model = _model(vit_position_init="sincos")
+    positions = model.vit.embeddings.position_embeddings[0]  # (1 + 49, 32): CLS first
+    torch.testing.assert_close(positions[1:], table)
+    with pytest.raises(ValueError, match="vit_position_init: expected 'random' or 'sincos', got 'learned'"):
+        _model(vit_position_init="learned")
+    with pytest.raises(ValueError, match="expected a width divisible by 4, got 30"):
+        sincos_2d(7, 30)
