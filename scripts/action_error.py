@@ -31,9 +31,7 @@ def main() -> None:
 
     import torch
 
-    from auras.data.chunks import ChunkSamples
-    from auras.data.dataset import ReplayDataset
-    from auras.policies.train import policy_class
+    from auras.policies.train import demonstration_batch, policy_class
     from auras.types import Observation
 
     torch.set_num_threads(1)
@@ -41,14 +39,12 @@ def main() -> None:
         policy_type, _, checkpoint = spec.partition("=")
         model = policy_class(policy_type).from_pretrained(checkpoint or policy_type).eval()
         policy = model.as_policy()
-        steps = ChunkSamples(ReplayDataset(args.data), model.chunk_horizon, args.task)
-        index = np.random.default_rng(0).integers(0, len(steps), args.samples)
-        batch = steps.batch(index)
+        batch, torch_batch = demonstration_batch(model, args.data, args.task, args.samples)
         predicted = []
         for start in range(0, args.samples, 32):
             rows = range(start, min(args.samples, start + 32))
             observations = [Observation(images={"front": batch["image"][i]}, state=batch["state"][i],
-                                        instruction=steps.instructions[batch["task"][i]], step_id=i,
+                                        instruction=str(batch["instruction"][i]), step_id=i,
                                         capture_time=time.monotonic()) for i in rows]  # fmt: skip
             predicted.append(np.asarray(policy.generation.generate(policy.perception.perceive(observations))))
         error = np.abs(np.concatenate(predicted) - batch["actions"])  # (N, H, A)
@@ -58,22 +54,17 @@ def main() -> None:
             f"executed rows {first.mean():.4f}, per dim {np.round(first.mean(axis=(0, 1)), 4).tolist()}"
         )
         if policy_type == "tiny-vla":
-            print("  " + token_report(model, steps, index))
+            print("  " + token_report(model, torch_batch))
 
 
-def token_report(model, steps, index: np.ndarray) -> str:
+def token_report(model, batch: dict) -> str:
     """Teacher-forced vs greedy token accuracy and the first token's mean bin error."""
     import torch
 
-    from auras.perception.text import encode_instruction
-    from auras.policies.train import _to_torch
-
-    ids = np.stack([encode_instruction(t, model.max_instruction_bytes) for t in steps.instructions])
-    batch = _to_torch(steps.batch(index), ids)
-    targets = torch.from_numpy(model.tokenizer.encode(batch["actions"].numpy())).reshape(len(index), -1)
+    targets = model.tokenize(batch["actions"])
     with torch.no_grad():
         context = model.encode(batch)
-        forced = model.merged_logits(context, targets)[..., : model.bos_id].argmax(-1)
+        forced = model.select_tokens(model.merged_logits(context, targets))  # the serving rule, true inputs
         greedy = model.decode_classic(context)
     first_bins = (greedy[:, 0] - targets[:, 0]).abs().float().mean().item()
     forced_acc, greedy_acc = (forced == targets).float().mean(), (greedy == targets).float().mean()

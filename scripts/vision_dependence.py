@@ -60,16 +60,11 @@ def shuffled_image_losses(policy_type: str, checkpoint: str, data: str, samples:
     """The model's eval-mode BC loss on ``samples`` demonstration steps, with their own and with shuffled images."""
     import torch
 
-    from auras.data.chunks import ChunkSamples
-    from auras.data.dataset import ReplayDataset
-    from auras.perception.text import encode_instruction
-    from auras.policies.train import _to_torch, policy_class
+    from auras.policies.train import demonstration_batch, policy_class
 
     model = policy_class(policy_type).from_pretrained(checkpoint).eval()
-    steps = ChunkSamples(ReplayDataset(data), model.config["chunk_horizon"], None)
-    instruction_ids = np.stack([encode_instruction(t, model.max_instruction_bytes) for t in steps.instructions])
+    _, batch = demonstration_batch(model, data, None, samples, seed=0)
     rng = np.random.default_rng(0)
-    batch = _to_torch(steps.batch(rng.integers(0, len(steps), samples)), instruction_ids)
     shuffled = {**batch, "image": batch["image"][torch.from_numpy(rng.permutation(samples))]}
     with torch.no_grad():  # the same generator seed: the same diffusion noise and timesteps for both
         return tuple(model.compute_loss(b, torch.Generator().manual_seed(0)).item() for b in (batch, shuffled))

@@ -23,16 +23,10 @@ def features(model, policy_type: str, data: str, task: list[str] | None, samples
     """(N, F) vision features, (N, 3) next xyz action of ``samples`` random steps of ``data``."""
     import torch
 
-    from auras.data.chunks import ChunkSamples
-    from auras.data.dataset import ReplayDataset
-    from auras.perception.text import encode_instruction
     from auras.policies.torch_policy import image_to_tensor
-    from auras.policies.train import _to_torch
+    from auras.policies.train import demonstration_batch
 
-    steps = ChunkSamples(ReplayDataset(data), model.chunk_horizon, task)
-    ids = np.stack([encode_instruction(t, model.max_instruction_bytes) for t in steps.instructions])
-    raw = steps.batch(np.random.default_rng(seed).integers(0, len(steps), samples))
-    batch = _to_torch(raw, ids)
+    raw, batch = demonstration_batch(model, data, task, samples, seed)
     out = []
     with torch.no_grad():
         for start in range(0, samples, 128):

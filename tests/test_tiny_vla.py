@@ -163,8 +163,7 @@ def _teacher_inputs(model: TinyVLA, batch: dict, monkeypatch) -> tuple[torch.Ten
 
     monkeypatch.setattr(model, "merged_logits", spy)
     model.compute_loss(batch, torch.Generator().manual_seed(0))
-    targets = torch.from_numpy(model.tokenizer.encode(batch["actions"].numpy())).reshape(len(batch["actions"]), -1)
-    return seen["inputs"], targets
+    return seen["inputs"], model.tokenize(batch["actions"])
 
 
 def test_token_corruption_replaces_inputs_in_training_only_and_never_the_targets(monkeypatch):
@@ -193,7 +192,7 @@ def test_soft_targets_are_gaussians_over_the_action_bins_and_eval_loss_stays_pla
     plain.load_state_dict(model.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(model.compute_loss(batch), plain.compute_loss(batch))  # eval: one-hot targets
-        targets = torch.from_numpy(model.tokenizer.encode(batch["actions"].numpy())).reshape(8, -1)
+        targets = model.tokenize(batch["actions"])
         logits = model.merged_logits(model.encode(batch), targets).reshape(-1, model.bos_id + 1)
         expected = -(soft_bin_targets(targets.reshape(-1), 256, 1.5, 257) * logits.log_softmax(-1)).sum(-1).mean()
         model.train()

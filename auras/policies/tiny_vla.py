@@ -5,9 +5,9 @@ camera image (``patch_size`` 12: 7 x 7 patches + CLS by default; the shipped che
 patches, 14 x 14, with sine-cosine initial position embeddings), whose tokens a Perceiver-style
 resampler (learned queries, one cross-attention block, as in Flamingo-style VLAs) condenses into
 ``vision_tokens`` (8) tokens at the LM width, plus one proprio token -> ``X_V`` (B, 9, D); the
-instruction's UTF-8 bytes, embedded and pooled by a strided convolution -> ``X_L`` (B, 8, D). Every request has the same
-prefix length l = 17 (the instruction is padded to a fixed length), so no attention mask is
-needed. The ViT layers are cut into ``perception_stages`` stages of equal depth.
+instruction's UTF-8 bytes, embedded and pooled by a strided convolution -> ``X_L`` (B, 8, D).
+Every request has the same prefix length l = 17 (the instruction is padded to a fixed length), so
+no attention mask is needed. The ViT layers are cut into ``perception_stages`` stages of equal depth.
 
 Why so few tokens: the policy must train on a 2-core CPU in about 30 minutes; LM training cost
 grows with sequence length, and 116 tokens (all patches and bytes) cost ~1.7 s a step.
@@ -306,10 +306,14 @@ class TinyVLA(LearnedPolicy):
         if sigma > 0:
             kernel = self._decode_kernel
             if kernel is None or kernel.device != scores.device:
-                bins = torch.arange(self.bos_id, dtype=torch.float32, device=scores.device)
-                kernel = self._decode_kernel = torch.exp(-0.5 * ((bins[:, None] - bins[None]) / sigma) ** 2)
+                bins = torch.arange(self.bos_id, device=scores.device)
+                kernel = self._decode_kernel = bin_gaussians(bins, self.bos_id, sigma)  # symmetric (n_bins, n_bins)
             scores = scores.float().softmax(-1) @ kernel
         return scores.argmax(-1)
+
+    def tokenize(self, actions: torch.Tensor) -> torch.Tensor:
+        """(B, H, A) actions -> (B, H * A) action token ids, time-major (the order they are decoded in)."""
+        return torch.from_numpy(self.tokenizer.encode(actions.cpu().numpy())).reshape(len(actions), -1)
 
     def detokenize(self, token_ids: torch.Tensor) -> np.ndarray:
         ids = token_ids.cpu().numpy().reshape(-1, self.config["chunk_horizon"], self.config["action_dim"])
@@ -320,7 +324,7 @@ class TinyVLA(LearnedPolicy):
         """Next-token loss of the action tokens. Training mode adds augmentation, proprio dropout, token
         corruption and soft targets as configured; eval mode is the plain teacher-forced cross entropy."""
         context = self.encode(batch, augment=self.training, generator=generator)
-        targets = torch.from_numpy(self.tokenizer.encode(batch["actions"].numpy())).reshape(len(batch["actions"]), -1)
+        targets = self.tokenize(batch["actions"])
         inputs = targets
         if self.training and self.config["token_corruption"] > 0:
             corrupt = torch.rand(targets.shape, generator=generator) < self.config["token_corruption"]
@@ -355,13 +359,17 @@ def sincos_2d(grid: int, dim: int) -> torch.Tensor:
     return torch.cat(parts, dim=1)  # (grid*grid, dim)
 
 
+def bin_gaussians(centres: torch.Tensor, n_bins: int, sigma: float) -> torch.Tensor:
+    """(N,) bin positions -> (N, n_bins) unnormalised Gaussians of ``sigma`` bins around each."""
+    bins = torch.arange(n_bins, dtype=torch.float32, device=centres.device)
+    return torch.exp(-0.5 * ((bins[None] - centres[:, None].float()) / sigma) ** 2)
+
+
 def soft_bin_targets(targets: torch.Tensor, n_bins: int, sigma: float, vocab: int) -> torch.Tensor:
     """(N,) bin ids -> (N, vocab) distributions: a Gaussian of ``sigma`` bins around each id, over the
     ``n_bins`` action bins only (the other ids, e.g. BOS, get 0)."""
-    bins = torch.arange(n_bins, dtype=torch.float32)
-    weights = torch.exp(-0.5 * ((bins[None] - targets[:, None].float()) / sigma) ** 2)  # (N, n_bins)
-    weights = weights / weights.sum(-1, keepdim=True)
-    return nn.functional.pad(weights, (0, vocab - n_bins))
+    weights = bin_gaussians(targets, n_bins, sigma)
+    return nn.functional.pad(weights / weights.sum(-1, keepdim=True), (0, vocab - n_bins))
 
 
 class _VLAPerception(Perception):

@@ -96,8 +96,9 @@ class LearnedPolicy(nn.Module):
         return save_checkpoint(path, self, config)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path) -> LearnedPolicy:
-        """Load a shipped checkpoint by name ('tiny-vla') or a checkpoint directory."""
+    def from_pretrained(cls, name_or_path: str | Path, **overrides: Any) -> LearnedPolicy:
+        """Load a shipped checkpoint by name ('tiny-vla') or a checkpoint directory; ``overrides`` replace
+        config values before the model is built (they must not change its parameter shapes)."""
         from auras.errors import InvalidInputError
 
         config, state = load_checkpoint(name_or_path)
@@ -108,7 +109,7 @@ class LearnedPolicy(nn.Module):
             )
         config.pop("policy_type")
         config.pop("training", None)
-        model = cls(config)
+        model = cls({**config, **overrides})
         model.load_state_dict(state)
         return model.eval()
 

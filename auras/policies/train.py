@@ -19,7 +19,7 @@ import numpy as np
 
 from auras.errors import ConfigError, unknown_name_message
 
-__all__ = ["POLICY_CLASSES", "evaluate", "policy_class", "train"]
+__all__ = ["POLICY_CLASSES", "demonstration_batch", "evaluate", "policy_class", "train"]
 
 POLICY_CLASSES = {"tiny-vla": "auras.policies.tiny_vla:TinyVLA", "tiny-dp": "auras.policies.tiny_dp:TinyDP"}
 VALIDATION_SEED = 90_000
@@ -64,6 +64,21 @@ def _to_torch(batch: dict[str, np.ndarray], instruction_ids: np.ndarray):
     }
 
 
+def demonstration_batch(model: Any, data: str | Path, tasks: Sequence[str] | None, count: int, seed: int = 0):
+    """``count`` random demonstration steps of dataset ``data`` (``tasks``: only these), as the training
+    loop feeds them to ``model``: (the numpy batch with ``task`` and ``instruction`` per row, the torch
+    batch for ``compute_loss`` / ``encode``)."""
+    from auras.data.chunks import ChunkSamples
+    from auras.data.dataset import ReplayDataset
+    from auras.perception.text import encode_instruction
+
+    steps = ChunkSamples(ReplayDataset(data), model.chunk_horizon, tasks)
+    instruction_ids = np.stack([encode_instruction(t, model.max_instruction_bytes) for t in steps.instructions])
+    raw = steps.batch(np.random.default_rng(seed).integers(0, len(steps), count))
+    raw["instruction"] = np.array([steps.instructions[t] for t in raw["task"]])
+    return raw, _to_torch(raw, instruction_ids)
+
+
 def train(
     policy: str,
     data: str | Path,
@@ -105,9 +120,7 @@ def train(
                 f"model overrides {fixed} cannot change a model loaded from --init {init}; continuing a run may "
                 f"only set training-only keys: {sorted(cls.TRAINING_KEYS)}"
             )
-        loaded = cls.from_pretrained(init)
-        model = type(loaded)({**loaded.config, **(overrides or {})})  # validates the new values
-        model.load_state_dict(loaded.state_dict())
+        model = cls.from_pretrained(init, **(overrides or {}))
     else:
         model = cls.from_samples(samples.actions, samples.states, samples.instructions, **(overrides or {}))
     instruction_ids = np.stack([encode_instruction(t, model.max_instruction_bytes) for t in samples.instructions])
