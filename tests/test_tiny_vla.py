@@ -241,3 +241,44 @@ def test_sincos_position_init_gives_each_patch_a_distinct_position_and_bad_value
         _model(vit_position_init="learned")
     with pytest.raises(ValueError, match="expected a width divisible by 4, got 30"):
         sincos_2d(7, 30)
+
+
+def test_vision_keypoints_add_one_token_that_follows_the_strongest_patch():
+    plain = _model()
+    assert not hasattr(plain, "keypoint_maps")  # the default keeps the old parameter set
+    model = _model(vision_keypoints=4, perception_stages=2)
+    policy = model.as_policy()
+    x = [_obs(4), _obs(5)]
+    for stage in policy.perception.stages():
+        x = stage(x)
+    direct = policy.perception.perceive([_obs(4), _obs(5)])
+    assert direct["X_V"].shape == (2, 8 + 2, 48)  # resampled tokens, the keypoint token, proprio
+    torch.testing.assert_close(x["X_V"], direct["X_V"])
+    grid = model.config["image_size"] // model.config["patch_size"]
+    tokens = torch.zeros(1, 1 + grid * grid, model.config["vit_hidden"])  # (B, 1 + N_patch, H)
+    row, col = 1, grid - 1
+    tokens[0, 1 + row * grid + col, 0] = 100.0  # one patch stands out on feature 0
+    with torch.no_grad():
+        model.keypoint_maps.weight.zero_()
+        model.keypoint_maps.bias.zero_()
+        model.keypoint_maps.weight[0, 0] = 1.0  # keypoint 0 looks for feature 0
+        xy = model.keypoint_positions(tokens)[0, 0]  # (2,)
+    step = 2.0 / (grid - 1)
+    torch.testing.assert_close(xy, torch.tensor([-1.0 + col * step, -1.0 + row * step]))
+    with pytest.raises(ValueError, match="vision_keypoints: expected a count >= 0, got -1"):
+        _model(vision_keypoints=-1)
+
+
+def test_vision_keypoints_checkpoint_round_trip_and_equal_decoding_paths(tmp_path):
+    model = _model(vision_keypoints=4)
+    context = model.as_policy().perception.perceive([_obs(6), _obs(7)])
+    with torch.inference_mode():
+        tokens, classic = model.decode_classic(context, return_logits=True)
+        merged = model.merged_logits(context, tokens)
+    bins = model.bos_id
+    torch.testing.assert_close(merged[..., :bins], classic[..., :bins], atol=1e-4, rtol=1e-4)
+    model.save_pretrained(tmp_path / "ckpt", {"note": "test"})
+    loaded = TinyVLA.from_pretrained(tmp_path / "ckpt")
+    np.testing.assert_allclose(
+        loaded.as_policy().generation.generate(context), model.as_policy().generation.generate(context)
+    )

@@ -60,6 +60,10 @@ class TinyVLA(LearnedPolicy):
         # embeddings) or "sincos" (fixed-form 2-D sine-cosine, as MAE, then learned): a strong signal of where each
         # patch is from the first step, for a policy that must locate small objects.
         "vit_position_init": "random",
+        # Spatial keypoints (Diffusion Policy's spatial softmax, over the ViT's patch grid): K maps over the patches,
+        # each softmax-normalised, give K expected (x, y) positions, projected into one extra X_V token. 0 (the
+        # default) builds the model without them, so older checkpoints load unchanged.
+        "vision_keypoints": 0,
         "text_pool": 6,  # bytes per language token
         "lm_hidden": 128,
         "lm_layers": 6,
@@ -132,6 +136,15 @@ class TinyVLA(LearnedPolicy):
         self.resampler = nn.MultiheadAttention(d, c["lm_heads"], batch_first=True)
         self.resampler_norm = nn.LayerNorm(d)
         self.resampler_mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        if c["vision_keypoints"] < 0:
+            raise ValueError(f"vision_keypoints: expected a count >= 0, got {c['vision_keypoints']}")
+        if c["vision_keypoints"]:
+            grid = c["image_size"] // c["patch_size"]
+            self.keypoint_maps = nn.Linear(c["vit_hidden"], c["vision_keypoints"])
+            self.keypoint_proj = nn.Sequential(nn.Linear(2 * c["vision_keypoints"], d), nn.GELU(), nn.Linear(d, d))
+            coords = torch.linspace(-1.0, 1.0, grid)
+            ys, xs = torch.meshgrid(coords, coords, indexing="ij")
+            self.register_buffer("patch_xy", torch.stack([xs.flatten(), ys.flatten()], dim=-1), persistent=False)
         self.proprio_proj = nn.Sequential(nn.Linear(c["action_dim"], d), nn.GELU(), nn.Linear(d, d))
         if not 0.0 <= c["proprio_dropout"] < 1.0:
             raise ValueError(f"proprio_dropout: expected a probability in [0, 1), got {c['proprio_dropout']}")
@@ -256,10 +269,21 @@ class TinyVLA(LearnedPolicy):
             proprio = torch.where(drop_proprio[:, None].to(proprio.device), self.no_proprio, proprio)
         elif not self.config["use_proprio"]:  # serving from image and instruction alone
             proprio = self.no_proprio.expand_as(proprio)
-        x_v = torch.cat([pooled, proprio[:, None]], dim=1)  # (B, N_v + 1, D)
+        if self.config["vision_keypoints"]:
+            pooled = torch.cat([pooled, self.keypoints(vit_tokens)[:, None]], dim=1)  # (B, N_v + 1, D)
+        x_v = torch.cat([pooled, proprio[:, None]], dim=1)  # (B, N_v + 1 (+ 1 keypoint token), D)
         text = self.byte_embed(batch["instruction_ids"]) + self.text_pos  # (B, L_bytes, D)
         x_l = self.text_pool(text.transpose(1, 2)).transpose(1, 2)  # (B, L_bytes / text_pool, D)
         return {"X_V": x_v, "X_L": x_l}
+
+    def keypoint_positions(self, vit_tokens: torch.Tensor) -> torch.Tensor:
+        """ViT tokens (B, 1 + N_patch, H) -> (B, K, 2) expected (x, y) in [-1, 1] of K spatial softmaxes."""
+        weights = self.keypoint_maps(vit_tokens[:, 1:]).softmax(dim=1)  # (B, N_patch, K), sums to 1 over patches
+        return torch.einsum("bpk,pc->bkc", weights, self.patch_xy)  # (B, K, 2)
+
+    def keypoints(self, vit_tokens: torch.Tensor) -> torch.Tensor:
+        """ViT tokens (B, 1 + N_patch, H) -> one keypoint token (B, D) at the LM width."""
+        return self.keypoint_proj(self.keypoint_positions(vit_tokens).flatten(1))  # (B, D)
 
     # -- generation --------------------------------------------------------------------------------
     @property
