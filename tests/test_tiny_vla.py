@@ -34,8 +34,12 @@ def _obs(seed: int, instruction: str = "push the puck") -> Observation:
     )
 
 
-def test_merged_pass_equals_classic_decoding_position_by_position():
-    model = _model()
+WITH_KEYPOINTS = pytest.mark.parametrize("extra", [{}, {"vision_keypoints": 4}], ids=["plain", "keypoints"])
+
+
+@WITH_KEYPOINTS
+def test_merged_pass_equals_classic_decoding_position_by_position(extra):
+    model = _model(**extra)
     policy = model.as_policy()
     context = policy.perception.perceive([_obs(1), _obs(2, "open the drawer"), _obs(3)])
     with torch.inference_mode():
@@ -47,8 +51,9 @@ def test_merged_pass_equals_classic_decoding_position_by_position():
     assert torch.equal(merged[..., :actions].argmax(-1), tokens)
 
 
-def test_stages_compose_to_perceive_and_generation_shape():
-    model = _model(perception_stages=2)
+@WITH_KEYPOINTS
+def test_stages_compose_to_perceive_and_generation_shape(extra):
+    model = _model(perception_stages=2, **extra)
     policy = model.as_policy()
     observations = [_obs(4), _obs(5)]
     stages = policy.perception.stages()
@@ -57,14 +62,16 @@ def test_stages_compose_to_perceive_and_generation_shape():
     for stage in stages:
         x = stage(x)
     direct = policy.perception.perceive(observations)
-    assert x["X_V"].shape == (2, 8 + 1, 48) and x["X_L"].shape == (2, 48 // 6, 48)
+    keypoint_tokens = 1 if extra else 0
+    assert x["X_V"].shape == (2, 8 + keypoint_tokens + 1, 48) and x["X_L"].shape == (2, 48 // 6, 48)
     torch.testing.assert_close(x["X_V"], direct["X_V"])
     actions = policy.generation.generate(direct)
     assert actions.shape == (2, 8, 4) and actions.dtype == np.float32
 
 
-def test_checkpoint_round_trip(tmp_path):
-    model = _model()
+@WITH_KEYPOINTS
+def test_checkpoint_round_trip(tmp_path, extra):
+    model = _model(**extra)
     context = model.as_policy().perception.perceive([_obs(6)])
     before = model.as_policy().generation.generate(context)
     model.save_pretrained(tmp_path / "ckpt", {"note": "test"})
@@ -243,42 +250,19 @@ def test_sincos_position_init_gives_each_patch_a_distinct_position_and_bad_value
         sincos_2d(7, 30)
 
 
-def test_vision_keypoints_add_one_token_that_follows_the_strongest_patch():
-    plain = _model()
-    assert not hasattr(plain, "keypoint_maps")  # the default keeps the old parameter set
-    model = _model(vision_keypoints=4, perception_stages=2)
-    policy = model.as_policy()
-    x = [_obs(4), _obs(5)]
-    for stage in policy.perception.stages():
-        x = stage(x)
-    direct = policy.perception.perceive([_obs(4), _obs(5)])
-    assert direct["X_V"].shape == (2, 8 + 2, 48)  # resampled tokens, the keypoint token, proprio
-    torch.testing.assert_close(x["X_V"], direct["X_V"])
+def test_vision_keypoints_follow_the_patch_that_stands_out_and_bad_counts_are_refused():
+    assert not hasattr(_model(), "keypoint_softmax")  # the default keeps the old parameter set
+    model = _model(vision_keypoints=4)
     grid = model.config["image_size"] // model.config["patch_size"]
     tokens = torch.zeros(1, 1 + grid * grid, model.config["vit_hidden"])  # (B, 1 + N_patch, H)
     row, col = 1, grid - 1
     tokens[0, 1 + row * grid + col, 0] = 100.0  # one patch stands out on feature 0
     with torch.no_grad():
-        model.keypoint_maps.weight.zero_()
-        model.keypoint_maps.bias.zero_()
-        model.keypoint_maps.weight[0, 0] = 1.0  # keypoint 0 looks for feature 0
+        model.keypoint_softmax.proj.weight.zero_()
+        model.keypoint_softmax.proj.bias.zero_()
+        model.keypoint_softmax.proj.weight[0, 0] = 1.0  # keypoint 0 looks for feature 0
         xy = model.keypoint_positions(tokens)[0, 0]  # (2,)
     step = 2.0 / (grid - 1)
     torch.testing.assert_close(xy, torch.tensor([-1.0 + col * step, -1.0 + row * step]))
     with pytest.raises(ValueError, match="vision_keypoints: expected a count >= 0, got -1"):
         _model(vision_keypoints=-1)
-
-
-def test_vision_keypoints_checkpoint_round_trip_and_equal_decoding_paths(tmp_path):
-    model = _model(vision_keypoints=4)
-    context = model.as_policy().perception.perceive([_obs(6), _obs(7)])
-    with torch.inference_mode():
-        tokens, classic = model.decode_classic(context, return_logits=True)
-        merged = model.merged_logits(context, tokens)
-    bins = model.bos_id
-    torch.testing.assert_close(merged[..., :bins], classic[..., :bins], atol=1e-4, rtol=1e-4)
-    model.save_pretrained(tmp_path / "ckpt", {"note": "test"})
-    loaded = TinyVLA.from_pretrained(tmp_path / "ckpt")
-    np.testing.assert_allclose(
-        loaded.as_policy().generation.generate(context), model.as_policy().generation.generate(context)
-    )

@@ -55,7 +55,7 @@ from auras.generation.base import DiffusionGeneration
 from auras.perception.base import Context, Perception
 from auras.perception.text import PAD_ID, VOCAB_SIZE, encode_instruction
 from auras.policies.base import Policy
-from auras.policies.torch_policy import LearnedPolicy, image_to_tensor, random_shift
+from auras.policies.torch_policy import LearnedPolicy, SpatialSoftmax, image_to_tensor, random_shift
 from auras.types import Observation, ObservationSpec
 
 __all__ = ["TinyDP", "TinyDPGeneration", "TinyDPPerception"]
@@ -93,22 +93,6 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-class SpatialSoftmax(nn.Module):
-    """(B, C, h, w) -> (B, 2K): a 1x1 conv to K keypoint maps, softmax over space, expected (x, y) in [-1, 1]."""
-
-    def __init__(self, channels: int, keypoints: int, size: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(channels, keypoints, 1)
-        lin = torch.linspace(-1.0, 1.0, size)
-        ys, xs = torch.meshgrid(lin, lin, indexing="ij")
-        self.register_buffer("grid", torch.stack([xs.reshape(-1), ys.reshape(-1)], 1), persistent=False)  # (hw, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        maps = self.proj(x).flatten(2)  # (B, K, hw)
-        weights = torch.softmax(maps, dim=-1)
-        return (weights @ self.grid.to(weights.dtype)).flatten(1)  # (B, K, 2) -> (B, 2K)
 
 
 class ObsEncoder(nn.Module):

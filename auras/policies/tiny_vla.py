@@ -4,7 +4,8 @@ Perception (one shot): a ViT (``transformers`` ViTModel built from a ViTConfig) 
 camera image (``patch_size`` 12: 7 x 7 patches + CLS by default; the shipped checkpoint uses 6 px
 patches, 14 x 14, with sine-cosine initial position embeddings), whose tokens a Perceiver-style
 resampler (learned queries, one cross-attention block, as in Flamingo-style VLAs) condenses into
-``vision_tokens`` (8) tokens at the LM width, plus one proprio token -> ``X_V`` (B, 9, D); the
+``vision_tokens`` (8) tokens at the LM width (optionally one more of ``vision_keypoints`` spatial-softmax
+keypoints over the patch grid), plus one proprio token -> ``X_V`` (B, 9, D); the
 instruction's UTF-8 bytes, embedded and pooled by a strided convolution -> ``X_L`` (B, 8, D).
 Every request has the same prefix length l = 17 (the instruction is padded to a fixed length), so
 no attention mask is needed. The ViT layers are cut into ``perception_stages`` stages of equal depth.
@@ -40,7 +41,13 @@ from auras.generation.tokenizer import ActionTokenizer
 from auras.perception.base import Context, Perception
 from auras.perception.text import VOCAB_SIZE as BYTE_VOCAB
 from auras.policies.base import Policy
-from auras.policies.torch_policy import LearnedPolicy, image_to_tensor, observations_to_batch, random_shift
+from auras.policies.torch_policy import (
+    LearnedPolicy,
+    SpatialSoftmax,
+    image_to_tensor,
+    observations_to_batch,
+    random_shift,
+)
 from auras.types import Observation, ObservationSpec
 
 __all__ = ["TinyVLA"]
@@ -138,13 +145,11 @@ class TinyVLA(LearnedPolicy):
         self.resampler_mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
         if c["vision_keypoints"] < 0:
             raise ValueError(f"vision_keypoints: expected a count >= 0, got {c['vision_keypoints']}")
-        if c["vision_keypoints"]:
-            grid = c["image_size"] // c["patch_size"]
-            self.keypoint_maps = nn.Linear(c["vit_hidden"], c["vision_keypoints"])
+        if c["vision_keypoints"]:  # tiny-dp's readout, over the ViT's patch grid instead of a CNN feature map
+            self.keypoint_softmax = SpatialSoftmax(
+                c["vit_hidden"], c["vision_keypoints"], c["image_size"] // c["patch_size"]
+            )
             self.keypoint_proj = nn.Sequential(nn.Linear(2 * c["vision_keypoints"], d), nn.GELU(), nn.Linear(d, d))
-            coords = torch.linspace(-1.0, 1.0, grid)
-            ys, xs = torch.meshgrid(coords, coords, indexing="ij")
-            self.register_buffer("patch_xy", torch.stack([xs.flatten(), ys.flatten()], dim=-1), persistent=False)
         self.proprio_proj = nn.Sequential(nn.Linear(c["action_dim"], d), nn.GELU(), nn.Linear(d, d))
         if not 0.0 <= c["proprio_dropout"] < 1.0:
             raise ValueError(f"proprio_dropout: expected a probability in [0, 1), got {c['proprio_dropout']}")
@@ -270,20 +275,18 @@ class TinyVLA(LearnedPolicy):
         elif not self.config["use_proprio"]:  # serving from image and instruction alone
             proprio = self.no_proprio.expand_as(proprio)
         if self.config["vision_keypoints"]:
-            pooled = torch.cat([pooled, self.keypoints(vit_tokens)[:, None]], dim=1)  # (B, N_v + 1, D)
-        x_v = torch.cat([pooled, proprio[:, None]], dim=1)  # (B, N_v + 1 (+ 1 keypoint token), D)
+            keypoints = self.keypoint_proj(self.keypoint_positions(vit_tokens).flatten(1))  # (B, D)
+            pooled = torch.cat([pooled, keypoints[:, None]], dim=1)  # (B, N_v + 1, D)
+        x_v = torch.cat([pooled, proprio[:, None]], dim=1)  # (B, N_v + 1 (+ 1 with keypoints), D)
         text = self.byte_embed(batch["instruction_ids"]) + self.text_pos  # (B, L_bytes, D)
         x_l = self.text_pool(text.transpose(1, 2)).transpose(1, 2)  # (B, L_bytes / text_pool, D)
         return {"X_V": x_v, "X_L": x_l}
 
     def keypoint_positions(self, vit_tokens: torch.Tensor) -> torch.Tensor:
         """ViT tokens (B, 1 + N_patch, H) -> (B, K, 2) expected (x, y) in [-1, 1] of K spatial softmaxes."""
-        weights = self.keypoint_maps(vit_tokens[:, 1:]).softmax(dim=1)  # (B, N_patch, K), sums to 1 over patches
-        return torch.einsum("bpk,pc->bkc", weights, self.patch_xy)  # (B, K, 2)
-
-    def keypoints(self, vit_tokens: torch.Tensor) -> torch.Tensor:
-        """ViT tokens (B, 1 + N_patch, H) -> one keypoint token (B, D) at the LM width."""
-        return self.keypoint_proj(self.keypoint_positions(vit_tokens).flatten(1))  # (B, D)
+        patches = vit_tokens[:, 1:].transpose(1, 2)  # (B, H, N_patch), row-major patches
+        grid = self.config["image_size"] // self.config["patch_size"]
+        return self.keypoint_softmax(patches.unflatten(2, (grid, grid))).unflatten(1, (-1, 2))  # (B, K, 2)
 
     # -- generation --------------------------------------------------------------------------------
     @property

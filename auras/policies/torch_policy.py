@@ -65,6 +65,22 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | No
     return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
+class SpatialSoftmax(nn.Module):
+    """(B, C, h, w) -> (B, 2K): a 1x1 conv to K keypoint maps, softmax over space, expected (x, y) in [-1, 1]."""
+
+    def __init__(self, channels: int, keypoints: int, size: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(channels, keypoints, 1)
+        lin = torch.linspace(-1.0, 1.0, size)
+        ys, xs = torch.meshgrid(lin, lin, indexing="ij")
+        self.register_buffer("grid", torch.stack([xs.reshape(-1), ys.reshape(-1)], 1), persistent=False)  # (hw, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = self.proj(x).flatten(2)  # (B, K, hw)
+        weights = torch.softmax(maps, dim=-1)
+        return (weights @ self.grid.to(weights.dtype)).flatten(1)  # (B, K, 2) -> (B, 2K)
+
+
 class LearnedPolicy(nn.Module):
     """Base of tiny-vla and tiny-dp. Subclasses define the model, the loss and the split."""
 
