@@ -34,10 +34,14 @@ def _obs(seed: int, instruction: str = "push the puck") -> Observation:
     )
 
 
-WITH_KEYPOINTS = pytest.mark.parametrize("extra", [{}, {"vision_keypoints": 4}], ids=["plain", "keypoints"])
+VISION_VARIANTS = pytest.mark.parametrize(
+    "extra",
+    [{}, {"vision_keypoints": 4}, {"vit_stem": "conv", "vision_keypoints": 4}],
+    ids=["plain", "keypoints", "conv-stem"],
+)
 
 
-@WITH_KEYPOINTS
+@VISION_VARIANTS
 def test_merged_pass_equals_classic_decoding_position_by_position(extra):
     model = _model(**extra)
     policy = model.as_policy()
@@ -51,7 +55,7 @@ def test_merged_pass_equals_classic_decoding_position_by_position(extra):
     assert torch.equal(merged[..., :actions].argmax(-1), tokens)
 
 
-@WITH_KEYPOINTS
+@VISION_VARIANTS
 def test_stages_compose_to_perceive_and_generation_shape(extra):
     model = _model(perception_stages=2, **extra)
     policy = model.as_policy()
@@ -62,14 +66,14 @@ def test_stages_compose_to_perceive_and_generation_shape(extra):
     for stage in stages:
         x = stage(x)
     direct = policy.perception.perceive(observations)
-    keypoint_tokens = 1 if extra else 0
+    keypoint_tokens = 1 if extra.get("vision_keypoints") else 0
     assert x["X_V"].shape == (2, 8 + keypoint_tokens + 1, 48) and x["X_L"].shape == (2, 48 // 6, 48)
     torch.testing.assert_close(x["X_V"], direct["X_V"])
     actions = policy.generation.generate(direct)
     assert actions.shape == (2, 8, 4) and actions.dtype == np.float32
 
 
-@WITH_KEYPOINTS
+@VISION_VARIANTS
 def test_checkpoint_round_trip(tmp_path, extra):
     model = _model(**extra)
     context = model.as_policy().perception.perceive([_obs(6)])
@@ -266,3 +270,22 @@ def test_vision_keypoints_follow_the_patch_that_stands_out_and_bad_counts_are_re
     torch.testing.assert_close(xy, torch.tensor([-1.0 + col * step, -1.0 + row * step]))
     with pytest.raises(ValueError, match="vision_keypoints: expected a count >= 0, got -1"):
         _model(vision_keypoints=-1)
+
+
+def test_conv_stem_keeps_the_patch_grid_is_local_and_bad_settings_are_refused():
+    plain = _model()
+    assert isinstance(plain.vit.embeddings.patch_embeddings.projection, torch.nn.Conv2d)  # old parameter names
+    model = _model(vit_stem="conv")  # patch_size 12: a 7 x 7 grid either way
+    pixels = torch.rand(1, 3, 84, 84)
+    with torch.no_grad():
+        tokens = model.vit.embeddings(pixels)  # (1, 1 + 49, H)
+        assert tokens.shape == plain.vit.embeddings(pixels).shape == (1, 50, 32)
+        poked = pixels.clone()
+        poked[0, :, 0, 0] = 1.0 - poked[0, :, 0, 0]  # change the top-left pixel only
+        changed = (model.vit.embeddings(poked) - tokens).abs().amax(-1)[0, 1:].reshape(7, 7)  # per patch
+    # The patch holding the pixel sees it; the others only through GroupNorm's image-wide statistics.
+    assert changed[0, 0] > 20 * changed.flatten()[1:].max()
+    with pytest.raises(ValueError, match="vit_stem='conv': expected an even patch_size, got 7"):
+        _model(vit_stem="conv", patch_size=7, image_size=84)
+    with pytest.raises(ValueError, match="vit_stem: expected 'patch' or 'conv', got 'resnet'"):
+        _model(vit_stem="resnet")

@@ -55,7 +55,14 @@ from auras.generation.base import DiffusionGeneration
 from auras.perception.base import Context, Perception
 from auras.perception.text import PAD_ID, VOCAB_SIZE, encode_instruction
 from auras.policies.base import Policy
-from auras.policies.torch_policy import LearnedPolicy, SpatialSoftmax, image_to_tensor, random_shift
+from auras.policies.torch_policy import (
+    ConvBlock,
+    LearnedPolicy,
+    SpatialSoftmax,
+    group_count,
+    image_to_tensor,
+    random_shift,
+)
 from auras.types import Observation, ObservationSpec
 
 __all__ = ["TinyDP", "TinyDPGeneration", "TinyDPPerception"]
@@ -66,33 +73,6 @@ CAMERA = "front"
 # ----------------------------------------------------------------------------------------------
 # Perception modules
 # ----------------------------------------------------------------------------------------------
-
-
-def _groups(channels: int, wanted: int = 8) -> int:
-    """The largest group count <= wanted that divides ``channels``."""
-    for g in range(min(wanted, channels), 0, -1):
-        if channels % g == 0:
-            return g
-    return 1
-
-
-class ConvBlock(nn.Module):
-    """3x3 stride-2 conv, GroupNorm, ReLU, 3x3 conv, GroupNorm, ReLU: (B, Ci, S, S) -> (B, Co, ceil(S/2), ...)."""
-
-    def __init__(self, c_in: int, c_out: int, n_groups: int) -> None:
-        super().__init__()
-        g = _groups(c_out, n_groups)
-        self.net = nn.Sequential(
-            nn.Conv2d(c_in, c_out, 3, stride=2, padding=1),
-            nn.GroupNorm(g, c_out),
-            nn.ReLU(),
-            nn.Conv2d(c_out, c_out, 3, padding=1),
-            nn.GroupNorm(g, c_out),
-            nn.ReLU(),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
 
 class ObsEncoder(nn.Module):
@@ -156,7 +136,7 @@ class Conv1dBlock(nn.Module):
         super().__init__()
         self.block = nn.Sequential(
             nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2),
-            nn.GroupNorm(_groups(c_out, n_groups), c_out),
+            nn.GroupNorm(group_count(c_out, n_groups), c_out),
             nn.Mish(),
         )
 

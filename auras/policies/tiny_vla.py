@@ -42,6 +42,7 @@ from auras.perception.base import Context, Perception
 from auras.perception.text import VOCAB_SIZE as BYTE_VOCAB
 from auras.policies.base import Policy
 from auras.policies.torch_policy import (
+    ConvBlock,
     LearnedPolicy,
     SpatialSoftmax,
     image_to_tensor,
@@ -71,6 +72,12 @@ class TinyVLA(LearnedPolicy):
         # each softmax-normalised, give K expected (x, y) positions, projected into one extra X_V token. 0 (the
         # default) builds the model without them, so older checkpoints load unchanged.
         "vision_keypoints": 0,
+        # How pixels become patch tokens: "patch" (the ViT's own linear patch embedding) or "conv" (a convolutional
+        # stem, as the original ViT paper's hybrids and Xiao et al. 2021, "Early convolutions help transformers see
+        # better": a 3x3 conv block at half resolution, then a patch_size/2 patchifying conv). Convolutions give
+        # the few-data ViT the locality prior that lets tiny-dp's CNN find the puck. "patch" keeps older checkpoints.
+        "vit_stem": "patch",
+        "stem_channels": 32,
         "text_pool": 6,  # bytes per language token
         "lm_hidden": 128,
         "lm_layers": 6,
@@ -137,6 +144,16 @@ class TinyVLA(LearnedPolicy):
                 self.vit.embeddings.position_embeddings[0, 0] = 0.0  # CLS
         elif c["vit_position_init"] != "random":
             raise ValueError(f"vit_position_init: expected 'random' or 'sincos', got {c['vit_position_init']!r}")
+        if c["vit_stem"] == "conv":
+            if c["patch_size"] % 2:
+                raise ValueError(f"vit_stem='conv': expected an even patch_size, got {c['patch_size']}")
+            half = c["patch_size"] // 2
+            self.vit.embeddings.patch_embeddings.projection = nn.Sequential(
+                ConvBlock(3, c["stem_channels"], n_groups=8),  # (B, C, S/2, S/2)
+                nn.Conv2d(c["stem_channels"], c["vit_hidden"], kernel_size=half, stride=half),  # (B, H, S/p, S/p)
+            )
+        elif c["vit_stem"] != "patch":
+            raise ValueError(f"vit_stem: expected 'patch' or 'conv', got {c['vit_stem']!r}")
         d = c["lm_hidden"]
         self.vision_proj = nn.Linear(c["vit_hidden"], d)
         self.queries = nn.Parameter(torch.randn(c["vision_tokens"], d) * 0.02)

@@ -20,7 +20,15 @@ from auras.policies.base import Policy
 from auras.policies.checkpoint import load_checkpoint, save_checkpoint
 from auras.types import Observation
 
-__all__ = ["LearnedPolicy", "image_to_tensor", "observations_to_batch", "random_shift"]
+__all__ = [
+    "ConvBlock",
+    "LearnedPolicy",
+    "SpatialSoftmax",
+    "group_count",
+    "image_to_tensor",
+    "observations_to_batch",
+    "random_shift",
+]
 
 
 def observations_to_batch(
@@ -63,6 +71,33 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | No
     cols = (dx[:, None] + torch.arange(s)[None]).long()  # (B, S)
     batch = torch.arange(b)[:, None, None]
     return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def group_count(channels: int, wanted: int = 8) -> int:
+    """The largest GroupNorm group count <= wanted that divides ``channels``."""
+    for g in range(min(wanted, channels), 0, -1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+class ConvBlock(nn.Module):
+    """3x3 stride-2 conv, GroupNorm, ReLU, 3x3 conv, GroupNorm, ReLU: (B, Ci, S, S) -> (B, Co, ceil(S/2), ...)."""
+
+    def __init__(self, c_in: int, c_out: int, n_groups: int) -> None:
+        super().__init__()
+        g = group_count(c_out, n_groups)
+        self.net = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride=2, padding=1),
+            nn.GroupNorm(g, c_out),
+            nn.ReLU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1),
+            nn.GroupNorm(g, c_out),
+            nn.ReLU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
 
 
 class SpatialSoftmax(nn.Module):
