@@ -20,15 +20,15 @@ for task in push-v3 pick-place-v3 button-press-v3 reach-v3 drawer-open-v3; do
   "$AURAS" collect --task "$task" --episodes 150 --out "$DATA" --seed 0 --only-success
 done
 
-# tiny-vla: one round (~63 min, stops on the clock at about step 6,600 of 7,500); tiny-dp: three rounds side by
+# tiny-vla: one round (~63 min, stops on the clock at about step 5,500 of 7,500); tiny-dp: three rounds side by
 # side with it (~27 min, then ~58 min and ~55 min, each continuing from the previous round's last weights at a lower
 # learning rate). tiny-vla drops its proprio token in half of the samples (or it learns to ignore the image), sees
-# 6 px patches with sine-cosine initial position embeddings (or it cannot locate the puck), trains on corrupted input
-# tokens with soft bin targets (or it learns to copy the previous token), and decodes over smoothed bins
-# (docs/policies.md).
+# 6 px patches through a convolutional stem, with sine-cosine initial position embeddings and 16 spatial-softmax
+# keypoints over the patch grid (or it cannot locate the puck), trains on corrupted input tokens with soft bin
+# targets (or it learns to copy the previous token), and decodes over smoothed bins (docs/policies.md).
 "$AURAS" train --policy tiny-vla --data "$DATA" --out "$WORK/tiny-vla-3" --steps 7500 --lr 4e-4 --seed 0 \
   --set proprio_dropout=0.5 --set patch_size=6 --set vit_position_init=sincos --set token_corruption=0.25 \
-  --set label_sigma=2 --set decode_sigma=4 --eval-every 2500 --eval-episodes 3 --max-minutes 63 --threads 1 &
+  --set label_sigma=2 --set decode_sigma=4 --set vit_stem=conv --set vision_keypoints=16 --eval-every 2500 --eval-episodes 3 --max-minutes 63 --threads 1 &
 (
   "$AURAS" train --policy tiny-dp --data "$DATA" --out "$WORK/tiny-dp" --steps 6500 --lr 3e-4 \
     --eval-every 1625 --eval-episodes 3 --max-minutes 38 --threads 1

@@ -74,9 +74,9 @@ def test_shipped_diffusion_policy_solves_push():
 @pytest.mark.slow
 @pytest.mark.mujoco
 def test_shipped_autoregressive_policy_pushes_and_presses():
-    """The shipped tiny-vla (session 6) on held-out seeds: it measured push-v3 44% and button-press-v3
-    100% over 50 seeds (README), 4 and 10 of the first 10; greedy decoding is deterministic up to float
-    rounding across thread counts, so at least 2 pushes and 8 presses of the first 10 succeed."""
+    """The shipped tiny-vla (session 8: convolutional ViT stem + keypoints) on held-out seeds: it measured
+    push-v3 98% and button-press-v3 100% over 50 seeds (README), 10 and 10 of the first 10; greedy decoding is
+    deterministic up to float rounding across thread counts, so at least 8 of the first 10 succeed on each."""
     from auras import AurasAgent, load_config
     from auras.bench.episodes import run_episode
     from auras.envs import make_env
@@ -86,4 +86,4 @@ def test_shipped_autoregressive_policy_pushes_and_presses():
         config = load_config(overrides=[f"env.task={task}", "policy.type=tiny-vla"])
         with AurasAgent(config) as agent, make_env(task) as env:
             wins[task] = sum(run_episode(agent, env, 100_000 + i).success for i in range(10))
-    assert wins["push-v3"] >= 2 and wins["button-press-v3"] >= 8, wins
+    assert wins["push-v3"] >= 8 and wins["button-press-v3"] >= 8, wins
