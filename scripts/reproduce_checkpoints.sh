@@ -28,7 +28,8 @@ done
 # targets (or it learns to copy the previous token), and decodes over smoothed bins (docs/policies.md).
 "$AURAS" train --policy tiny-vla --data "$DATA" --out "$WORK/tiny-vla-3" --steps 7500 --lr 4e-4 --seed 0 \
   --set proprio_dropout=0.5 --set patch_size=6 --set vit_position_init=sincos --set token_corruption=0.25 \
-  --set label_sigma=2 --set decode_sigma=4 --set vit_stem=conv --set vision_keypoints=16 --eval-every 2500 --eval-episodes 3 --max-minutes 63 --threads 1 &
+  --set label_sigma=2 --set decode_sigma=4 --set vit_stem=conv --set vision_keypoints=16 \
+  --eval-every 2500 --eval-episodes 3 --max-minutes 63 --threads 1 &
 (
   "$AURAS" train --policy tiny-dp --data "$DATA" --out "$WORK/tiny-dp" --steps 6500 --lr 3e-4 \
     --eval-every 1625 --eval-episodes 3 --max-minutes 38 --threads 1

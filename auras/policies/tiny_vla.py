@@ -2,14 +2,15 @@
 
 Perception (one shot): a ViT (``transformers`` ViTModel built from a ViTConfig) over the 84x84
 camera image (``patch_size`` 12: 7 x 7 patches + CLS by default; the shipped checkpoint uses 6 px
-patches, 14 x 14, with sine-cosine initial position embeddings; ``vit_stem`` "conv" puts a small
-convolutional stem in place of the linear patch embedding), whose tokens a Perceiver-style
+patches, 14 x 14, with sine-cosine initial position embeddings; ``vit_stem`` "conv", as shipped, puts
+a small convolutional stem in place of the linear patch embedding), whose tokens a Perceiver-style
 resampler (learned queries, one cross-attention block, as in Flamingo-style VLAs) condenses into
-``vision_tokens`` (8) tokens at the LM width (optionally one more of ``vision_keypoints`` spatial-softmax
-keypoints over the patch grid), plus one proprio token -> ``X_V`` (B, 9, D) (10 with keypoints, as shipped); the
-instruction's UTF-8 bytes, embedded and pooled by a strided convolution -> ``X_L`` (B, 8, D).
-Every request has the same prefix length l = 17 (18 with keypoints; the instruction is padded to a fixed length), so
-no attention mask is needed. The ViT layers are cut into ``perception_stages`` stages of equal depth.
+``vision_tokens`` (8) tokens at the LM width (optionally, as shipped, one more of ``vision_keypoints``
+spatial-softmax keypoints over the patch grid), plus one proprio token -> ``X_V`` (B, 9, D), or
+(B, 10, D) with keypoints; the instruction's UTF-8 bytes, embedded and pooled by a strided convolution
+-> ``X_L`` (B, 8, D). Every request has the same prefix length l = 17 (18 with keypoints; the
+instruction is padded to a fixed length), so no attention mask is needed. The ViT layers are cut into
+``perception_stages`` stages of equal depth.
 
 Why so few tokens: the policy must train on a 2-core CPU in about 30 minutes; LM training cost
 grows with sequence length, and 116 tokens (all patches and bytes) cost ~1.7 s a step.
