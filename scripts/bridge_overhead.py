@@ -43,7 +43,6 @@ import multiprocessing as mp
 import os
 import platform
 import queue
-import socket
 import sys
 import threading
 import time
@@ -121,25 +120,6 @@ def _serve(bind: str, agent_delay_s: float, events: Any, stop: Any) -> None:
 
 
 # -- the server process ----------------------------------------------------------------------------
-def free_tcp_port() -> int:
-    """A loopback port P with P, P+1 and P+2 free (the server binds all three)."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port + 2 > 65535:
-            continue
-        with contextlib.ExitStack() as stack:
-            try:
-                for p in (port, port + 1, port + 2):
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind(("127.0.0.1", p))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no three consecutive free loopback ports found")
-
-
 class ServerProcess:
     """``with ServerProcess("tcp", agent_delay_s) as server:`` a BridgeServer in a spawned child;
     ``server.bind`` is its service endpoint. Exiting stops it (gracefully, then terminate)."""
@@ -156,7 +136,9 @@ class ServerProcess:
 
     def _endpoint(self) -> str:
         if self.transport == "tcp":
-            return f"tcp://127.0.0.1:{free_tcp_port()}"
+            from auras.bridge.server import free_service_port
+
+            return f"tcp://127.0.0.1:{free_service_port()}"
         ServerProcess._count += 1
         return f"ipc:///tmp/auras-bridge-bench-{os.getpid()}-{ServerProcess._count}"
 

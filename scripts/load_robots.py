@@ -33,7 +33,6 @@ import collections
 import json
 import multiprocessing as mp
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -42,15 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 65000:
-            return port
 
 
 def robot(index: int, address: str, frames: int, hz: float, instruction: str, out: Any) -> None:
@@ -169,7 +159,9 @@ def server_stats(address: str) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, perception: str) -> dict[str, Any]:
     """One load run against a fresh `auras serve --perception PERCEPTION`; prints its tables."""
-    address = f"tcp://127.0.0.1:{free_port()}"
+    from auras.bridge.server import free_service_port
+
+    address = f"tcp://127.0.0.1:{free_service_port()}"
     env = dict(os.environ, MUJOCO_GL="egl")
     server = subprocess.Popen(
         [sys.executable, "-m", "auras.cli", "serve", "--bind", address, "--policy", args.policy, "-c", args.config,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,21 +17,12 @@ from hypothesis import strategies as st
 from auras.agent import AurasAgent
 from auras.bridge.client import RobotClient, ServiceError
 from auras.bridge.protocol import ERROR_CODES, decode_map, encode_frame, encode_map
-from auras.bridge.server import BridgeServer, CurveKeys
+from auras.bridge.server import BridgeServer, CurveKeys, free_service_port
 from auras.config import load_config
 from auras.policies.base import Policy
 from tests.fakes import FakeGeneration, FakePerception
 
 IMAGE = np.zeros((84, 84, 3), np.uint8)
-
-
-def _free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 65000:  # the server also takes port + 1 and port + 2
-            return port
 
 
 def _fake_agent(delay_s: float = 0.0) -> AurasAgent:
@@ -43,7 +33,7 @@ def _fake_agent(delay_s: float = 0.0) -> AurasAgent:
 
 @pytest.fixture
 def server():
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_service_port()}"
     with BridgeServer(bind=address, agent_factory=_fake_agent, session_timeout_s=5.0).start() as srv:
         yield srv
 
@@ -129,7 +119,7 @@ def test_observations_sent_before_a_reset_never_reach_the_new_episode(server):
 
 
 def test_a_policy_needing_simulator_state_refuses_a_robot_that_cannot_send_it():
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_service_port()}"
     with BridgeServer(load_config(overrides=["env.task=push-v3"]), address).start():  # the privileged expert
         with pytest.raises(ServiceError, match="needs extras \\['privileged_state'\\]"):
             RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="x")
@@ -169,7 +159,7 @@ def test_a_bad_observation_gets_an_error_event_and_the_session_keeps_serving(ser
 
 @pytest.fixture(scope="module")
 def fuzz_target():
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_service_port()}"
     srv = BridgeServer(bind=address, agent_factory=_fake_agent).start()
     ctx = zmq.Context()
     req = ctx.socket(zmq.REQ)
@@ -245,7 +235,9 @@ def test_hostile_frames_do_not_disturb_a_well_behaved_robot(fuzz_target):
 
 
 def test_oversized_messages_are_refused(server):
-    small = BridgeServer(bind=f"tcp://127.0.0.1:{_free_port()}", agent_factory=_fake_agent, max_message_bytes=10_000)
+    small = BridgeServer(
+        bind=f"tcp://127.0.0.1:{free_service_port()}", agent_factory=_fake_agent, max_message_bytes=10_000
+    )
     with small.start(), _client(small) as robot:
         robot.publish({"front": IMAGE}, np.zeros(4, np.float32))  # 21 KB image: dropped by ZMQ_MAXMSGSIZE
         time.sleep(0.2)
@@ -256,7 +248,7 @@ def test_oversized_messages_are_refused(server):
 
 
 def test_the_client_says_hello_again_after_a_server_restart():
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_service_port()}"
     first = BridgeServer(bind=address, agent_factory=_fake_agent).start()
     robot = RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="x", heartbeat_s=0.1,
                         timeout_s=0.3)  # fmt: skip
@@ -294,7 +286,7 @@ def test_curve_encryption_admits_authorized_robots_only(tmp_path):
     client_public, client_secret = zmq.auth.create_certificates(str(tmp_path), "client")
     os.replace(client_public, allowed / "client.key")
     keys = CurveKeys.load(server_secret, allowed)
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_service_port()}"
     with BridgeServer(bind=address, agent_factory=_fake_agent, curve=keys).start():
         server_key = zmq.auth.load_certificate(server_public)[0]
         client_keys = zmq.auth.load_certificate(client_secret)
@@ -351,7 +343,7 @@ def _start(args: list[str]) -> subprocess.Popen:
 
 @pytest.mark.mujoco
 def test_robot_sim_and_serve_as_separate_processes_complete_push_episodes(tmp_path):
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_service_port()}"
     server = _start(["serve", "--bind", address, "--policy", "expert"])
     try:
         sim = _start(["robot-sim", "--connect", address, "-t", "push-v3", "-n", "2", "--privileged",
@@ -392,6 +384,13 @@ def test_robots_saying_hello_at_once_to_a_fresh_server_all_get_sessions():
         print("RESULTS", results)
         """
     )
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_service_port()}"
     out = subprocess.run([sys.executable, "-c", script, address], capture_output=True, text=True, timeout=300)
     assert "RESULTS ['ok', 'ok', 'ok', 'ok']" in out.stdout, out.stdout + out.stderr[-2000:]
+
+
+def test_free_service_port_leaves_room_for_the_data_ports_below_the_ephemeral_range():
+    port = free_service_port()
+    assert 20_000 <= port < 32_700  # clients' outgoing connections (32768+) cannot take P + 1 or P + 2
+    with BridgeServer(bind=f"tcp://127.0.0.1:{port}", agent_factory=_fake_agent).start() as srv:
+        assert srv.obs_endpoint.endswith(f":{port + 1}") and srv.action_endpoint.endswith(f":{port + 2}")

@@ -194,11 +194,10 @@ def test_the_server_shares_perception_where_it_can_and_refuses_an_explicit_share
 
 def test_two_robots_are_served_through_one_shared_tiny_dp_perception():
     from auras.bridge.client import RobotClient
-    from auras.bridge.server import BridgeServer
-    from tests.test_bridge import _free_port
+    from auras.bridge.server import BridgeServer, free_service_port
 
     config = load_config("pipeline-tiny-dp", ["serve.perception=shared"])
-    with BridgeServer(config, f"tcp://127.0.0.1:{_free_port()}").start() as server:
+    with BridgeServer(config, f"tcp://127.0.0.1:{free_service_port()}").start() as server:
         robots = [RobotClient(server.bind, instruction="press the button", robot=f"r{i}", ttl_s=30.0)
                   for i in range(2)]  # fmt: skip
         try:

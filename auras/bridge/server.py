@@ -26,8 +26,10 @@ import collections
 import itertools
 import logging
 import queue
+import random
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -51,12 +53,37 @@ from auras.bridge.protocol import (
 )
 from auras.errors import AurasError, InvalidInputError
 
-__all__ = ["BridgeServer", "CurveKeys", "data_endpoints", "perception_sharing", "session_agents"]
+__all__ = [
+    "BridgeServer",
+    "CurveKeys",
+    "data_endpoints",
+    "free_service_port",
+    "perception_sharing",
+    "session_agents",
+]
 
 log = logging.getLogger("auras.bridge")
 SLOW_OPS = ("hello", "reset", "bye")  # answered from a worker thread
 PENDING_SEQS = 8  # incomplete sequence numbers kept per session before the oldest is dropped
 STATUS_PERIOD_S = 1.0
+
+
+def free_service_port(host: str = "127.0.0.1", tries: int = 500) -> int:
+    """A TCP port P on ``host`` with P, P + 1 and P + 2 free (a server binds all three: ``data_endpoints``).
+
+    Drawn below Linux's ephemeral range (32768+), so the outgoing connections of clients cannot take
+    P + 1 or P + 2 between this check and the server's bind, as they could with a port from bind(0).
+    """
+    for _ in range(tries):
+        port = random.randrange(20_000, 32_700)
+        try:
+            for p in (port, port + 1, port + 2):
+                with socket.socket() as probe:
+                    probe.bind((host, p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no three consecutive free TCP ports on {host} in {tries} tries")
 
 
 def data_endpoints(bind: str) -> tuple[str, str]:
