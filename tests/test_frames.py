@@ -150,6 +150,21 @@ def test_agent_runs_auras_mode_from_config_and_rejects_unpipelinable_policies():
         AurasAgent(load_config(overrides=["pipeline.mode=pipeline"]))  # the expert policy is not iterative
 
 
+def test_emit_public_means_each_requests_own_tokens_with_private_contexts():
+    """mode `pipeline` has no public snapshot; the tiny-vla preset's emit: public once made it emit the
+    startup decode's tokens every frame (a frozen chunk: 0% success in every pipeline cell)."""
+    policy = _small_policy("tiny-vla")
+    observations = _real_observations(10)
+    actions = {}
+    for emit in ("own", "public"):
+        ex = FrameExecutor(policy, FrameShape(1, 4, 0), public=False, emit=emit)
+        actions[emit] = [a.values for a in map(ex.run_frame, observations) if a is not None]
+    assert len(actions["public"]) == len(actions["own"]) > 1
+    for own, public in zip(actions["own"], actions["public"], strict=True):
+        np.testing.assert_array_equal(public, own)
+    assert any(not np.array_equal(a, actions["public"][0]) for a in actions["public"][1:])  # not one frozen chunk
+
+
 def test_emit_public_returns_the_public_token_snapshot_refreshed_every_frame():
     policy = _small_policy("tiny-vla")
     ex = FrameExecutor(policy, FrameShape(1, 4, 0), public=True, emit="public")

@@ -167,8 +167,8 @@ class GenerationWorker:
         self.policy, self.public = policy, public
         if isinstance(gen, DiffusionGeneration):
             self.driver: Any = _DiffusionDriver(gen, pp_generation, alpha)
-        else:
-            self.driver = _AutoregressiveDriver(gen, pp_generation, emit)
+        else:  # private contexts have no public token snapshot to emit: each request emits its own tokens
+            self.driver = _AutoregressiveDriver(gen, pp_generation, emit if public else "own")
         self.store = PublicContextStore()
         self.store.claim(OBSERVATION_KEY, "perception")
         self._own: dict[int, Context] = {}  # private contexts (public=False)
