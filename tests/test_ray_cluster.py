@@ -1,19 +1,28 @@
 """A real two-node Ray cluster on localhost (`ray start --head` + a second `ray start`): the agent joins
 it with pipeline.ray_address and pipeline.placement=spread puts perception and generation on
 different nodes. Runs the agent in a child process so this module never touches the test session's
-own Ray."""
+own Ray.
+
+The cluster is this test's own: its own temp dir and ports, and at the end only its processes are
+stopped (never `ray stop`, which stops every Ray on the machine, other test sessions' included)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 pytestmark = pytest.mark.ray
@@ -38,30 +47,130 @@ AGENT = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+WORKER_PORTS = 100  # per node: ports for its worker processes (the driver and each actor take one)
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free now (held open together so none is handed out twice)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
+def _free_range(size: int) -> int:
+    """The first of ``size`` consecutive free ports, between Ray's default worker ports (10002-19999: another
+    cluster's workers) and the ephemeral range (32768+: outgoing connections)."""
+
+    def free(port: int) -> bool:
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                return False
+            return True
+
+    for _ in range(200):
+        base = random.randrange(20_000, 32_700 - size)
+        if all(free(port) for port in range(base, base + size)):
+            return base
+    raise RuntimeError(f"no {size} consecutive free ports in 20000-32700")
+
+
+def _start_node(ray_cli: str, args: list[str], temp_dir: str, name: str, env: dict, nodes: list) -> None:
+    """`ray start --block` in a session of its own, added to ``nodes``: the node's processes are its
+    descendants (and its reaper stops that process group, not ours, if it dies). Returns once it is up."""
+    log = Path(temp_dir, f"{name}.log")
+    with log.open("w") as out:
+        node = subprocess.Popen([ray_cli, "start", "--block", *args], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    nodes.append(node)
+    deadline = time.monotonic() + 180  # bounds a hang only
+    while "Ray runtime started" not in log.read_text():
+        if node.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"ray start ({name}) did not come up:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+def _processes_of(temp_dir: str) -> list[psutil.Process]:
+    """Processes of the cluster using ``temp_dir``: they name it on their command line or inherited
+    RAY_TMPDIR=temp_dir (Ray renames workers `ray::...`, and they outlive a killed parent for a while)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if any(temp_dir in part for part in proc.info["cmdline"] or ()) or (
+                proc.environ().get("RAY_TMPDIR") == temp_dir
+            ):
+                found.append(proc)
+    return found
+
+
+def _stop_nodes(nodes: list[subprocess.Popen], temp_dir: str) -> list[int]:
+    """Stop exactly this cluster's processes: each `ray start --block` and all its descendants (workers
+    run in process groups of their own, so a process-group kill would miss them), and any other process
+    of this cluster. Returns the pids still alive afterwards."""
+    procs: set[psutil.Process] = set(_processes_of(temp_dir))
+    for node in nodes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(node.pid)
+            procs |= {root, *root.children(recursive=True)}
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()  # psutil checks the pid still names the same process
+    _, alive = psutil.wait_procs(procs, timeout=30)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=30)
+    for node in nodes:
+        node.wait(timeout=30)
+    return sorted({p.pid for p in {*procs, *_processes_of(temp_dir)} if _running(p)})
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE  # a zombie is dead, just not reaped
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_perception_and_generation_run_on_different_nodes_of_a_two_node_cluster():
     ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
     assert ray_cli, "the ray command comes with ray[default]"
-    port = _free_port()
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    temp_dir = tempfile.mkdtemp(prefix="/tmp/rc")  # short: Ray's socket paths under it must fit in 107 chars
+    gcs, client_server, dashboard, dashboard_metrics, autoscaler_metrics, *ports = _free_ports(5 + 2 * 6)
+    # A token of its own: with RAY_AUTH_MODE unset, `ray start --head` turns token auth on whenever some earlier
+    # ray.init() left ~/.ray/auth_token, and the second `ray start` (auth off) then cannot join. The two metric
+    # ports are fixed by default (44227, 44217).
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_TMPDIR=temp_dir, RAY_AUTH_MODE="token",
+               RAY_AUTH_TOKEN=secrets.token_hex(32), DASHBOARD_METRIC_PORT=str(dashboard_metrics),
+               AUTOSCALER_METRIC_PORT=str(autoscaler_metrics))  # fmt: skip
+    workers = _free_range(2 * WORKER_PORTS)
 
-    def ray(*args: str) -> None:
-        subprocess.run([ray_cli, *args], env=env, check=True, capture_output=True, text=True, timeout=180)
+    def node_args(i: int) -> list[str]:  # every port a node opens, so that it cannot meet another cluster's
+        node_manager, object_manager, agent_http, agent_grpc, runtime_env, metrics = ports[6 * i : 6 * i + 6]
+        first = workers + i * WORKER_PORTS
+        return [f"--temp-dir={temp_dir}", "--num-cpus=1", f"--node-manager-port={node_manager}",
+                f"--object-manager-port={object_manager}", f"--min-worker-port={first}",
+                f"--max-worker-port={first + WORKER_PORTS - 1}", f"--dashboard-agent-listen-port={agent_http}",
+                f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={runtime_env}",
+                f"--metrics-export-port={metrics}"]  # fmt: skip
 
+    nodes: list[subprocess.Popen] = []
     try:
-        ray("start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false")
-        ray("start", f"--address=127.0.0.1:{port}", "--num-cpus=1")
-        out = subprocess.run([sys.executable, "-c", AGENT, f"127.0.0.1:{port}"], env=env, capture_output=True,
+        head = ["--head", f"--port={gcs}", f"--ray-client-server-port={client_server}", "--include-dashboard=false",
+                f"--dashboard-port={dashboard}"]  # fmt: skip
+        _start_node(ray_cli, [*head, *node_args(0)], temp_dir, "head", env, nodes)
+        _start_node(ray_cli, [f"--address=127.0.0.1:{gcs}", *node_args(1)], temp_dir, "worker", env, nodes)
+        out = subprocess.run([sys.executable, "-c", AGENT, f"127.0.0.1:{gcs}"], env=env, capture_output=True,
                              text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])  # fmt: skip
         assert out.returncode == 0, out.stderr[-3000:]
         result = json.loads(out.stdout.split("RESULT", 1)[1])
     finally:
-        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        survivors = _stop_nodes(nodes, temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
     assert result["cluster_nodes"] == 2
     assert len(set(result["nodes"])) == 2, "perception and generation share a node"
     assert len(result["steps"]) == 12
+    assert not survivors, f"processes of this test's cluster still running: {survivors}"
