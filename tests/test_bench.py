@@ -131,28 +131,51 @@ def test_virtual_clock_lets_the_robot_keep_moving_while_a_slow_agent_computes():
 
 @pytest.mark.mujoco
 def test_realtime_clock_keeps_the_robot_moving_at_its_control_rate_while_the_agent_computes():
-    """The env steps every 12.5 ms of wall time whatever the agent does: a 50 ms agent lands one action
-    per ~4 control steps, each at least 3 steps old; the episode reports its lag behind the schedule."""
+    """The env steps on its own wall-clock schedule whatever the agent does. Here the agent "computes"
+    until the robot has taken LAG more control steps past the frame it was given, so the test does not
+    depend on how fast this machine is: every action lands at least LAG steps after its frame, and at
+    most one lands per LAG - 1 steps (the agent then takes the newest frame, at least LAG - 1 past the old).
+
+    The bug it catches: a realtime clock that waits for the agent (the frame clock's behaviour) never
+    takes those steps, so the agent's wait runs out (``starved``) and each action lands on its own frame
+    (staleness 0), one per step."""
+    import threading
+
     from auras import AurasAgent, load_config
     from auras.bench.episodes import run_episode
     from auras.envs import make_env
 
+    lag, horizon = 4, 48
     config = load_config(overrides=["env.task=reach-v3"])
-    with AurasAgent(config) as agent, make_env("reach-v3", horizon=48, terminate_on_success=False) as env:
-        inner = agent._executor.step
+    with AurasAgent(config) as agent, make_env("reach-v3", horizon=horizon, terminate_on_success=False) as env:
+        inner, inner_env_step = agent._executor.step, env.step
+        stepped = threading.Condition()
+        env_steps, starved = [0], []
 
-        def slow_step(obs):
-            time.sleep(0.05)
+        def counting_env_step(values):
+            out = inner_env_step(values)
+            with stepped:
+                env_steps[0] += 1
+                stepped.notify_all()
+            return out
+
+        def slow_step(obs):  # returns once the robot is lag steps on (or the episode is over)
+            target = min(obs.step_id + lag, horizon)
+            with stepped:  # 60 s only bounds a hang: a robot that waits for this agent never gets there
+                if not starved and not stepped.wait_for(lambda: env_steps[0] >= target, timeout=60):
+                    starved.append(obs.step_id)
             return inner(obs)
 
+        env.step = counting_env_step
         agent._executor.step = slow_step
         start = time.perf_counter()
         record = run_episode(agent, env, seed=100_000, clock="realtime")
         wall = time.perf_counter() - start
-    assert record.steps == 48
-    assert wall >= 48 * env.control_dt * 0.95  # never faster than real time
-    assert 4 <= len(record.latency_ms) <= 48 // 3  # about one action per 4 steps, not one per step
-    assert min(record.staleness_frames) >= 3
+    assert not starved, f"the robot stopped stepping while the agent computed on frame {starved[0]}"
+    assert record.steps == horizon
+    assert wall >= horizon * env.control_dt * 0.95  # never faster than real time
+    assert 1 <= len(record.latency_ms) <= horizon // (lag - 1)  # about one action per lag steps, not one per step
+    assert min(record.staleness_frames) >= lag  # applied lag or more steps after the frame it was computed on
     assert record.overruns >= 0 and record.late_ms_max >= 0.0
 
 
