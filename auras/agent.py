@@ -25,8 +25,9 @@ import threading
 from collections.abc import Callable
 
 from auras.config import AurasConfig
-from auras.errors import AgentClosedError, InvalidInputError
-from auras.policies.base import Policy
+from auras.errors import AgentClosedError, ConfigError, InvalidInputError
+from auras.pipeline import build_executor
+from auras.policies.base import Policy, PolicySpec
 from auras.stream import ActionStream
 from auras.types import Action, Observation, ObservationSpec
 
@@ -39,12 +40,11 @@ class AurasAgent:
     def __init__(self, config: AurasConfig | None = None, *, policy: Policy | None = None) -> None:
         """Build the agent of ``config`` (defaults: AurasConfig()).
 
-        ``policy``: run this perception/generation pair instead of building ``config.policy``
-        (for policies that auras does not ship).
+        The policy is ``config.policy.type`` from the policy registry (auras.policies.registry:
+        shipped, registered with ``register_policy``, or from an installed package's entry point),
+        built by the workers that host it. ``policy``: run this prebuilt perception/generation pair
+        instead (shipped to the workers as is).
         """
-        from auras.pipeline import build_executor
-        from auras.policies import build_policy
-
         self.config = config if config is not None else AurasConfig()
         if not isinstance(self.config, AurasConfig):
             raise InvalidInputError(
@@ -53,20 +53,48 @@ class AurasAgent:
             )
         if policy is not None and not isinstance(policy, Policy):
             raise InvalidInputError(f"AurasAgent(policy=...): expected an auras Policy, got {type(policy).__name__}")
-        self.policy = policy if policy is not None else build_policy(self.config)
-        self._executor = build_executor(self.config, self.policy, source=policy)
+        self._executor = build_executor(self.config, policy)
         self._lock = threading.Lock()
         self._closed = False
 
     @property
+    def policy_spec(self) -> PolicySpec:
+        """The policy as the runtime knows it (weightless): observation spec, action shape, family,
+        execute_steps, stage counts."""
+        return self._executor.spec
+
+    @property
     def spec(self) -> ObservationSpec:
         """What each observation must carry."""
-        return self.policy.perception.spec
+        return self._executor.spec.observation
+
+    @property
+    def execute_steps(self) -> int:
+        """Rows of each action chunk the robot executes before the next observation is used."""
+        return self._executor.spec.execute_steps
 
     @property
     def privileged(self) -> bool:
         """True when the policy reads simulator state a real robot does not have."""
-        return self.policy.privileged
+        return self._executor.spec.privileged
+
+    @property
+    def hosted_policy(self) -> Policy | None:
+        """The policy object when this process hosts it (local backend); None on the ray backend,
+        whose actors hold it."""
+        return self._executor.hosted_policy
+
+    @property
+    def policy(self) -> Policy:
+        """The policy object, where this process hosts it (local backend); on the ray backend the
+        policy lives in the actors and this raises (use ``policy_spec``)."""
+        hosted = self._executor.hosted_policy
+        if hosted is None:
+            raise ConfigError(
+                f"AurasAgent.policy: the {self.config.pipeline.backend} backend hosts the policy in its workers, "
+                "not in this process; use agent.policy_spec for what the runtime knows of it"
+            )
+        return hosted
 
     def step(self, obs: Observation) -> Action:
         """Admit ``obs`` and return the action to apply now (blocks until it is ready)."""

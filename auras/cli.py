@@ -9,7 +9,11 @@ from typing import Annotated
 
 import typer
 
-from auras.errors import AurasError, ConfigError
+from auras.bench.compare import compare_documents, format_comparison, load_results
+from auras.bench.report import results_table, write_results
+from auras.config import config_hash, load_config, preset_names
+from auras.errors import AurasError, ConfigError, unknown_name_message
+from auras.tasks import CORE_TASKS, TASKS
 
 app = typer.Typer(
     help="auras: fast, accurate inference for embodied agents.",
@@ -43,8 +47,6 @@ def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Print the resolved configuration (preset or file, then --set overrides) as YAML."""
     import yaml
 
-    from auras.config import config_hash, load_config
-
     try:
         cfg = load_config(config, set_ or [])
     except AurasError as exc:
@@ -56,8 +58,6 @@ def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 @config_app.command("list")
 def config_list() -> None:
     """List the shipped presets."""
-    from auras.config import preset_names
-
     for name in preset_names():
         typer.echo(name)
 
@@ -65,8 +65,6 @@ def config_list() -> None:
 @app.command()
 def envs() -> None:
     """List the task names (gymnasium ids are auras/<name>)."""
-    from auras.envs.tasks import CORE_TASKS, TASKS
-
     for name, info in TASKS.items():
         mark = "*" if name in CORE_TASKS else " "
         typer.echo(f"{mark} {name:32s} {info.family:9s} {info.instruction}")
@@ -182,7 +180,6 @@ def bench(
         return
     from rich.console import Console
 
-    from auras.bench.report import results_table, write_results
     from auras.bench.runner import plan_cells, results_document, run_cells
 
     console = Console(stderr=True)
@@ -237,8 +234,6 @@ def bench_compare(
 ) -> None:
     """Compare two results.json files field by field (B against A)."""
     from rich.console import Console
-
-    from auras.bench.compare import compare_documents, format_comparison, load_results
 
     try:
         doc_a, doc_b = load_results(a), load_results(b)
@@ -340,7 +335,6 @@ def serve(
     import signal
 
     from auras.bridge.server import BridgeServer, CurveKeys
-    from auras.config import load_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     overrides = list(set_ or [])
@@ -395,12 +389,9 @@ def robot_sim(
     from auras.bridge.client import RobotClient
     from auras.bridge.robot_sim import run_robot
     from auras.envs import make_env
-    from auras.envs.tasks import TASKS
 
     try:
         if task not in TASKS:
-            from auras.errors import unknown_name_message
-
             raise ConfigError(unknown_name_message("task", task, TASKS))
         keys = _curve_client_keys(server_key, client_key)
         environment = make_env(task)
@@ -475,7 +466,6 @@ def collect(
     """Record scripted-expert demonstrations into a Zarr dataset (appendable)."""
     from rich.progress import Progress
 
-    from auras.config import load_config
     from auras.data.collect import collect as run_collect
 
     try:
@@ -529,7 +519,7 @@ def train(
     import yaml
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from auras.policies.train import train as run_train
+    from auras.training.train import train as run_train
 
     overrides = {}
     for item in set_ or []:

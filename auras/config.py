@@ -19,7 +19,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from auras.devices import DTYPES
 from auras.errors import ConfigError, unknown_name_message
+from auras.registry import POLICIES
+from auras.tasks import TASKS  # pure-Python catalogue; no simulator import
 
 __all__ = [
     "AurasConfig",
@@ -49,8 +52,6 @@ class EnvConfig(_Section):
     @field_validator("task")
     @classmethod
     def _known_task(cls, task: str) -> str:
-        from auras.envs.tasks import TASKS  # pure-Python catalogue; no simulator import
-
         if task not in TASKS:
             raise ValueError(unknown_name_message("task", task, TASKS))
         return task
@@ -59,10 +60,13 @@ class EnvConfig(_Section):
 class PolicyConfig(_Section):
     """Which policy the agent runs and where."""
 
-    type: Literal["expert", "tiny-vla", "tiny-dp"] = Field(
+    type: str = Field(
         "expert",
-        description="Policy type. tiny-vla: autoregressive VLA; tiny-dp: diffusion policy; expert: the "
-        "scripted expert reading the simulator state (privileged: a real robot cannot run it).",
+        min_length=1,
+        description="Policy type: any name in the policy registry (auras.registry.POLICIES: shipped, registered "
+        "with auras.register_policy, or from an installed package's 'auras.policies' entry point). Shipped: "
+        "tiny-vla (autoregressive VLA), tiny-dp (diffusion policy), expert (the scripted expert reading the "
+        "simulator state; privileged: a real robot cannot run it).",
     )
     checkpoint: str | None = Field(
         None,
@@ -73,7 +77,15 @@ class PolicyConfig(_Section):
     execute_steps: int | None = Field(
         None, ge=1, le=64, description="Actions of each predicted chunk to execute; default: the checkpoint's."
     )
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Torch device: cpu, cuda or cuda:N.")
+    device: str = Field(
+        "cpu",
+        pattern=r"^(cpu|cuda(:\d+)?)$",
+        description="Torch device of the worker that hosts the policy: cpu, cuda or cuda:N (ray backend: cpu or "
+        "cuda; Ray assigns the GPU). No fallback: a device this machine lacks is an error.",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description=f"Weights and activations dtype on the hosting worker: one of {list(DTYPES)}."
+    )
     torch_threads: int = Field(1, ge=1, le=256, description="Torch intra-op threads per stage.")
     delay_perception_ms: float = Field(
         0.0, ge=0.0, le=10_000.0, description="Injected latency: extra ms per request's whole perception (sweeps)."
@@ -87,6 +99,11 @@ class PolicyConfig(_Section):
     scale_generation: float = Field(
         1.0, gt=0.0, le=64.0, description="Generation size factor (depth or width); != 1 builds RANDOM weights."
     )
+
+    @field_validator("type")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        return _registered_policy(name)
 
 
 class PipelineConfig(_Section):
@@ -143,7 +160,7 @@ class PipelineConfig(_Section):
 class BenchConfig(_Section):
     """`auras bench`: what to compare (policies x tasks x modes), episodes, seeds, clock and output."""
 
-    policies: list[Literal["expert", "tiny-vla", "tiny-dp"]] = Field(
+    policies: list[str] = Field(
         default_factory=lambda: ["tiny-dp", "tiny-vla"],
         max_length=8,
         description="Policies to compare (each with its configs/pipeline-<policy>.yaml settings); empty: policy.type.",
@@ -188,6 +205,11 @@ class BenchConfig(_Section):
             EnvConfig._known_task(task)
         return tasks
 
+    @field_validator("policies")
+    @classmethod
+    def _registered_policies(cls, names: list[str]) -> list[str]:
+        return [_registered_policy(name) for name in names]
+
     @field_validator("policies", "tasks", "modes")
     @classmethod
     def _no_repeats(cls, values: list[str]) -> list[str]:
@@ -195,6 +217,12 @@ class BenchConfig(_Section):
         if repeated:
             raise ValueError(f"each entry at most once; repeated: {repeated}")
         return values
+
+
+def _registered_policy(name: str) -> str:
+    if name not in POLICIES:
+        raise ValueError(unknown_name_message("policy", name, POLICIES.names()))
+    return name
 
 
 class ServeConfig(_Section):

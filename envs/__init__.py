@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import gymnasium
 
-from auras.envs.tasks import CORE_TASKS, TASKS, gym_id
+from auras.errors import unknown_name_message
+from auras.tasks import CORE_TASKS, TASKS, gym_id
 
 __all__ = ["CORE_TASKS", "TASKS", "gym_id", "make_env", "register_envs"]
 
@@ -30,8 +31,6 @@ def register_envs() -> None:
 
 def make_env(task: str, **kwargs):
     """Build the env of ``task`` directly (no gymnasium wrappers); kwargs go to its constructor."""
-    from auras.errors import unknown_name_message
-
     if task not in TASKS:
         raise ValueError(unknown_name_message("task", task, TASKS))
     if TASKS[task].family == "metaworld":

@@ -21,7 +21,8 @@ import numpy as np
 from gymnasium import spaces
 
 from auras.envs.render import CameraPose, FastCamera
-from auras.envs.tasks import TASKS
+from auras.tasks import TASKS
+from auras.types import Observation
 
 __all__ = ["STATE_DIM", "AurasTaskEnv", "to_observation"]
 
@@ -157,8 +158,6 @@ def to_observation(
     camera: str = "front",
 ):
     """An auras Observation from an env observation; ``privileged`` adds the simulator state."""
-    from auras.types import Observation
-
     extras = {"privileged_state": np.asarray(info["privileged_state"], dtype=np.float64)} if privileged else {}
     return Observation(
         images={camera: env_obs["image"]},

@@ -8,25 +8,14 @@ policies (``metaworld.policies``); auras tasks provide an analytic expert.
 from __future__ import annotations
 
 import warnings
-from abc import ABC, abstractmethod
 
 import numpy as np
 
-from auras.envs.tasks import TASKS
+from auras.envs.expert_base import Expert
 from auras.errors import unknown_name_message
+from auras.tasks import TASKS
 
 __all__ = ["Expert", "MetaWorldExpert", "make_expert"]
-
-
-class Expert(ABC):
-    """Contract: called once per control step, from one thread, with that step's privileged state."""
-
-    @abstractmethod
-    def act(self, privileged_state: np.ndarray) -> np.ndarray:
-        """(4,) float32 action in [-1, 1] for this state."""
-
-    def reset(self) -> None:  # noqa: B027  (optional hook; stateless experts need nothing)
-        """Forget per-episode state (called at every env reset)."""
 
 
 class MetaWorldExpert(Expert):

@@ -16,8 +16,8 @@ import numpy as np
 from gymnasium.utils import seeding
 
 from auras.envs.base import AurasTaskEnv
-from auras.envs.tasks import TASKS
 from auras.errors import unknown_name_message
+from auras.tasks import TASKS
 
 __all__ = ["MetaWorldTaskEnv"]
 

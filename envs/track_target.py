@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from auras.envs.base import AurasTaskEnv
-from auras.envs.experts import Expert
+from auras.envs.expert_base import Expert
 from auras.envs.render import CameraPose, mujoco
 
 __all__ = ["TrackTargetEnv", "TrackTargetExpert"]

@@ -31,7 +31,7 @@ def main() -> None:
 
     import torch
 
-    from auras.policies.train import demonstration_batch, policy_class
+    from auras.training.train import demonstration_batch, policy_class
     from auras.types import Observation
 
     torch.set_num_threads(1)

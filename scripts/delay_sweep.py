@@ -50,7 +50,7 @@ def run_cell(task: str, delay: int, episodes: int, horizon: int, seed: int, poli
                 if not queue:
                     old_obs, old_info = seen[0]
                     observation = to_observation(old_obs, old_info, step - 1, 0.0, privileged=agent.privileged)
-                    queue.extend(agent.step(observation).chunk[: agent.policy.execute_steps])
+                    queue.extend(agent.step(observation).chunk[: agent.execute_steps])
                 env_obs, _, terminated, truncated, info = env.step(queue.popleft())
                 seen.append((env_obs, info))
                 if info["success"]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from auras.envs import make_env
 from auras.envs.experts import make_expert
-from auras.envs.tasks import CORE_TASKS
+from auras.tasks import CORE_TASKS
 
 
 def measure(task: str, steps: int, image_size: int) -> dict[str, float]:

@@ -16,7 +16,7 @@ import numpy as np
 def measure(policy_name: str, requests: int, threads: int) -> dict[str, float]:
     import torch
 
-    from auras.policies.train import policy_class
+    from auras.training.train import policy_class
     from auras.types import Observation
 
     torch.set_num_threads(threads)

@@ -60,7 +60,7 @@ def shuffled_image_losses(policy_type: str, checkpoint: str, data: str, samples:
     """The model's eval-mode BC loss on ``samples`` demonstration steps, with their own and with shuffled images."""
     import torch
 
-    from auras.policies.train import demonstration_batch, policy_class
+    from auras.training.train import demonstration_batch, policy_class
 
     model = policy_class(policy_type).from_pretrained(checkpoint).eval()
     _, batch = demonstration_batch(model, data, None, samples, seed=0)

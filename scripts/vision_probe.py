@@ -25,7 +25,7 @@ def features(model, policy_type: str, data: str, task: list[str] | None, samples
     import torch
 
     from auras.policies.torch_policy import image_to_tensor
-    from auras.policies.train import demonstration_batch
+    from auras.training.train import demonstration_batch
 
     raw, batch = demonstration_batch(model, data, task, samples, seed)
     out = []
@@ -62,7 +62,7 @@ def main() -> None:
 
     import torch
 
-    from auras.policies.train import policy_class
+    from auras.training.train import policy_class
 
     torch.set_num_threads(1)
     for spec in args.policy or ["tiny-vla", "tiny-dp"]:

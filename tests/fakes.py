@@ -100,7 +100,7 @@ class FakeStagedPerception(FakePerception):
 
 
 class FakeDiffusion:
-    """A DiffusionGeneration whose 'denoising' adds num_steps * 1000 + h_o, and records every call."""
+    """A DiffusionGeneration whose 'denoising' adds num_steps * 1000 + H_o, and records every call."""
 
     def __new__(cls, *args, **kwargs):  # build lazily so tests/fakes.py imports without torch
         from auras.generation.base import DiffusionGeneration
@@ -122,7 +122,8 @@ class FakeDiffusion:
 
                 return torch.zeros(batch, 2, 4)
 
-            def denoise(self, sample, step_index, num_steps, h_o):
+            def denoise(self, sample, step_index, num_steps, context):
+                h_o = context["H_o"]
                 time.sleep(self.delay_s)
                 self.calls.append(
                     {"batch": len(sample), "step_index": step_index.tolist(), "num_steps": num_steps.tolist(),
@@ -132,14 +133,6 @@ class FakeDiffusion:
 
             def to_actions(self, sample):
                 return sample.numpy().astype(np.float32)
-
-            def generate(self, context):
-                h_o = context["H_o"]
-                x = self.initial_noise(len(h_o))
-                import torch
-
-                full = torch.full((len(h_o),), self.steps)
-                return self.to_actions(self.denoise(x, torch.zeros(len(h_o), dtype=torch.int64), full, h_o))
 
         return _Fake(*args, **kwargs)
 

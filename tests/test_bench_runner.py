@@ -211,9 +211,9 @@ def test_injected_delay_adds_latency_and_changes_nothing_else():
     assert torch.equal(context["H_o"], base.perception.perceive(obs)["H_o"])
     x, first = delayed.generation.initial_noise(1), torch.zeros(1, dtype=torch.int64)
     start = time.perf_counter()
-    out = delayed.generation.denoise(x, first, torch.tensor([5]), context["H_o"])  # 5 of 10 steps: half the delay
+    out = delayed.generation.denoise(x, first, torch.tensor([5]), context)  # 5 of 10 steps: half the delay
     assert time.perf_counter() - start >= 0.020
-    assert torch.equal(out, base.generation.denoise(x, first, torch.tensor([5]), context["H_o"]))
+    assert torch.equal(out, base.generation.denoise(x, first, torch.tensor([5]), context))
     assert len(delayed.perception.stages()) == 2
     assert with_injected_delay(fake_policy()).generation.__class__.__name__ == "FakeGeneration"  # no-op: unwrapped
     with pytest.raises(ValueError, match="must be >= 0 ms"):

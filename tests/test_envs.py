@@ -11,7 +11,7 @@ import pytest
 import auras.envs
 from auras.envs import make_env
 from auras.envs.experts import make_expert
-from auras.envs.tasks import CORE_TASKS, METAWORLD_V3, TASKS, gym_id
+from auras.tasks import CORE_TASKS, METAWORLD_V3, TASKS, gym_id
 
 pytestmark = pytest.mark.mujoco
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from auras.partition import skewed_steps
 from auras.pipeline.frames import FrameExecutor, FrameShape
-from auras.pipeline.partition import skewed_steps
 from auras.pipeline.sequential import SequentialExecutor
 from auras.policies.base import Policy
 from tests.fakes import FakeDiffusion, FakeStagedPerception, fake_observation
@@ -59,7 +59,7 @@ def test_generation_is_one_batched_call_per_frame_with_skewed_steps(alpha):
     ex = _executor(shape, alpha=alpha)
     for frame in range(12):
         ex.run_frame(fake_observation(frame))
-    calls = ex.policy.generation.calls
+    calls = ex.hosted_policy.generation.calls
     assert len(calls) == 12 - 1  # every frame but the first (nothing in generation yet)
     steady = calls[-1]
     assert steady["batch"] == 4  # the four in-flight generation stages run as one call
@@ -88,9 +88,9 @@ def test_bad_shapes_are_rejected():
         FrameShape(0, 1)
     with pytest.raises(ConfigError, match="fetch_offset: expected 0 or -1, got 1"):
         FrameShape(1, 1, 1)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"pp_perception: expected <= 4 \(this policy's perception stages\)"):
+    with pytest.raises(ConfigError, match=r"pp_perception: expected 1..4 \(policy 'fake-dp' has 4 perception stage"):
         _executor(FrameShape(5, 1))
-    with pytest.raises(ConfigError, match="cannot spread 12 generation iterations over 13 stages"):
+    with pytest.raises(ConfigError, match=r"pp_generation: expected 1..12 \(the denoising generation's iterations"):
         _executor(FrameShape(1, 13))
 
 
@@ -136,7 +136,7 @@ def test_degree_one_reproduces_sequential_actions(kind, public):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_agent_runs_auras_mode_from_config_and_rejects_unpipelinable_policies():
+def test_agent_runs_auras_mode_from_config_and_refuses_more_stages_than_iterations():
     from auras import AurasAgent, load_config
     from auras.errors import ConfigError
 
@@ -146,8 +146,8 @@ def test_agent_runs_auras_mode_from_config_and_rejects_unpipelinable_policies():
         actions = [agent.step(fake_observation(i)) for i in range(8)]
     assert all(a.staleness_frames is not None and a.frame is not None for a in actions)
     assert [a.frame for a in actions] == sorted({a.frame for a in actions})
-    with pytest.raises(ConfigError, match="pipelined modes need a diffusion or autoregressive generation"):
-        AurasAgent(load_config(overrides=["pipeline.mode=pipeline"]))  # the expert policy is not iterative
+    with pytest.raises(ConfigError, match=r"pp_generation: expected 1..1 \(the oneshot generation's iterations"):
+        AurasAgent(load_config(overrides=["pipeline.mode=pipeline", "pipeline.pp_generation=2"]))  # the expert
 
 
 def test_emit_public_means_each_requests_own_tokens_with_private_contexts():
@@ -168,11 +168,11 @@ def test_emit_public_means_each_requests_own_tokens_with_private_contexts():
 def test_emit_public_returns_the_public_token_snapshot_refreshed_every_frame():
     policy = _small_policy("tiny-vla")
     ex = FrameExecutor(policy, FrameShape(1, 4, 0), public=True, emit="public")
-    driver = ex.runner.generation.driver
+    store = ex.runner.generation.store  # X_A lives in the public context store with the rest of the context
     for obs in _real_observations(10):
         action = ex.run_frame(obs)
         if action is None:
             continue
-        expected = policy.generation.detokenize(driver.public_tokens[None])[0]
+        expected = policy.generation.detokenize(store.read("X_A").value[None])[0]
         np.testing.assert_allclose(action.values, expected)
         assert action.context_step_id == obs.step_id  # the snapshot was refreshed from this frame's context

@@ -8,7 +8,7 @@ import pytest
 
 from auras.context.store import PublicContextStore
 from auras.errors import ConfigError, InvalidInputError
-from auras.pipeline.partition import skewed_steps, split_evenly
+from auras.partition import skewed_steps, split_evenly
 
 
 def test_split_evenly():

@@ -119,10 +119,10 @@ class _FailingDiffusionFactory:
         diffusion = FakeDiffusion(12)
         original = diffusion.denoise
 
-        def denoise(sample, step_index, num_steps, h_o):
-            if float(h_o.max()) == 5:
+        def denoise(sample, step_index, num_steps, context):
+            if float(context["H_o"].max()) == 5:
                 raise ValueError("bad observation 5")
-            return original(sample, step_index, num_steps, h_o)
+            return original(sample, step_index, num_steps, context)
 
         diffusion.denoise = denoise
         return diffusion
@@ -189,6 +189,12 @@ def _kill_then_step_until_restarted(agent, pid: int, first: int, within_s: float
     raise AssertionError(f"no WorkerRestartedError within {within_s} s of killing pid {pid}")
 
 
+def _workers(agent):
+    """The two actors' owner: decoupled's policy parts, or sequential's one-frame runner (replaced on restart)."""
+    executor = agent._executor
+    return executor.parts if hasattr(executor, "parts") else executor.runner
+
+
 @pytest.mark.parametrize("mode", ["sequential", "decoupled"])
 @pytest.mark.parametrize("victim", [0, 1], ids=["perception", "generation"])
 def test_unframed_modes_replace_a_killed_actor_and_serve_fresh_actions(ray_cluster, mode, victim):
@@ -198,10 +204,9 @@ def test_unframed_modes_replace_a_killed_actor_and_serve_fresh_actions(ray_clust
     with AurasAgent(config, policy=fake_policy(generation_s=0.01)) as agent:
         for i in range(5):
             agent.step(fake_observation(i))
-        parts = agent._executor.parts
-        old = list(parts.pids)
+        old = list(_workers(agent).pids)
         resumed = _kill_then_step_until_restarted(agent, old[victim], 5)
-        assert agent.restarts == 1 and set(parts.pids).isdisjoint(old)
+        assert agent.restarts == 1 and set(_workers(agent).pids).isdisjoint(old)
         after = [agent.step(fake_observation(i)) for i in range(resumed, resumed + 6)]
     # nothing from the lost workers' contexts
     assert all(a.context_step_id >= resumed for a in after), [a.context_step_id for a in after]

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from auras.cli import app
 from auras.policies.checkpoint import shipped_checkpoints
-from auras.policies.train import policy_class
+from auras.training.train import policy_class
 from auras.types import Observation
 
 POLICIES = ("tiny-vla", "tiny-dp")

@@ -51,16 +51,16 @@ def test_batched_denoise_equals_unbatched():
     sample = gen.initial_noise(3, torch.Generator().manual_seed(1))
     h_o = torch.randn(3, model.config["obs_dim"], generator=torch.Generator().manual_seed(2))
     step_index, num_steps = torch.tensor([0, 7, 15]), torch.tensor([5, 3, 5])
-    batched = gen.denoise(sample, step_index, num_steps, h_o)
+    batched = gen.denoise(sample, step_index, num_steps, {"H_o": h_o})
     for b in range(3):
-        alone = gen.denoise(sample[b : b + 1], step_index[b : b + 1], num_steps[b : b + 1], h_o[b : b + 1])
+        alone = gen.denoise(sample[b : b + 1], step_index[b : b + 1], num_steps[b : b + 1], {"H_o": h_o[b : b + 1]})
         torch.testing.assert_close(batched[b : b + 1], alone, atol=1e-5, rtol=1e-5)
     # Splitting one request's steps over two calls (as pipeline stages do) changes nothing either.
-    halves = gen.denoise(sample[:1], torch.tensor([0]), torch.tensor([2]), h_o[:1])
-    halves = gen.denoise(halves, torch.tensor([2]), torch.tensor([3]), h_o[:1])
+    halves = gen.denoise(sample[:1], torch.tensor([0]), torch.tensor([2]), {"H_o": h_o[:1]})
+    halves = gen.denoise(halves, torch.tensor([2]), torch.tensor([3]), {"H_o": h_o[:1]})
     torch.testing.assert_close(halves, batched[:1], atol=1e-5, rtol=1e-5)
     # A request asked for zero steps is returned unchanged.
-    same = gen.denoise(sample, torch.tensor([0, 3, 20]), torch.tensor([0, 0, 0]), h_o)
+    same = gen.denoise(sample, torch.tensor([0, 3, 20]), torch.tensor([0, 0, 0]), {"H_o": h_o})
     torch.testing.assert_close(same, sample)
 
 
@@ -74,7 +74,7 @@ def test_denoise_follows_diffusers_ddim():
     scheduler.set_timesteps(gen.num_inference_steps)
     sample = gen.initial_noise(2, torch.Generator().manual_seed(3))
     h_o = torch.randn(2, model.config["obs_dim"], generator=torch.Generator().manual_seed(4))
-    ours = gen.denoise(sample, torch.tensor([0, 0]), torch.tensor([20, 20]), h_o)
+    ours = gen.denoise(sample, torch.tensor([0, 0]), torch.tensor([20, 20]), {"H_o": h_o})
     ref = sample.clone()
     with torch.no_grad():
         for t in scheduler.timesteps:
@@ -159,13 +159,13 @@ def test_bad_inputs_are_rejected_with_clear_messages():
         with pytest.raises(InvalidInputError, match="at most 64 UTF-8 bytes"):
             agent.step(observation(0, instruction="x" * 65))
         action = agent.step(observation(0))  # the agent is still usable
-        assert action.values.shape == (16, 4) and agent.policy.execute_steps == 8
+        assert action.values.shape == (16, 4) and agent.execute_steps == 8
     gen = model.as_policy().generation
     noise, h_o = gen.initial_noise(2), torch.zeros(2, model.config["obs_dim"])
     with pytest.raises(InvalidInputError, match="step_index \\+ num_steps <= 20"):
-        gen.denoise(noise, torch.tensor([15, 0]), torch.tensor([6, 1]), h_o)
-    with pytest.raises(InvalidInputError, match="h_o: expected"):
-        gen.denoise(noise, torch.tensor([0, 0]), torch.tensor([1, 1]), torch.zeros(2, 7))
+        gen.denoise(noise, torch.tensor([15, 0]), torch.tensor([6, 1]), {"H_o": h_o})
+    with pytest.raises(InvalidInputError, match=r"H_o.*: expected"):
+        gen.denoise(noise, torch.tensor([0, 0]), torch.tensor([1, 1]), {"H_o": torch.zeros(2, 7)})
     with pytest.raises(InvalidInputError, match="unknown keys"):
         TinyDP({"down_dim": [8]})
     with pytest.raises(InvalidInputError, match="chunk_horizon"):

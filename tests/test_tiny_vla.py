@@ -106,7 +106,7 @@ def test_agent_boundary_errors():
         with pytest.raises(InvalidInputError, match="expected at most 48 UTF-8 bytes"):
             agent.step(_obs(0, "x" * 60))
         action = agent.step(_obs(1))
-        assert action.values.shape == (8, 4) and agent.policy.execute_steps == 4
+        assert action.values.shape == (8, 4) and agent.execute_steps == 4
 
 
 def test_large_config_wires_up_shrunk():

@@ -8,7 +8,7 @@ import pytest
 
 from auras.data.collect import collect
 from auras.errors import ConfigError
-from auras.policies.train import train
+from auras.training.train import train
 from tests.test_tiny_vla import SMALL
 
 

@@ -76,7 +76,7 @@ def run_episode(
     agent.reset()
     env_obs, info = env.reset(seed=seed)
     result = EpisodeRecord(seed=seed, success=False, steps=0, steps_to_success=None)
-    execute = agent.policy.execute_steps
+    execute = agent.execute_steps
     dt_ms = env.control_dt * 1e3
     chunk: np.ndarray = np.zeros((1, *env.action_space.shape), np.float32)  # stand still until the first action
     current: Action | None = None

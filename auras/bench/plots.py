@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from auras.bench.metrics import wilson_interval
+
 __all__ = ["write_plots"]
 
 DPI = 110
@@ -79,8 +81,6 @@ def _ci95(row: Row) -> tuple[float, float] | None:
     successes, episodes = _num(metrics.get("successes")), _num(metrics.get("episodes"))
     if successes is None or not episodes:
         return None
-    from auras.bench.metrics import wilson_interval
-
     return wilson_interval(int(successes), int(episodes))
 
 

@@ -21,20 +21,18 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from auras.agent import AurasAgent
 from auras.bench.episodes import EpisodeRecord, StreamRecord, run_episode, run_stream
 from auras.bench.metrics import interval_stats, percentiles, throughput_hz, wilson_interval
 from auras.bench.report import SCHEMA_VERSION, machine_info, now_iso, package_versions
 from auras.config import AurasConfig, config_hash, load_config, preset_names
+from auras.envs import make_env
 from auras.errors import ConfigError
-from auras.policies import PRIVILEGED_TYPES
 from auras.types import Observation
-
-if TYPE_CHECKING:
-    from auras.agent import AurasAgent
 
 __all__ = [
     "FRAME_KEYS",
@@ -135,9 +133,6 @@ def plan_cells(
 def record_stream(config: AurasConfig, task: str, length: int) -> list[Observation]:
     """``length`` observations of ``task`` from the scripted expert on held-out seeds: the input
     stream every throughput measurement of this task replays."""
-    from auras.agent import AurasAgent
-    from auras.envs import make_env
-
     expert = load_config(base=config.model_dump(mode="json"), overrides=[
         "policy.type=expert", "pipeline.mode=sequential", "pipeline.backend=local", f"env.task={task}",
         "policy.delay_perception_ms=0", "policy.delay_generation_ms=0", "policy.scale_perception=1",
@@ -169,8 +164,6 @@ def measure_accuracy(
 ) -> list[EpisodeRecord]:
     """``config.bench.episodes`` closed-loop episodes of ``agent`` on seeds ``bench.seed + i`` under
     ``bench.clock`` (each episode resets the agent)."""
-    from auras.envs import make_env
-
     env = make_env(
         config.env.task,
         horizon=config.env.horizon,
@@ -288,8 +281,6 @@ def with_relative_figures(results: list[dict[str, Any]]) -> None:
 
 def run_cells(run: AurasConfig, cells: Sequence[BenchCell], progress: ProgressFn | None = None) -> list[dict[str, Any]]:
     """Measure every cell; return result rows with speedup and relative accuracy filled in."""
-    from auras.agent import AurasAgent
-
     streams: dict[str, list[Observation]] = {}
     length = run.bench.stream_steps + run.bench.warmup_steps
     rows = []
@@ -303,9 +294,10 @@ def run_cells(run: AurasConfig, cells: Sequence[BenchCell], progress: ProgressFn
         with AurasAgent(c) as agent:  # one agent (one policy load, one set of actors) per cell
             episodes = measure_accuracy(agent, c, report) if c.bench.accuracy else []
             stream = measure_throughput(agent, c, streams[c.env.task])
+            privileged = agent.privileged
         if progress:
             progress(f"{name}: throughput", total, total)
-        rows.append(_row(cell, c.policy.type in PRIVILEGED_TYPES, episodes, stream))
+        rows.append(_row(cell, privileged, episodes, stream))
     with_relative_figures(rows)
     return rows
 

@@ -20,11 +20,13 @@ from typing import Any
 
 import yaml
 
+from auras.agent import AurasAgent
 from auras.bench.episodes import EpisodeRecord
 from auras.bench.metrics import throughput_hz, wilson_interval
 from auras.bench.runner import measure_accuracy, measure_throughput, policy_preset, record_stream
 from auras.config import AurasConfig, config_hash, load_config
 from auras.errors import ConfigError
+from auras.generation.families import driver_for
 
 __all__ = ["TunePoint", "grid", "pareto", "tune", "write_preset"]
 
@@ -67,19 +69,17 @@ class TunePoint:
 
 def _limits(config: AurasConfig) -> tuple[int, int, bool]:
     """(most perception stages, most generation stages) the policy can be cut into, and whether its
-    generation is diffusion (which has an alpha to tune)."""
-    from auras.pipeline.workers import is_iterative
-    from auras.policies import build_policy
-
-    policy = build_policy(config)
-    if not is_iterative(policy):
-        raise ConfigError(f"auras tune: policy {config.policy.type!r} has no iterative generation to pipeline")
-    from auras.generation.base import DiffusionGeneration
-
-    gen = policy.generation
-    diffusion = isinstance(gen, DiffusionGeneration)
-    iterations = gen.num_inference_steps if diffusion else gen.num_action_tokens
-    return len(policy.perception.stages()), int(iterations), diffusion
+    generation family has a step skew (alpha) to tune; asked of the policy's own workers."""
+    with AurasAgent(config.model_copy(update={"pipeline": config.pipeline.model_copy(update={"mode": "sequential"})})
+                    ) as agent:  # fmt: skip
+        spec = agent.policy_spec
+    driver = driver_for(spec.family)
+    if spec.generation_iterations < 2 and spec.perception_stages < 2:
+        raise ConfigError(
+            f"auras tune: policy {config.policy.type!r} ({spec.family} generation, one perception stage) has "
+            "nothing to pipeline"
+        )
+    return spec.perception_stages, spec.generation_iterations, driver.tunes_alpha
 
 
 def grid(max_perception: int, max_generation: int, l_max: int) -> list[tuple[int, int]]:
@@ -105,15 +105,11 @@ def pareto(points: Sequence[TunePoint]) -> list[TunePoint]:
 
 
 def _measure_throughput(config: AurasConfig, stream: list) -> float | None:
-    from auras.agent import AurasAgent
-
     with AurasAgent(config) as agent:
         return throughput_hz(measure_throughput(agent, config, stream).output_times)
 
 
 def _measure_success(config: AurasConfig) -> tuple[int, int]:
-    from auras.agent import AurasAgent
-
     with AurasAgent(config) as agent:
         episodes: list[EpisodeRecord] = measure_accuracy(agent, config)
     return sum(e.success for e in episodes), len(episodes)
@@ -144,7 +140,7 @@ def tune(
     def config_for(point: TunePoint) -> AurasConfig:
         return load_config(base=base.model_dump(mode="json"), overrides=point.overrides())
 
-    max_p, max_g, diffusion = _limits(base)
+    max_p, max_g, skewed = _limits(base)
     stream = record_stream(base, task, base.bench.stream_steps + base.bench.warmup_steps)
     sequential = TunePoint("sequential", 1, 1)
     sequential.throughput_hz = _measure_throughput(config_for(sequential), stream)
@@ -166,7 +162,7 @@ def tune(
     evaluated = [p for p in fast if p.success_rate is not None]
     best = max(evaluated, key=lambda p: (p.success_rate, p.throughput_hz))
     tuned_alpha: list[TunePoint] = []
-    if diffusion and best.pp_generation > 1:  # stage 3: alpha for diffusion
+    if skewed and best.pp_generation > 1:  # stage 3: alpha for families with a step skew (denoising)
         for alpha in alphas:
             point = TunePoint("auras", best.pp_perception, best.pp_generation, alpha, best.fetch_offset)
             point.throughput_hz = _measure_throughput(config_for(point), stream)

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from auras.agent import AurasAgent
 from auras.bridge.protocol import (
     MAX_MESSAGE_BYTES,
     SCHEMA_VERSION,
@@ -51,7 +52,11 @@ from auras.bridge.protocol import (
     encode_map,
     error_reply,
 )
-from auras.errors import AurasError, InvalidInputError
+from auras.errors import AurasError, ConfigError, InvalidInputError
+from auras.perception.shared import PerceptionBatcher
+from auras.policies import build_policy
+from auras.policies.base import Policy
+from auras.types import Observation
 
 __all__ = [
     "BridgeServer",
@@ -105,8 +110,6 @@ def perception_sharing(config: Any) -> str:
     """What ``config.serve.perception`` resolves to: 'separate' or 'shared' (auto: shared when the
     sessions' perception can run as one batched call in this process). Raises ConfigError for an
     explicit 'shared' that cannot run."""
-    from auras.errors import ConfigError
-
     pipe, wanted = config.pipeline, config.serve.perception
     blockers = []
     if pipe.backend != "local":
@@ -127,14 +130,9 @@ def session_agents(config: Any) -> tuple[Callable[[], Any], Any]:
     :class:`~auras.perception.shared.PerceptionBatcher`; each session still gets its own generation and
     pipeline. Measured in docs/reliability.md (shared: 1.1x the frames of separate pipelines for the
     shipped policies with 4 robots on 2 cores, 1.5x with an 8x larger vision encoder)."""
-    from auras.agent import AurasAgent
 
     if perception_sharing(config) == "separate":
         return (lambda: AurasAgent(config)), None
-    from auras.perception.shared import PerceptionBatcher
-    from auras.policies import build_policy
-    from auras.policies.base import Policy
-
     shared = build_policy(config)
     batcher = PerceptionBatcher(shared.perception, max_batch=config.serve.max_batch, wait_ms=config.serve.batch_wait_ms)
 
@@ -635,8 +633,6 @@ class BridgeServer:
         return np.array(array)  # own the memory: the message buffer is released after this call
 
     def _submit(self, session: Session, seq: int, slot: dict[str, Any]) -> None:
-        from auras.types import Observation
-
         for older in [s for s in session.pending if s < seq]:
             session.pending.pop(older)
             session.counters["dropped_incomplete"] += 1
@@ -737,7 +733,7 @@ class BridgeServer:
     def _close_session(self, session: Session) -> None:
         self._stop_stream(session)
         session.agent.close()
-        perception = getattr(getattr(session.agent, "policy", None), "perception", None)
+        perception = getattr(session.agent.hosted_policy, "perception", None)
         close_view = getattr(perception, "close", None)  # a shared perception's view
         if callable(close_view):
             close_view()

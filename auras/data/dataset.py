@@ -19,7 +19,7 @@ Layout::
       meta/episode_success (E,)       bool    whether the expert succeeded
       meta/episode_task  (E,)         int32   index into attrs["tasks"]
 
-Instructions come from the task catalogue (``auras.envs.tasks.TASKS[name].instruction``) and are
+Instructions come from the task catalogue (``auras.tasks.TASKS[name].instruction``) and are
 also recorded in ``attrs["instructions"]``.
 """
 

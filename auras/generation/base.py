@@ -1,47 +1,100 @@
 """Generation contracts: the iterative half of a policy.
 
 Called by the pipeline's generation worker (one thread or one Ray actor) with a context produced by
-the matching perception. ``generate`` runs every iteration for a batch and returns float32 actions,
-batch-first: (B, A) or action chunks (B, H, A), in the env's action units.
+the matching perception (a batched :data:`~auras.perception.base.Context`). It returns float32
+actions, batch-first: (B, A) or action chunks (B, H, A), in the env's action units.
 
-Two families refine it (as the Auras paper's models do):
+A generation declares its *family* (``family``, a name in the family registry,
+:mod:`auras.generation.families`); the runtime asks the family's driver how to spread a request's
+iterations over pipeline stages, and never switches on the generation's class. Three families ship:
 
-- :class:`AutoregressiveGeneration`: a causal LM over ``[X_V, X_L, X_A]`` emitting discretised
-  action tokens. (a) classic: prefill over ``[X_V, X_L]`` then greedy decode with a KV cache;
-  (b) merged: one causal pass over ``[X_V, X_L, X_A]`` giving the next-token prediction at every
-  action position at once. With teacher-forced tokens (b) equals (a) position by position.
-- :class:`DiffusionGeneration`: a denoiser over an action chunk; ``denoise`` advances a batch of
-  requests that sit at *different* denoising steps, each by its own number of steps, each
-  conditioned on its own ``H_o``. Batched equals unbatched.
+- ``oneshot`` (:class:`Generation`): one call, ``generate``; pipelined modes cut only perception.
+- ``denoising`` (:class:`DiffusionGeneration`: diffusion or flow matching): a fixed number of
+  integration steps over an action chunk; ``denoise`` advances a batch of requests that sit at
+  *different* steps, each by its own number of steps, each conditioned on its own context row.
+- ``autoregressive`` (:class:`AutoregressiveGeneration`): a causal LM over ``[X_V, X_L, X_A]``
+  emitting discretised action tokens; (a) classic: prefill then greedy decode with a KV cache;
+  (b) merged: one causal pass over the whole sequence gives the next-token prediction at every
+  action position at once (``next_tokens``). With teacher-forced tokens (b) equals (a).
+
+The iterative families derive ``generate`` (a whole request) from their step methods.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from auras.perception.base import Context
+from auras.perception.base import Context, PolicyPart
 
 __all__ = ["AutoregressiveGeneration", "DiffusionGeneration", "Generation"]
 
 
-class Generation(ABC):
-    """Context -> actions."""
+class Generation(PolicyPart, ABC):
+    """Context -> actions. ``family`` names the driver that schedules it (default ``oneshot``)."""
+
+    family: ClassVar[str] = "oneshot"
 
     @property
     @abstractmethod
     def action_dim(self) -> int:
         """A, the size of one action."""
 
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        """The shape of one request's actions: (A,) or (H, A) for a chunk. Default (A,)."""
+        return (self.action_dim,)
+
     @abstractmethod
     def generate(self, context: Context) -> np.ndarray:
         """Run every generation iteration for a batch: (B, A) or (B, H, A) float32."""
 
 
+class DiffusionGeneration(Generation):
+    """Denoising (diffusion or flow matching) of an action chunk (B, H, A). Step indices count
+    0..num_inference_steps; a request starts at 0 from ``initial_noise`` and is done at n."""
+
+    family: ClassVar[str] = "denoising"
+
+    @property
+    @abstractmethod
+    def num_inference_steps(self) -> int:
+        """n, denoising (integration) steps of one request."""
+
+    @abstractmethod
+    def initial_noise(self, batch: int, generator: Any = None) -> Any:
+        """x_0 ~ N(0, I): (B, H, A) float32 tensor."""
+
+    @abstractmethod
+    def denoise(self, sample: Any, step_index: Any, num_steps: Any, context: Context) -> Any:
+        """Advance each request b from its step ``step_index[b]`` by ``num_steps[b]`` steps.
+
+        sample (B, H, A); step_index, num_steps (B,) int64; ``context``: the batched context, row b
+        conditions request b. Returns the new sample (B, H, A). Identical steps of different
+        requests run as one batched model call per iteration.
+        """
+
+    @abstractmethod
+    def to_actions(self, sample: Any) -> np.ndarray:
+        """A fully denoised sample (B, H, A) -> actions (B, H, A) float32 in env units."""
+
+    def generate(self, context: Context) -> np.ndarray:
+        """Initial noise, all n steps, to actions (one whole request per row)."""
+        import torch
+
+        batch = len(next(iter(context.values())))
+        sample = self.initial_noise(batch)
+        first = torch.zeros(batch, dtype=torch.int64)
+        steps = torch.full((batch,), self.num_inference_steps, dtype=torch.int64)
+        return self.to_actions(self.denoise(sample, first, steps, context))
+
+
 class AutoregressiveGeneration(Generation):
-    """Causal-LM action decoding. Tensors are torch; B = batch, l = len(X_V) + len(X_L), D = width."""
+    """Causal-LM action decoding. Tensors are torch; B = batch, l_a = action tokens per request."""
+
+    family: ClassVar[str] = "autoregressive"
 
     @property
     @abstractmethod
@@ -50,50 +103,21 @@ class AutoregressiveGeneration(Generation):
 
     @abstractmethod
     def decode_classic(self, context: Context) -> Any:
-        """(a) prefill over [X_V, X_L] then greedy decode with a KV cache -> token ids (B, l_a)."""
-
-    @abstractmethod
-    def merged_logits(self, context: Context, action_tokens: Any) -> Any:
-        """(b) one causal pass over [X_V, X_L, X_A(action_tokens)] -> logits (B, l_a, V).
-
-        ``logits[:, i]`` predicts action token i from the context and ``action_tokens[:, :i]``;
-        ``action_tokens`` (B, l_a) int64 (the last one is not consumed).
-        """
+        """(a) prefill over the context then greedy decode with a KV cache -> token ids (B, l_a)."""
 
     @abstractmethod
     def next_tokens(self, context: Context, action_tokens: Any) -> Any:
-        """Greedy next-token predictions of one merged pass: (B, l_a) int64 valid action token ids.
+        """Greedy next-token predictions of one merged causal pass: (B, l_a) int64 valid action ids.
 
-        ``result[:, i]`` is the greedy choice of ``merged_logits(...)[:, i]`` over valid action tokens, by
-        the same rule as ``decode_classic`` (the argmax, or a model-defined deterministic variant of it).
+        ``result[:, i]`` predicts action token i from the context and ``action_tokens[:, :i]``
+        (``action_tokens`` (B, l_a) int64; the last one is not consumed), by the same rule as
+        ``decode_classic``.
         """
 
     @abstractmethod
     def detokenize(self, token_ids: Any) -> np.ndarray:
         """(B, l_a) token ids -> (B, H, A) float32 actions."""
 
-
-class DiffusionGeneration(Generation):
-    """Denoising of an action chunk (B, H, A). Step indices count 0..num_inference_steps."""
-
-    @property
-    @abstractmethod
-    def num_inference_steps(self) -> int:
-        """n, denoising steps of one request."""
-
-    @abstractmethod
-    def initial_noise(self, batch: int, generator: Any = None) -> Any:
-        """x_0 ~ N(0, I): (B, H, A) float32 tensor."""
-
-    @abstractmethod
-    def denoise(self, sample: Any, step_index: Any, num_steps: Any, h_o: Any) -> Any:
-        """Advance each request b from its step ``step_index[b]`` by ``num_steps[b]`` steps.
-
-        sample (B, H, A); step_index, num_steps (B,) int64; h_o (B, D) conditioning per request.
-        Returns the new sample (B, H, A). Identical stages of different requests run as one
-        batched model call per iteration.
-        """
-
-    @abstractmethod
-    def to_actions(self, sample: Any) -> np.ndarray:
-        """A fully denoised sample (B, H, A) -> actions (B, H, A) float32 in env units."""
+    def generate(self, context: Context) -> np.ndarray:
+        """The classic decode of every row, detokenized: (B, H, A)."""
+        return self.detokenize(self.decode_classic(context))

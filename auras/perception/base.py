@@ -1,9 +1,15 @@
 """Perception contract: the one-shot half of a policy.
 
 Called by the pipeline's perception worker (one thread or one Ray actor), once per admitted batch
-of observations. It maps observations to a named *context*: ``name -> batch-first array`` (numpy
-or torch), e.g. ``X_V`` (B, N_v, D) vision tokens, or ``H_o`` (B, D) observation features. The
-context is what generation reads and what the public context store will hold.
+of observations. It maps observations to a named *context*: a flat mapping ``name -> batch-first
+tensor`` (torch or numpy) of any shape: ``H_o`` (B, D) observation features, ``X_V`` (B, N_v, D)
+vision tokens, or a per-layer key/value cache under one name per layer and tensor. Batch size B is
+the same for every key. The context is what generation reads and what the public context store
+holds; the runtime never looks inside it except to batch, move and ship it.
+
+A perception defines ``stages()`` (its computation cut into stages of near-equal cost, which the
+pipeline spreads over frames) or ``perceive`` (one stage), or both; whichever it leaves out is
+derived from the other.
 """
 
 from __future__ import annotations
@@ -12,15 +18,37 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from auras.errors import ConfigError
 from auras.types import Observation, ObservationSpec
 
-__all__ = ["Context", "Perception"]
+__all__ = ["Context", "Perception", "PolicyPart"]
 
 Context = Mapping[str, Any]
-"""name -> batch-first array (numpy array or torch tensor); batch size B is the same for every key."""
+"""name -> batch-first array (torch tensor or numpy array) of any shape; B is the same for every key."""
 
 
-class Perception(ABC):
+class PolicyPart:
+    """What perception and generation share: per-episode state and where they run.
+
+    ``reset`` is called by the worker that hosts the part at the start of every episode (default:
+    nothing to forget). ``to`` is called by that worker once, before the first request, with
+    ``policy.device`` and ``policy.dtype``; the default accepts only ``cpu`` / ``float32`` and says so
+    for anything else, so a part that cannot move is never run on the wrong device quietly.
+    """
+
+    def reset(self) -> None:
+        """Forget per-episode state (default: none)."""
+
+    def to(self, device: str, dtype: str = "float32") -> None:
+        """Move weights and buffers to ``device`` in ``dtype`` (names as in :mod:`auras.devices`)."""
+        if (device, dtype) != ("cpu", "float32"):
+            raise ConfigError(
+                f"{type(self).__name__} runs on cpu in float32 only (it does not implement to()); "
+                f"got policy.device={device!r}, policy.dtype={dtype!r}"
+            )
+
+
+class Perception(PolicyPart, ABC):
     """Observations -> context. Stateless across calls: the same observations give the same context."""
 
     @property
@@ -28,12 +56,18 @@ class Perception(ABC):
     def spec(self) -> ObservationSpec:
         """What each observation must carry (cameras, proprio size, extras)."""
 
-    @abstractmethod
     def perceive(self, observations: Sequence[Observation]) -> Context:
-        """Encode a batch of B observations (already validated against ``spec``) into a context."""
+        """Encode a batch of B observations (already validated against ``spec``) into a context.
+        Default: run ``stages()`` in order."""
+        if type(self).stages is Perception.stages:
+            raise TypeError(f"{type(self).__name__}: a Perception defines perceive() or stages() (or both)")
+        carry: Any = observations
+        for stage in self.stages():
+            carry = stage(carry)
+        return carry
 
     def stages(self) -> list[Callable[[Any], Any]]:
         """The computation cut into stages of roughly equal cost, run in order: the first takes the
         list of observations, each later one takes its predecessor's output, the last returns the
-        context. The default is one stage, ``perceive`` itself."""
+        context. Default: one stage, ``perceive`` itself."""
         return [self.perceive]

@@ -177,6 +177,9 @@ class SharedPerceptionView(Perception):
     def perceive(self, observations: Sequence[Observation]) -> Context:
         return self._batcher.perceive(self._id, observations)
 
+    def to(self, device: str, dtype: str = "float32") -> None:
+        """Nothing to move: the server built the shared perception on its device before any session."""
+
     def close(self) -> None:
         """This agent is done: the batcher stops waiting for it."""
         self._batcher.forget(self._id)

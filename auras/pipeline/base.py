@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from auras.errors import WorkerRestartedError
-from auras.policies.base import Policy
+from auras.policies.base import Policy, PolicySpec
 from auras.types import Action, Observation
 
 __all__ = ["Executor", "LocalPolicyParts", "PolicyParts"]
@@ -22,12 +22,17 @@ class PolicyParts(Protocol):
     """Where a policy's two halves run for the unpipelined modes (sequential, decoupled).
 
     ``perceive`` returns a handle to the context (the context itself, or a Ray ObjectRef) that
-    ``generate`` accepts; ``generate`` returns the actions, (B, A) or (B, H, A).
+    ``generate`` accepts; ``generate`` returns the actions, (B, A) or (B, H, A). ``reset`` reaches
+    the policy wherever it runs (a new episode); ``spec`` describes the hosted policy.
     """
+
+    spec: PolicySpec
 
     def perceive(self, observations: Sequence[Observation]) -> Any: ...
 
     def generate(self, context: Any) -> Any: ...
+
+    def reset(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -39,6 +44,7 @@ class LocalPolicyParts:
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
+        self.spec = policy.spec
 
     def perceive(self, observations: Sequence[Observation]) -> Any:
         return self.policy.perception.perceive(observations)
@@ -46,13 +52,18 @@ class LocalPolicyParts:
     def generate(self, context: Any) -> Any:
         return self.policy.generation.generate(context)
 
+    def reset(self) -> None:
+        self.policy.reset()
+
     def close(self) -> None:
         """Nothing to release."""
 
 
 class Executor(ABC):
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
+    """``spec`` describes the policy the executor's workers host (the driver holds no weights)."""
+
+    def __init__(self, spec: PolicySpec) -> None:
+        self.spec = spec
         self.restarts = 0  # workers replaced after dying or missing their deadline (Ray backend)
         self.incidents: list[dict[str, Any]] = []  # one per restart: where, why, how long recovery took
 
@@ -70,13 +81,18 @@ class Executor(ABC):
             f"step; observation {lost} produced no action"
         )
 
+    @property
+    def hosted_policy(self) -> Policy | None:
+        """The policy object when this process hosts it (local backend), else None (Ray actors do)."""
+        return None
+
     @abstractmethod
     def step(self, obs: Observation) -> Action:
         """Admit ``obs`` and return the action for the robot to apply now."""
 
+    @abstractmethod
     def reset(self) -> None:
-        """Drop in-flight work and per-episode state (new episode)."""
-        self.policy.reset()
+        """Drop in-flight work and per-episode state of the policy, wherever it runs (new episode)."""
 
     def close(self) -> None:  # noqa: B027  (optional: executors without workers hold nothing)
         """Release workers; idempotent."""

@@ -32,9 +32,15 @@ __all__ = ["DecoupledExecutor"]
 
 
 class DecoupledExecutor(Executor):
-    def __init__(self, policy: Policy, parts: PolicyParts | None = None, first_context_timeout_s: float = 30.0) -> None:
-        super().__init__(policy)
-        self.parts = parts if parts is not None else LocalPolicyParts(policy)
+    def __init__(self, policy: Policy | None = None, parts: PolicyParts | None = None,
+                 first_context_timeout_s: float = 30.0) -> None:  # fmt: skip
+        """Run ``policy`` in this process, or the policy hosted by ``parts``."""
+        if parts is None:
+            if policy is None:
+                raise TypeError("DecoupledExecutor: expected a policy or parts, got neither")
+            parts = LocalPolicyParts(policy)
+        self.parts = parts
+        super().__init__(parts.spec)
         self._timeout = first_context_timeout_s
         self._cond = threading.Condition()
         self._offered: Observation | None = None
@@ -134,11 +140,15 @@ class DecoupledExecutor(Executor):
         )
 
     def reset(self) -> None:
-        super().reset()
+        self.parts.reset()
         with self._cond:
             self._episode += 1
             self._offered = None
             self._latest = None
+
+    @property
+    def hosted_policy(self) -> Policy | None:
+        return self.parts.policy if isinstance(self.parts, LocalPolicyParts) else None
 
     def close(self) -> None:
         with self._cond:

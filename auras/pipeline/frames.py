@@ -9,7 +9,7 @@ Execution proceeds in deterministic frames. Each frame
    contiguous groups of near-equal count);
 3. runs one generation stage for every request in generation, all requests at once in one batched
    call: diffusion requests advance by their stage's share of the denoising steps
-   (:func:`~auras.pipeline.partition.skewed_steps`, skew ``alpha``); autoregressive requests each
+   (:func:`~auras.partition.skewed_steps`, skew ``alpha``); autoregressive requests each
    own a block of the action tokens and fill it from merged causal passes;
 4. emits the action of the request that finished its last generation stage (one per frame once
    the pipeline is full).
@@ -22,17 +22,21 @@ the context of the previous frame; a request lives ``pp_p + pp_g`` frames. Eithe
 ``L = pp_p + pp_g`` requests are in flight.
 
 ``public=True`` (mode ``auras``): generation reads the freshest context from the public context
-store (diffusion: ``H_o``; autoregressive: ``X_V, X_L`` plus the public action tokens ``X_A``,
-which every request's block writes back). ``public=False`` (mode ``pipeline``): each request keeps
-its own (stale) context and its own tokens, which shows what staleness costs.
+store (whatever the perception produced: ``H_o``, ``X_V``/``X_L``, a prefix cache), and the
+autoregressive family keeps its public action tokens ``X_A`` in the same store, written back by
+every request's block. ``public=False`` (mode ``pipeline``): each request keeps its own (stale)
+context and its own tokens, which shows what staleness costs.
 
 Autoregressive merging: in a frame, the j-th token of every request's block comes from one causal
-pass over ``[X_V, X_L, BOS, X_A(public)]``; a frame runs as many passes as the largest block
-(``l_a / pp_g`` rounded up). With one block (pp_g = 1) that is token-by-token greedy decoding of the
-request's own sequence, identical to the classic path; with pp_g = l_a it is one pass per frame
-serving every in-flight request. The emitted action is the finishing request's own tokens
-(``emit="own"``, default: each was predicted from the freshest image of its frame) or the public
-token snapshot at that moment (``emit="public"``).
+pass; a frame runs as many passes as the largest block, ``ceil(l_a / pp_g)``. In ``auras`` mode
+each pass runs once, over ``[X_V, X_L, BOS, X_A(public)]`` of the freshest context, and serves
+every in-flight request; in ``pipeline`` mode each pass is one batched call over every in-flight
+request's own context and tokens (equally engineered: the same number of calls per frame). With one
+block (pp_g = 1) a request decodes with the classic KV-cached path; with pp_g = l_a a frame is one
+pass. The emitted action is the finishing request's own tokens (``emit="own"``, default: each was
+predicted from the freshest image of its frame) or the public token snapshot at that moment
+(``emit="public"``). Each family's per-frame logic lives in its driver
+(:mod:`auras.generation.families`).
 
 Who does what: the driver below (the executor the agent owns) only schedules: it admits
 observations, decides each request's stage per frame (a :class:`~auras.pipeline.workers.FramePlan`)
@@ -67,7 +71,7 @@ from auras.pipeline.workers import (
     PerceptionWorker,
     check_pipelinable,
 )
-from auras.policies.base import Policy
+from auras.policies.base import Policy, PolicySpec
 from auras.types import Action, Observation, StepTimings
 
 __all__ = ["FrameExecutor", "FrameRunner", "FrameShape", "LocalFrameRunner", "RunnerFactory"]
@@ -107,7 +111,10 @@ class FrameShape:
 
 
 class FrameRunner(Protocol):
-    """Runs plans on a perception and a generation worker (a backend)."""
+    """Runs plans on a perception and a generation worker (a backend); ``spec`` describes the
+    policy the workers host."""
+
+    spec: PolicySpec
 
     def run(self, plan: FramePlan) -> tuple[tuple[ContextMessage, ...], Emitted | None]:
         """Carry out ``plan``; return the contexts perception finished and what generation emitted."""
@@ -115,7 +122,7 @@ class FrameRunner(Protocol):
     def close(self) -> None: ...
 
 
-RunnerFactory = Callable[[Policy, FrameShape, bool, float, str], FrameRunner]
+RunnerFactory = Callable[[FrameShape, bool, float, str], FrameRunner]
 
 
 class LocalFrameRunner:
@@ -124,6 +131,7 @@ class LocalFrameRunner:
 
     def __init__(self, policy: Policy, shape: FrameShape, public: bool, alpha: float, emit: str) -> None:
         self.concurrent = shape.fetch_offset == -1
+        self.policy, self.spec = policy, policy.spec
         self.perception = PerceptionWorker(policy, shape.pp_perception)
         self.generation = GenerationWorker(policy, shape.pp_generation, public, alpha, emit)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="auras-perception")
@@ -158,20 +166,33 @@ class FrameExecutor(Executor):
 
     def __init__(
         self,
-        policy: Policy,
+        policy: Policy | None,
         shape: FrameShape,
         public: bool = True,
         alpha: float = 0.0,
         emit: Literal["own", "public"] = "own",
         make_runner: RunnerFactory | None = None,
     ) -> None:
-        """``make_runner(policy, shape, public, alpha, emit)`` builds the backend once the settings
-        are checked (default: :class:`LocalFrameRunner`), so a bad setting never starts a worker."""
-        super().__init__(policy)
-        check_pipelinable(policy, shape.pp_perception, shape.pp_generation, emit)
+        """``policy``: the in-process policy of the local backend (checked against the settings before
+        any worker exists), or None when ``make_runner(shape, public, alpha, emit)`` builds workers
+        that host the policy themselves (Ray: they check the settings where the policy is)."""
+        if policy is not None:
+            check_pipelinable(policy.spec, shape.pp_perception, shape.pp_generation, emit)
+        elif make_runner is None:
+            raise ConfigError("FrameExecutor: expected a policy or a runner factory, got neither")
         self.shape, self.public = shape, public
-        self._make_runner = lambda: (make_runner or LocalFrameRunner)(policy, shape, public, alpha, emit)
+        if make_runner is None:
+            assert policy is not None
+            self._make_runner = lambda: LocalFrameRunner(policy, shape, public, alpha, emit)
+        else:
+            self._make_runner = lambda: make_runner(shape, public, alpha, emit)
         self.runner = self._make_runner()
+        super().__init__(self.runner.spec)
+        try:
+            check_pipelinable(self.spec, shape.pp_perception, shape.pp_generation, emit)
+        except ConfigError:
+            self.runner.close()
+            raise
         self._inflight: deque[tuple[int, int]] = deque()  # (request, admitted frame)
         self._admitted: OrderedDict[int, _Admitted] = OrderedDict()
         self._carried: tuple[ContextMessage, ...] = ()
@@ -278,6 +299,10 @@ class FrameExecutor(Executor):
         self.reset()
         self._reset_pending = False  # the new workers start clean
         self.runner = self._make_runner()  # raises WorkerDiedError itself if no worker can be started
+
+    @property
+    def hosted_policy(self) -> Policy | None:
+        return self.runner.policy if isinstance(self.runner, LocalFrameRunner) else None
 
     @property
     def inflight(self) -> int:

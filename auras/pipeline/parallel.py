@@ -26,8 +26,9 @@ from typing import Any, Protocol
 
 from auras.errors import StepFailedError, WorkerDiedError
 from auras.pipeline.base import Executor
+from auras.pipeline.ray_backend import WorkerActor, ensure_ray, place_actors, release, replace_actor, worker_errors
 from auras.pipeline.sequential import SequentialExecutor
-from auras.policies.base import Policy
+from auras.policies.base import Policy, PolicySpec
 from auras.types import Action, Observation, StepTimings
 
 __all__ = ["ParallelExecutor", "PoolWorkerDiedError", "RayWorkerPool", "ThreadWorkerPool", "WorkerPool"]
@@ -36,9 +37,10 @@ RESULT_TIMEOUT_S = 300.0
 
 
 class WorkerPool(Protocol):
-    """N workers that each turn one observation into one action."""
+    """N workers that each turn one observation into one action; ``spec``: the policy they host."""
 
     size: int
+    spec: PolicySpec
 
     @property
     def busy(self) -> int:
@@ -79,8 +81,9 @@ class ThreadWorkerPool(_Slots):
     """``size`` threads in this process sharing one policy (inference only, so no shared mutation)."""
 
     def __init__(self, policy: Policy, size: int) -> None:
-        self.size = size
+        self.size, self.policy = size, policy
         self._sequential = SequentialExecutor(policy)
+        self.spec = self._sequential.spec
         self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="auras-parallel")
         self._busy: dict[int, Future[Action]] = {}
 
@@ -139,12 +142,12 @@ class RayWorkerPool(_Slots):
     for the next call) and ``replace(worker)`` starts a fresh actor in its bundle.
     """
 
-    def __init__(self, source: Any, size: int, threads: int = 1, timeout_s: float = RESULT_TIMEOUT_S) -> None:
-        from auras.pipeline.ray_backend import WorkerActor, place_actors
-
+    def __init__(self, source: Any, size: int, timeout_s: float = RESULT_TIMEOUT_S) -> None:
+        """``source``: the :class:`~auras.pipeline.ray_backend.PolicySource` each actor builds from."""
         self.size, self.timeout_s = size, timeout_s
-        self._args = (source, threads, _make_sequential_worker)
-        self.placement, self.actors = place_actors(WorkerActor, [self._args for _ in range(size)])
+        self._args = (source, _make_sequential_worker)
+        self.placement, self.actors = place_actors(WorkerActor, [self._args for _ in range(size)], source.device)
+        self.spec = ensure_ray().get(self.actors[0].spec.remote(), timeout=timeout_s)
         self._busy: dict[int, Any] = {}  # worker -> ObjectRef
         self._held: dict[int, tuple[int, float]] = {}  # worker -> (step id, monotonic when handed)
         self._kept: list[Action] = []  # finished alongside a failure; returned by the next collect
@@ -154,10 +157,7 @@ class RayWorkerPool(_Slots):
         self._held[worker] = (obs.step_id, time.monotonic())
 
     def collect(self, block: bool) -> list[Action]:
-        import ray
-
-        from auras.pipeline.ray_backend import worker_errors
-
+        ray = ensure_ray()
         if not self._busy:
             return self._take_kept()
         refs = list(self._busy.values())
@@ -191,18 +191,13 @@ class RayWorkerPool(_Slots):
 
     def replace(self, worker: int) -> None:
         """Start a fresh actor for ``worker`` (its request, if any, is lost)."""
-        from auras.pipeline.ray_backend import WorkerActor, replace_actor
-
         self._busy.pop(worker, None)
         self._held.pop(worker, None)
         self.actors[worker] = replace_actor(WorkerActor, self.placement, worker, self._args, self.actors[worker])
 
     def reset(self) -> list[PoolWorkerDiedError]:
         """Wait for busy workers, then reset every worker; returns the dead ones (for ``replace``)."""
-        import ray
-
-        from auras.pipeline.ray_backend import worker_errors
-
+        ray = ensure_ray()
         dead: list[PoolWorkerDiedError] = []
         for i in range(self.size):
             try:
@@ -220,8 +215,6 @@ class RayWorkerPool(_Slots):
         return dead
 
     def close(self) -> None:
-        from auras.pipeline.ray_backend import release
-
         release(self.placement, self.actors)
         self.actors = []
 
@@ -233,8 +226,8 @@ class _Handed:
 
 
 class ParallelExecutor(Executor):
-    def __init__(self, policy: Policy, pool: WorkerPool) -> None:
-        super().__init__(policy)
+    def __init__(self, pool: WorkerPool) -> None:
+        super().__init__(pool.spec)
         self.pool = pool
         self.calls = 0
         self.dropped = self.superseded = self.repeats = 0
@@ -291,6 +284,10 @@ class ParallelExecutor(Executor):
             frame=call,
         )
         return self._last
+
+    @property
+    def hosted_policy(self) -> Policy | None:
+        return self.pool.policy if isinstance(self.pool, ThreadWorkerPool) else None
 
     def reset(self) -> None:
         for dead in self.pool.reset():  # no step to fail: the replacement is only recorded

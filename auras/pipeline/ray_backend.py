@@ -1,7 +1,10 @@
 """The ``ray`` backend: perception and generation as Ray actors, placed through a placement group.
 
-Placement: one bundle per actor. Two GPUs visible to Ray: one GPU each; one GPU: half of it each;
-none: one CPU each. Bundles use the ``PACK`` strategy by default (side by side on one node when it
+Placement: one bundle per actor. ``policy.device`` ``cpu``: one CPU each. ``cuda``: two or more GPUs
+in the cluster: one GPU each; one GPU: a share of it each; none: a ConfigError before any actor
+starts. Each actor builds its own policy from a :class:`~auras.pipeline.source.PolicySource` on the
+device Ray assigned it (``cuda`` inside the actor); ``cuda:N`` is refused here, since Ray, not the
+config, picks the GPU. Bundles use the ``PACK`` strategy by default (side by side on one node when it
 holds both; Ray may still split them on a cluster), or ``STRICT_SPREAD`` with
 ``pipeline.placement=spread`` (perception and generation on different nodes).
 ``pipeline.ray_address`` joins a running cluster (``ray start --head`` ...) instead of starting one.
@@ -32,22 +35,22 @@ import dataclasses
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any, NoReturn
 
 import numpy as np
 
-from auras.errors import MissingDependencyError, StepFailedError, WorkerDiedError
+from auras.context.tensors import NumpyContext, as_numpy, as_torch
+from auras.errors import ConfigError, MissingDependencyError, StepFailedError, WorkerDiedError
+from auras.pipeline.source import PolicySource
 from auras.pipeline.workers import (
     ContextMessage,
     Emitted,
     FramePlan,
     GenerationWorker,
-    NumpyContext,
     PerceptionWorker,
-    as_numpy,
-    as_torch,
 )
-from auras.policies.base import Policy
+from auras.policies.base import Policy, PolicySpec
 
 __all__ = [
     "RayFrameRunner",
@@ -96,33 +99,31 @@ def ensure_ray() -> Any:
     return ray
 
 
-def build_policy_in_worker(source: Any, device: str, threads: int) -> Policy:
-    """In an actor: a Policy object is used as given; an AurasConfig builds its policy on ``device``."""
-    import torch
-
-    torch.set_num_threads(threads)
-    if isinstance(source, Policy):
-        return source
-    from auras.policies import build_policy
-
-    config = source.model_copy(update={"policy": source.policy.model_copy(update={"device": device})})
-    return build_policy(config)
-
-
 class RayPlacement:
-    """A placement group with ``count`` bundles and the device each actor should use."""
+    """A placement group with ``count`` bundles for actors on ``device`` (``cpu`` or ``cuda``)."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, device: str = "cpu") -> None:
         ray = ensure_ray()
         from ray.util.placement_group import placement_group
 
         gpus = ray.cluster_resources().get("GPU", 0.0)
-        if gpus >= count:
-            bundle, self.device = {"CPU": 1, "GPU": 1}, "cuda"
-        elif gpus >= 1:
-            bundle, self.device = {"CPU": 1, "GPU": 1.0 / count}, "cuda"
+        if device == "cpu":
+            bundle = {"CPU": 1}
+        elif device != "cuda":
+            raise ConfigError(
+                f"policy.device: got {device!r}; on the ray backend Ray assigns each actor its GPU, so ask for "
+                "'cuda' (or 'cpu')"
+            )
+        elif gpus >= count:
+            bundle = {"CPU": 1, "GPU": 1}
+        elif gpus > 0:
+            bundle = {"CPU": 1, "GPU": min(gpus, 1.0) / count}
         else:
-            bundle, self.device = {"CPU": 1}, "cpu"
+            raise ConfigError(
+                f"policy.device: asked for 'cuda', but the Ray cluster has no GPU ({ray.cluster_resources()}); "
+                "start Ray on a machine with GPUs (or ray.init(num_gpus=N)), or set policy.device=cpu"
+            )
+        self.device = device
         self.bundle = bundle
         self.strategy = _cluster["strategy"]
         self.group = placement_group([dict(bundle) for _ in range(count)], strategy=self.strategy)
@@ -155,12 +156,12 @@ class RayPlacement:
 
 
 def place_actors(
-    actor_class: type, args: Sequence[tuple[Any, ...]], max_concurrency: int = 1
+    actor_class: type, args: Sequence[tuple[Any, ...]], device: str = "cpu", max_concurrency: int = 1
 ) -> tuple[RayPlacement, list[Any]]:
-    """Start one ``actor_class(*a)`` per entry of ``args``, each in its own bundle; wait until all are
-    built. On failure nothing is left behind and the actor's own error is raised."""
+    """Start one ``actor_class(*a)`` per entry of ``args``, each in its own bundle for ``device``; wait
+    until all are built. On failure nothing is left behind and the actor's own error is raised."""
     ray = ensure_ray()
-    placement = RayPlacement(len(args))
+    placement = RayPlacement(len(args), device)
     actors: list[Any] = []
     try:
         for index, a in enumerate(args):
@@ -190,7 +191,7 @@ def _start_actor(
     actor_class: type, placement: RayPlacement, index: int, args: tuple[Any, ...], concurrency: int = 1
 ) -> Any:
     remote = ensure_ray().remote(actor_class)
-    return remote.options(max_concurrency=concurrency, **placement.options(index)).remote(placement.device, *args)
+    return remote.options(max_concurrency=concurrency, **placement.options(index)).remote(*args)
 
 
 def _raise_constructor_error(exc: BaseException) -> NoReturn:
@@ -239,11 +240,20 @@ class WorkerActor:
     """Hosts one worker (anything with a ``run`` method, built by ``make`` from the policy) in a Ray
     actor; wrapped with ``ray.remote`` at use. The policy is built inside the actor, on its device."""
 
-    def __init__(self, device: str, source: Any, threads: int, make: Callable[[Policy], Any]) -> None:
-        self.worker = make(build_policy_in_worker(source, device, threads))
+    def __init__(self, source: PolicySource, make: Callable[[Policy], Any]) -> None:
+        self.policy = source.build()
+        self.worker = make(self.policy)
 
     def ready(self) -> int:
         return os.getpid()
+
+    def spec(self) -> PolicySpec:
+        """The hosted policy's weightless description (for the driver process)."""
+        return self.policy.spec
+
+    def reset(self) -> None:
+        """A new episode: the hosted policy forgets per-episode state."""
+        self.policy.reset()
 
     def node(self) -> str:
         """The Ray node this actor runs on."""
@@ -259,7 +269,7 @@ class RayFrameRunner:
     """Runs frame plans on a perception actor and a generation actor through a compiled graph."""
 
     def __init__(
-        self, source: Any, shape: Any, public: bool, alpha: float, emit: str, threads: int = 1,
+        self, source: PolicySource, shape: Any, public: bool, alpha: float, emit: str,
         timeout_s: float = FRAME_TIMEOUT_S,
     ) -> None:  # fmt: skip
         ray = ensure_ray()
@@ -272,14 +282,17 @@ class RayFrameRunner:
         def make_perception(policy: Policy) -> PerceptionWorker:
             return PerceptionWorker(policy, shape.pp_perception, numpy_transport=True)
 
+        device = None if source.device == "cpu" else source.device
+
         def make_generation(policy: Policy) -> GenerationWorker:
-            return GenerationWorker(policy, shape.pp_generation, public, alpha, emit)
+            return GenerationWorker(policy, shape.pp_generation, public, alpha, emit, device)
 
         self.placement, self.actors = place_actors(
-            WorkerActor, [(source, threads, make_perception), (source, threads, make_generation)]
+            WorkerActor, [(source, make_perception), (source, make_generation)], source.device
         )
         self.device = self.placement.device
         self.pids = ray.get([actor.ready.remote() for actor in self.actors])
+        self.spec: PolicySpec = ray.get(self.actors[0].spec.remote(), timeout=timeout_s)
         perception, generation = self.actors
         try:
             with InputNode() as plan:
@@ -288,6 +301,10 @@ class RayFrameRunner:
                 else:
                     dag = generation.run.bind(plan, perception.run.bind(plan))
             self._compiled = dag.experimental_compile()
+            # The first execute of a compiled graph sets up its channels (seconds on a busy machine):
+            # pay it here, under the start-up deadline, not in the first frame's worker deadline.
+            with worker_errors("ray backend: warm-up frame"):
+                ray.get(self._compiled.execute(FramePlan(frame=-1)), timeout=ACTOR_START_TIMEOUT_S)
         except BaseException:
             self.close()
             raise
@@ -301,7 +318,7 @@ class RayFrameRunner:
             with worker_errors(f"ray backend: frame {plan.frame}"):
                 out = ray.get(self._compiled.execute(plan), timeout=self.timeout_s)
         except WorkerDiedError:
-            self.close()
+            self.close(force=True)
             raise
         # Arrays read from a channel are views of its shared buffer, which cannot be written again
         # while they live: copy what this process keeps (a few KB) so the next frame never blocks.
@@ -310,10 +327,14 @@ class RayFrameRunner:
             return tuple(_own_copy(m) for m in finished), _own_copy(emitted)
         return (), _own_copy(out)
 
-    def close(self) -> None:
+    def close(self, force: bool = False) -> None:
+        """Tear down the graph and kill the actors. ``force`` (after a dead or hung worker): kill first,
+        since a graceful teardown waits for a hung actor's frame to end."""
+        if force:
+            release(getattr(self, "placement", None), getattr(self, "actors", []))
         if self._compiled is not None:
             with contextlib.suppress(Exception):  # actors may already be gone
-                self._compiled.teardown()
+                self._compiled.teardown(kill_actors=True)
             self._compiled = None
         release(getattr(self, "placement", None), getattr(self, "actors", []))
         self.actors = []
@@ -325,7 +346,7 @@ def _own_copy(message: Any) -> Any:
         return dataclasses.replace(message, values=np.array(message.values))
     if isinstance(message, ContextMessage) and isinstance(message.context, NumpyContext):
         arrays = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in message.context.arrays.items()}
-        return dataclasses.replace(message, context=NumpyContext(arrays, message.context.torch_keys))
+        return dataclasses.replace(message, context=NumpyContext(arrays, message.context.torch_dtypes))
     return message
 
 
@@ -338,19 +359,19 @@ class _PerceiveWorker:
 
 
 class _GenerateWorker:
-    def __init__(self, policy: Policy) -> None:
-        self.generation = policy.generation
+    def __init__(self, policy: Policy, device: str | None = None) -> None:
+        self.generation, self.device = policy.generation, device
 
     def run(self, context: Any) -> Any:
-        return self.generation.generate(as_torch(context))
+        return self.generation.generate(as_torch(context, self.device))
 
 
 def _make_perceive(policy: Policy) -> _PerceiveWorker:
     return _PerceiveWorker(policy)
 
 
-def _make_generate(policy: Policy) -> _GenerateWorker:
-    return _GenerateWorker(policy)
+def _make_generate(policy: Policy, device: str | None = None) -> _GenerateWorker:
+    return _GenerateWorker(policy, device)
 
 
 class RayPolicyParts:
@@ -362,15 +383,19 @@ class RayPolicyParts:
     replaces both actors.
     """
 
-    def __init__(self, source: Any, threads: int = 1, timeout_s: float = FRAME_TIMEOUT_S) -> None:
-        self._source, self._threads, self.timeout_s = source, threads, timeout_s
+    def __init__(self, source: PolicySource, timeout_s: float = FRAME_TIMEOUT_S) -> None:
+        self._source, self.timeout_s = source, timeout_s
         self._start()
 
     def _start(self) -> None:
+        device = None if self._source.device == "cpu" else self._source.device
         self.placement, self.actors = place_actors(
-            WorkerActor, [(self._source, self._threads, _make_perceive), (self._source, self._threads, _make_generate)]
+            WorkerActor, [(self._source, _make_perceive), (self._source, partial(_make_generate, device=device))],
+            self._source.device,
         )
-        self.pids = ensure_ray().get([actor.ready.remote() for actor in self.actors])
+        ray = ensure_ray()
+        self.pids = ray.get([actor.ready.remote() for actor in self.actors])
+        self.spec: PolicySpec = ray.get(self.actors[0].spec.remote(), timeout=self.timeout_s)
 
     def perceive(self, observations: list[Any]) -> Any:
         import ray
@@ -390,6 +415,13 @@ class RayPolicyParts:
             raise WorkerDiedError("ray backend is closed; build a new agent")
         with worker_errors("ray backend: a request"):
             return ray.get(self.actors[1].run.remote(context_ref), timeout=self.timeout_s)
+
+    def reset(self) -> None:
+        """A new episode reaches both actors' policies."""
+        if not self.actors:
+            raise WorkerDiedError("ray backend is closed; build a new agent")
+        with worker_errors("ray backend: reset"):
+            ensure_ray().get([actor.reset.remote() for actor in self.actors], timeout=self.timeout_s)
 
     def restart(self) -> None:
         """Kill both actors (dead or alive) and start fresh ones; raises if none can be started."""

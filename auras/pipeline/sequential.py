@@ -18,9 +18,10 @@ __all__ = ["SequentialExecutor"]
 
 
 class SequentialExecutor(Executor):
-    def __init__(self, policy: Policy, parts: PolicyParts | None = None) -> None:
-        super().__init__(policy)
-        self.parts = parts if parts is not None else LocalPolicyParts(policy)
+    def __init__(self, policy: Policy | None = None, parts: PolicyParts | None = None) -> None:
+        """Run ``policy`` in this process, or the policy hosted by ``parts``."""
+        self.parts = parts if parts is not None else LocalPolicyParts(_given(policy))
+        super().__init__(self.parts.spec)
         self.frame = 0  # step calls so far: in sequential mode one frame is one whole request
 
     def step(self, obs: Observation) -> Action:
@@ -54,5 +55,18 @@ class SequentialExecutor(Executor):
         self.frame += 1
         return self.frame - 1
 
+    def reset(self) -> None:
+        self.parts.reset()
+
+    @property
+    def hosted_policy(self) -> Policy | None:
+        return self.parts.policy if isinstance(self.parts, LocalPolicyParts) else None
+
     def close(self) -> None:
         self.parts.close()
+
+
+def _given(policy: Policy | None) -> Policy:
+    if policy is None:
+        raise TypeError("SequentialExecutor: expected a policy or parts, got neither")
+    return policy

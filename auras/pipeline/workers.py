@@ -2,11 +2,16 @@
 
 A frame's work is described by a :class:`FramePlan`, made by the driver (``frames.py``), and carried
 out by a :class:`PerceptionWorker` and a :class:`GenerationWorker`. Each worker owns its per-request
-state (perception carries; diffusion samples or action tokens), so only small, plain messages cross
-between them: the plan (observations in), :class:`ContextMessage` (perception -> generation) and
-:class:`Emitted` (generation -> driver). The same classes run in-process (``local`` backend) and
-inside Ray actors (``ray`` backend, ``numpy_transport=True``: contexts leave perception as numpy
-arrays, which Ray channels move without pickling tensor storage).
+state (perception carries; generation states kept by the family driver), so only small, plain
+messages cross between them: the plan (observations in), :class:`ContextMessage` (perception ->
+generation) and :class:`Emitted` (generation -> driver). The same classes run in-process (``local``
+backend) and inside Ray actors (``ray`` backend, ``numpy_transport=True``: contexts leave perception
+as host numpy arrays, which Ray channels move without pickling tensor storage, and generation puts
+them on its own device).
+
+How generation advances a request is its family driver's business
+(:mod:`auras.generation.families`); the worker only batches the frame's stages, feeds each the
+context it reads (the public store's freshest, or the request's own) and collects actions.
 
 Request ids increase with admission, so the newest context is the one from the highest request id.
 """
@@ -21,11 +26,12 @@ from typing import Any
 import numpy as np
 
 from auras.context.store import PublicContextStore
+from auras.context.tensors import as_numpy, as_torch
 from auras.errors import ConfigError
-from auras.generation.base import AutoregressiveGeneration, DiffusionGeneration
+from auras.generation.families import driver_for
+from auras.partition import split_evenly
 from auras.perception.base import Context
-from auras.pipeline.partition import skewed_steps, split_evenly
-from auras.policies.base import Policy
+from auras.policies.base import Policy, PolicySpec
 from auras.types import Observation
 
 __all__ = [
@@ -33,13 +39,9 @@ __all__ = [
     "Emitted",
     "FramePlan",
     "GenerationWorker",
-    "NumpyContext",
     "PerceptionTask",
     "PerceptionWorker",
-    "as_numpy",
-    "as_torch",
     "check_pipelinable",
-    "is_iterative",
 ]
 
 OBSERVATION_KEY = "observation"
@@ -90,34 +92,16 @@ class Emitted:
     startup_ms: float | None = None  # set in the frame that ran the startup
 
 
-def is_iterative(policy: Policy) -> bool:
-    """True when generation is autoregressive or diffusion, i.e. can be spread over frames."""
-    return isinstance(policy.generation, AutoregressiveGeneration | DiffusionGeneration)
-
-
-def check_pipelinable(policy: Policy, pp_perception: int, pp_generation: int, emit: str = "own") -> None:
-    """Raise ConfigError unless ``policy`` can run in frames with these settings."""
-    natural = len(policy.perception.stages())
-    if pp_perception > natural:
+def check_pipelinable(spec: PolicySpec, pp_perception: int, pp_generation: int, emit: str = "own") -> None:
+    """Raise ConfigError unless a policy of ``spec`` can run in frames with these settings."""
+    if not 1 <= pp_perception <= spec.perception_stages:
         raise ConfigError(
-            f"pp_perception: expected <= {natural} (this policy's perception stages), got {pp_perception}"
+            f"pp_perception: expected 1..{spec.perception_stages} (policy {spec.name!r} has "
+            f"{spec.perception_stages} perception stage(s)), got {pp_perception}"
         )
     if emit not in ("own", "public"):
         raise ConfigError(f"emit: expected 'own' or 'public', got {emit!r}")
-    gen = policy.generation
-    if isinstance(gen, AutoregressiveGeneration):
-        if pp_generation > gen.num_action_tokens:
-            raise ConfigError(
-                f"pp_generation: expected <= {gen.num_action_tokens} (the action tokens per request), "
-                f"got {pp_generation}"
-            )
-    elif isinstance(gen, DiffusionGeneration):
-        skewed_steps(gen.num_inference_steps, pp_generation, 0.0)  # raises when too many stages
-    else:
-        raise ConfigError(
-            f"policy {policy.name!r}: pipelined modes need a diffusion or autoregressive generation, "
-            f"got {type(gen).__name__} (use mode 'sequential')"
-        )
+    driver_for(spec.family).check_stages(spec.generation_iterations, pp_generation)
 
 
 class PerceptionWorker:
@@ -125,6 +109,11 @@ class PerceptionWorker:
 
     def __init__(self, policy: Policy, pp_perception: int, numpy_transport: bool = False) -> None:
         natural = policy.perception.stages()
+        if not 1 <= pp_perception <= len(natural):
+            raise ConfigError(
+                f"pp_perception: expected 1..{len(natural)} (policy {policy.name!r} has {len(natural)} "
+                f"perception stage(s)), got {pp_perception}"
+            )
         self.policy = policy
         self.stages = [_compose(natural[r.start : r.stop]) for r in split_evenly(len(natural), pp_perception)]
         self.numpy_transport = numpy_transport
@@ -151,26 +140,27 @@ class PerceptionWorker:
     def reset(self) -> None:
         self._carry.clear()
         self._spent.clear()
-        _reset_part(self.policy.perception)
+        self.policy.perception.reset()
 
 
 class GenerationWorker:
     """Advances every request in generation by one stage per frame, in one batched call.
 
     Holds the generation side of the public context: a :class:`PublicContextStore` fed with the
-    contexts perception finished (``public=True``), or each request's own context (``public=False``).
-    Reads are local, so the hot path takes no lock round trip to another process.
+    contexts perception finished (``public=True``; the family driver may keep its own public state
+    there too, e.g. the autoregressive action tokens), or each request's own context
+    (``public=False``). Reads are local, so the hot path takes no lock round trip to another process.
+    ``device``: where incoming contexts are put (the hosting policy's device).
     """
 
-    def __init__(self, policy: Policy, pp_generation: int, public: bool, alpha: float, emit: str) -> None:
-        gen = policy.generation  # checked by check_pipelinable
-        self.policy, self.public = policy, public
-        if isinstance(gen, DiffusionGeneration):
-            self.driver: Any = _DiffusionDriver(gen, pp_generation, alpha)
-        else:  # private contexts have no public token snapshot to emit: each request emits its own tokens
-            self.driver = _AutoregressiveDriver(gen, pp_generation, emit if public else "own")
+    def __init__(self, policy: Policy, pp_generation: int, public: bool, alpha: float, emit: str,
+                 device: str | None = None) -> None:  # fmt: skip
+        self.policy, self.public, self.device = policy, public, device
         self.store = PublicContextStore()
         self.store.claim(OBSERVATION_KEY, "perception")
+        self.driver = driver_for(policy.generation)(
+            policy.generation, pp_generation, alpha, emit, self.store if public else None
+        )
         self._own: dict[int, Context] = {}  # private contexts (public=False)
         self._state: dict[int, Any] = {}
         self._newest: dict[int, int] = {}
@@ -186,7 +176,7 @@ class GenerationWorker:
         startup_ms = None
         for message in (*plan.carried, *incoming):
             self._perception_ms[message.request] = message.perception_ms
-            context = as_torch(message.context)
+            context = as_torch(message.context, self.device)
             if self.public:
                 self.store.write(OBSERVATION_KEY, context, message.frame, "perception", message.request)
             else:
@@ -226,7 +216,7 @@ class GenerationWorker:
             self._newest[request] = max(self._newest.get(request, -1), source)
             states.append(self._state[request])
         stages = [stage for _, stage in plan.generation]
-        advanced = self.driver.run(states, stages, contexts, self.public)
+        advanced = self.driver.run(states, stages, contexts)
         for (request, _), state in zip(plan.generation, advanced, strict=True):
             self._state[request] = state
         spent = (time.perf_counter() - start) * 1e3 / len(plan.generation)
@@ -238,74 +228,8 @@ class GenerationWorker:
         for table in (self._own, self._state, self._newest, self._spent, self._perception_ms):
             table.clear()
         self.started = False
-        _reset_part(self.policy.generation)
-
-
-class _DiffusionDriver:
-    def __init__(self, generation: DiffusionGeneration, pp_generation: int, alpha: float) -> None:
-        self.gen = generation
-        self.steps = skewed_steps(generation.num_inference_steps, pp_generation, alpha)
-        self.first_step = np.concatenate([[0], np.cumsum(self.steps)[:-1]]).astype(np.int64)
-
-    def startup(self, context: Context) -> None:
-        """Diffusion needs no serial run: the pipeline fill is the startup."""
-
-    def start(self) -> Any:
-        return self.gen.initial_noise(1)
-
-    def run(self, states: list[Any], stages: list[int], contexts: Sequence[Context], public: bool) -> list[Any]:
-        import torch
-
-        samples = torch.cat([torch.as_tensor(s) for s in states])  # (B, H, A)
-        first = torch.as_tensor(self.first_step[stages])  # (B,)
-        count = torch.as_tensor([self.steps[g] for g in stages], dtype=torch.int64)  # (B,)
-        h_o = torch.cat([torch.as_tensor(c["H_o"]) for c in contexts])  # (B, D)
-        out = self.gen.denoise(samples, first, count, h_o)
-        return [out[i : i + 1] for i in range(len(states))]
-
-    def finish(self, state: Any) -> np.ndarray:
-        return self.gen.to_actions(state)[0]  # (H, A)
-
-
-class _AutoregressiveDriver:
-    def __init__(self, generation: AutoregressiveGeneration, pp_generation: int, emit: str) -> None:
-        self.gen = generation
-        self.blocks = split_evenly(generation.num_action_tokens, pp_generation)
-        self.emit = emit
-        self.public_tokens: np.ndarray | None = None  # (l_a,) int64
-
-    def startup(self, context: Context) -> None:
-        """One serial classic decode initialises the public action tokens."""
-        self.public_tokens = np.asarray(self.gen.decode_classic(context))[0].astype(np.int64)
-
-    def start(self) -> Any:
-        return np.zeros(self.gen.num_action_tokens, np.int64)
-
-    def run(self, states: list[Any], stages: list[int], contexts: Sequence[Context], public: bool) -> list[Any]:
-        if len(self.blocks) == 1:  # one block = the whole sequence: the classic KV-cached decode, same tokens
-            for state, context in zip(states, contexts, strict=True):
-                state[:] = np.asarray(self.gen.decode_classic(context))[0]
-                if public:
-                    self.public_tokens = state.copy()
-            return states
-        if public:
-            assert self.public_tokens is not None, "startup() initialises the public tokens"
-            passes = max(len(self.blocks[g]) for g in stages)
-            for j in range(passes):  # one merged pass over the freshest context serves every block
-                preds = np.asarray(self.gen.next_tokens(contexts[-1], self.public_tokens[None]))[0]
-                for state, g in zip(states, stages, strict=True):
-                    if j < len(self.blocks[g]):
-                        pos = self.blocks[g][j]
-                        state[pos] = self.public_tokens[pos] = preds[pos]
-            return states
-        for state, g, context in zip(states, stages, contexts, strict=True):  # private: own context, own tokens
-            for pos in self.blocks[g]:
-                state[pos] = np.asarray(self.gen.next_tokens(context, state[None]))[0, pos]
-        return states
-
-    def finish(self, state: Any) -> np.ndarray:
-        tokens = self.public_tokens if self.emit == "public" and self.public_tokens is not None else state
-        return self.gen.detokenize(np.asarray(tokens)[None])[0]  # (H, A)
+        self.driver.reset()
+        self.policy.generation.reset()
 
 
 def _compose(stages: Sequence[Callable[[Any], Any]]) -> Callable[[Any], Any]:
@@ -315,37 +239,3 @@ def _compose(stages: Sequence[Callable[[Any], Any]]) -> Callable[[Any], Any]:
         return x
 
     return run
-
-
-def _reset_part(part: Any) -> None:
-    """Forget per-episode state of a perception or generation that keeps some."""
-    reset = getattr(part, "reset", None)
-    if callable(reset):
-        reset()
-
-
-@dataclass(frozen=True, slots=True)
-class NumpyContext:
-    """A context in transit between processes: every array as numpy; ``torch_keys`` were tensors."""
-
-    arrays: dict[str, Any]
-    torch_keys: tuple[str, ...]
-
-
-def as_numpy(context: Context) -> NumpyContext:
-    """Torch tensors -> numpy views (no copy for CPU tensors), so channels move raw buffers."""
-    keys = tuple(name for name, v in context.items() if hasattr(v, "detach"))
-    arrays = {name: v.detach().cpu().numpy() if name in keys else v for name, v in context.items()}
-    return NumpyContext(arrays, keys)
-
-
-def as_torch(context: Context | NumpyContext) -> Context:
-    """Undo :func:`as_numpy` (tensors come back as small copies of the read-only received buffers);
-    a context that never left its process is returned as it is."""
-    if not isinstance(context, NumpyContext):
-        return context
-    import torch
-
-    return {
-        name: torch.from_numpy(np.array(v)) if name in context.torch_keys else v for name, v in context.arrays.items()
-    }

@@ -2,10 +2,11 @@
 
 The delay models a slower device or a bigger model, not extra work: ``perception_ms`` is added to
 one request's whole perception, spread evenly over its stages; ``generation_ms`` to one request's
-whole generation, spread over its iterations (denoising steps or action tokens). A batched call
-that advances several requests sleeps as long as its longest member, since batching identical
-stages is nearly free on a real accelerator. The wrapped policy computes exactly what the original
-computes.
+whole generation, spread over its iterations as the generation's family driver accounts them
+(``FamilyDriver.cost_shares``: a denoising call sleeps the share of its longest member, a merged
+autoregressive pass 1/l_a, a whole ``generate`` all of it). A batched call that advances several
+requests sleeps as long as its longest member, since batching identical stages is nearly free on a
+real accelerator. The wrapped policy computes exactly what the original computes.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
-
-from auras.generation.base import AutoregressiveGeneration, DiffusionGeneration, Generation
+from auras.generation.families import driver_for
 from auras.perception.base import Context, Perception
 from auras.policies.base import Policy
 from auras.types import Observation, ObservationSpec
@@ -33,13 +32,7 @@ def with_injected_delay(policy: Policy, perception_ms: float = 0.0, generation_m
     if perception_ms > 0:
         perception = _DelayedPerception(perception, perception_ms / 1e3)
     if generation_ms > 0:
-        seconds = generation_ms / 1e3
-        if isinstance(generation, DiffusionGeneration):
-            generation = _DelayedDiffusion(generation, seconds)
-        elif isinstance(generation, AutoregressiveGeneration):
-            generation = _DelayedAutoregressive(generation, seconds)
-        else:
-            generation = _DelayedGeneration(generation, seconds)
+        generation = _DelayedGeneration(generation, generation_ms / 1e3)
     return replace(policy, perception=perception, generation=generation)
 
 
@@ -48,21 +41,27 @@ def _sleep(seconds: float) -> None:
         time.sleep(seconds)
 
 
-class _Delegate:
-    """Forwards everything not overridden (reset, model, ...) to the wrapped part."""
+class _DelayedPerception(Perception):
+    """Forwards everything not overridden (reset, to, model, ...) to the wrapped perception."""
 
-    def __init__(self, inner: Any, seconds: float) -> None:
+    def __init__(self, inner: Perception, seconds: float) -> None:
         self._inner = inner
         self._seconds = seconds
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_inner":
+            raise AttributeError(name)
         return getattr(self._inner, name)
 
-
-class _DelayedPerception(_Delegate, Perception):
     @property
     def spec(self) -> ObservationSpec:
         return self._inner.spec
+
+    def reset(self) -> None:
+        self._inner.reset()
+
+    def to(self, device: str, dtype: str = "float32") -> None:
+        self._inner.to(device, dtype)
 
     def perceive(self, observations: Sequence[Observation]) -> Context:
         _sleep(self._seconds)
@@ -82,48 +81,25 @@ class _DelayedPerception(_Delegate, Perception):
         return [delayed(stage) for stage in inner]
 
 
-class _DelayedGeneration(_Delegate, Generation):
-    @property
-    def action_dim(self) -> int:
-        return self._inner.action_dim
+class _DelayedGeneration:
+    """The wrapped generation, every attribute forwarded; the methods its family driver names in
+    ``cost_shares`` sleep their share of ``seconds`` first. Reads as the same family."""
 
-    def generate(self, context: Context) -> np.ndarray:
-        _sleep(self._seconds)
-        return self._inner.generate(context)
+    def __init__(self, inner: Any, seconds: float) -> None:
+        self._inner = inner
+        self._seconds = seconds
+        self._shares = driver_for(inner).cost_shares(inner)
 
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_inner", "_seconds", "_shares"):
+            raise AttributeError(name)
+        value = getattr(self._inner, name)
+        share = self._shares.get(name)
+        if share is None or not callable(value):
+            return value
 
-class _DelayedDiffusion(_DelayedGeneration, DiffusionGeneration):
-    @property
-    def num_inference_steps(self) -> int:
-        return self._inner.num_inference_steps
+        def delayed(*args: Any, **kwargs: Any) -> Any:
+            _sleep(self._seconds * share(*args, **kwargs))
+            return value(*args, **kwargs)
 
-    def initial_noise(self, batch: int, generator: Any = None) -> Any:
-        return self._inner.initial_noise(batch, generator)
-
-    def denoise(self, sample: Any, step_index: Any, num_steps: Any, h_o: Any) -> Any:
-        _sleep(self._seconds * int(np.max(np.asarray(num_steps))) / self.num_inference_steps)
-        return self._inner.denoise(sample, step_index, num_steps, h_o)
-
-    def to_actions(self, sample: Any) -> np.ndarray:
-        return self._inner.to_actions(sample)
-
-
-class _DelayedAutoregressive(_DelayedGeneration, AutoregressiveGeneration):
-    @property
-    def num_action_tokens(self) -> int:
-        return self._inner.num_action_tokens
-
-    def decode_classic(self, context: Context) -> Any:
-        _sleep(self._seconds)
-        return self._inner.decode_classic(context)
-
-    def merged_logits(self, context: Context, action_tokens: Any) -> Any:
-        _sleep(self._seconds / self.num_action_tokens)
-        return self._inner.merged_logits(context, action_tokens)
-
-    def next_tokens(self, context: Context, action_tokens: Any) -> Any:
-        _sleep(self._seconds / self.num_action_tokens)
-        return self._inner.next_tokens(context, action_tokens)
-
-    def detokenize(self, token_ids: Any) -> np.ndarray:
-        return self._inner.detokenize(token_ids)
+        return delayed

@@ -8,15 +8,22 @@ state; generation runs the scripted expert on each row.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from auras.envs.base import STATE_DIM
+from auras.envs.experts import make_expert
+from auras.errors import ConfigError
 from auras.generation.base import Generation
 from auras.perception.base import Context, Perception
 from auras.policies.base import Policy
 from auras.types import Observation, ObservationSpec
 
-__all__ = ["build_expert_policy"]
+if TYPE_CHECKING:
+    from auras.config import AurasConfig
+
+__all__ = ["build_expert", "build_expert_policy"]
 
 PRIVILEGED_KEY = "privileged_state"
 
@@ -36,8 +43,6 @@ class _ExpertPerception(Perception):
 
 class _ExpertGeneration(Generation):
     def __init__(self, task: str) -> None:
-        from auras.envs.experts import make_expert
-
         self._expert = make_expert(task)
 
     @property
@@ -53,6 +58,11 @@ class _ExpertGeneration(Generation):
 
 
 def build_expert_policy(task: str, image_size: int = 84) -> Policy:
-    from auras.envs.base import STATE_DIM
-
     return Policy("expert", _ExpertPerception(image_size, STATE_DIM), _ExpertGeneration(task), privileged=True)
+
+
+def build_expert(config: AurasConfig) -> Policy:
+    """The registry's factory: the scripted expert of ``config.env.task``."""
+    if (config.policy.scale_perception, config.policy.scale_generation) != (1.0, 1.0):
+        raise ConfigError("policy.scale_perception / scale_generation: the scripted expert has no model to scale")
+    return build_expert_policy(config.env.task, config.env.image_size)

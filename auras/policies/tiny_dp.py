@@ -58,6 +58,7 @@ from auras.policies.base import Policy
 from auras.policies.torch_policy import (
     ConvBlock,
     LearnedPolicy,
+    ModelPart,
     SpatialSoftmax,
     group_count,
     image_to_tensor,
@@ -198,7 +199,8 @@ class ConditionalUnet1D(nn.Module):
 
     def forward(self, sample: torch.Tensor, timesteps: torch.Tensor, h_o: torch.Tensor) -> torch.Tensor:
         x = sample.transpose(1, 2)  # (B, A, H)
-        cond = torch.cat([self.step_encoder(timesteps).to(h_o.dtype), h_o], dim=-1)  # (B, dsed + D)
+        step = self.step_encoder[0](timesteps).to(h_o.dtype)  # sinusoidal (B, dsed), in the weights' dtype
+        cond = torch.cat([self.step_encoder[1:](step), h_o], dim=-1)  # (B, dsed + D)
         skips = []
         for res1, res2, down in self.down:
             x = res2(res1(x, cond), cond)
@@ -261,6 +263,7 @@ class TinyDP(LearnedPolicy):
 
     policy_type: ClassVar[str] = "tiny-dp"
     TRAINING_KEYS: ClassVar[frozenset[str]] = frozenset({"shift_pad"})
+    FLOAT32_BUFFERS: ClassVar[tuple[str, ...]] = ("action_lo", "action_span")
     DEFAULTS: ClassVar[dict[str, Any]] = {
         "chunk_horizon": 16,  # H, actions predicted per request
         "execute_steps": 8,  # actions executed before the next observation is used
@@ -413,7 +416,7 @@ class TinyDP(LearnedPolicy):
         return Policy(self.policy_type, TinyDPPerception(self), TinyDPGeneration(self), execute_steps=steps)
 
 
-class TinyDPPerception(Perception):
+class TinyDPPerception(ModelPart, Perception):
     """Observations -> {"H_o": (B, D) float tensor}. Cut into one stage per CNN block (the last also fuses)."""
 
     def __init__(self, model: TinyDP) -> None:
@@ -428,6 +431,9 @@ class TinyDPPerception(Perception):
 
     def _param(self) -> torch.Tensor:
         return self.model.action_lo
+
+    def moved(self) -> None:
+        self._text_cache.clear()  # embeddings of the old device and dtype
 
     def _instruction(self, text: str) -> torch.Tensor:
         """(E,) embedding of one instruction, computed once per distinct string."""
@@ -477,7 +483,7 @@ class TinyDPPerception(Perception):
         return carry
 
 
-class TinyDPGeneration(DiffusionGeneration):
+class TinyDPGeneration(ModelPart, DiffusionGeneration):
     """DDIM denoising of (B, H, A) action chunks conditioned on H_o; see the module docstring for step indices."""
 
     def __init__(self, model: TinyDP) -> None:
@@ -496,6 +502,10 @@ class TinyDPGeneration(DiffusionGeneration):
         return int(self.model.config["action_dim"])
 
     @property
+    def action_shape(self) -> tuple[int, ...]:
+        return (self.model.chunk_horizon, self.action_dim)
+
+    @property
     def num_inference_steps(self) -> int:
         return len(self._timesteps)
 
@@ -508,21 +518,22 @@ class TinyDPGeneration(DiffusionGeneration):
         return torch.randn(shape, generator=generator if generator is not None else self._generator)
 
     @torch.no_grad()
-    def denoise(self, sample: Any, step_index: Any, num_steps: Any, h_o: Any) -> torch.Tensor:
-        """Advance request b from step ``step_index[b]`` by ``num_steps[b]`` DDIM steps (k -> timesteps[k])."""
+    def denoise(self, sample: Any, step_index: Any, num_steps: Any, context: Context) -> torch.Tensor:
+        """Advance request b from step ``step_index[b]`` by ``num_steps[b]`` DDIM steps (k -> timesteps[k]),
+        conditioned on ``context["H_o"][b]``."""
         device = self.model.action_lo.device
         dtype = self.model.encoder.head[0].weight.dtype
         x = torch.as_tensor(sample, dtype=torch.float32).to(device).clone()
         k0 = torch.as_tensor(step_index, dtype=torch.int64).reshape(-1).cpu()
         count = torch.as_tensor(num_steps, dtype=torch.int64).reshape(-1).cpu()
-        cond = torch.as_tensor(h_o).to(device, dtype)
+        cond = torch.as_tensor(context["H_o"]).to(device, dtype)
         batch, n = x.shape[0], self.num_inference_steps
         horizon, dim = self.model.chunk_horizon, self.action_dim
         if x.shape != (batch, horizon, dim):
             raise InvalidInputError(f"denoise sample: expected (B, {horizon}, {dim}), got {tuple(x.shape)}")
         obs_dim = int(self.model.config["obs_dim"])
         if cond.shape != (batch, obs_dim):
-            raise InvalidInputError(f"denoise h_o: expected ({batch}, {obs_dim}), got {tuple(cond.shape)}")
+            raise InvalidInputError(f"denoise context['H_o']: expected ({batch}, {obs_dim}), got {tuple(cond.shape)}")
         if k0.shape != (batch,) or count.shape != (batch,):
             raise InvalidInputError(
                 f"denoise step_index/num_steps: expected ({batch},) each, "
@@ -541,16 +552,6 @@ class TinyDPGeneration(DiffusionGeneration):
             eps = self.model.unet(x[idx].to(dtype), t, cond[idx]).float()
             x[idx] = ddim_step(alphas, final, self._step_ratio, eps, t, x[idx], self._clip)
         return x
-
-    @torch.no_grad()
-    def generate(self, context: Context) -> np.ndarray:
-        """Initial noise, all n DDIM steps, unnormalise: (B, H, A) float32 in env units."""
-        h_o = torch.as_tensor(context["H_o"])
-        batch = h_o.shape[0]
-        x = self.initial_noise(batch)
-        full = torch.full((batch,), self.num_inference_steps, dtype=torch.int64)
-        x = self.denoise(x, torch.zeros(batch, dtype=torch.int64), full, h_o)
-        return self.to_actions(x)
 
     @torch.no_grad()
     def to_actions(self, sample: Any) -> np.ndarray:

@@ -46,6 +46,7 @@ from auras.policies.base import Policy
 from auras.policies.torch_policy import (
     ConvBlock,
     LearnedPolicy,
+    ModelPart,
     SpatialSoftmax,
     image_to_tensor,
     observations_to_batch,
@@ -387,7 +388,7 @@ class TinyVLA(LearnedPolicy):
     def as_policy(self, execute_steps: int | None = None) -> Policy:
         self.eval()
         steps = execute_steps if execute_steps is not None else self.config["execute_steps"]
-        return Policy("tiny-vla", _VLAPerception(self), _VLAGeneration(self), execute_steps=int(steps))
+        return Policy(self.policy_type, _VLAPerception(self), _VLAGeneration(self), execute_steps=int(steps))
 
 
 def sincos_2d(grid: int, dim: int) -> torch.Tensor:
@@ -418,7 +419,7 @@ def soft_bin_targets(targets: torch.Tensor, n_bins: int, sigma: float, vocab: in
     return nn.functional.pad(weights / weights.sum(-1, keepdim=True), (0, vocab - n_bins))
 
 
-class _VLAPerception(Perception):
+class _VLAPerception(ModelPart, Perception):
     def __init__(self, model: TinyVLA) -> None:
         self.model = model
         size = model.config["image_size"]
@@ -468,13 +469,17 @@ class _VLAPerception(Perception):
         return [first, *(middle(s) for s in vit[1:]), last] if len(vit) > 1 else [first, last]
 
 
-class _VLAGeneration(AutoregressiveGeneration):
+class _VLAGeneration(ModelPart, AutoregressiveGeneration):
     def __init__(self, model: TinyVLA) -> None:
         self.model = model
 
     @property
     def action_dim(self) -> int:
         return self.model.config["action_dim"]
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        return (self.model.chunk_horizon, self.action_dim)
 
     @property
     def num_action_tokens(self) -> int:
@@ -500,6 +505,3 @@ class _VLAGeneration(AutoregressiveGeneration):
 
     def detokenize(self, token_ids: torch.Tensor) -> np.ndarray:
         return self.model.detokenize(torch.as_tensor(token_ids))
-
-    def generate(self, context: Context) -> np.ndarray:
-        return self.detokenize(self.decode_classic(context))  # (B, H, A)

@@ -10,19 +10,26 @@ import functools
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from auras.devices import torch_dtype
+from auras.errors import InvalidInputError
+from auras.perception.text import encode_instruction
 from auras.policies.base import Policy
 from auras.policies.checkpoint import load_checkpoint, save_checkpoint
 from auras.types import Observation
 
+if TYPE_CHECKING:
+    from auras.config import AurasConfig
+
 __all__ = [
     "ConvBlock",
     "LearnedPolicy",
+    "ModelPart",
     "SpatialSoftmax",
     "group_count",
     "image_to_tensor",
@@ -47,8 +54,6 @@ def observations_to_batch(
 
 @functools.lru_cache(maxsize=256)
 def _cached_instruction(text: str, max_bytes: int) -> np.ndarray:
-    from auras.perception.text import encode_instruction
-
     return encode_instruction(text, max_bytes)
 
 
@@ -123,6 +128,8 @@ class LearnedPolicy(nn.Module):
     DEFAULTS: ClassVar[dict[str, Any]]  # hyperparameters; must include chunk_horizon, max_instruction_bytes
     # Config keys that only change training (augmentation, loss): a run continuing from a checkpoint may set them.
     TRAINING_KEYS: ClassVar[frozenset[str]] = frozenset()
+    # Buffers that stay float32 in any serving dtype (normalisation bounds the actions' precision depends on).
+    FLOAT32_BUFFERS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
@@ -142,6 +149,22 @@ class LearnedPolicy(nn.Module):
     def as_policy(self, execute_steps: int | None = None) -> Policy:
         """This model's perception and generation halves, ready for an executor (eval mode, no grad)."""
 
+    @classmethod
+    def build_policy(cls, config: AurasConfig) -> Policy:
+        """The registry's factory: ``config.policy.checkpoint`` (default: the shipped checkpoint named like
+        the policy), resized by the scale factors (random weights when they are not 1), as a Policy.
+        The hosting worker moves it to ``policy.device`` / ``policy.dtype``."""
+        model = cls.from_pretrained(config.policy.checkpoint or cls.policy_type)
+        model = model.scaled(config.policy.scale_perception, config.policy.scale_generation)
+        return model.as_policy(config.policy.execute_steps)
+
+    def place(self, device: str, dtype: str = "float32") -> LearnedPolicy:
+        """Move parameters and buffers to ``device`` in ``dtype`` (``FLOAT32_BUFFERS`` stay float32)."""
+        self.to(device=torch.device(device), dtype=torch_dtype(dtype))
+        for name in self.FLOAT32_BUFFERS:
+            self._buffers[name] = self._buffers[name].float()
+        return self
+
     def save_pretrained(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         config = {"policy_type": self.policy_type, **self.config, **({"training": extra} if extra else {})}
         return save_checkpoint(path, self, config)
@@ -150,8 +173,6 @@ class LearnedPolicy(nn.Module):
     def from_pretrained(cls, name_or_path: str | Path, **overrides: Any) -> LearnedPolicy:
         """Load a shipped checkpoint by name ('tiny-vla') or a checkpoint directory; ``overrides`` replace
         config values before the model is built (they must not change its parameter shapes)."""
-        from auras.errors import InvalidInputError
-
         config, state = load_checkpoint(name_or_path)
         if config.get("policy_type") != cls.policy_type:
             raise InvalidInputError(
@@ -186,3 +207,18 @@ class LearnedPolicy(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class ModelPart:
+    """Mixin of the perception and generation halves of a :class:`LearnedPolicy` (both hold ``model``):
+    ``to`` moves the shared model (idempotent, so the second half's call costs nothing) and drops
+    caches computed on the old device."""
+
+    model: LearnedPolicy
+
+    def to(self, device: str, dtype: str = "float32") -> None:
+        self.model.place(device, dtype)
+        self.moved()
+
+    def moved(self) -> None:
+        """Drop what was computed on the previous device or dtype (default: nothing)."""

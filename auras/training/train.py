@@ -17,31 +17,39 @@ from typing import Any
 
 import numpy as np
 
-from auras.errors import ConfigError, unknown_name_message
+from auras.agent import AurasAgent
+from auras.bench.episodes import run_episode
+from auras.data.chunks import ChunkSamples
+from auras.data.dataset import ReplayDataset
+from auras.envs import make_env
+from auras.errors import ConfigError
+from auras.perception.text import encode_instruction
+from auras.registry import POLICIES
 
-__all__ = ["POLICY_CLASSES", "demonstration_batch", "evaluate", "policy_class", "train"]
+__all__ = ["demonstration_batch", "evaluate", "policy_class", "train"]
 
-POLICY_CLASSES = {"tiny-vla": "auras.policies.tiny_vla:TinyVLA", "tiny-dp": "auras.policies.tiny_dp:TinyDP"}
 VALIDATION_SEED = 90_000
+TRAINABLE = ("from_samples", "from_pretrained", "compute_loss", "as_policy", "save_pretrained")
 
 
-def policy_class(name: str):
-    import importlib
-
-    if name not in POLICY_CLASSES:
-        raise ConfigError(unknown_name_message("policy", name, POLICY_CLASSES))
-    module, cls = POLICY_CLASSES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+def policy_class(name: str) -> Any:
+    """The trainable model class registered as ``name`` (a LearnedPolicy: tiny-vla, tiny-dp, or one an
+    installed package registers); ConfigError for unknown or untrainable names."""
+    entry = POLICIES.get(name)
+    missing = [m for m in TRAINABLE if not hasattr(entry, m)]
+    if missing:
+        trainable = [n for n in POLICIES.names() if n in ("tiny-vla", "tiny-dp")]
+        raise ConfigError(
+            f"policy {name!r} is not trainable with auras train: its registry entry is {entry!r}, which lacks "
+            f"{missing} (a LearnedPolicy subclass has them); trainable shipped policies: {trainable}"
+        )
+    return entry
 
 
 def evaluate(model: Any, tasks: Sequence[str], episodes: int, seed: int = VALIDATION_SEED,
              horizon: int = 200) -> dict[str, float]:  # fmt: skip
     """Closed-loop success rate per task (sequential agent, frame clock)."""
     import torch
-
-    from auras.agent import AurasAgent
-    from auras.bench.episodes import run_episode
-    from auras.envs import make_env
 
     model.eval()
     rates = {}
@@ -68,10 +76,6 @@ def demonstration_batch(model: Any, data: str | Path, tasks: Sequence[str] | Non
     """``count`` random demonstration steps of dataset ``data`` (``tasks``: only these), as the training
     loop feeds them to ``model``: (the numpy batch with ``task`` and ``instruction`` per row, the torch
     batch for ``compute_loss`` / ``encode``)."""
-    from auras.data.chunks import ChunkSamples
-    from auras.data.dataset import ReplayDataset
-    from auras.perception.text import encode_instruction
-
     steps = ChunkSamples(ReplayDataset(data), model.chunk_horizon, tasks)
     instruction_ids = np.stack([encode_instruction(t, model.max_instruction_bytes) for t in steps.instructions])
     raw = steps.batch(np.random.default_rng(seed).integers(0, len(steps), count))
@@ -100,10 +104,6 @@ def train(
 ) -> dict[str, Any]:
     """Train ``policy`` on dataset ``data``; write checkpoints and ``train_log.jsonl`` under ``out``."""
     import torch
-
-    from auras.data.chunks import ChunkSamples
-    from auras.data.dataset import ReplayDataset
-    from auras.perception.text import encode_instruction
 
     cls = policy_class(policy)
     torch.manual_seed(seed)

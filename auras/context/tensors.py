@@ -1,0 +1,122 @@
+"""Contexts as data: batching the rows of several requests, and moving a context between processes
+and devices.
+
+A context is a flat mapping ``name -> batch-first tensor or array`` of any shape (see
+:mod:`auras.perception.base`). :func:`concat_contexts` joins the contexts of several requests into
+one batch (row b = request b), which is how the generation worker feeds one batched call.
+
+Between processes a context travels as a :class:`NumpyContext`: every tensor as a host numpy array
+(Ray channels and the object store move those as raw buffers, never as pickled tensors), with its
+torch dtype recorded. Reduced precision crosses intact: a bfloat16 tensor, which numpy cannot hold,
+travels as its raw 16-bit pattern and comes back as the same bfloat16 values. :func:`as_torch`
+restores tensors and puts them on the receiving worker's device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from auras.errors import InvalidInputError
+
+__all__ = ["NumpyContext", "as_numpy", "as_torch", "concat_contexts", "context_batch_size"]
+
+# torch dtypes numpy has no type for travel as raw bits of the same width
+_RAW_BITS = {"bfloat16": "int16"}
+
+
+@dataclass(frozen=True, slots=True)
+class NumpyContext:
+    """A context in transit between processes: every array as numpy; ``torch_dtypes`` maps each key
+    that was a torch tensor to its torch dtype name."""
+
+    arrays: dict[str, Any]
+    torch_dtypes: dict[str, str]
+
+
+def context_batch_size(context: Any) -> int:
+    """B of a context (the length of its first entry)."""
+    for value in context.values():
+        return len(value)
+    raise InvalidInputError("context: expected at least one named tensor, got an empty mapping")
+
+
+def concat_contexts(contexts: Sequence[Any]) -> dict[str, Any]:
+    """Join contexts row-wise: each key's tensors (or arrays) concatenated along dim 0.
+
+    Every context must have the same keys and, per key, the same shape past the batch dimension.
+    A single context is returned as it is (no copy).
+    """
+    if not contexts:
+        raise InvalidInputError("concat_contexts: expected at least one context, got none")
+    if len(contexts) == 1:
+        return dict(contexts[0])
+    keys = list(contexts[0])
+    joined: dict[str, Any] = {}
+    for name in keys:
+        parts = []
+        for i, context in enumerate(contexts):
+            if name not in context or len(context) != len(keys):
+                raise InvalidInputError(
+                    f"concat_contexts: expected every context to have keys {keys}, context {i} has {list(context)}"
+                )
+            parts.append(context[name])
+        joined[name] = _cat(name, parts)
+    return joined
+
+
+def _cat(name: str, parts: list[Any]) -> Any:
+    tails = {tuple(p.shape[1:]) for p in parts}
+    if len(tails) > 1:
+        raise InvalidInputError(f"concat_contexts: key {name!r} has rows of different shapes {sorted(tails)}")
+    if hasattr(parts[0], "detach"):
+        import torch
+
+        return torch.cat([torch.as_tensor(p) for p in parts])
+    return np.concatenate([np.asarray(p) for p in parts])
+
+
+def as_numpy(context: Any) -> NumpyContext:
+    """Torch tensors -> host numpy arrays (no copy for contiguous CPU tensors of numpy dtypes)."""
+    arrays, dtypes = {}, {}
+    for name, value in context.items():
+        if hasattr(value, "detach"):
+            tensor = value.detach().cpu()
+            dtype = str(tensor.dtype).removeprefix("torch.")
+            dtypes[name] = dtype
+            if dtype in _RAW_BITS:
+                import torch
+
+                tensor = tensor.contiguous().view(getattr(torch, _RAW_BITS[dtype]))
+            arrays[name] = tensor.numpy()
+        else:
+            arrays[name] = value
+    return NumpyContext(arrays, dtypes)
+
+
+def as_torch(context: Any, device: str | None = None) -> Any:
+    """Undo :func:`as_numpy`: tensors come back (as copies of the possibly read-only received buffers)
+    with their original dtype, on ``device`` when given. A context that never left its process is
+    returned as it is, moved to ``device`` when given."""
+    if not isinstance(context, NumpyContext):
+        if device is None:
+            return context
+        return {k: v.to(device, non_blocking=True) if hasattr(v, "detach") else v for k, v in context.items()}
+    if not context.torch_dtypes:  # a numpy-only context (no torch needed to receive it)
+        return dict(context.arrays)
+    import torch
+
+    out = {}
+    for name, value in context.arrays.items():
+        dtype = context.torch_dtypes.get(name)
+        if dtype is None:
+            out[name] = value
+            continue
+        tensor = torch.from_numpy(np.array(value))
+        if dtype in _RAW_BITS:
+            tensor = tensor.view(getattr(torch, dtype))
+        out[name] = tensor.to(device, non_blocking=True) if device not in (None, "cpu") else tensor
+    return out

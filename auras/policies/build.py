@@ -1,0 +1,59 @@
+"""Building a registered policy in the process that hosts it.
+
+The registry (:data:`auras.registry.POLICIES`) maps a name to a factory ``(AurasConfig) -> Policy``
+or a class with a ``build_policy(config)`` classmethod (every
+:class:`~auras.policies.torch_policy.LearnedPolicy`, which ``auras train`` can also train).
+:func:`build_policy` is what the worker hosting a policy calls: it builds the policy, sets torch's
+thread count, moves it to ``policy.device`` / ``policy.dtype`` and adds injected delays. On the Ray
+backend the actors call it themselves (the factory must be importable there: a module-level object
+of an installed or importable package); entries registered at run time in the driver travel with
+the actor's build recipe (:func:`runtime_entries`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from auras.errors import ConfigError
+from auras.policies.base import Policy
+from auras.policies.delay import with_injected_delay
+from auras.registry import POLICIES
+
+if TYPE_CHECKING:
+    from auras.config import AurasConfig
+
+__all__ = ["PolicyFactory", "build_policy", "policy_factory", "register_runtime_entries", "runtime_entries"]
+
+PolicyFactory = Callable[["AurasConfig"], Policy]
+
+
+def policy_factory(name: str) -> PolicyFactory:
+    """The factory of ``name`` (ConfigError with the registered names when unknown)."""
+    entry = POLICIES.get(name)
+    return getattr(entry, "build_policy", entry)
+
+
+def build_policy(config: AurasConfig) -> Policy:
+    """Build ``config.policy.type`` for ``config`` in this process: the factory's policy on
+    ``policy.device`` in ``policy.dtype``, with ``policy.torch_threads`` and the injected delays."""
+    name = config.policy.type
+    policy = policy_factory(name)(config)
+    if not isinstance(policy, Policy):
+        raise ConfigError(f"policy {name!r}: its factory returned {type(policy).__name__}, expected an auras Policy")
+    if "torch" in sys.modules:  # torch policies: one thread count per hosting process
+        sys.modules["torch"].set_num_threads(config.policy.torch_threads)
+    policy.to(config.policy.device, config.policy.dtype)
+    return with_injected_delay(policy, config.policy.delay_perception_ms, config.policy.delay_generation_ms)
+
+
+def runtime_entries() -> dict[str, Any]:
+    """Policies registered at run time in this process: what a worker process must register too."""
+    return POLICIES.registered_at_runtime()
+
+
+def register_runtime_entries(entries: Mapping[str, Any]) -> None:
+    """In a worker process: repeat the driver's run-time registrations (idempotent)."""
+    for name, entry in entries.items():
+        POLICIES.register(name, entry, replace=True)

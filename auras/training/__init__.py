@@ -1,0 +1,1 @@
+"""Behaviour cloning of learned policies (``auras train``) and their closed-loop evaluation."""
