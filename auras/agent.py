@@ -40,7 +40,7 @@ class AurasAgent:
     def __init__(self, config: AurasConfig | None = None, *, policy: Policy | None = None) -> None:
         """Build the agent of ``config`` (defaults: AurasConfig()).
 
-        The policy is ``config.policy.type`` from the policy registry (auras.policies.registry:
+        The policy is ``config.policy.type`` from the policy registry (auras.registry:
         shipped, registered with ``register_policy``, or from an installed package's entry point),
         built by the workers that host it. ``policy``: run this prebuilt perception/generation pair
         instead (shipped to the workers as is).

@@ -120,6 +120,11 @@ class Registry(Generic[T]):
         with self._lock:
             return sorted(self._entries)
 
+    def refresh(self) -> None:
+        """Scan the entry-point group again on the next lookup (a package installed after the first scan)."""
+        with self._lock:
+            self._scanned = False
+
     def registered_at_runtime(self) -> dict[str, T | str]:
         """Entries added with :meth:`register` in this process (not built in, not from entry points):
         what another process must register again to see the same names."""

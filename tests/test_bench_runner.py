@@ -175,6 +175,8 @@ def test_write_preset_round_trips_through_load_config(tmp_path):
     path = write_preset(result, tmp_path / "tuned.yaml")
     config = load_config(path)
     assert (config.pipeline.mode, config.pipeline.pp_generation, config.pipeline.alpha) == ("auras", 4, 1.0)
+    # `auras bench -c PRESET` benches the tuned policy on the tuned task, not the bench defaults
+    assert (config.bench.policies, config.bench.tasks) == (["tiny-dp"], ["button-press-v3"])
     assert "44.0 Hz" in path.read_text()
 
 

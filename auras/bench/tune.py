@@ -203,6 +203,7 @@ def write_preset(result: dict[str, Any], path: str | Path) -> Path:
     body = {
         "policy": {"type": result["policy"]},
         "env": {"task": result["task"]},
+        "bench": {"policies": [result["policy"]], "tasks": [result["task"]]},
         "pipeline": {key: c[key] for key in ("mode", "pp_perception", "pp_generation", "fetch_offset", "alpha")},
     }
     path = Path(path)
