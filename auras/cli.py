@@ -140,7 +140,8 @@ def bench(
     env: Annotated[EnvKind, typer.Option("--env", help="Simulator family.")] = EnvKind.mujoco,
     task: Annotated[list[str] | None, typer.Option("--task", "-t", help="Task (repeatable); bench.tasks.")] = None,
     policy: Annotated[
-        list[str] | None, typer.Option("--policy", help="Policy (repeatable): tiny-dp, tiny-vla, expert.")
+        list[str] | None,
+        typer.Option("--policy", help="Policy (repeatable): any registered name, e.g. tiny-dp, tiny-vla, expert."),
     ] = None,
     modes: Annotated[
         str | None, typer.Option("--modes", help="Comma-separated modes, e.g. sequential,auras (bench.modes).")
@@ -247,7 +248,7 @@ def bench_compare(
 
 @app.command()
 def tune(
-    policy: Annotated[str, typer.Option("--policy", "-p", help="tiny-dp or tiny-vla.")],
+    policy: Annotated[str, typer.Option("--policy", "-p", help="Any registered policy, e.g. tiny-dp or tiny-vla.")],
     target_hz: Annotated[float, typer.Option("--target-hz", min=0.0, help="Throughput the robot needs.")],
     env: Annotated[EnvKind, typer.Option("--env", help="Simulator family.")] = EnvKind.mujoco,
     task: Annotated[str, typer.Option("--task", "-t", help="Task for the accuracy evaluations.")] = "button-press-v3",
@@ -494,7 +495,7 @@ def collect(
 
 @app.command()
 def train(
-    policy: Annotated[str, typer.Option("--policy", "-p", help="tiny-vla or tiny-dp.")],
+    policy: Annotated[str, typer.Option("--policy", "-p", help="A trainable registered policy: tiny-vla, tiny-dp.")],
     data: Annotated[Path, typer.Option("--data", "-d", help="Dataset directory from `auras collect`.")],
     task: Annotated[list[str] | None, typer.Option("--task", "-t", help="Train on these tasks (default: all).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint directory.")] = Path("runs/train"),
