@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 
 from auras.config import AurasConfig
+from auras.devices import DeviceProbe
 from auras.errors import AgentClosedError, ConfigError, InvalidInputError
 from auras.pipeline import build_executor
 from auras.policies.base import Policy, PolicySpec
@@ -37,13 +38,21 @@ __all__ = ["AurasAgent"]
 class AurasAgent:
     """Runs one policy under one execution mode. Use from one thread at a time."""
 
-    def __init__(self, config: AurasConfig | None = None, *, policy: Policy | None = None) -> None:
+    def __init__(
+        self,
+        config: AurasConfig | None = None,
+        *,
+        policy: Policy | None = None,
+        device_probe: DeviceProbe | None = None,
+    ) -> None:
         """Build the agent of ``config`` (defaults: AurasConfig()).
 
         The policy is ``config.policy.type`` from the policy registry (auras.registry:
         shipped, registered with ``register_policy``, or from an installed package's entry point),
         built by the workers that host it. ``policy``: run this prebuilt perception/generation pair
-        instead (shipped to the workers as is).
+        instead (shipped to the workers as is). ``device_probe``: what torch sees, for the device
+        checks (default: ask torch where the policy runs; tests inject one to exercise GPU placement
+        without CUDA).
         """
         self.config = config if config is not None else AurasConfig()
         if not isinstance(self.config, AurasConfig):
@@ -53,7 +62,7 @@ class AurasAgent:
             )
         if policy is not None and not isinstance(policy, Policy):
             raise InvalidInputError(f"AurasAgent(policy=...): expected an auras Policy, got {type(policy).__name__}")
-        self._executor = build_executor(self.config, policy)
+        self._executor = build_executor(self.config, policy, device_probe)
         self._lock = threading.Lock()
         self._closed = False
 

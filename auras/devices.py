@@ -16,7 +16,7 @@ from typing import Any
 
 from auras.errors import ConfigError
 
-__all__ = ["DTYPES", "DeviceProbe", "TorchView", "check_device", "torch_dtype", "torch_view"]
+__all__ = ["DTYPES", "DeviceProbe", "TorchView", "actor_device", "check_device", "torch_dtype", "torch_view"]
 
 DTYPES = ("float32", "bfloat16", "float16")
 _DEVICE = re.compile(r"^(cpu|cuda(:(\d+))?)$")
@@ -63,6 +63,19 @@ def check_device(device: str, probe: DeviceProbe | None = None) -> str:
             f"(cuda:0..cuda:{seen.device_count - 1}). Choose one of those, or check CUDA_VISIBLE_DEVICES."
         )
     return device
+
+
+def actor_device(requested: str, gpu_ids: list[str]) -> str:
+    """The device of a Ray actor: ``cpu`` stays ``cpu``; ``cuda`` is the GPU Ray assigned the actor
+    (``gpu_ids``; Ray narrows CUDA_VISIBLE_DEVICES to them, so torch sees it as ``cuda``)."""
+    if requested == "cpu":
+        return "cpu"
+    if not gpu_ids:
+        raise ConfigError(
+            f"policy.device={requested!r}: Ray assigned this actor no GPU; the placement group must reserve GPUs "
+            "for actors that use CUDA"
+        )
+    return "cuda"
 
 
 def torch_dtype(name: str) -> Any:

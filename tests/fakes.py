@@ -148,3 +148,24 @@ class HangingGeneration(FakeGeneration):
         if self.hang_at in np.asarray(context["step_id"]).tolist():
             time.sleep(self.hang_s)
         return super().generate(context)
+
+
+class _Movable:
+    """A fake part that accepts any device (it records it instead of moving tensors)."""
+
+    device = "cpu"
+
+    def to(self, device: str, dtype: str = "float32") -> None:
+        self.device = device
+
+
+def movable_fake_policy(config=None) -> Policy:
+    """A registry factory: the staged fake diffusion policy, whose parts accept any device (for placement
+    tests on machines without CUDA)."""
+
+    class MovablePerception(_Movable, FakeStagedPerception):
+        pass
+
+    generation = FakeDiffusion(12)
+    generation.to = _Movable().to  # the fake diffusion is built lazily; give the instance a recording to()
+    return Policy("fake-movable", MovablePerception(4), generation)

@@ -175,16 +175,13 @@ def test_a_bridge_server_on_the_ray_backend_serves_its_chunks(example_policy, ra
 
 @pytest.mark.slow
 @pytest.mark.ray
-@pytest.mark.xfail(reason="issue 18: `auras serve --backend ray` starts Ray in the short-lived thread that answers "
-                   "the first hello; Ray's GCS and raylet die with that thread (PR_SET_PDEATHSIG), and the server "
-                   "exits once Ray gives up reconnecting (60 s)", strict=True)  # fmt: skip
 def test_serve_command_on_the_ray_backend_keeps_serving(example_policy):
     address = f"tcp://127.0.0.1:{free_service_port()}"
     server = _start(["serve", "--bind", address, "--policy", NAME, "--backend", "ray", "--mode", "auras"])
     try:
         robot = RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="reach", ttl_s=60.0,
                             connect=False)  # fmt: skip
-        robot.hello_timeout_s = 120.0  # the first hello starts Ray
+        robot.hello_timeout_s = 120.0  # the first hello starts the session's actors
         with robot.connect():
             assert _first_chunk(robot).shape == (8, 4)
             deadline, seq = time.monotonic() + 75.0, 0  # a robot served for over a minute

@@ -249,3 +249,19 @@ def test_a_hung_worker_is_replaced_after_the_deadline(ray_cluster, mode):
         assert agent._executor.incidents[0]["step_id"] == 3
         later = [agent.step(fake_observation(i)) for i in range(5000, 5006)]
     assert later[-1].step_id >= 5000
+
+
+@pytest.mark.parametrize("mode", ["sequential", "decoupled"])
+def test_reset_reaches_the_policy_in_every_ray_actor(ray_cluster, mode):
+    """tiny-dp reseeds its initial noise on reset: the first action of a new episode on the same
+    observation repeats the first action of the last one only if reset reached the generation actor."""
+    import numpy as np
+
+    config = load_config(overrides=["policy.type=tiny-dp", f"pipeline.mode={mode}", "pipeline.backend=ray"])
+    obs = fake_observation(0, image_size=84)
+    with AurasAgent(config) as agent:
+        first = agent.step(obs).values
+        assert not np.array_equal(agent.step(obs).values, first)  # the noise moved on
+        agent.reset()
+        again = agent.step(obs).values
+    np.testing.assert_array_equal(again, first)

@@ -54,6 +54,7 @@ from auras.bridge.protocol import (
 )
 from auras.errors import AurasError, ConfigError, InvalidInputError
 from auras.perception.shared import PerceptionBatcher
+from auras.pipeline.ray_backend import ensure_ray, use_cluster
 from auras.policies import build_policy
 from auras.policies.base import Policy
 from auras.types import Observation
@@ -131,6 +132,11 @@ def session_agents(config: Any) -> tuple[Callable[[], Any], Any]:
     pipeline. Measured in docs/reliability.md (shared: 1.1x the frames of separate pipelines for the
     shipped policies with 4 robots on 2 cores, 1.5x with an 8x larger vision encoder)."""
 
+    if config.pipeline.backend == "ray":
+        # Ray's own processes (GCS, raylet) die with the thread that started them (PR_SET_PDEATHSIG):
+        # start or join Ray here, in the thread that builds the server, never in a session's hello thread.
+        use_cluster(config.pipeline.ray_address, config.pipeline.placement)
+        ensure_ray()
     if perception_sharing(config) == "separate":
         return (lambda: AurasAgent(config)), None
     shared = build_policy(config)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from auras.config import AurasConfig
-from auras.devices import check_device
+from auras.devices import DeviceProbe, check_device
 from auras.errors import ConfigError, unknown_name_message
 from auras.pipeline.base import Executor
 from auras.pipeline.decoupled import DecoupledExecutor
@@ -31,21 +31,27 @@ __all__ = ["MODES", "build_executor"]
 MODES = ("sequential", "decoupled", "parallel", "pipeline", "auras")
 
 
-def build_executor(config: AurasConfig, policy: Policy | None = None) -> Executor:
+def build_executor(
+    config: AurasConfig, policy: Policy | None = None, device_probe: DeviceProbe | None = None
+) -> Executor:
     """The executor of ``config.pipeline.mode`` on ``config.pipeline.backend``.
 
     ``policy``: a prebuilt policy to run instead of building ``config.policy`` from the registry.
     The local backend hosts the policy in this process; on the ray backend the actors build their
     own copies (from the config through the registry, or this object shipped as is) and this process
     keeps only the weightless :class:`~auras.policies.base.PolicySpec` (``executor.spec``).
+    ``device_probe``: what torch sees, for the device checks (default: ask torch where the policy runs).
     """
     pipe = config.pipeline
     if pipe.mode not in MODES:
         raise ConfigError(unknown_name_message("pipeline mode", pipe.mode, MODES))
     if pipe.backend == "ray":
-        return _ray_executor(config, PolicySource.of(config, policy))
-    check_device(config.policy.device)  # before anything is built: no quiet fallback
-    local = policy.to(config.policy.device, config.policy.dtype) if policy is not None else build_policy(config)
+        return _ray_executor(config, PolicySource.of(config, policy, device_probe))
+    check_device(config.policy.device, device_probe)  # before anything is built: no quiet fallback
+    if policy is not None:
+        local = policy.to(config.policy.device, config.policy.dtype)
+    else:
+        local = build_policy(config, device_probe)
     if pipe.mode in ("pipeline", "auras"):
         shape = FrameShape(pipe.pp_perception, pipe.pp_generation, pipe.fetch_offset)
         return FrameExecutor(local, shape, pipe.mode == "auras", pipe.alpha, pipe.emit)

@@ -122,7 +122,7 @@ class _SequentialWorker:
         return self.executor.step(obs)
 
 
-def _make_sequential_worker(policy: Policy) -> _SequentialWorker:
+def _make_sequential_worker(policy: Policy, device: str) -> _SequentialWorker:
     return _SequentialWorker(policy)
 
 

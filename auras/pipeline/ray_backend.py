@@ -35,12 +35,12 @@ import dataclasses
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from functools import partial
 from typing import Any, NoReturn
 
 import numpy as np
 
 from auras.context.tensors import NumpyContext, as_numpy, as_torch
+from auras.devices import actor_device
 from auras.errors import ConfigError, MissingDependencyError, StepFailedError, WorkerDiedError
 from auras.pipeline.source import PolicySource
 from auras.pipeline.workers import (
@@ -195,8 +195,12 @@ def _start_actor(
 
 
 def _raise_constructor_error(exc: BaseException) -> NoReturn:
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, Exception):  # the error raised in the actor's constructor
+    """Raise the error the actor's constructor raised (Ray wraps it once or twice: a dead actor whose
+    cause is the task error whose cause is the original), or ``exc`` itself."""
+    cause: BaseException = exc
+    while isinstance(getattr(cause, "cause", None), Exception):
+        cause = cause.cause  # type: ignore[attr-defined]
+    if cause is not exc:
         raise cause from exc
     raise exc
 
@@ -240,11 +244,28 @@ class WorkerActor:
     """Hosts one worker (anything with a ``run`` method, built by ``make`` from the policy) in a Ray
     actor; wrapped with ``ray.remote`` at use. The policy is built inside the actor, on its device."""
 
-    def __init__(self, source: PolicySource, make: Callable[[Policy], Any]) -> None:
-        self.policy = source.build()
-        self.worker = make(self.policy)
+    def __init__(self, source: PolicySource, make: Callable[[Policy, str], Any]) -> None:
+        import ray
+
+        self.gpu_ids = [str(i) for i in ray.get_gpu_ids()]
+        self.failure: Exception | None = None
+        try:
+            self.device = actor_device(source.device, self.gpu_ids)
+            self.policy = source.build(self.device)
+            self.worker = make(self.policy, self.device)
+        except Exception as exc:  # re-raised by ready(): Ray reports a failed constructor as a bare dead actor
+            self.failure = exc
+
+    def placement(self) -> dict[str, Any]:
+        """Where this actor runs: the GPU ids Ray assigned it, the device its policy is on, its node."""
+        import ray
+
+        return {"gpu_ids": self.gpu_ids, "device": self.device, "node": ray.get_runtime_context().get_node_id()}
 
     def ready(self) -> int:
+        """The actor's pid once its policy is built; raises the construction error otherwise."""
+        if self.failure is not None:
+            raise self.failure
         return os.getpid()
 
     def spec(self) -> PolicySpec:
@@ -279,13 +300,12 @@ class RayFrameRunner:
         self.concurrent = shape.fetch_offset == -1
         self._compiled = None
 
-        def make_perception(policy: Policy) -> PerceptionWorker:
+        def make_perception(policy: Policy, device: str) -> PerceptionWorker:
             return PerceptionWorker(policy, shape.pp_perception, numpy_transport=True)
 
-        device = None if source.device == "cpu" else source.device
-
-        def make_generation(policy: Policy) -> GenerationWorker:
-            return GenerationWorker(policy, shape.pp_generation, public, alpha, emit, device)
+        def make_generation(policy: Policy, device: str) -> GenerationWorker:
+            on = None if device == "cpu" else device  # where incoming contexts go
+            return GenerationWorker(policy, shape.pp_generation, public, alpha, emit, on)
 
         self.placement, self.actors = place_actors(
             WorkerActor, [(source, make_perception), (source, make_generation)], source.device
@@ -366,12 +386,12 @@ class _GenerateWorker:
         return self.generation.generate(as_torch(context, self.device))
 
 
-def _make_perceive(policy: Policy) -> _PerceiveWorker:
+def _make_perceive(policy: Policy, device: str) -> _PerceiveWorker:
     return _PerceiveWorker(policy)
 
 
-def _make_generate(policy: Policy, device: str | None = None) -> _GenerateWorker:
-    return _GenerateWorker(policy, device)
+def _make_generate(policy: Policy, device: str) -> _GenerateWorker:
+    return _GenerateWorker(policy, None if device == "cpu" else device)
 
 
 class RayPolicyParts:
@@ -388,9 +408,8 @@ class RayPolicyParts:
         self._start()
 
     def _start(self) -> None:
-        device = None if self._source.device == "cpu" else self._source.device
         self.placement, self.actors = place_actors(
-            WorkerActor, [(self._source, _make_perceive), (self._source, partial(_make_generate, device=device))],
+            WorkerActor, [(self._source, _make_perceive), (self._source, _make_generate)],
             self._source.device,
         )
         ray = ensure_ray()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from auras.config import AurasConfig
-from auras.devices import check_device
+from auras.devices import DeviceProbe, check_device
 from auras.policies.base import Policy
 from auras.policies.build import build_policy, register_runtime_entries, runtime_entries
 
@@ -25,15 +25,17 @@ __all__ = ["PolicySource"]
 class PolicySource:
     """config: the agent's configuration (policy type, checkpoint, device, dtype, threads, delays).
     policy: a prebuilt policy to host instead of building ``config.policy`` (shipped as is).
-    entries: the driver's run-time registrations, repeated in the worker before building."""
+    entries: the driver's run-time registrations, repeated in the worker before building.
+    probe: what torch sees, for the device check (default: ask torch in the worker; tests inject one)."""
 
     config: AurasConfig
     policy: Policy | None = None
     entries: dict[str, Any] = field(default_factory=dict)
+    probe: DeviceProbe | None = None
 
     @classmethod
-    def of(cls, config: AurasConfig, policy: Policy | None = None) -> PolicySource:
-        return cls(config, policy, {} if policy is not None else runtime_entries())
+    def of(cls, config: AurasConfig, policy: Policy | None = None, probe: DeviceProbe | None = None) -> PolicySource:
+        return cls(config, policy, {} if policy is not None else runtime_entries(), probe)
 
     @property
     def device(self) -> str:
@@ -42,11 +44,11 @@ class PolicySource:
     def build(self, device: str | None = None) -> Policy:
         """The policy, in this process, on ``device`` (default: ``policy.device``) in ``policy.dtype``."""
         settings = self.config.policy
-        device = check_device(device or settings.device)
+        device = check_device(device or settings.device, self.probe)
         if self.policy is None:
             register_runtime_entries(self.entries)
             config = self.config.model_copy(update={"policy": settings.model_copy(update={"device": device})})
-            return build_policy(config)
+            return build_policy(config, self.probe)
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(settings.torch_threads)
         return self.policy.to(device, settings.dtype)

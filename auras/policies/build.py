@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from auras.devices import DeviceProbe, check_device
 from auras.errors import ConfigError
 from auras.policies.base import Policy
 from auras.policies.delay import with_injected_delay
@@ -35,10 +36,12 @@ def policy_factory(name: str) -> PolicyFactory:
     return getattr(entry, "build_policy", entry)
 
 
-def build_policy(config: AurasConfig) -> Policy:
+def build_policy(config: AurasConfig, probe: DeviceProbe | None = None) -> Policy:
     """Build ``config.policy.type`` for ``config`` in this process: the factory's policy on
-    ``policy.device`` in ``policy.dtype``, with ``policy.torch_threads`` and the injected delays."""
+    ``policy.device`` in ``policy.dtype``, with ``policy.torch_threads`` and the injected delays.
+    ``probe``: what torch sees (default: ask torch), for the device check."""
     name = config.policy.type
+    check_device(config.policy.device, probe)  # before the factory loads anything: no quiet fallback
     policy = policy_factory(name)(config)
     if not isinstance(policy, Policy):
         raise ConfigError(f"policy {name!r}: its factory returned {type(policy).__name__}, expected an auras Policy")

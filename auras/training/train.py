@@ -38,10 +38,9 @@ def policy_class(name: str) -> Any:
     entry = POLICIES.get(name)
     missing = [m for m in TRAINABLE if not hasattr(entry, m)]
     if missing:
-        trainable = [n for n in POLICIES.names() if n in ("tiny-vla", "tiny-dp")]
         raise ConfigError(
             f"policy {name!r} is not trainable with auras train: its registry entry is {entry!r}, which lacks "
-            f"{missing} (a LearnedPolicy subclass has them); trainable shipped policies: {trainable}"
+            f"{missing}; register a LearnedPolicy subclass (as the shipped tiny-vla and tiny-dp are) to train it"
         )
     return entry
 
