@@ -57,8 +57,11 @@ def test_every_denoising_stage_reads_the_context_its_mode_promises(shape, public
             expected = _freshest(frame, shape) if public else _own(frame, stage, shape)
             assert fed == expected, f"frame {frame}, stage {stage}: fed context of step {fed}, expected {expected}"
     if public and shape.pp_generation > 1:  # the mechanism matters: a stage's own context would be older
-        assert any(_own(shape.generation_start + k, stage_of[s], shape) != h
-                   for k, c in enumerate(generation.calls) for s, h in zip(c["step_index"], c["h_o"], strict=True))
+        assert any(
+            _own(shape.generation_start + k, stage_of[s], shape) != h
+            for k, c in enumerate(generation.calls)
+            for s, h in zip(c["step_index"], c["h_o"], strict=True)
+        )
 
 
 class RecordingTokens(AutoregressiveGeneration):

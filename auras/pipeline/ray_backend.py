@@ -409,7 +409,8 @@ class RayPolicyParts:
 
     def _start(self) -> None:
         self.placement, self.actors = place_actors(
-            WorkerActor, [(self._source, _make_perceive), (self._source, _make_generate)],
+            WorkerActor,
+            [(self._source, _make_perceive), (self._source, _make_generate)],
             self._source.device,
         )
         ray = ensure_ray()
