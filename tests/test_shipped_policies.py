@@ -74,7 +74,7 @@ def test_shipped_diffusion_policy_solves_push():
 @pytest.mark.slow
 @pytest.mark.mujoco
 def test_shipped_autoregressive_policy_pushes_and_presses():
-    """The shipped tiny-vla (session 8: convolutional ViT stem + keypoints) on held-out seeds: it measured
+    """The shipped tiny-vla (round-4: convolutional ViT stem + keypoints) on held-out seeds: it measured
     push-v3 98% and button-press-v3 100% over 50 seeds (README), 10 and 10 of the first 10; greedy decoding is
     deterministic up to float rounding across thread counts, so at least 8 of the first 10 succeed on each."""
     from auras import AurasAgent, load_config

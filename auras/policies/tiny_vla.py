@@ -100,7 +100,7 @@ class TinyVLA(LearnedPolicy):
         "proprio_dropout": 0.0,
         # Training only: the probability that an input action token of the teacher-forced pass is replaced by a
         # random bin (the target stays). Without it 31 of the 32 targets are predictable by copying the previous
-        # step's token (chunks are smooth): the shipped session-5 model got 95% of tokens right teacher-forced but
+        # step's token (chunks are smooth): the shipped round-2 model got 95% of tokens right teacher-forced but
         # 58% decoding greedily, and its first token (x of step 0, the one that must come from the image) was
         # off by 29 bins on average. Corrupted inputs make every position read the image and instruction.
         "token_corruption": 0.0,
@@ -110,7 +110,7 @@ class TinyVLA(LearnedPolicy):
         # Serving: greedy decoding picks the bin with the highest probability after smoothing the next-token
         # distribution with a Gaussian of this many bins (0: the plain argmax). Bins are ordered; an uncertain
         # model spreads a moderate value over many bins while saturated actions (-1, +1) pile onto one, so the
-        # plain argmax jumps to a saturated bin (session 6: the shipped model's first token was 33 bins off with
+        # plain argmax jumps to a saturated bin (round-3: the shipped model's first token was 33 bins off with
         # the argmax, 21 with sigma 4). Deterministic, and the same rule in the classic and merged paths.
         "decode_sigma": 0.0,
         # Serving: False always uses the no-proprio token (a model trained with proprio_dropout > 0 then acts
