@@ -188,11 +188,12 @@ class FrameExecutor(Executor):
             self._make_runner = lambda: make_runner(shape, public, alpha, emit)
         self.runner = self._make_runner()
         super().__init__(self.runner.spec)
-        try:
-            check_pipelinable(self.spec, shape.pp_perception, shape.pp_generation, emit)
-        except ConfigError:
-            self.runner.close()
-            raise
+        if policy is None:  # the workers host the policy: check what they report, leave nothing running
+            try:
+                check_pipelinable(self.spec, shape.pp_perception, shape.pp_generation, emit)
+            except ConfigError:
+                self.runner.close()
+                raise
         self._inflight: deque[tuple[int, int]] = deque()  # (request, admitted frame)
         self._admitted: OrderedDict[int, _Admitted] = OrderedDict()
         self._carried: tuple[ContextMessage, ...] = ()
