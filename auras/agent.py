@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from auras.config import AurasConfig
 from auras.devices import DeviceProbe
@@ -121,6 +122,32 @@ class AurasAgent:
         if self._closed:
             raise AgentClosedError("AurasAgent.stream called after close(); build a new agent")
         return ActionStream(self, on_event)
+
+    def stats(self) -> dict[str, Any]:
+        """Where and how the policy runs: ``mode``, ``backend``, ``workers`` (one entry per worker:
+        role, pid, device, Ray's ``gpu_ids`` and ``node`` on the ray backend, compiled graphs and
+        the time compiling took there), ``context_transport`` (how contexts reach generation:
+        ``in-process``, ``host`` or ``pinned-host``, see ``auras.context.tensors.TRANSPORTS``),
+        ``compile`` (``policy.compile``) with ``compile_ms`` summed over workers (startup, never
+        throughput), ``startup_ms`` (the pipeline's serial startup, when it ran) and ``restarts``."""
+        if self._closed:
+            raise AgentClosedError("AurasAgent.stats called after close(); build a new agent")
+        with self._lock:
+            workers = self._executor.workers()
+            transport = self._executor.context_transport
+        for worker in workers:
+            if worker.get("device") is None:
+                worker["device"] = self.config.policy.device
+        return {
+            "mode": self.config.pipeline.mode,
+            "backend": self.config.pipeline.backend,
+            "workers": workers,
+            "context_transport": transport,
+            "compile": self.config.policy.compile,
+            "compile_ms": sum(w.get("compile_ms", 0.0) for w in workers),
+            "startup_ms": getattr(self._executor, "startup_ms", None),
+            "restarts": self.restarts,
+        }
 
     @property
     def restarts(self) -> int:

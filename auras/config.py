@@ -86,6 +86,12 @@ class PolicyConfig(_Section):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description=f"Weights and activations dtype on the hosting worker: one of {list(DTYPES)}."
     )
+    compile: Literal["off", "default", "reduce-overhead"] = Field(
+        "off",
+        description="torch.compile each stage (perception stages, one denoising step, one merged causal pass) "
+        "with static shapes: default (inductor kernels) or reduce-overhead (also CUDA graphs on a GPU). "
+        "Compile time counts as startup.",
+    )
     torch_threads: int = Field(1, ge=1, le=256, description="Torch intra-op threads per stage.")
     delay_perception_ms: float = Field(
         0.0, ge=0.0, le=10_000.0, description="Injected latency: extra ms per request's whole perception (sweeps)."
@@ -104,6 +110,11 @@ class PolicyConfig(_Section):
     @classmethod
     def _registered(cls, name: str) -> str:
         return _registered_policy(name)
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
 
 
 class PipelineConfig(_Section):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -80,3 +82,16 @@ def test_expert_agent_without_privileged_state_says_what_is_missing():
         env_obs, info = env.reset(seed=0)
         with pytest.raises(InvalidInputError, match="expected key 'privileged_state'"):
             agent.step(to_observation(env_obs, info, 0, 0.0, privileged=False))
+
+
+def test_stats_say_where_the_policy_runs_and_how_contexts_travel_in_process():
+    from auras import AurasAgent, load_config
+
+    with AurasAgent(load_config(overrides=["pipeline.mode=auras", "policy.type=tiny-dp"])) as agent:
+        stats = agent.stats()
+    assert stats["mode"] == "auras" and stats["backend"] == "local"
+    assert stats["context_transport"] == "in-process"
+    assert [(w["role"], w["device"], w["pid"]) for w in stats["workers"]] == [
+        ("perception+generation", "cpu", os.getpid())
+    ]
+    assert stats["compile"] == "off" and stats["compile_ms"] == 0

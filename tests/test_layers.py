@@ -24,7 +24,7 @@ SOURCES = {"auras": ROOT / "auras", "auras.envs": ROOT / "envs"}
 # An entry stands for that module and everything under it; the longest matching entry wins.
 LAYERS: Sequence[tuple[str, tuple[str, ...]]] = (
     # 0 base: data types, errors, configuration, the registries, device and partition arithmetic, and the
-    #   pure-Python task catalogue; no models, no simulators.
+    #   pure-Python task catalogue, the compiled-stage wrapper (torch only inside it); no models, no simulators.
     (
         "base",
         (
@@ -33,6 +33,7 @@ LAYERS: Sequence[tuple[str, tuple[str, ...]]] = (
             "auras.config",
             "auras.registry",
             "auras.devices",
+            "auras.compiled",
             "auras.partition",
             "auras.tasks",
         ),

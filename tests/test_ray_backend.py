@@ -3,6 +3,7 @@ shutdown after close() and after a failed construction."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -265,3 +266,35 @@ def test_reset_reaches_the_policy_in_every_ray_actor(ray_cluster, mode):
         agent.reset()
         again = agent.step(obs).values
     np.testing.assert_array_equal(again, first)
+
+
+SHIPPED_BY_CONFIG = [
+    ("tiny-dp", "sequential", []),
+    ("tiny-vla", "pipeline", ["pipeline.pp_perception=2", "pipeline.pp_generation=4"]),
+    ("tiny-dp", "auras", ["pipeline.pp_perception=2", "pipeline.pp_generation=3"]),
+    ("tiny-vla", "auras", ["pipeline.pp_generation=4", "pipeline.fetch_offset=-1"]),
+]
+
+
+@pytest.mark.parametrize(("policy", "mode", "extra"), SHIPPED_BY_CONFIG, ids=lambda v: v if isinstance(v, str) else "")
+def test_shipped_policies_built_by_name_in_the_actors_act_as_in_process(ray_cluster, policy, mode, extra):
+    """The path `auras bench --backend ray` and `auras serve --backend ray` take: the actors build the
+    shipped checkpoint from the config; every frame mode acts exactly as the local backend does."""
+    from tests.test_tiny_dp import observation
+
+    actions, stats = {}, {}
+    for backend in ("local", "ray"):
+        config = load_config(
+            overrides=[f"policy.type={policy}", f"pipeline.mode={mode}", f"pipeline.backend={backend}", *extra]
+        )
+        with AurasAgent(config) as agent:
+            size = next(iter(agent.spec.cameras.values()))[0]
+            actions[backend] = [agent.step(observation(i, size)) for i in range(8)]
+            stats[backend] = agent.stats()
+    for a, b in zip(actions["local"], actions["ray"], strict=True):
+        assert (a.step_id, a.context_step_id) == (b.step_id, b.context_step_id)
+        np.testing.assert_allclose(a.values, b.values, atol=1e-6)
+    workers = stats["ray"]["workers"]
+    assert [w["role"] for w in workers] == ["perception", "generation"]
+    assert len({w["pid"] for w in workers} | {os.getpid()}) == 3  # two actor processes, not this one
+    assert stats["ray"]["context_transport"] == "host" and stats["local"]["context_transport"] == "in-process"

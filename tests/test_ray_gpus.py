@@ -38,6 +38,7 @@ SCRIPT = textwrap.dedent(
             executor = agent._executor
             actors = executor.runner.actors if hasattr(executor, "runner") else executor.parts.actors
             out[mode] = ray.get([actor.placement.remote() for actor in actors])
+            out[mode + " stats"] = agent.stats()
     try:
         AurasAgent(load_config(overrides=["pipeline.mode=auras", "pipeline.backend=ray", "policy.device=cuda",
                                           "policy.type=fake-movable"]))
@@ -62,5 +63,11 @@ def test_each_actor_gets_its_own_logical_gpu_and_no_cuda_is_a_clear_error():
         assert perception["device"] == generation["device"] == "cuda"
         assert len(perception["gpu_ids"]) == len(generation["gpu_ids"]) == 1
         assert perception["gpu_ids"] != generation["gpu_ids"], f"{mode}: both actors on GPU {perception['gpu_ids']}"
+        stats = result[mode + " stats"]  # what the agent reports is where the actors are
+        assert [(w["role"], w["gpu_ids"], w["device"]) for w in stats["workers"]] == [
+            ("perception", perception["gpu_ids"], "cuda"),
+            ("generation", generation["gpu_ids"], "cuda"),
+        ]
+        assert stats["context_transport"] == "pinned-host"  # CUDA actors: through pinned host memory
     assert "sees no CUDA" in result["error"] and "policy.device=cpu" in result["error"]
     assert result["gpus_free"] == 2  # the failed agent gave its reservation back

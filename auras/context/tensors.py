@@ -9,7 +9,10 @@ Between processes a context travels as a :class:`NumpyContext`: every tensor as 
 (Ray channels and the object store move those as raw buffers, never as pickled tensors), with its
 torch dtype recorded. Reduced precision crosses intact: a bfloat16 tensor, which numpy cannot hold,
 travels as its raw 16-bit pattern and comes back as the same bfloat16 values. :func:`as_torch`
-restores tensors and puts them on the receiving worker's device.
+restores tensors and puts them on the receiving worker's device. A CUDA worker moves them through
+pinned (page-locked) host memory with non-blocking copies (``pinned=True``): the device-to-host copies
+of every key are queued and waited for once, and the host-to-device copies overlap the receiver's
+work on its stream. :func:`transport_name` says which of these paths a pair of workers uses.
 """
 
 from __future__ import annotations
@@ -22,7 +25,22 @@ import numpy as np
 
 from auras.errors import InvalidInputError
 
-__all__ = ["NumpyContext", "as_numpy", "as_torch", "concat_contexts", "context_batch_size"]
+__all__ = [
+    "TRANSPORTS",
+    "NumpyContext",
+    "as_numpy",
+    "as_torch",
+    "concat_contexts",
+    "context_batch_size",
+    "transport_name",
+]
+
+TRANSPORTS = {
+    "in-process": "one process: the context's tensors are handed over as they are (moved if the devices differ)",
+    "host": "host numpy arrays through Ray's shared-memory channels (CPU workers)",
+    "pinned-host": "device -> pinned host memory -> Ray's shared-memory channels -> pinned host -> device, "
+    "non-blocking copies (CUDA workers)",
+}
 
 # torch dtypes numpy has no type for travel as raw bits of the same width
 _RAW_BITS = {"bfloat16": "int16"}
@@ -79,8 +97,18 @@ def _cat(name: str, parts: list[Any]) -> Any:
     return np.concatenate([np.asarray(p) for p in parts])
 
 
-def as_numpy(context: Any) -> NumpyContext:
-    """Torch tensors -> host numpy arrays (no copy for contiguous CPU tensors of numpy dtypes)."""
+def transport_name(in_process: bool, *devices: str) -> str:
+    """The path a context takes between workers on ``devices`` (a key of :data:`TRANSPORTS`)."""
+    if in_process:
+        return "in-process"
+    return "pinned-host" if any(d.startswith("cuda") for d in devices) else "host"
+
+
+def as_numpy(context: Any, pinned: bool = False) -> NumpyContext:
+    """Torch tensors -> host numpy arrays (no copy for contiguous CPU tensors of numpy dtypes).
+    ``pinned``: device tensors are copied into page-locked host memory, all copies queued before one wait."""
+    if pinned:
+        context = _to_pinned_host(context)
     arrays, dtypes = {}, {}
     for name, value in context.items():
         if hasattr(value, "detach"):
@@ -97,10 +125,27 @@ def as_numpy(context: Any) -> NumpyContext:
     return NumpyContext(arrays, dtypes)
 
 
-def as_torch(context: Any, device: str | None = None) -> Any:
+def _to_pinned_host(context: Any) -> dict[str, Any]:
+    import torch
+
+    out, waited = {}, False
+    for name, value in context.items():
+        if hasattr(value, "detach") and value.device.type == "cuda":
+            host = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+            host.copy_(value.detach(), non_blocking=True)
+            out[name], waited = host, True
+        else:
+            out[name] = value
+    if waited:
+        torch.cuda.current_stream().synchronize()  # the copies are queued on this stream; wait once
+    return out
+
+
+def as_torch(context: Any, device: str | None = None, pinned: bool = False) -> Any:
     """Undo :func:`as_numpy`: tensors come back (as copies of the possibly read-only received buffers)
     with their original dtype, on ``device`` when given. A context that never left its process is
-    returned as it is, moved to ``device`` when given."""
+    returned as it is, moved to ``device`` when given. ``pinned`` (a CUDA ``device``): the copy of each
+    received buffer is page-locked, so its copy to the device does not block the caller."""
     if not isinstance(context, NumpyContext):
         if device is None:
             return context
@@ -115,7 +160,13 @@ def as_torch(context: Any, device: str | None = None) -> Any:
         if dtype is None:
             out[name] = value
             continue
-        tensor = torch.from_numpy(np.array(value))
+        array = np.asarray(value)
+        if pinned and device not in (None, "cpu"):
+            like = torch.from_numpy(np.empty(0, array.dtype)).dtype
+            tensor = torch.empty(array.shape, dtype=like, pin_memory=True)
+            tensor.numpy()[...] = array  # our own copy: the received buffer may be read-only and reused
+        else:
+            tensor = torch.from_numpy(np.array(array))
         if dtype in _RAW_BITS:
             tensor = tensor.view(getattr(torch, dtype))
         out[name] = tensor.to(device, non_blocking=True) if device not in (None, "cpu") else tensor

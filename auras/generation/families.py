@@ -98,6 +98,12 @@ class FamilyDriver(ABC):
         """Method name -> the share of one request's generation a call of it stands for (injected
         delays sleep that share; see auras.policies.delay)."""
 
+    @classmethod
+    def batch_rows(cls, pp_generation: int, public: bool) -> int:
+        """The most rows one generation call of this family gets in a pipeline of ``pp_generation``
+        stages: every in-flight request in generation (compiled stages are padded to it)."""
+        return pp_generation
+
     # -- one worker ------------------------------------------------------------------------------
     def startup(self, context: Context) -> None:  # noqa: B027  (most families need no serial run)
         """Runs once on the first context; default: nothing."""
@@ -206,6 +212,11 @@ class AutoregressiveDriver(FamilyDriver):
             "decode_classic": lambda *a, **k: 1.0,
             "next_tokens": lambda *a, **k: 1.0 / n,
         }
+
+    @classmethod
+    def batch_rows(cls, pp_generation: int, public: bool) -> int:
+        """``auras``: one merged pass over the freshest context serves every request (1 row)."""
+        return 1 if public else pp_generation
 
     def startup(self, context: Context) -> None:
         """``auras`` mode: one serial classic decode initialises the public action tokens."""

@@ -34,6 +34,8 @@ class PolicyPart:
     nothing to forget). ``to`` is called by that worker once, before the first request, with
     ``policy.device`` and ``policy.dtype``; the default accepts only ``cpu`` / ``float32`` and says so
     for anything else, so a part that cannot move is never run on the wrong device quietly.
+    ``compile`` is called after ``to`` when ``policy.compile`` is not ``off``; the default says the
+    part has nothing to compile.
     """
 
     def reset(self) -> None:
@@ -46,6 +48,14 @@ class PolicyPart:
                 f"{type(self).__name__} runs on cpu in float32 only (it does not implement to()); "
                 f"got policy.device={device!r}, policy.dtype={dtype!r}"
             )
+
+    def compile(self, mode: str, batch: int = 1) -> None:
+        """Compile this part's stage callables (``auras.compiled.CompiledStage``, torch.compile ``mode``)
+        with their batch held at ``batch`` rows, the most this part's hosting worker ever batches."""
+        raise ConfigError(
+            f"{type(self).__name__} has no compiled stages (it does not implement compile()); "
+            f"got policy.compile={mode!r}, expected 'off'"
+        )
 
 
 class Perception(PolicyPart, ABC):

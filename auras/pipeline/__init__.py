@@ -21,7 +21,7 @@ from auras.pipeline.parallel import ParallelExecutor, RayWorkerPool, ThreadWorke
 from auras.pipeline.ray_backend import RayFrameRunner, RayPolicyParts, use_cluster
 from auras.pipeline.sequential import SequentialExecutor
 from auras.pipeline.source import PolicySource
-from auras.policies.build import build_policy
+from auras.policies.build import build_policy, compile_policy
 
 if TYPE_CHECKING:
     from auras.policies.base import Policy
@@ -49,12 +49,14 @@ def build_executor(
         return _ray_executor(config, PolicySource.of(config, policy, device_probe))
     check_device(config.policy.device, device_probe)  # before anything is built: no quiet fallback
     if policy is not None:
-        local = policy.to(config.policy.device, config.policy.dtype)
+        policy.to(config.policy.device, config.policy.dtype)
+        compile_policy(policy, config)
+        local = policy
     else:
         local = build_policy(config, device_probe)
     if pipe.mode in ("pipeline", "auras"):
         shape = FrameShape(pipe.pp_perception, pipe.pp_generation, pipe.fetch_offset)
-        return FrameExecutor(local, shape, pipe.mode == "auras", pipe.alpha, pipe.emit)
+        return FrameExecutor(local, shape, pipe.mode == "auras", pipe.alpha, pipe.emit, device=config.policy.device)
     if pipe.mode == "parallel":
         return ParallelExecutor(ThreadWorkerPool(local, pipe.workers))
     if pipe.mode == "sequential":

@@ -6,16 +6,27 @@ The agent owns exactly one executor and calls it from one thread. ``step`` admit
 
 from __future__ import annotations
 
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from auras.compiled import CompileStats, compile_stats
 from auras.errors import WorkerRestartedError
 from auras.policies.base import Policy, PolicySpec
 from auras.types import Action, Observation
 
-__all__ = ["Executor", "LocalPolicyParts", "PolicyParts"]
+__all__ = ["Executor", "LocalPolicyParts", "PolicyParts", "local_worker"]
+
+
+def local_worker(role: str, since: CompileStats | None = None) -> dict[str, Any]:
+    """The :meth:`Executor.workers` entry of a worker in this process; compiled stages counted
+    ``since`` a snapshot of :func:`~auras.compiled.compile_stats` (this process's graphs are shared
+    by every agent in it)."""
+    now, base = compile_stats(), since or CompileStats(0, 0.0)
+    return {"role": role, "pid": os.getpid(), "device": None, "compile_graphs": now.graphs - base.graphs,
+            "compile_ms": now.compile_ms - base.compile_ms}  # fmt: skip
 
 
 class PolicyParts(Protocol):
@@ -36,6 +47,12 @@ class PolicyParts(Protocol):
 
     def close(self) -> None: ...
 
+    def workers(self) -> list[dict[str, Any]]:
+        """Where the halves run (entries as in :meth:`Executor.workers`)."""
+
+    @property
+    def context_transport(self) -> str: ...
+
     # Parts whose workers can die (Ray actors) also have ``restart()``: replace them with fresh ones.
 
 
@@ -45,6 +62,11 @@ class LocalPolicyParts:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.spec = policy.spec
+        self.context_transport = "in-process"
+        self.built_at = compile_stats()
+
+    def workers(self) -> list[dict[str, Any]]:
+        return [local_worker("perception+generation", self.built_at)]
 
     def perceive(self, observations: Sequence[Observation]) -> Any:
         return self.policy.perception.perceive(observations)
@@ -66,6 +88,7 @@ class Executor(ABC):
         self.spec = spec
         self.restarts = 0  # workers replaced after dying or missing their deadline (Ray backend)
         self.incidents: list[dict[str, Any]] = []  # one per restart: where, why, how long recovery took
+        self.built_at = compile_stats()  # this process's compiled stages before this executor's
 
     def recover(self, cause: BaseException, lost: int, replace: Callable[[], None], **where: Any) -> Exception:
         """Replace dead workers with ``replace()`` (which raises WorkerDiedError itself when no new
@@ -85,6 +108,17 @@ class Executor(ABC):
     def hosted_policy(self) -> Policy | None:
         """The policy object when this process hosts it (local backend), else None (Ray actors do)."""
         return None
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Where the policy runs, one entry per worker: ``role``, ``pid``, ``device`` (None: the
+        configured one, in this process), and on Ray ``gpu_ids`` and ``node``; compiled stages as
+        ``compile_graphs`` / ``compile_ms``. Default: one in-process worker."""
+        return [local_worker("perception+generation", self.built_at)]
+
+    @property
+    def context_transport(self) -> str:
+        """How contexts reach generation (a key of ``auras.context.tensors.TRANSPORTS``)."""
+        return "in-process"
 
     @abstractmethod
     def step(self, obs: Observation) -> Action:

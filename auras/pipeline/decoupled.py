@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 from auras.errors import StepFailedError, WorkerDiedError
 from auras.pipeline.base import Executor, LocalPolicyParts, PolicyParts
@@ -138,6 +139,13 @@ class DecoupledExecutor(Executor):
             context_step_id=source.step_id,
             staleness_ms=(time.monotonic() - source.capture_time) * 1e3,
         )
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self.parts.workers()
+
+    @property
+    def context_transport(self) -> str:
+        return self.parts.context_transport
 
     def reset(self) -> None:
         self.parts.reset()

@@ -58,10 +58,12 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
+from auras.compiled import compile_stats
 from auras.errors import ConfigError, WorkerDiedError
-from auras.pipeline.base import Executor
+from auras.pipeline.base import Executor, local_worker
+from auras.pipeline.streams import StagePairStreams
 from auras.pipeline.workers import (
     ContextMessage,
     Emitted,
@@ -121,31 +123,51 @@ class FrameRunner(Protocol):
 
     def close(self) -> None: ...
 
+    def workers(self) -> list[dict[str, Any]]:
+        """Where the two workers run (entries as in ``Executor.workers``)."""
+
+    @property
+    def context_transport(self) -> str: ...
+
 
 RunnerFactory = Callable[[FrameShape, bool, float, str], FrameRunner]
 
 
 class LocalFrameRunner:
     """Both workers in this process; for fetch_offset -1 perception runs in a worker thread while
-    generation runs in the caller's."""
+    generation runs in the caller's, and on a GPU each on its own CUDA stream (``device``)."""
 
-    def __init__(self, policy: Policy, shape: FrameShape, public: bool, alpha: float, emit: str) -> None:
+    def __init__(self, policy: Policy, shape: FrameShape, public: bool, alpha: float, emit: str,
+                 device: str = "cpu") -> None:  # fmt: skip
         self.concurrent = shape.fetch_offset == -1
+        self.streams = StagePairStreams(device if self.concurrent else "cpu")
         self.policy, self.spec = policy, policy.spec
         self.perception = PerceptionWorker(policy, shape.pp_perception)
         self.generation = GenerationWorker(policy, shape.pp_generation, public, alpha, emit)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="auras-perception")
+        self.context_transport = "in-process"
+        self.built_at = compile_stats()
+
+    def workers(self) -> list[dict[str, Any]]:
+        return [local_worker("perception+generation", self.built_at)]
 
     def run(self, plan: FramePlan) -> tuple[tuple[ContextMessage, ...], Emitted | None]:
         if not self.concurrent:
             finished = self.perception.run(plan)
             return finished, self.generation.run(plan, finished)
-        pending = self._pool.submit(self.perception.run, plan)
+        pending = self._pool.submit(self._perceive, plan)
         try:
-            emitted = self.generation.run(plan)
+            with self.streams.on("generation"):
+                emitted = self.generation.run(plan)
         finally:
             finished = pending.result()
         return finished, emitted
+
+    def _perceive(self, plan: FramePlan) -> tuple[ContextMessage, ...]:
+        with self.streams.on("perception"):
+            finished = self.perception.run(plan)
+        self.streams.hand_over(m.context for m in finished)  # read by generation next frame
+        return finished
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -172,10 +194,13 @@ class FrameExecutor(Executor):
         alpha: float = 0.0,
         emit: Literal["own", "public"] = "own",
         make_runner: RunnerFactory | None = None,
+        device: str = "cpu",
     ) -> None:
         """``policy``: the in-process policy of the local backend (checked against the settings before
         any worker exists), or None when ``make_runner(shape, public, alpha, emit)`` builds workers
-        that host the policy themselves (Ray: they check the settings where the policy is)."""
+        that host the policy themselves (Ray: they check the settings where the policy is).
+        ``device``: where the in-process policy runs (CUDA: perception and generation get their own
+        streams when they run concurrently)."""
         if policy is not None:
             check_pipelinable(policy.spec, shape.pp_perception, shape.pp_generation, emit)
         elif make_runner is None:
@@ -183,7 +208,7 @@ class FrameExecutor(Executor):
         self.shape, self.public = shape, public
         if make_runner is None:
             assert policy is not None
-            self._make_runner = lambda: LocalFrameRunner(policy, shape, public, alpha, emit)
+            self._make_runner = lambda: LocalFrameRunner(policy, shape, public, alpha, emit, device)
         else:
             self._make_runner = lambda: make_runner(shape, public, alpha, emit)
         self.runner = self._make_runner()
@@ -304,6 +329,13 @@ class FrameExecutor(Executor):
     @property
     def hosted_policy(self) -> Policy | None:
         return self.runner.policy if isinstance(self.runner, LocalFrameRunner) else None
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self.runner.workers()
+
+    @property
+    def context_transport(self) -> str:
+        return self.runner.context_transport
 
     @property
     def inflight(self) -> int:

@@ -24,9 +24,18 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Protocol
 
+from auras.compiled import compile_stats
 from auras.errors import StepFailedError, WorkerDiedError
-from auras.pipeline.base import Executor
-from auras.pipeline.ray_backend import WorkerActor, ensure_ray, place_actors, release, replace_actor, worker_errors
+from auras.pipeline.base import Executor, local_worker
+from auras.pipeline.ray_backend import (
+    WorkerActor,
+    actor_workers,
+    ensure_ray,
+    place_actors,
+    release,
+    replace_actor,
+    worker_errors,
+)
 from auras.pipeline.sequential import SequentialExecutor
 from auras.policies.base import Policy, PolicySpec
 from auras.types import Action, Observation, StepTimings
@@ -60,6 +69,9 @@ class WorkerPool(Protocol):
     def replace(self, worker: int) -> None:
         """Start a fresh worker after ``collect`` raised PoolWorkerDiedError for it."""
 
+    def workers(self) -> list[dict[str, Any]]:
+        """Where the workers run (entries as in ``Executor.workers``)."""
+
     def close(self) -> None: ...
 
 
@@ -86,6 +98,7 @@ class ThreadWorkerPool(_Slots):
         self.spec = self._sequential.spec
         self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="auras-parallel")
         self._busy: dict[int, Future[Action]] = {}
+        self.built_at = compile_stats()
 
     def submit(self, worker: int, obs: Observation) -> None:
         self._busy[worker] = self._pool.submit(self._sequential.step, obs)
@@ -104,6 +117,9 @@ class ThreadWorkerPool(_Slots):
 
     def replace(self, worker: int) -> None:
         raise NotImplementedError("thread workers are never reported dead")
+
+    def workers(self) -> list[dict[str, Any]]:
+        return [local_worker(f"{self.size} threads", self.built_at)]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -151,6 +167,9 @@ class RayWorkerPool(_Slots):
         self._busy: dict[int, Any] = {}  # worker -> ObjectRef
         self._held: dict[int, tuple[int, float]] = {}  # worker -> (step id, monotonic when handed)
         self._kept: list[Action] = []  # finished alongside a failure; returned by the next collect
+
+    def workers(self) -> list[dict[str, Any]]:
+        return actor_workers(self.actors, [f"worker {i}" for i in range(self.size)], self.timeout_s)
 
     def submit(self, worker: int, obs: Observation) -> None:
         self._busy[worker] = self.actors[worker].run.remote(obs)
@@ -288,6 +307,9 @@ class ParallelExecutor(Executor):
     @property
     def hosted_policy(self) -> Policy | None:
         return self.pool.policy if isinstance(self.pool, ThreadWorkerPool) else None
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self.pool.workers()  # each worker hosts the whole policy: contexts stay in-process
 
     def reset(self) -> None:
         for dead in self.pool.reset():  # no step to fail: the replacement is only recorded

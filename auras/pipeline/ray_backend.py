@@ -39,7 +39,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from auras.context.tensors import NumpyContext, as_numpy, as_torch
+from auras.compiled import compile_stats
+from auras.context.tensors import NumpyContext, as_numpy, as_torch, transport_name
 from auras.devices import actor_device
 from auras.errors import ConfigError, MissingDependencyError, StepFailedError, WorkerDiedError
 from auras.pipeline.source import PolicySource
@@ -57,6 +58,7 @@ __all__ = [
     "RayPlacement",
     "RayPolicyParts",
     "WorkerActor",
+    "actor_workers",
     "ensure_ray",
     "kill_actors",
     "place_actors",
@@ -223,6 +225,15 @@ def worker_errors(what: str) -> Iterator[None]:
         raise WorkerDiedError(f"{what}: no answer within the worker deadline ({exc})") from exc
 
 
+def actor_workers(actors: Sequence[Any], roles: Sequence[str], timeout_s: float) -> list[dict[str, Any]]:
+    """``Executor.workers`` entries of live ``actors`` (``WorkerActor``), one per role."""
+    if not actors:
+        return []
+    with worker_errors("ray backend: worker report"):
+        reports = ensure_ray().get([actor.placement.remote() for actor in actors], timeout=timeout_s)
+    return [{"role": role, **report} for role, report in zip(roles, reports, strict=True)]
+
+
 def release(placement: RayPlacement | None, actors: Sequence[Any]) -> None:
     """Kill ``actors`` and give back their reservation; safe to call twice."""
     kill_actors(actors)
@@ -257,10 +268,13 @@ class WorkerActor:
             self.failure = exc
 
     def placement(self) -> dict[str, Any]:
-        """Where this actor runs: the GPU ids Ray assigned it, the device its policy is on, its node."""
+        """Where this actor runs: the GPU ids Ray assigned it, the device its policy is on, its node and
+        pid, and its compiled stages so far."""
         import ray
 
-        return {"gpu_ids": self.gpu_ids, "device": self.device, "node": ray.get_runtime_context().get_node_id()}
+        stats = compile_stats()
+        return {"gpu_ids": self.gpu_ids, "device": self.device, "node": ray.get_runtime_context().get_node_id(),
+                "pid": os.getpid(), "compile_graphs": stats.graphs, "compile_ms": stats.compile_ms}  # fmt: skip
 
     def ready(self) -> int:
         """The actor's pid once its policy is built; raises the construction error otherwise."""
@@ -300,12 +314,15 @@ class RayFrameRunner:
         self.concurrent = shape.fetch_offset == -1
         self._compiled = None
 
+        self.context_transport = transport_name(False, source.device)
+        transport = self.context_transport
+
         def make_perception(policy: Policy, device: str) -> PerceptionWorker:
-            return PerceptionWorker(policy, shape.pp_perception, numpy_transport=True)
+            return PerceptionWorker(policy, shape.pp_perception, transport=transport)
 
         def make_generation(policy: Policy, device: str) -> GenerationWorker:
             on = None if device == "cpu" else device  # where incoming contexts go
-            return GenerationWorker(policy, shape.pp_generation, public, alpha, emit, on)
+            return GenerationWorker(policy, shape.pp_generation, public, alpha, emit, on, transport=transport)
 
         self.placement, self.actors = place_actors(
             WorkerActor, [(source, make_perception), (source, make_generation)], source.device
@@ -328,6 +345,9 @@ class RayFrameRunner:
         except BaseException:
             self.close()
             raise
+
+    def workers(self) -> list[dict[str, Any]]:
+        return actor_workers(self.actors, ("perception", "generation"), self.timeout_s)
 
     def run(self, plan: FramePlan) -> tuple[tuple[ContextMessage, ...], Emitted | None]:
         import ray
@@ -371,27 +391,20 @@ def _own_copy(message: Any) -> Any:
 
 
 class _PerceiveWorker:
-    def __init__(self, policy: Policy) -> None:
-        self.perception = policy.perception
+    def __init__(self, policy: Policy, device: str) -> None:
+        self.perception, self.pinned = policy.perception, transport_name(False, device) == "pinned-host"
 
     def run(self, observations: list[Any]) -> Any:
-        return as_numpy(self.perception.perceive(observations))
+        return as_numpy(self.perception.perceive(observations), pinned=self.pinned)
 
 
 class _GenerateWorker:
-    def __init__(self, policy: Policy, device: str | None = None) -> None:
-        self.generation, self.device = policy.generation, device
+    def __init__(self, policy: Policy, device: str) -> None:
+        self.generation, self.device = policy.generation, None if device == "cpu" else device
+        self.pinned = transport_name(False, device) == "pinned-host"
 
     def run(self, context: Any) -> Any:
-        return self.generation.generate(as_torch(context, self.device))
-
-
-def _make_perceive(policy: Policy, device: str) -> _PerceiveWorker:
-    return _PerceiveWorker(policy)
-
-
-def _make_generate(policy: Policy, device: str) -> _GenerateWorker:
-    return _GenerateWorker(policy, None if device == "cpu" else device)
+        return self.generation.generate(as_torch(context, self.device, pinned=self.pinned))
 
 
 class RayPolicyParts:
@@ -410,12 +423,19 @@ class RayPolicyParts:
     def _start(self) -> None:
         self.placement, self.actors = place_actors(
             WorkerActor,
-            [(self._source, _make_perceive), (self._source, _make_generate)],
+            [(self._source, _PerceiveWorker), (self._source, _GenerateWorker)],
             self._source.device,
         )
         ray = ensure_ray()
         self.pids = ray.get([actor.ready.remote() for actor in self.actors])
         self.spec: PolicySpec = ray.get(self.actors[0].spec.remote(), timeout=self.timeout_s)
+
+    @property
+    def context_transport(self) -> str:
+        return transport_name(False, self._source.device)
+
+    def workers(self) -> list[dict[str, Any]]:
+        return actor_workers(self.actors, ("perception", "generation"), self.timeout_s)
 
     def perceive(self, observations: list[Any]) -> Any:
         import ray

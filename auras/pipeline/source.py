@@ -16,7 +16,7 @@ from typing import Any
 from auras.config import AurasConfig
 from auras.devices import DeviceProbe, check_device
 from auras.policies.base import Policy
-from auras.policies.build import build_policy, register_runtime_entries, runtime_entries
+from auras.policies.build import build_policy, compile_policy, register_runtime_entries, runtime_entries
 
 __all__ = ["PolicySource"]
 
@@ -51,4 +51,6 @@ class PolicySource:
             return build_policy(config, self.probe)
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(settings.torch_threads)
-        return self.policy.to(device, settings.dtype)
+        policy = self.policy.to(device, settings.dtype)
+        compile_policy(policy, self.config)
+        return policy

@@ -5,9 +5,9 @@ out by a :class:`PerceptionWorker` and a :class:`GenerationWorker`. Each worker 
 state (perception carries; generation states kept by the family driver), so only small, plain
 messages cross between them: the plan (observations in), :class:`ContextMessage` (perception ->
 generation) and :class:`Emitted` (generation -> driver). The same classes run in-process (``local``
-backend) and inside Ray actors (``ray`` backend, ``numpy_transport=True``: contexts leave perception
-as host numpy arrays, which Ray channels move without pickling tensor storage, and generation puts
-them on its own device).
+backend) and inside Ray actors (``ray`` backend, ``transport`` ``host`` or ``pinned-host``: contexts
+leave perception as host numpy arrays, which Ray channels move without pickling tensor storage, and
+generation puts them on its own device; see :mod:`auras.context.tensors`).
 
 How generation advances a request is its family driver's business
 (:mod:`auras.generation.families`); the worker only batches the frame's stages, feeds each the
@@ -107,7 +107,7 @@ def check_pipelinable(spec: PolicySpec, pp_perception: int, pp_generation: int, 
 class PerceptionWorker:
     """Runs perception stages; the policy's natural stages are grouped into ``pp_perception`` groups."""
 
-    def __init__(self, policy: Policy, pp_perception: int, numpy_transport: bool = False) -> None:
+    def __init__(self, policy: Policy, pp_perception: int, transport: str = "in-process") -> None:
         natural = policy.perception.stages()
         if not 1 <= pp_perception <= len(natural):
             raise ConfigError(
@@ -116,7 +116,7 @@ class PerceptionWorker:
             )
         self.policy = policy
         self.stages = [_compose(natural[r.start : r.stop]) for r in split_evenly(len(natural), pp_perception)]
-        self.numpy_transport = numpy_transport
+        self.transport = transport  # contexts leave as host numpy arrays unless in-process
         self._carry: dict[int, Any] = {}
         self._spent: dict[int, float] = {}
 
@@ -133,7 +133,9 @@ class PerceptionWorker:
             if task.stage < last:
                 self._carry[task.request], self._spent[task.request] = carry, spent
                 continue
-            context = as_numpy(carry) if self.numpy_transport else carry
+            if self.transport != "in-process":
+                carry = as_numpy(carry, pinned=self.transport == "pinned-host")
+            context = carry
             finished.append(ContextMessage(task.request, plan.frame, context, spent))
         return tuple(finished)
 
@@ -154,8 +156,9 @@ class GenerationWorker:
     """
 
     def __init__(self, policy: Policy, pp_generation: int, public: bool, alpha: float, emit: str,
-                 device: str | None = None) -> None:  # fmt: skip
+                 device: str | None = None, transport: str = "in-process") -> None:  # fmt: skip
         self.policy, self.public, self.device = policy, public, device
+        self.pinned = transport == "pinned-host"
         self.store = PublicContextStore()
         self.store.claim(OBSERVATION_KEY, "perception")
         self.driver = driver_for(policy.generation)(
@@ -176,7 +179,7 @@ class GenerationWorker:
         startup_ms = None
         for message in (*plan.carried, *incoming):
             self._perception_ms[message.request] = message.perception_ms
-            context = as_torch(message.context, self.device)
+            context = as_torch(message.context, self.device, pinned=self.pinned)
             if self.public:
                 self.store.write(OBSERVATION_KEY, context, message.frame, "perception", message.request)
             else:

@@ -4,7 +4,8 @@ The registry (:data:`auras.registry.POLICIES`) maps a name to a factory ``(Auras
 or a class with a ``build_policy(config)`` classmethod (every
 :class:`~auras.policies.torch_policy.LearnedPolicy`, which ``auras train`` can also train).
 :func:`build_policy` is what the worker hosting a policy calls: it builds the policy, sets torch's
-thread count, moves it to ``policy.device`` / ``policy.dtype`` and adds injected delays. On the Ray
+thread count, moves it to ``policy.device`` / ``policy.dtype``, compiles its stages
+(``policy.compile``, :mod:`auras.compiled`) and adds injected delays. On the Ray
 backend the actors call it themselves (the factory must be importable there: a module-level object
 of an installed or importable package); entries registered at run time in the driver travel with
 the actor's build recipe (:func:`runtime_entries`).
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from auras.devices import DeviceProbe, check_device
 from auras.errors import ConfigError
+from auras.generation.families import driver_for
 from auras.policies.base import Policy
 from auras.policies.delay import with_injected_delay
 from auras.registry import POLICIES
@@ -25,7 +27,14 @@ from auras.registry import POLICIES
 if TYPE_CHECKING:
     from auras.config import AurasConfig
 
-__all__ = ["PolicyFactory", "build_policy", "policy_factory", "register_runtime_entries", "runtime_entries"]
+__all__ = [
+    "PolicyFactory",
+    "build_policy",
+    "compile_policy",
+    "policy_factory",
+    "register_runtime_entries",
+    "runtime_entries",
+]
 
 PolicyFactory = Callable[["AurasConfig"], Policy]
 
@@ -48,7 +57,22 @@ def build_policy(config: AurasConfig, probe: DeviceProbe | None = None) -> Polic
     if "torch" in sys.modules:  # torch policies: one thread count per hosting process
         sys.modules["torch"].set_num_threads(config.policy.torch_threads)
     policy.to(config.policy.device, config.policy.dtype)
+    compile_policy(policy, config)
     return with_injected_delay(policy, config.policy.delay_perception_ms, config.policy.delay_generation_ms)
+
+
+def compile_policy(policy: Policy, config: AurasConfig) -> None:
+    """Apply ``policy.compile`` to both parts. Perception runs one request per call; generation batches
+    as many rows as its family driver says the pipeline ever hands it at once (the in-flight requests in
+    generation), so one graph per stage serves every frame."""
+    mode = config.policy.compile
+    if mode == "off":
+        return
+    frames = config.pipeline.mode in ("pipeline", "auras")
+    pp_generation = config.pipeline.pp_generation if frames else 1
+    rows = driver_for(policy.generation).batch_rows(pp_generation, public=config.pipeline.mode == "auras")
+    policy.perception.compile(mode, 1)
+    policy.generation.compile(mode, rows)
 
 
 def runtime_entries() -> dict[str, Any]:

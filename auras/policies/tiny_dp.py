@@ -50,6 +50,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from auras.compiled import CompiledStage
 from auras.errors import InvalidInputError
 from auras.generation.base import DiffusionGeneration
 from auras.perception.base import Context, Perception
@@ -424,6 +425,13 @@ class TinyDPPerception(ModelPart, Perception):
         size = int(model.config["image_size"])
         self._spec = ObservationSpec({CAMERA: (size, size)}, state_dim=int(model.config["state_dim"]))
         self._text_cache: dict[str, torch.Tensor] = {}
+        self._blocks: list[Callable[..., torch.Tensor]] = list(model.encoder.blocks)  # one per stage
+        self._fuse: Callable[..., torch.Tensor] = model.encoder.fuse
+
+    def compile(self, mode: str, batch: int = 1) -> None:
+        """Each CNN block (a stage) and the fusing head, compiled."""
+        self._blocks = [CompiledStage(block, mode, batch) for block in self.model.encoder.blocks]
+        self._fuse = CompiledStage(self.model.encoder.fuse, mode, batch)
 
     @property
     def spec(self) -> ObservationSpec:
@@ -461,9 +469,9 @@ class TinyDPPerception(ModelPart, Perception):
     def _block(self, index: int, last: bool) -> Callable[[dict[str, torch.Tensor]], Any]:
         @torch.no_grad()
         def run(carry: dict[str, torch.Tensor]) -> Any:
-            x = self.model.encoder.blocks[index](carry["x"])
+            x = self._blocks[index](carry["x"])
             if last:
-                return {"H_o": self.model.encoder.fuse(x, carry["state"], carry["text"])}
+                return {"H_o": self._fuse(x, carry["state"], carry["text"])}
             return {**carry, "x": x}
 
         return run
@@ -496,6 +504,11 @@ class TinyDPGeneration(ModelPart, DiffusionGeneration):
         self._clip = float(sched.config.clip_sample_range) if sched.config.clip_sample else None
         self._seed = int(model.config["noise_seed"])
         self._generator = torch.Generator().manual_seed(self._seed)
+        self._step_net: Callable[..., torch.Tensor] = model.unet  # one denoising step's network
+
+    def compile(self, mode: str, batch: int = 1) -> None:
+        """The U-Net of one denoising step, compiled for ``batch`` rows (every in-flight request)."""
+        self._step_net = CompiledStage(self.model.unet, mode, batch)
 
     @property
     def action_dim(self) -> int:
@@ -549,7 +562,7 @@ class TinyDPGeneration(ModelPart, DiffusionGeneration):
             active = torch.nonzero(count > it).flatten()  # requests that still need a step
             t = self._timesteps[k0[active] + it].to(device)  # (b,) per-request timesteps
             idx = active.to(device)
-            eps = self.model.unet(x[idx].to(dtype), t, cond[idx]).float()
+            eps = self._step_net(x[idx].to(dtype), t, cond[idx]).float()
             x[idx] = ddim_step(alphas, final, self._step_ratio, eps, t, x[idx], self._clip)
         return x
 

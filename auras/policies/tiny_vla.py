@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from auras.compiled import CompiledStage
 from auras.generation.base import AutoregressiveGeneration
 from auras.generation.tokenizer import ActionTokenizer
 from auras.perception.base import Context, Perception
@@ -252,7 +253,9 @@ class TinyVLA(LearnedPolicy):
         """ViT cut into n stages of (nearly) equal depth: pixels (B,3,S,S) -> tokens (B, N_v, vit_hidden)."""
         layers = list(self.vit.layers)
         n = max(1, min(n, len(layers)))
-        bounds = np.linspace(0, len(layers), n + 1).round().astype(int)
+        bounds = [
+            int(b) for b in np.linspace(0, len(layers), n + 1).round()
+        ]  # Python ints: compiled stages slice by them
 
         def make(i: int) -> Callable[[torch.Tensor], torch.Tensor]:
             def stage(x: torch.Tensor) -> torch.Tensor:
@@ -426,6 +429,10 @@ class _VLAPerception(ModelPart, Perception):
         self._spec = ObservationSpec({"front": (size, size)}, state_dim=model.config["action_dim"])
         self._stages = self._build_stages()  # built once: perceive runs them every request
 
+    def compile(self, mode: str, batch: int = 1) -> None:
+        """Each stage's ViT layer range and the context head (projection, resampler, proprio, text), compiled."""
+        self._stages = self._build_stages(lambda fn: CompiledStage(fn, mode, batch))
+
     @property
     def spec(self) -> ObservationSpec:
         return self._spec
@@ -441,9 +448,11 @@ class _VLAPerception(ModelPart, Perception):
         also projects and adds the proprio and language tokens."""
         return list(self._stages)
 
-    def _build_stages(self) -> list[Callable[[Any], Any]]:
+    def _build_stages(self, wrap: Callable[[Callable], Callable] = lambda fn: fn) -> list[Callable[[Any], Any]]:
+        """The stages around the model's tensor functions, each passed through ``wrap`` (compile)."""
         model = self.model
-        vit = model.vision_stages(model.config["perception_stages"])
+        vit = [wrap(stage) for stage in model.vision_stages(model.config["perception_stages"])]
+        finish = wrap(model._finish_context)
 
         def first(observations: Sequence[Observation]) -> dict[str, Any]:
             param = next(model.parameters())  # the model's device and dtype (cuda, bfloat16, ...)
@@ -464,7 +473,7 @@ class _VLAPerception(ModelPart, Perception):
 
         def last(x: dict[str, Any]) -> Context:
             with torch.inference_mode():
-                return model._finish_context(x["tokens"], x["batch"])
+                return finish(x["tokens"], x["batch"])
 
         return [first, *(middle(s) for s in vit[1:]), last] if len(vit) > 1 else [first, last]
 
@@ -472,6 +481,12 @@ class _VLAPerception(ModelPart, Perception):
 class _VLAGeneration(ModelPart, AutoregressiveGeneration):
     def __init__(self, model: TinyVLA) -> None:
         self.model = model
+        self._merged_logits: Callable[..., torch.Tensor] = model.merged_logits  # one merged causal pass
+
+    def compile(self, mode: str, batch: int = 1) -> None:
+        """The merged causal pass, compiled for ``batch`` rows. The KV-cached classic decode (one block,
+        and the startup decode) stays eager: its cache grows by one position per token."""
+        self._merged_logits = CompiledStage(self.model.merged_logits, mode, batch)
 
     @property
     def action_dim(self) -> int:
@@ -492,12 +507,12 @@ class _VLAGeneration(ModelPart, AutoregressiveGeneration):
 
     def merged_logits(self, context: Context, action_tokens: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return self.model.merged_logits(context, self._on_device(action_tokens))
+            return self._merged_logits(context, self._on_device(action_tokens))
 
     def next_tokens(self, context: Context, action_tokens: torch.Tensor) -> torch.Tensor:
         """Greedy ids (B, l_a) on the CPU (the driver keeps token state in numpy)."""
         with torch.inference_mode():
-            logits = self.model.merged_logits(context, self._on_device(action_tokens))  # (B, l_a, V)
+            logits = self._merged_logits(context, self._on_device(action_tokens))  # (B, l_a, V)
             return self.model.select_tokens(logits).cpu()  # BOS is never chosen
 
     def _on_device(self, tokens: Any) -> torch.Tensor:
