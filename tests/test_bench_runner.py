@@ -251,6 +251,6 @@ def test_results_document_samples_are_plain_numbers():
 
     cell = BenchCell(load_config(), (), "sequential")
     stream = StreamRecord([0.0, 0.01, 0.03], [1.0, 2.0, 3.0], {"generation": [1.0]}, 5.0)
-    row = _row(cell, True, [], stream)
+    row = _row(cell, True, [], stream, {"compile_ms": 0.0, "context_transport": "in-process"})
     assert row["samples"]["intervals_ms"] == [10.0, 20.0] and row["metrics"]["success_rate"] is None
     assert np.isclose(row["metrics"]["throughput_hz"], 2 / 0.03)

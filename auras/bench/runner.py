@@ -232,7 +232,9 @@ def _settings(config: AurasConfig) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _row(cell: BenchCell, privileged: bool, episodes: list[EpisodeRecord], stream: StreamRecord) -> dict[str, Any]:
+def _row(
+    cell: BenchCell, privileged: bool, episodes: list[EpisodeRecord], stream: StreamRecord, runtime: dict[str, Any]
+) -> dict[str, Any]:
     c = cell.config
     intervals = np.diff(np.asarray(stream.output_times)) * 1e3
     return {
@@ -247,7 +249,11 @@ def _row(cell: BenchCell, privileged: bool, episodes: list[EpisodeRecord], strea
         "settings": _settings(c),
         "config_hash": config_hash(c),
         "config": c.model_dump(mode="json"),
-        "metrics": _summarize(episodes, stream),
+        "metrics": {
+            **_summarize(episodes, stream),
+            "compile_ms": runtime["compile_ms"],
+            "context_transport": runtime["context_transport"],
+        },
         "samples": {
             "intervals_ms": [round(float(v), 3) for v in intervals],
             "latency_ms": [round(float(v), 3) for v in stream.latency_ms],
@@ -295,9 +301,10 @@ def run_cells(run: AurasConfig, cells: Sequence[BenchCell], progress: ProgressFn
             episodes = measure_accuracy(agent, c, report) if c.bench.accuracy else []
             stream = measure_throughput(agent, c, streams[c.env.task])
             privileged = agent.privileged
+            runtime = agent.stats()
         if progress:
             progress(f"{name}: throughput", total, total)
-        rows.append(_row(cell, privileged, episodes, stream))
+        rows.append(_row(cell, privileged, episodes, stream, runtime))
     with_relative_figures(rows)
     return rows
 
