@@ -33,6 +33,9 @@ RayAddressOpt = Annotated[
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override one field: a.b=value (repeatable).")]
 
 
+SERVE_CLOSE_AFTER_FAILURE_S = 10.0  # how long `auras serve` lets a fatal error's teardown run before it exits
+
+
 class EnvKind(str, Enum):
     mujoco = "mujoco"
 
@@ -331,9 +334,11 @@ def serve(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Serve an AurasAgent per robot over the ZeroMQ bridge (protocol: docs/bridge.md) until Ctrl-C."""
+    """Serve an AurasAgent per robot over the ZeroMQ bridge (protocol: docs/bridge.md) until Ctrl-C. A
+    fatal error (e.g. the Ray cluster lost) is logged, sent to the robots as an error event, and exits 1."""
     import logging
     import signal
+    import threading
 
     from auras.bridge.server import BridgeServer, CurveKeys
 
@@ -365,8 +370,15 @@ def serve(
         server.serve_forever()
     except KeyboardInterrupt:
         pass
-    finally:
-        server.close()
+    except Exception as exc:  # fatal: the server logged it and told the robots; exit with the cause
+        typer.echo(f"error: auras serve stopped: {type(exc).__name__}: {exc}", err=True)
+        # Release what can be released in a few seconds; sessions whose workers were on a lost Ray
+        # cluster would hold the exit for minutes (their frames wait out the worker deadlines).
+        closing = threading.Thread(target=server.close, name="auras-serve-close", daemon=True)
+        closing.start()
+        closing.join(timeout=SERVE_CLOSE_AFTER_FAILURE_S)
+        raise typer.Exit(1) from None
+    server.close()
 
 
 @app.command("robot-sim")

@@ -80,7 +80,7 @@ class ActionStream:
                 with self._cond:
                     self.restarts += 1
                 if self._on_event is not None:
-                    self._on_event({"event": "worker_restarted", "step_id": obs.step_id, "message": str(exc)[:300]})
+                    self._on_event({"event": "worker_restarted", "step_id": obs.step_id, "message": _clip(str(exc))})
                 continue
             except BaseException as exc:  # delivered to the consumer, never swallowed
                 with self._cond:
@@ -139,3 +139,12 @@ class ActionStream:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    """``text`` in at most ``limit`` characters, keeping its beginning and its end (a recovery's
+    message ends with its outcome; a worker's error in the middle can run to kilobytes)."""
+    if len(text) <= limit:
+        return text
+    head = (limit - 5) // 2
+    return f"{text[:head]} ... {text[-(limit - 5 - head) :]}"

@@ -18,11 +18,17 @@ session's :class:`~auras.stream.ActionStream` (drop-oldest), and older incomplet
 dropped. One thread per session publishes that session's actions. Every bad message is answered (a
 service error reply, or an ``error`` event on the session's status topic) and counted; nothing a
 client sends can stop the server.
+
+What can stop it is fatal: an exception escaping the loop, or (sessions on the Ray backend) the Ray
+cluster lost, which a watchdog thread checks every few seconds (:func:`ray_cluster_problem`). The
+server then logs the cause, publishes an ``error`` event (code ``internal``) to every session and
+raises it from :meth:`BridgeServer.serve_forever` (``auras serve`` exits with status 1).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import logging
 import queue
@@ -52,7 +58,7 @@ from auras.bridge.protocol import (
     encode_map,
     error_reply,
 )
-from auras.errors import AurasError, ConfigError, InvalidInputError
+from auras.errors import AurasError, ConfigError, InvalidInputError, WorkerDiedError
 from auras.perception.shared import PerceptionBatcher
 from auras.pipeline.ray_backend import ensure_ray, use_cluster
 from auras.policies import build_policy
@@ -65,6 +71,7 @@ __all__ = [
     "data_endpoints",
     "free_service_port",
     "perception_sharing",
+    "ray_cluster_problem",
     "session_agents",
 ]
 
@@ -72,6 +79,11 @@ log = logging.getLogger("auras.bridge")
 SLOW_OPS = ("hello", "reset", "bye")  # answered from a worker thread
 PENDING_SEQS = 8  # incomplete sequence numbers kept per session before the oldest is dropped
 STATUS_PERIOD_S = 1.0
+HEALTH_PERIOD_S = 2.0  # the watchdog's check of the Ray cluster
+# A cluster whose checks fail or hang this long is lost (Ray itself ends a driver that cannot reach its
+# GCS after 60 s, without telling the robots: the server must stop first, and say why).
+HEALTH_DEADLINE_S = 20.0
+CLOSE_LINGER_MS = 500  # how long close() lets queued events (a fatal error) reach the robots
 
 
 def free_service_port(host: str = "127.0.0.1", tries: int = 500) -> int:
@@ -150,6 +162,35 @@ def session_agents(config: Any) -> tuple[Callable[[], Any], Any]:
     return factory, batcher
 
 
+def ray_cluster_problem() -> str | None:
+    """Why the Ray cluster this process drives can no longer run workers, or None while it can: Ray
+    shut down, or this process's own Ray node marked dead (its raylet is gone: killed, out of memory,
+    crashed). Blocks while Ray's GCS does not answer; the watchdog's deadline covers that."""
+    import ray
+
+    if not ray.is_initialized():
+        return "Ray was shut down in the server's process"
+    nodes = ray.nodes()
+    try:
+        node = ray.get_runtime_context().get_node_id()
+    except Exception:  # a Ray Client connection (ray://) has no node of its own: any live node will do
+        return None if any(info.get("Alive") for info in nodes) else "the Ray cluster has no live node"
+    if any(info.get("NodeID") == node and info.get("Alive") for info in nodes):
+        return None
+    return (f"the server's Ray node {node[:12]} is dead (its raylet was killed, ran out of memory or crashed; "
+            "Ray's own log lines above say more): no session can run a worker")  # fmt: skip
+
+
+def _describe_workers(agent: Any) -> str:
+    """Where ``agent``'s workers run, for the log ('perception pid 12 (cpu), generation pid 13 (cpu)');
+    '' when the agent cannot say."""
+    try:
+        workers = agent.stats()["workers"]
+        return ", ".join(f"{w['role']} pid {w['pid']} ({w.get('device') or 'cpu'})" for w in workers)
+    except Exception:  # an agent without stats, or one whose workers are gone: the log line goes without
+        return ""
+
+
 @dataclass(frozen=True)
 class CurveKeys:
     """CurveZMQ for the server: its key pair, and optionally a directory of client public keys
@@ -222,10 +263,18 @@ class BridgeServer:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         session_timeout_s: float = 10.0,
         max_sessions: int = 16,
+        health_check: Callable[[], str | None] | None = None,
     ) -> None:
         self.batcher = None  # shared perception (config.serve.perception), if any
         if agent_factory is None:
             agent_factory, self.batcher = session_agents(config)
+        if health_check is None and config is not None and config.pipeline.backend == "ray":
+            health_check = ray_cluster_problem
+        # Called by a watchdog thread while serving: a string (or failing or hanging calls for
+        # HEALTH_DEADLINE_S) is a fatal error, the server stops.
+        self._health_check = health_check
+        self._watchdog: dict[str, Any] = {"ok_at": time.monotonic(), "problem": None, "error": None}
+        self.failure: BaseException | None = None  # the fatal error that stopped serve_forever
         self.bind = bind
         self.obs_endpoint, self.action_endpoint = data_endpoints(bind)
         self._factory = agent_factory
@@ -283,7 +332,20 @@ class BridgeServer:
         return self
 
     def serve_forever(self) -> None:
-        """The server loop: services, observations, status and session expiry, until :meth:`close`."""
+        """The server loop: services, observations, status and session expiry, until :meth:`close`.
+        A fatal error (see the module doc) is logged, announced to every session and raised."""
+        try:
+            self._serve_loop()
+        except Exception as exc:
+            if self._stop.is_set() and isinstance(exc, zmq.ZMQError):
+                return  # close() from another thread closed the sockets under the loop
+            self._fail(exc)
+            raise
+
+    def _serve_loop(self) -> None:
+        if self._health_check is not None:
+            self._watchdog["ok_at"] = time.monotonic()
+            threading.Thread(target=self._watch_health, name="auras-bridge-health", daemon=True).start()
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._pull, zmq.POLLIN)
@@ -291,12 +353,7 @@ class BridgeServer:
         self._loop_thread = threading.current_thread()
         while not self._stop.is_set():
             self._send_replies()
-            try:
-                ready = dict(poller.poll(timeout=5 if self._replies.empty() else 0))  # a deadline on every receive
-            except zmq.ZMQError:
-                if self._stop.is_set():
-                    return
-                raise
+            ready = dict(poller.poll(timeout=5 if self._replies.empty() else 0))  # a deadline on every receive
             if self._router in ready:
                 self._drain(self._router, self._on_request)
             if self._pull in ready:
@@ -304,8 +361,48 @@ class BridgeServer:
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + STATUS_PERIOD_S
+                self._check_health(now)
                 self._expire(now)
                 self._publish_status()
+
+    def _watch_health(self) -> None:
+        """The watchdog thread: runs the health check every HEALTH_PERIOD_S until a problem is found."""
+        while not self._stop.wait(HEALTH_PERIOD_S):
+            try:
+                problem = self._health_check()
+            except Exception as exc:  # one failed check is not yet a lost cluster (see _check_health)
+                self._watchdog["error"] = f"{type(exc).__name__}: {exc}"
+                continue
+            if problem is not None:
+                self._watchdog["problem"] = problem
+                return
+            self._watchdog["ok_at"], self._watchdog["error"] = time.monotonic(), None
+
+    def _check_health(self, now: float) -> None:
+        if self._health_check is None:
+            return
+        problem = self._watchdog["problem"]
+        silent = now - self._watchdog["ok_at"]
+        if problem is None and silent > HEALTH_DEADLINE_S:
+            last = self._watchdog["error"] or "no answer"
+            problem = f"the Ray cluster did not answer health checks for {silent:.0f} s ({last}): its GCS is gone"
+        if problem is not None:
+            raise WorkerDiedError(problem)
+
+    def _fail(self, exc: BaseException) -> None:
+        """A fatal error: log it with its cause and tell every session's robot, before the loop ends."""
+        self.failure = exc
+        self.counters["fatal_errors"] += 1
+        if isinstance(exc, AurasError):
+            log.critical("bridge: fatal: %s; the server stops", exc)
+        else:
+            log.critical("bridge: fatal: unexpected %r; the server stops", exc, exc_info=exc)
+        message = f"the server stops: {type(exc).__name__}: {exc}"[:300]
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for session in [*sessions, None]:  # None: the global status topic
+            with contextlib.suppress(Exception):
+                self._publish_event(session, {"event": "error", "code": "internal", "message": message})
 
     def _drain(self, sock: zmq.Socket, handle: Callable[[list[Any]], None], limit: int = 256) -> None:
         for _ in range(limit):
@@ -327,7 +424,10 @@ class BridgeServer:
         with self._lock:
             sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
-            self._close_session(session)
+            try:
+                self._close_session(session)
+            except Exception:  # one agent's failed teardown must not keep the others or the sockets open
+                log.exception("bridge: closing session %s failed", session.id)
         if self.batcher is not None:
             self.batcher.close()
         if self._auth is not None:
@@ -335,8 +435,8 @@ class BridgeServer:
             self._auth = None
         for name in ("_router", "_pull", "_pub"):
             sock = getattr(self, name, None)
-            if sock is not None:
-                sock.close(linger=0)
+            if sock is not None:  # the PUB socket gets a moment to deliver the last events (a fatal error)
+                sock.close(linger=CLOSE_LINGER_MS if name == "_pub" else 0)
         self._ctx.term()
 
     def __enter__(self) -> BridgeServer:
@@ -478,7 +578,8 @@ class BridgeServer:
         self._open_stream(session)
         with self._lock:
             self._sessions[session.id] = session
-        log.info("bridge: session %s for robot %r", session.id, robot)
+        workers = _describe_workers(agent)
+        log.info("bridge: session %s for robot %r%s", session.id, robot, f" on workers: {workers}" if workers else "")
         return {
             "session": session.id, "schema": common[-1], "publish_to": self.obs_endpoint,
             "subscribe_to": self.action_endpoint, "action_topic": f"action/{session.id}",
@@ -668,11 +769,23 @@ class BridgeServer:
 
     # -- publishing ---------------------------------------------------------------------------------
     def _open_stream(self, session: Session) -> None:
-        session.stream = session.agent.stream(on_event=lambda event: self._publish_event(session, event))
+        session.stream = session.agent.stream(on_event=lambda event: self._on_stream_event(session, event))
         session.publisher = threading.Thread(
             target=self._publish_actions, args=(session, session.stream), name=f"auras-bridge-{session.id}", daemon=True
         )
         session.publisher.start()
+
+    def _on_stream_event(self, session: Session, event: dict[str, Any]) -> None:
+        """A stream's event (a worker replaced) to the robot and the log. Runs in the stream's thread,
+        which an exception would end: none leaves here."""
+        try:
+            if event.get("event") == "worker_restarted":
+                log.warning("bridge: session %s: workers replaced; now on workers: %s; cause: %s", session.id,
+                            _describe_workers(session.agent), event.get("message"))  # fmt: skip
+            self._publish_event(session, event)
+        except Exception as exc:
+            self.counters["internal_errors"] += 1
+            log.exception("bridge: session %s: publishing %s failed: %r", session.id, event.get("event"), exc)
 
     def _stop_stream(self, session: Session) -> None:
         if session.stream is not None:
@@ -733,8 +846,12 @@ class BridgeServer:
             self.counters["sessions_expired"] += 1
             log.info("bridge: session %s expired (silent for %.1f s)", session.id, self._session_timeout)
             self._publish_event(session, {"event": "expired", "message": f"silent for {self._session_timeout} s"})
-            with session.lock:
-                self._close_session(session)
+            try:
+                with session.lock:
+                    self._close_session(session)
+            except Exception as exc:  # its agent's teardown failed: the session is gone all the same
+                self.counters["internal_errors"] += 1
+                log.exception("bridge: closing expired session %s failed: %r", session.id, exc)
 
     def _close_session(self, session: Session) -> None:
         self._stop_stream(session)
