@@ -128,21 +128,21 @@ def _vlm_config(config: dict[str, Any], root: Path | None) -> tuple[Any, Path | 
 
 
 class _Tokenizer:
-    """Instruction -> (L,) token ids and mask, padded to ``length``: the VLM directory's tokenizer.json,
-    or (random weights only) UTF-8 bytes offset past the special ids, modulo the vocabulary."""
+    """Instruction -> (L,) token ids and mask, padded to ``length``: the first ``tokenizer.json`` found in
+    ``directories``, or (random weights only) UTF-8 bytes offset past the special ids, modulo the vocabulary."""
 
-    def __init__(self, directory: Path | None, length: int, vocab: int, stand_in: bool) -> None:
+    def __init__(self, directories: Sequence[Path], length: int, vocab: int, stand_in: bool) -> None:
         self.length, self.vocab = length, vocab
         self._tokenizer = None
-        file = directory / "tokenizer.json" if directory is not None else None
-        if file is not None and file.is_file():
+        files = [d / "tokenizer.json" for d in directories if (d / "tokenizer.json").is_file()]
+        if files:
             from tokenizers import Tokenizer
 
-            self._tokenizer = Tokenizer.from_file(str(file))
+            self._tokenizer = Tokenizer.from_file(str(files[0]))
         elif not stand_in:
             raise InvalidInputError(
-                f"SmolVLA: no tokenizer.json beside the VLM config ({directory}); a trained checkpoint needs its "
-                "tokenizer"
+                f"SmolVLA: no tokenizer.json in {[str(d) for d in directories]} (the VLM config's directory or the "
+                "checkpoint's); a trained checkpoint needs its tokenizer (SmolVLM2's tokenizer.json, copied there)"
             )
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -181,8 +181,9 @@ class SmolVLA(nn.Module):
         state = [f for f in config["input_features"].values() if f["type"] == "STATE"]
         self.state_dim = int(state[0]["shape"][0]) if state else 0
         self.action_dim = int(config["output_features"]["action"]["shape"][0])
-        self.tokenizer = _Tokenizer(vlm_dir, int(config["tokenizer_max_length"]),
-                                    vlm_config.text_config.vocab_size, random_weights)  # fmt: skip
+        where = [d for d in (vlm_dir, root) if d is not None]
+        self.tokenizer = _Tokenizer(where, int(config["tokenizer_max_length"]), vlm_config.text_config.vocab_size,
+                                    random_weights)  # fmt: skip
         self.modes = config["normalization_mapping"]
         self.stats = stats or {}
         for feature, kind in (("observation.state", "STATE"), ("action", "ACTION")):
