@@ -277,7 +277,22 @@ else
     fi
 fi
 
-# 5. one summary
+# 5. full-size SmolVLA (450 M, random weights): sequential vs auras on one GPU, in what time is left
+if [[ $MODE != gpu ]]; then
+    skip smolvla "full size runs on a GPU only (scripts/smolvla_throughput.py measures it on a CPU)"
+elif [[ -z $ready ]]; then
+    skip smolvla "$blocked" not-run
+else
+    left=$((DEADLINE - $(date +%s) - RESERVE))
+    if ((left < 60)); then
+        skip smolvla "$left s left of the budget" not-run
+    else
+        stage smolvla "$left" "$PY" scripts/smolvla_throughput.py --device cuda --dtype bfloat16 --steps 20 \
+            --warmup 3 --pp-perception 2 --pp-generation 2 --fetch-offset -1 --json "$WORK/smolvla.json" || true
+    fi
+fi
+
+# 6. one summary
 if [[ -n $DRY_RUN ]]; then
     echo "== summary"
     show "$PY" "$BENCH" summarize --out "$OUT" --stages "$STAGES" --env "$WORK/env.json" --tests "$WORK/tests.xml" \
