@@ -172,6 +172,7 @@ POLICIES.register("expert", "auras.policies.expert:build_expert", builtin=True)
 POLICIES.register("tiny-vla", "auras.policies.tiny_vla:TinyVLA", builtin=True)
 POLICIES.register("tiny-dp", "auras.policies.tiny_dp:TinyDP", builtin=True)
 POLICIES.register("smolvla", "auras.policies.smolvla:build_smolvla", builtin=True)
+POLICIES.register("tiny-flow", "auras.policies.tiny_flow:TinyFlow", builtin=True)
 
 FAMILIES: Registry[Any] = Registry("generation family", "auras.families", _check_family_entry)
 """Generation family name -> its driver class (auras.generation.families)."""

@@ -27,6 +27,7 @@ The split (architecture in :mod:`auras.policies.smolvla_model`):
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,6 +41,7 @@ from auras.devices import torch_dtype
 from auras.errors import ConfigError, InvalidInputError
 from auras.generation.base import DiffusionGeneration
 from auras.perception.base import Context, Perception
+from auras.perception.text import PAD_ID, encode_instruction
 from auras.policies.base import Policy
 from auras.policies.smolvla_model import SMOLVLM2_500M, SmolVLAFlow, pad_last_dim, resize_with_pad
 from auras.types import Observation, ObservationSpec
@@ -47,7 +49,7 @@ from auras.types import Observation, ObservationSpec
 if TYPE_CHECKING:
     from auras.config import AurasConfig
 
-__all__ = ["FULL_SIZE", "SmolVLA", "build_smolvla", "load_lerobot_checkpoint"]
+__all__ = ["FULL_SIZE", "ByteTokenizer", "FileTokenizer", "SmolVLA", "build_smolvla", "load_lerobot_checkpoint"]
 
 SMOLVLM2_NAME = "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"
 
@@ -68,6 +70,11 @@ FULL_SIZE: dict[str, Any] = {
 """LeRobot's SmolVLA defaults with one 84 px camera and 4-dim state and actions (auras' tasks)."""
 
 _NORMALIZER_GLOB = "policy_preprocessor_step_*_normalizer_processor.safetensors"
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_instruction(text: str, length: int) -> np.ndarray:
+    return encode_instruction(text, length)
 
 
 def load_lerobot_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
@@ -127,39 +134,48 @@ def _vlm_config(config: dict[str, Any], root: Path | None) -> tuple[Any, Path | 
     )
 
 
-class _Tokenizer:
-    """Instruction -> (L,) token ids and mask, padded to ``length``: the first ``tokenizer.json`` found in
-    ``directories``, or (random weights only) UTF-8 bytes offset past the special ids, modulo the vocabulary."""
+class FileTokenizer:
+    """Instruction -> (L,) token ids and mask, padded to ``length``, with a ``tokenizer.json`` (the text
+    gets LeRobot's trailing newline first)."""
 
-    def __init__(self, directories: Sequence[Path], length: int, vocab: int, stand_in: bool) -> None:
-        self.length, self.vocab = length, vocab
-        self._tokenizer = None
-        files = [d / "tokenizer.json" for d in directories if (d / "tokenizer.json").is_file()]
-        if files:
-            from tokenizers import Tokenizer
+    def __init__(self, file: Path, length: int) -> None:
+        from tokenizers import Tokenizer
 
-            self._tokenizer = Tokenizer.from_file(str(files[0]))
-        elif not stand_in:
-            raise InvalidInputError(
-                f"SmolVLA: no tokenizer.json in {[str(d) for d in directories]} (the VLM config's directory or the "
-                "checkpoint's); a trained checkpoint needs its tokenizer (SmolVLM2's tokenizer.json, copied there)"
-            )
+        self.length = length
+        self._tokenizer = Tokenizer.from_file(str(file))
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def find(cls, directories: Sequence[Path], length: int) -> FileTokenizer:
+        """The first ``tokenizer.json`` in ``directories``."""
+        for directory in directories:
+            if (directory / "tokenizer.json").is_file():
+                return cls(directory / "tokenizer.json", length)
+        raise InvalidInputError(
+            f"SmolVLA: no tokenizer.json in {[str(d) for d in directories]} (the VLM config's directory or the "
+            "checkpoint's); a trained checkpoint needs its tokenizer (SmolVLM2's tokenizer.json, copied there)"
+        )
 
     def __call__(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         cached = self._cache.get(text)
         if cached is None:
-            text = text if text.endswith("\n") else text + "\n"
-            if self._tokenizer is not None:
-                ids = self._tokenizer.encode(text).ids[: self.length]
-            else:
-                ids = [3 + b % (self.vocab - 3) for b in text.encode()][: self.length]
-            tokens = np.zeros(self.length, np.int64)
-            tokens[: len(ids)] = ids
-            mask = np.zeros(self.length, bool)
-            mask[: len(ids)] = True
+            ids = self._tokenizer.encode(text if text.endswith("\n") else text + "\n").ids[: self.length]
+            tokens, mask = np.zeros(self.length, np.int64), np.zeros(self.length, bool)
+            tokens[: len(ids)], mask[: len(ids)] = ids, True
             cached = self._cache[text] = (tokens, mask)
         return cached
+
+
+class ByteTokenizer:
+    """Instruction -> (L,) UTF-8 byte ids + 1 and mask (:func:`auras.perception.text.encode_instruction`):
+    tiny-flow's own vocabulary, and the stand-in of a random-weight model."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __call__(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        ids = _cached_instruction(text, self.length)
+        return ids, ids != PAD_ID
 
 
 class SmolVLA(nn.Module):
@@ -167,11 +183,13 @@ class SmolVLA(nn.Module):
 
     policy_type: ClassVar[str] = "smolvla"
 
-    def __init__(self, config: dict[str, Any], stats: dict[str, Any] | None = None, root: Path | None = None,
-                 random_weights: bool = False) -> None:  # fmt: skip
+    def __init__(self, config: dict[str, Any], vlm_config: Any, tokenizer: Callable[[str], Any],
+                 stats: dict[str, Any] | None = None) -> None:  # fmt: skip
+        """``config``: LeRobot's SmolVLA config keys (see FULL_SIZE); ``vlm_config``: a SmolVLMConfig;
+        ``tokenizer``: instruction -> (tokens, mask) of ``tokenizer_max_length``; ``stats``: feature ->
+        mean/std/min/max tensors (required for every normalised feature)."""
         super().__init__()
         self.config = config
-        vlm_config, vlm_dir = _vlm_config(config, root)
         self.model = SmolVLAFlow(vlm_config, config)
         self.cameras = {
             key.removeprefix("observation.images."): tuple(feature["shape"][1:])
@@ -181,19 +199,29 @@ class SmolVLA(nn.Module):
         state = [f for f in config["input_features"].values() if f["type"] == "STATE"]
         self.state_dim = int(state[0]["shape"][0]) if state else 0
         self.action_dim = int(config["output_features"]["action"]["shape"][0])
-        where = [d for d in (vlm_dir, root) if d is not None]
-        self.tokenizer = _Tokenizer(where, int(config["tokenizer_max_length"]), vlm_config.text_config.vocab_size,
-                                    random_weights)  # fmt: skip
+        self.tokenizer = tokenizer
         self.modes = config["normalization_mapping"]
         self.stats = stats or {}
         for feature, kind in (("observation.state", "STATE"), ("action", "ACTION")):
-            if self.modes.get(kind, "IDENTITY") != "IDENTITY" and feature not in self.stats and not random_weights:
+            if self.modes.get(kind, "IDENTITY") != "IDENTITY" and feature not in self.stats:
                 raise InvalidInputError(f"SmolVLA: normalisation statistics for {feature!r} are missing")
+
+    @classmethod
+    def random_full_size(cls, config: dict[str, Any] | None = None) -> SmolVLA:
+        """SmolVLA's full size (SmolVLM2-500M) with RANDOM weights, identity normalisation and byte tokens:
+        for throughput runs only."""
+        from transformers import SmolVLMConfig
+
+        config = {**FULL_SIZE, **(config or {}), "normalization_mapping": {"VISUAL": "IDENTITY",
+                  "STATE": "IDENTITY", "ACTION": "IDENTITY"}}  # fmt: skip
+        return cls(config, SmolVLMConfig(**SMOLVLM2_500M), ByteTokenizer(int(config["tokenizer_max_length"])))
 
     @classmethod
     def from_lerobot(cls, path: str | Path) -> SmolVLA:
         config, state, stats = load_lerobot_checkpoint(path)
-        model = cls(config, stats, Path(path))
+        vlm_config, vlm_dir = _vlm_config(config, Path(path))
+        where = [d for d in (vlm_dir, Path(path)) if d is not None]
+        model = cls(config, vlm_config, FileTokenizer.find(where, int(config["tokenizer_max_length"])), stats)
         expected, file = model.state_dict(), str(Path(path) / "model.safetensors")
         for key, value in state.items():
             if key not in expected:
@@ -232,13 +260,14 @@ class SmolVLA(nn.Module):
             return (x + 1) / 2 * torch.where(span == 0, torch.full_like(span, 1e-8), span) + s["min"].to(x)
         raise InvalidInputError(f"SmolVLA: normalisation mode {mode!r} of ACTION is not supported")
 
-    def as_policy(self, execute_steps: int | None = None) -> Policy:
+    def as_policy(self, execute_steps: int | None = None, name: str | None = None) -> Policy:
+        """Perception and generation halves over these weights; ``name``: the registry name (smolvla)."""
         self.eval()
         steps = int(self.config.get("n_action_steps", self.config["chunk_size"]) if execute_steps is None
                     else execute_steps)  # fmt: skip
         if not 1 <= steps <= int(self.config["chunk_size"]):
             raise InvalidInputError(f"execute_steps: expected 1..{self.config['chunk_size']}, got {steps}")
-        return Policy(self.policy_type, SmolVLAPerception(self), SmolVLAGeneration(self), execute_steps=steps)
+        return Policy(name or self.policy_type, SmolVLAPerception(self), SmolVLAGeneration(self), execute_steps=steps)
 
 
 class _Part:
@@ -404,9 +433,9 @@ def build_smolvla(config: AurasConfig) -> Policy:
         if (config.policy.scale_perception, config.policy.scale_generation) != (1.0, 1.0):
             raise ConfigError("smolvla: scale_perception / scale_generation are not supported; it runs at full size")
         size = config.env.image_size
-        full = {**FULL_SIZE, "input_features": {
+        full = {"input_features": {
             "observation.images.front": {"type": "VISUAL", "shape": [3, size, size]},
             "observation.state": {"type": "STATE", "shape": [4]},
         }}  # fmt: skip
-        model = SmolVLA(full, random_weights=True).eval()
+        model = SmolVLA.random_full_size(full).eval()
     return model.as_policy(config.policy.execute_steps)
