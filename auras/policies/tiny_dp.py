@@ -61,6 +61,7 @@ from auras.policies.torch_policy import (
     LearnedPolicy,
     ModelPart,
     SpatialSoftmax,
+    checked_samples,
     group_count,
     image_to_tensor,
     random_shift,
@@ -350,13 +351,7 @@ class TinyDP(LearnedPolicy):
                      **overrides: Any) -> TinyDP:  # fmt: skip
         """A fresh model with action/state min-max bounds fitted to ``actions`` (N, A) and ``states`` (N, S)."""
         config = {**cls.DEFAULTS, **overrides}
-        actions, states = np.asarray(actions, np.float32), np.asarray(states, np.float32)
-        if actions.ndim != 2 or actions.shape[1] != config["action_dim"] or not len(actions):
-            raise InvalidInputError(f"actions: expected (N, {config['action_dim']}), got {actions.shape}")
-        if states.ndim != 2 or states.shape[1] != config["state_dim"] or not len(states):
-            raise InvalidInputError(f"states: expected (N, {config['state_dim']}), got {states.shape}")
-        for text in instructions:
-            encode_instruction(text, int(config["max_instruction_bytes"]))  # raises if too long
+        actions, states = checked_samples(actions, states, instructions, config)
         config["action_min"], config["action_max"] = _fit_range(actions)
         config["state_min"], config["state_max"] = _fit_range(states)
         return cls(config)

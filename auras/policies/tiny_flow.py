@@ -23,12 +23,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from auras.errors import InvalidInputError
-from auras.perception.text import PAD_ID, VOCAB_SIZE, encode_instruction
+from auras.perception.text import PAD_ID, VOCAB_SIZE
 from auras.policies.base import Policy
 from auras.policies.smolvla import FULL_SIZE, ByteTokenizer, SmolVLA
 from auras.policies.smolvla_model import pad_last_dim, resize_with_pad
-from auras.policies.torch_policy import LearnedPolicy, image_to_tensor, random_shift
+from auras.policies.torch_policy import LearnedPolicy, checked_samples, image_to_tensor, random_shift
 
 __all__ = ["TinyFlow"]
 
@@ -98,13 +97,7 @@ class TinyFlow(LearnedPolicy):
                      **overrides: Any) -> TinyFlow:  # fmt: skip
         """A fresh model whose state and action normalisation is fitted to ``actions`` (N, A), ``states`` (N, S)."""
         config = {**cls.DEFAULTS, **overrides}
-        actions, states = np.asarray(actions, np.float32), np.asarray(states, np.float32)
-        if actions.ndim != 2 or actions.shape[1] != config["action_dim"] or not len(actions):
-            raise InvalidInputError(f"actions: expected (N, {config['action_dim']}), got {actions.shape}")
-        if states.ndim != 2 or states.shape[1] != config["state_dim"] or not len(states):
-            raise InvalidInputError(f"states: expected (N, {config['state_dim']}), got {states.shape}")
-        for text in instructions:
-            encode_instruction(text, int(config["max_instruction_bytes"]))  # raises if too long
+        actions, states = checked_samples(actions, states, instructions, config)
         for name, values in (("action", actions), ("state", states)):
             config[f"{name}_mean"] = values.mean(0).tolist()
             config[f"{name}_std"] = np.maximum(values.std(0), 1e-3).tolist()  # a constant column stays finite

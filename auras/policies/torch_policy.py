@@ -31,6 +31,7 @@ __all__ = [
     "LearnedPolicy",
     "ModelPart",
     "SpatialSoftmax",
+    "checked_samples",
     "group_count",
     "image_to_tensor",
     "observations_to_batch",
@@ -55,6 +56,21 @@ def observations_to_batch(
 @functools.lru_cache(maxsize=256)
 def _cached_instruction(text: str, max_bytes: int) -> np.ndarray:
     return encode_instruction(text, max_bytes)
+
+
+def checked_samples(
+    actions: np.ndarray, states: np.ndarray, instructions: Sequence[str], config: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``actions`` (N, action_dim) and ``states`` (N, state_dim) as float32, after checking their shapes
+    and that every instruction fits ``max_instruction_bytes`` (InvalidInputError otherwise)."""
+    actions, states = np.asarray(actions, np.float32), np.asarray(states, np.float32)
+    if actions.ndim != 2 or actions.shape[1] != config["action_dim"] or not len(actions):
+        raise InvalidInputError(f"actions: expected (N, {config['action_dim']}), got {actions.shape}")
+    if states.ndim != 2 or states.shape[1] != config["state_dim"] or not len(states):
+        raise InvalidInputError(f"states: expected (N, {config['state_dim']}), got {states.shape}")
+    for text in instructions:
+        encode_instruction(text, int(config["max_instruction_bytes"]))  # raises if too long
+    return actions, states
 
 
 def image_to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
