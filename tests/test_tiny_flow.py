@@ -59,16 +59,18 @@ def test_a_checkpoint_round_trips_and_acts_the_same(tmp_path):
 
 
 @pytest.mark.mujoco
-def test_auras_train_runs_it_and_the_checkpoint_serves_in_every_frame_mode(demos, tmp_path):
+@pytest.mark.ray
+def test_auras_train_runs_it_and_the_checkpoint_serves_in_every_frame_mode_and_on_ray(demos, tmp_path):
     result = train("tiny-flow", demos, tmp_path / "run", steps=2, batch_size=4, eval_every=100, eval_episodes=1,
                    overrides=SMALL)  # fmt: skip
     assert result["steps_done"] == 2
     checkpoint = tmp_path / "run" / "last"
-    for mode in ("sequential", "pipeline", "auras"):
+    runs = [("sequential", "local"), ("pipeline", "local"), ("auras", "local"), ("auras", "ray")]
+    for mode, backend in runs:  # on Ray the actors build it by name from the checkpoint path
         config = load_config(overrides=["policy.type=tiny-flow", f"policy.checkpoint={checkpoint}",
-                                        f"pipeline.mode={mode}", "pipeline.pp_perception=2",
-                                        "pipeline.pp_generation=5"])  # fmt: skip
+                                        f"pipeline.mode={mode}", f"pipeline.backend={backend}",
+                                        "pipeline.pp_perception=2", "pipeline.pp_generation=5"])  # fmt: skip
         with AurasAgent(config) as agent:
             assert agent.policy_spec.name == "tiny-flow" and agent.policy_spec.action_shape == (16, 4)
             actions = [agent.step(observation(i, 84)).values for i in range(4)]
-        assert all(a.shape == (16, 4) and np.isfinite(a).all() for a in actions), mode
+        assert all(a.shape == (16, 4) and np.isfinite(a).all() for a in actions), (mode, backend)
