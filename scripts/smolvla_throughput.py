@@ -1,7 +1,8 @@
 """Sequential vs auras throughput for full-size SmolVLA with random weights (a benchmark).
 
     python scripts/smolvla_throughput.py [--device cpu|cuda] [--dtype float32|bfloat16] [--steps 12]
-        [--warmup 3] [--pp-perception 1] [--pp-generation 1] [--fetch-offset -1] [--threads 1] [--json OUT]
+        [--warmup 3] [--pp-perception 1] [--pp-generation 1] [--fetch-offset -1] [--threads 1]
+        [--compile off|default|reduce-overhead] [--json OUT]
 
 The policy is ``policy.type=smolvla`` without a checkpoint: SmolVLM2-500M truncated to 16 layers and a
 0.75-wide expert (450 M parameters), one 84 px camera resized with padding to 512 px (1024 SigLIP
@@ -73,10 +74,16 @@ def main() -> None:
     parser.add_argument("--pp-generation", type=int, default=1)
     parser.add_argument("--fetch-offset", type=int, default=-1, choices=[0, -1])
     parser.add_argument("--threads", type=int, default=1, help="torch threads per stage")
+    parser.add_argument(
+        "--compile",
+        default="off",
+        choices=["off", "default", "reduce-overhead"],
+        help="policy.compile for both modes (compile time is excluded: warm-up steps)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     base = ["policy.type=smolvla", f"policy.device={args.device}", f"policy.dtype={args.dtype}",
-            f"policy.torch_threads={args.threads}"]  # fmt: skip
+            f"policy.torch_threads={args.threads}", f"policy.compile={args.compile}"]  # fmt: skip
     modes = {
         "sequential": ["pipeline.mode=sequential"],
         "auras": ["pipeline.mode=auras", f"pipeline.pp_perception={args.pp_perception}",

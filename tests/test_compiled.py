@@ -99,3 +99,19 @@ def test_compiled_policies_from_the_config_act_as_the_eager_ones_with_one_graph_
     assert stats["workers"][0]["compile_graphs"] == stages  # what the agent reports is what compiled
     # ten frames filled the pipeline (generation batches of 1, 2, 3 rows) and ran on full: the graph
     # count above is one per stage, so no frame recompiled
+
+
+def test_smolvla_compiles_each_layer_and_the_flow_step_and_acts_as_eager(counting):
+    """Patch embedding, 2 vision layers, connector, prefix assembly, 4 text layers and the velocity: 10
+    graphs, none added while the pipeline fills (flow batches of 1 to 5 rows padded to 5)."""
+    from tests.test_smolvla import CHECKPOINT, _observation
+
+    base = ["policy.type=smolvla", f"policy.checkpoint={CHECKPOINT}", "pipeline.mode=auras",
+            "pipeline.pp_perception=3", "pipeline.pp_generation=5"]  # fmt: skip
+    results = {}
+    for mode in ("off", "default"):
+        with AurasAgent(load_config(overrides=[*base, f"policy.compile={mode}"])) as agent:
+            cameras = dict(agent.spec.cameras)
+            results[mode] = np.stack([agent.step(_observation(i, cameras)).values for i in range(10)])
+    np.testing.assert_allclose(results["default"], results["off"], atol=1e-5)
+    assert len(counting.graphs) == 10, "a stage recompiled, broke into pieces or was never compiled"

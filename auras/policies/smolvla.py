@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from auras.compiled import CompiledStage
 from auras.devices import torch_dtype
 from auras.errors import ConfigError, InvalidInputError
 from auras.generation.base import DiffusionGeneration
@@ -283,6 +284,23 @@ class SmolVLAPerception(_Part, Perception):
     def __init__(self, model: SmolVLA) -> None:
         self.model = model
         self._spec = ObservationSpec(dict(model.cameras), state_dim=model.state_dim)
+        self._calls = self._tensor_functions(lambda fn: fn)
+
+    def _tensor_functions(self, wrap: Callable[[Callable], Callable]) -> dict[str, Any]:
+        """The tensor functions the stages call, each passed through ``wrap`` (compile)."""
+        flow = self.model.model
+        vision, text = len(flow.vision.encoder.layers), len(flow.text_layers)
+        return {
+            "patch": wrap(flow.patch_embed),
+            "vision": [wrap(functools.partial(flow.vision_layer, i)) for i in range(vision)],
+            "tokens": wrap(flow.image_tokens),
+            "prefix": wrap(flow.embed_prefix),
+            "text": [wrap(functools.partial(flow.prefix_layer, i, last=i == text - 1)) for i in range(text)],
+        }
+
+    def compile(self, mode: str, batch: int = 1) -> None:
+        """Patch embedding, each vision layer, the connector, the prefix assembly and each text layer."""
+        self._calls = self._tensor_functions(lambda fn: CompiledStage(fn, mode, batch))
 
     @property
     def spec(self) -> ObservationSpec:
@@ -311,7 +329,7 @@ class SmolVLAPerception(_Part, Perception):
             pixels = pixels.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, h, w) in [0, 1]
             if height is not None:
                 pixels = resize_with_pad(pixels, int(height), int(width))
-            images.append(flow.patch_embed((pixels * 2.0 - 1.0).to(param.dtype)))
+            images.append(self._calls["patch"]((pixels * 2.0 - 1.0).to(param.dtype)))
         state = torch.from_numpy(np.stack([o.state for o in observations])).to(param.device).float()
         state = pad_last_dim(self.model.normalize("observation.state", "STATE", state), flow.state_proj.in_features)
         tokens, masks = zip(*(self.model.tokenizer(o.instruction) for o in observations), strict=True)
@@ -336,21 +354,19 @@ class SmolVLAPerception(_Part, Perception):
 
         @torch.inference_mode()
         def run(carry: dict[str, Any]) -> dict[str, Any]:
-            images = [flow.vision_layer(index, h) for h in carry["images"]]
+            images = [self._calls["vision"][index](h) for h in carry["images"]]
             if not last:
                 return {**carry, "images": images}
-            tokens = [flow.image_tokens(h) for h in images]
-            prefix = flow.embed_prefix(tokens, carry["tokens"], carry["lang_mask"], carry["state"])
+            tokens = [self._calls["tokens"](h) for h in images]
+            prefix = self._calls["prefix"](tokens, carry["tokens"], carry["lang_mask"], carry["state"])
             return {"prefix": prefix, "kv": {}}
 
         return run
 
     def _text_layer(self, index: int, last: bool) -> Callable[[dict[str, Any]], Any]:
-        flow = self.model.model
-
         @torch.inference_mode()
         def run(carry: dict[str, Any]) -> Any:
-            h, k, v = flow.prefix_layer(index, carry["prefix"], last=last)
+            h, k, v = self._calls["text"][index](carry["prefix"])
             kv = {**carry["kv"], f"kv.{index}.key": k, f"kv.{index}.value": v}
             if last:
                 return {**kv, "prefix_pad": carry["prefix"]["pad"]}
@@ -366,6 +382,11 @@ class SmolVLAGeneration(_Part, DiffusionGeneration):
         self.model = model
         self._seed = seed
         self._generator = torch.Generator().manual_seed(seed)
+        self._velocity: Callable[..., torch.Tensor] = model.model.velocity  # one flow step's network
+
+    def compile(self, mode: str, batch: int = 1) -> None:
+        """The expert's velocity (one flow step), compiled for ``batch`` rows (every in-flight request)."""
+        self._velocity = CompiledStage(self.model.model.velocity, mode, batch)
 
     @property
     def action_dim(self) -> int:
@@ -414,7 +435,7 @@ class SmolVLAGeneration(_Part, DiffusionGeneration):
             time = torch.tensor([1.0 + int(k) * dt for k in k0[rows] + it], dtype=torch.float32, device=x.device)
             idx = rows.to(x.device)
             cache = [(k[idx], v[idx]) for k, v in kv]
-            velocity = flow.velocity(x[idx].to(param.dtype), time, cache, pad[idx])
+            velocity = self._velocity(x[idx].to(param.dtype), time, cache, pad[idx])
             x[idx] = x[idx] + dt * velocity
         return x
 
