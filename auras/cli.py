@@ -144,7 +144,9 @@ def bench(
     task: Annotated[list[str] | None, typer.Option("--task", "-t", help="Task (repeatable); bench.tasks.")] = None,
     policy: Annotated[
         list[str] | None,
-        typer.Option("--policy", help="Policy (repeatable): any registered name, e.g. tiny-dp, tiny-vla, expert."),
+        typer.Option(
+            "--policy", help="Policy (repeatable): any registered name, e.g. tiny-dp, tiny-flow, smolvla, expert."
+        ),
     ] = None,
     modes: Annotated[
         str | None, typer.Option("--modes", help="Comma-separated modes, e.g. sequential,auras (bench.modes).")
@@ -507,7 +509,9 @@ def collect(
 
 @app.command()
 def train(
-    policy: Annotated[str, typer.Option("--policy", "-p", help="A trainable registered policy: tiny-vla, tiny-dp.")],
+    policy: Annotated[
+        str, typer.Option("--policy", "-p", help="A trainable registered policy: tiny-vla, tiny-dp, tiny-flow.")
+    ],
     data: Annotated[Path, typer.Option("--data", "-d", help="Dataset directory from `auras collect`.")],
     task: Annotated[list[str] | None, typer.Option("--task", "-t", help="Train on these tasks (default: all).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint directory.")] = Path("runs/train"),

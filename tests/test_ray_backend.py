@@ -268,9 +268,11 @@ def test_reset_reaches_the_policy_in_every_ray_actor(ray_cluster, mode):
     np.testing.assert_array_equal(again, first)
 
 
-SHIPPED_BY_CONFIG = [
-    ("tiny-dp", "sequential", []),
-    ("tiny-vla", "pipeline", ["pipeline.pp_perception=2", "pipeline.pp_generation=4"]),
+SHIPPED_BY_CONFIG = [  # the two auras cases run by default; the others add a minute on a 2-core machine
+    pytest.param("tiny-dp", "sequential", [], marks=pytest.mark.slow),
+    pytest.param(
+        "tiny-vla", "pipeline", ["pipeline.pp_perception=2", "pipeline.pp_generation=4"], marks=pytest.mark.slow
+    ),
     ("tiny-dp", "auras", ["pipeline.pp_perception=2", "pipeline.pp_generation=3"]),
     ("tiny-vla", "auras", ["pipeline.pp_generation=4", "pipeline.fetch_offset=-1"]),
 ]

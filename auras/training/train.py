@@ -33,7 +33,7 @@ TRAINABLE = ("from_samples", "from_pretrained", "compute_loss", "as_policy", "sa
 
 
 def policy_class(name: str) -> Any:
-    """The trainable model class registered as ``name`` (a LearnedPolicy: tiny-vla, tiny-dp, or one an
+    """The trainable model class registered as ``name`` (a LearnedPolicy: tiny-vla, tiny-dp, tiny-flow, or one an
     installed package registers); ConfigError for unknown or untrainable names."""
     entry = POLICIES.get(name)
     missing = [m for m in TRAINABLE if not hasattr(entry, m)]
