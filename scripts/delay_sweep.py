@@ -6,7 +6,7 @@ advances one control step per executed action (the ``frame`` time model), and a 
 predicts action chunks executes its usual number of chunk rows before it is queried again. With
 ``--policy expert`` (the default) the scripted expert reads the privileged state, which measures
 how sensitive each task is to acting on stale observations independent of any learned policy;
-with ``--policy tiny-vla`` or ``tiny-dp`` the shipped checkpoint is measured: that is the damage
+with ``--policy tiny-vla``, ``tiny-dp`` or ``tiny-flow`` the shipped checkpoint is measured: that is the damage
 the public context has to undo.
 
 Examples (the tables in docs/staleness.md and the README):
@@ -28,14 +28,23 @@ from typing import Any
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
-def run_cell(task: str, delay: int, episodes: int, horizon: int, seed: int, policy: str = "expert") -> dict[str, Any]:
-    """Success of ``policy`` on ``task`` over ``episodes`` seeded episodes at one observation delay."""
+def run_cell(
+    task: str,
+    delay: int,
+    episodes: int,
+    horizon: int,
+    seed: int,
+    policy: str = "expert",
+    overrides: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Success of ``policy`` (config ``overrides`` applied) on ``task`` over ``episodes`` seeded episodes at one
+    observation delay."""
     from auras import AurasAgent, load_config
     from auras.envs import make_env
     from auras.envs.base import to_observation
 
     torch_threads = ["policy.torch_threads=1"] if policy != "expert" else []
-    config = load_config(overrides=[f"env.task={task}", f"policy.type={policy}", *torch_threads])
+    config = load_config(overrides=[f"env.task={task}", f"policy.type={policy}", *torch_threads, *overrides])
     env = make_env(task, horizon=horizon)
     agent = AurasAgent(config)
     successes, steps_to_success = 0, []
@@ -74,7 +83,7 @@ def run_cell(task: str, delay: int, episodes: int, horizon: int, seed: int, poli
     }
 
 
-def _run_cell(args: tuple[str, int, int, int, int, str]) -> dict[str, Any]:
+def _run_cell(args: tuple[str, int, int, int, int, str, tuple[str, ...]]) -> dict[str, Any]:
     return run_cell(*args)
 
 
@@ -103,7 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=100000, help="first seed; episode i uses seed + i")
     parser.add_argument("--out", default=None, help="write the results as JSON to this file")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    parser.add_argument("--policy", default="expert", choices=["expert", "tiny-vla", "tiny-dp"], help="policy to run")
+    parser.add_argument(
+        "--policy", default="expert", choices=["expert", "tiny-vla", "tiny-dp", "tiny-flow"], help="policy to run"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override (repeatable), e.g. policy.checkpoint=DIR to measure another checkpoint",
+    )
     parser.add_argument(
         "--workers", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default: 2)"
     )
@@ -124,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # Longest cells first (failing episodes run the full horizon), so the workers finish together.
     jobs = [
-        (t, k, args.episodes, args.horizon, args.seed, args.policy) for k in sorted(delays, reverse=True) for t in tasks
+        (t, k, args.episodes, args.horizon, args.seed, args.policy, tuple(args.overrides))
+        for k in sorted(delays, reverse=True)
+        for t in tasks
     ]
     start = time.perf_counter()
     if args.workers == 1:

@@ -430,12 +430,19 @@ class SmolVLAGeneration(_Part, DiffusionGeneration):
                 f"denoise: the context lacks {missing!r} (expected SmolVLA's prefix cache)"
             ) from None
         dt = -1.0 / n
+        # The cache is gathered once per set of active rows (rows only drop out), not once per flow step;
+        # with every row active it is used as it is, copied only if it is not a contiguous inference tensor
+        # (compiled steps guard on both, and would otherwise compile a second graph).
+        kv = [(_as_inference(k), _as_inference(v)) for k, v in kv]
+        active: tuple[int, ...] = tuple(range(batch))
+        idx, cache, cache_pad = torch.arange(batch, device=x.device), kv, _as_inference(pad)
         for it in range(int(count.max()) if batch else 0):
             rows = torch.nonzero(count > it).flatten()
+            if tuple(rows.tolist()) != active:
+                active, idx = tuple(rows.tolist()), rows.to(x.device)
+                cache, cache_pad = [(k[idx], v[idx]) for k, v in kv], pad[idx]
             time = torch.tensor([1.0 + int(k) * dt for k in k0[rows] + it], dtype=torch.float32, device=x.device)
-            idx = rows.to(x.device)
-            cache = [(k[idx], v[idx]) for k, v in kv]
-            velocity = self._velocity(x[idx].to(param.dtype), time, cache, pad[idx])
+            velocity = self._velocity(x[idx].to(param.dtype), time, cache, cache_pad)
             x[idx] = x[idx] + dt * velocity
         return x
 
@@ -443,6 +450,15 @@ class SmolVLAGeneration(_Part, DiffusionGeneration):
     def to_actions(self, sample: Any) -> np.ndarray:
         actions = torch.as_tensor(sample).float()[..., : self.action_dim]
         return self.model.unnormalize_actions(actions).cpu().numpy().astype(np.float32)
+
+
+def _as_inference(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` itself if it is a contiguous inference tensor, else a copy that is (call in inference mode)."""
+    return (
+        tensor
+        if tensor.is_inference() and tensor.is_contiguous()
+        else tensor.clone(memory_format=torch.contiguous_format)
+    )
 
 
 def build_smolvla(config: AurasConfig) -> Policy:
