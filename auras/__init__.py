@@ -1,8 +1,9 @@
 """auras: an inference runtime for embodied agents.
 
-Splits a policy into perception and generation and schedules them (sequentially today; pipelined
-with a public context in later releases). Importing ``auras`` is cheap: torch, ray, mujoco and
-transformers load only inside the modules that need them.
+Splits a policy into perception and generation and runs them as a controlled-depth pipeline (locally
+or as Ray actors) whose requests read a public context: the freshest observation's perception output.
+Importing ``auras`` is cheap: torch, ray, mujoco and transformers load only inside the modules that
+need them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Metric formulas (names as in DESIGN.md). Pure functions over recorded times and outcomes."""
+"""Metric formulas (names as in docs/bench.md). Pure functions over recorded times and outcomes."""
 
 from __future__ import annotations
 
