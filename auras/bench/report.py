@@ -46,6 +46,17 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _gpu_names() -> list[str] | None:
+    """The CUDA devices this process sees (names), or None without CUDA."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
 def machine_info() -> dict[str, Any]:
     import psutil
 
@@ -56,7 +67,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "mujoco_gl": os.environ.get("MUJOCO_GL"),
-        "gpu": None,  # CUDA placement reporting arrives with the GPU backend
+        "gpu": _gpu_names(),
         "ci": os.environ.get("CI") == "true",
     }
 
