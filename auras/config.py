@@ -163,6 +163,13 @@ class PipelineConfig(_Section):
         "(frame modes, sequential, decoupled: both actors; parallel: that worker) and the step raises "
         "WorkerRestartedError.",
     )
+    frame_period_ms: float = Field(
+        0.0,
+        ge=0.0,
+        le=60_000.0,
+        description="Paced frames: start a frame every this many ms (agent.stream, the bridge, the bench), so "
+        "actions come out at even intervals; 0: back to back. Choose a little above the slow-frame time.",
+    )
     emit: Literal["own", "public"] = Field(
         "own", description="Autoregressive auras: emit the finishing request's own tokens, or the public snapshot."
     )

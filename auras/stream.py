@@ -6,6 +6,8 @@
             robot.apply(action)
 
 A background thread runs the agent's executor: each frame admits the newest submitted observation.
+With ``pipeline.frame_period_ms`` set, frames start on that period (auras/pipeline/pacing.py) and each
+admits the newest observation at its tick, so actions come out at even intervals.
 Observations submitted while the executor is busy wait in a one-slot mailbox; a newer one replaces
 an older one that was never admitted, and that older one is counted in ``dropped`` (a camera
 faster than the policy loses frames, never the other way round). Every action the executor emits
@@ -27,6 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from auras.errors import AgentClosedError, InvalidInputError, StepFailedError, WorkerRestartedError
+from auras.pipeline.pacing import FramePacer
 from auras.types import Action, Observation
 
 if TYPE_CHECKING:
@@ -46,6 +49,7 @@ class ActionStream:
         self._error: BaseException | None = None
         self._closed = False
         self.submitted = self.admitted = self.dropped = self.emitted = 0
+        self.pacer = FramePacer(agent.config.pipeline.frame_period_ms / 1e3)
         self._thread = threading.Thread(target=self._loop, name="auras-stream", daemon=True)
         self._thread.start()
 
@@ -70,6 +74,10 @@ class ActionStream:
             with self._cond:
                 while self._pending is None and not self._closed:
                     self._cond.wait()
+                if self._closed:
+                    return
+            self.pacer.wait()  # paced frames: start on the tick, then admit the newest observation
+            with self._cond:
                 if self._closed:
                     return
                 obs, self._pending = self._pending, None

@@ -193,3 +193,31 @@ def test_realtime_clock_surfaces_an_agent_error_instead_of_running_on_blind():
         agent._executor.step = broken
         with pytest.raises(RuntimeError, match="generation actor died"):
             run_episode(agent, env, seed=100_000, clock="realtime")
+
+
+def test_a_paced_agent_streams_on_its_period():
+    """The bench's throughput stream with frame_period_ms 30: outputs come 30 ms apart on average (give or
+    take one frame's jitter) though a frame takes ~2 ms (unpaced they come back to back)."""
+    from auras import AurasAgent, load_config
+    from auras.bench.episodes import run_stream
+    from auras.policies.base import Policy
+    from tests.fakes import FakeDiffusion, FakeStagedPerception, fake_observation
+
+    config = load_config(overrides=["pipeline.mode=auras", "pipeline.pp_generation=3", "pipeline.frame_period_ms=30"])
+    with AurasAgent(config, policy=Policy("fake-dp", FakeStagedPerception(4), FakeDiffusion(12, 0.002))) as agent:
+        record = run_stream(agent, [fake_observation(i) for i in range(12)], warmup=4)
+    intervals = np.diff(record.output_times)
+    assert len(intervals) >= 6 and intervals.mean() >= 0.029 and intervals.min() >= 0.015, intervals
+
+
+@pytest.mark.mujoco
+def test_under_the_virtual_clock_a_paced_frame_takes_its_period():
+    """frame_period_ms 50 with a fast agent: each action lands after ceil(50 / 12.5) = 4 control steps."""
+    from auras import AurasAgent, load_config
+    from auras.bench.episodes import run_episode
+    from auras.envs import make_env
+
+    config = load_config(overrides=["env.task=reach-v3", "pipeline.frame_period_ms=50"])
+    with AurasAgent(config) as agent, make_env("reach-v3", horizon=40) as env:
+        virtual = run_episode(agent, env, seed=100_000, clock="virtual")
+    assert len(virtual.latency_ms) == 10 and min(virtual.staleness_frames) >= 4

@@ -109,3 +109,33 @@ def test_a_replaced_worker_is_reported_and_the_stream_goes_on():
             first, third = stream.get(timeout=30), stream.get(timeout=30)
     assert (first.step_id, third.step_id) != (None, None) and stream.restarts == 1
     assert [e["event"] for e in events] == ["worker_restarted"] and events[0]["step_id"] == 1
+
+
+def test_paced_frames_start_a_period_apart_and_admit_the_newest_observation_at_their_tick():
+    """frame_period_ms 40 with a 1 kHz camera and ~5 ms frames: frames start >= 40 ms apart (unpaced they
+    would run back to back), and each admits an observation submitted at most a few ms before its tick."""
+    config = load_config(overrides=["pipeline.mode=auras", "pipeline.pp_generation=3", "pipeline.frame_period_ms=40"])
+    agent = AurasAgent(config, policy=Policy("fake-dp", FakeStagedPerception(4), FakeDiffusion(12, 0.005)))
+    submitted_at: dict[int, float] = {}
+    with agent, agent.stream() as stream:
+        enough = threading.Event()
+
+        def camera():
+            i = 0
+            while not enough.is_set():
+                submitted_at[i] = time.monotonic()
+                stream.submit(fake_observation(i))
+                i += 1
+                time.sleep(0.001)
+
+        producer = threading.Thread(target=camera)
+        producer.start()
+        actions = [stream.get(timeout=30) for _ in range(8)]
+        enough.set()
+        producer.join()
+    filled = [a for a in actions if a.step_id != actions[0].step_id]  # the fill replays the first observation
+    admitted = [submitted_at[a.step_id] for a in filled]
+    gaps = np.diff(admitted)
+    assert len(gaps) >= 4
+    assert gaps.min() >= 0.040 - 0.003, gaps  # never closer than the period (1 ms camera granularity)
+    assert stream.pacer.waited_s > 0 and stream.dropped > 8 * 20  # it waited; the camera's frames in between dropped

@@ -18,6 +18,7 @@ import numpy as np
 
 from auras.agent import AurasAgent
 from auras.envs.base import AurasTaskEnv, to_observation
+from auras.pipeline.pacing import FramePacer
 from auras.types import Action, Observation
 
 __all__ = ["EpisodeRecord", "StreamRecord", "run_episode", "run_stream"]
@@ -62,7 +63,8 @@ def run_episode(
     (``env.control_dt``), holding the last row once the chunk is used up (and standing still before
     the first action); the new action takes over after ceil(c / dt) control steps (at least one),
     from its first row, and the next observation is taken then. A faster agent therefore acts more
-    often and on fresher observations, as on a real robot.
+    often and on fresher observations, as on a real robot. A paced agent (``pipeline.frame_period_ms``)
+    takes at least its period per frame.
 
     ``realtime``: see :func:`run_episode_realtime`.
 
@@ -78,6 +80,7 @@ def run_episode(
     result = EpisodeRecord(seed=seed, success=False, steps=0, steps_to_success=None)
     execute = agent.execute_steps
     dt_ms = env.control_dt * 1e3
+    period_ms = agent.config.pipeline.frame_period_ms
     chunk: np.ndarray = np.zeros((1, *env.action_space.shape), np.float32)  # stand still until the first action
     current: Action | None = None
     row, t, done = 0, 0, False
@@ -95,8 +98,9 @@ def run_episode(
             if is_new:
                 chunk, row, current = action.chunk, 0, action
             count = execute
-        else:  # the current chunk keeps running while the agent computes, then the new one takes over
-            count = max(1, math.ceil(compute_ms / dt_ms))
+        else:  # the current chunk keeps running while the agent computes (a paced frame: at least its
+            # period), then the new one takes over
+            count = max(1, math.ceil(max(compute_ms, period_ms) / dt_ms))
         for _ in range(count):
             values = chunk[min(row, len(chunk) - 1)]  # past the chunk's end: hold its last row
             row += 1
@@ -132,7 +136,8 @@ def run_episode_realtime(
     first action), steps the simulation and publishes the new camera frame. A second thread is the
     agent: it takes the newest frame, runs ``agent.step`` on it and hands the action over, which
     takes effect at the next control step; frames that arrive while it computes are skipped. The
-    robot never waits for the agent. When a control step (sim + render) overruns its slot the
+    robot never waits for the agent; a paced agent (``pipeline.frame_period_ms``) starts a frame at most
+    once per period. When a control step (sim + render) overruns its slot the
     schedule slips and the episode counts it (``overruns``, ``late_ms_max``): on a busy machine the
     robot runs slower than real time, never faster. Not repeatable: timing depends on the machine.
     """
@@ -142,6 +147,7 @@ def run_episode_realtime(
     dt = env.control_dt
     cond = threading.Condition()
     shared: dict[str, object] = {"obs": None, "action": None, "stop": False, "error": None}
+    pacer = FramePacer(agent.config.pipeline.frame_period_ms / 1e3)
 
     def publish(t: int) -> None:
         obs = to_observation(env_obs, info, t, time.monotonic(), privileged=agent.privileged)
@@ -161,6 +167,10 @@ def run_episode_realtime(
             while True:
                 with cond:
                     cond.wait_for(functools.partial(newer_than, last_id))
+                    if shared["stop"]:
+                        return
+                pacer.wait()  # a paced agent starts its frame on the tick, with the newest observation then
+                with cond:
                     if shared["stop"]:
                         return
                     obs = shared["obs"]
@@ -219,9 +229,11 @@ def _newest_input(action: Action) -> int:
 
 
 def run_stream(agent: AurasAgent, observations: Sequence[Observation], warmup: int) -> StreamRecord:
-    """Feed ``observations`` back to back (fresh step ids and capture times); time the outputs.
+    """Feed ``observations`` back to back, or on the agent's frame period when it paces
+    (``pipeline.frame_period_ms``), with fresh step ids and capture times; time the outputs.
     Only new actions count: a step that hands back the previous action again is not an output."""
     agent.reset()
+    pacer = FramePacer(agent.config.pipeline.frame_period_ms / 1e3)
     output_times: list[float] = []
     latency_ms: list[float] = []
     stage_ms: dict[str, list[float]] = {}
@@ -229,6 +241,7 @@ def run_stream(agent: AurasAgent, observations: Sequence[Observation], warmup: i
     startup_ms = float("nan")
     previous = None
     for i, recorded in enumerate(observations):
+        pacer.wait()
         obs = replace(recorded, step_id=i, capture_time=time.monotonic())
         action = agent.step(obs)
         now = time.perf_counter()
