@@ -254,3 +254,10 @@ def test_results_document_samples_are_plain_numbers():
     row = _row(cell, True, [], stream, {"compile_ms": 0.0, "context_transport": "in-process"})
     assert row["samples"]["intervals_ms"] == [10.0, 20.0] and row["metrics"]["success_rate"] is None
     assert np.isclose(row["metrics"]["throughput_hz"], 2 / 0.03)
+
+
+def test_a_pacing_sweep_gives_each_period_its_own_labelled_cell():
+    _, cells = plan_cells("default", ["bench.policies=[tiny-dp]", "bench.modes=[auras]"],
+                          {"pipeline.frame_period_ms": [0, 30]})  # fmt: skip
+    assert [c.label for c in cells] == ["auras 1x5", "auras 1x5 paced 30 ms"]
+    assert [c.config.pipeline.frame_period_ms for c in cells] == [0, 30]

@@ -92,6 +92,8 @@ def _label(config: AurasConfig, point: tuple[tuple[str, Any], ...]) -> str:
             parts.append(f"a{p.alpha:g}")
     if p.mode == "parallel":
         parts.append(f"w{p.workers}")
+    if p.frame_period_ms:
+        parts.append(f"paced {p.frame_period_ms:g} ms")
     parts += [f"{_short(k)}={v}" for k, v in point if not k.startswith("pipeline.")]
     return " ".join(parts)
 
@@ -226,7 +228,8 @@ def _settings(config: AurasConfig) -> dict[str, Any]:
     p, q = config.pipeline, config.policy
     return {
         "pp_perception": p.pp_perception, "pp_generation": p.pp_generation, "fetch_offset": p.fetch_offset,
-        "alpha": p.alpha, "emit": p.emit, "workers": p.workers, "delay_ms_perception": q.delay_perception_ms,
+        "alpha": p.alpha, "emit": p.emit, "workers": p.workers, "frame_period_ms": p.frame_period_ms,
+        "delay_ms_perception": q.delay_perception_ms,
         "delay_ms_generation": q.delay_generation_ms, "scale_perception": q.scale_perception,
         "scale_generation": q.scale_generation,
     }  # fmt: skip
