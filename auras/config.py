@@ -163,16 +163,24 @@ class PipelineConfig(_Section):
         "(frame modes, sequential, decoupled: both actors; parallel: that worker) and the step raises "
         "WorkerRestartedError.",
     )
-    frame_period_ms: float = Field(
+    frame_period_ms: float | Literal["auto"] = Field(
         0.0,
-        ge=0.0,
-        le=60_000.0,
         description="Paced frames: start a frame every this many ms (agent.stream, the bridge, the bench), so "
-        "actions come out at even intervals; 0: back to back. Choose a little above the slow-frame time.",
+        "actions come out at even intervals; 0: back to back; auto: a little above the recent slow frames "
+        "(auras/pipeline/pacing.py).",
     )
     emit: Literal["own", "public"] = Field(
         "own", description="Autoregressive auras: emit the finishing request's own tokens, or the public snapshot."
     )
+
+    @field_validator("frame_period_ms", mode="before")
+    @classmethod
+    def _period(cls, value: Any) -> Any:
+        if value == "auto" or (
+            isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 60_000.0
+        ):
+            return value
+        raise ValueError(f"expected milliseconds in [0, 60000] or 'auto', got {value!r}")
 
 
 class BenchConfig(_Section):

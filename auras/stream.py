@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from auras.errors import AgentClosedError, InvalidInputError, StepFailedError, WorkerRestartedError
-from auras.pipeline.pacing import FramePacer
+from auras.pipeline.pacing import make_pacer
 from auras.types import Action, Observation
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class ActionStream:
         self._error: BaseException | None = None
         self._closed = False
         self.submitted = self.admitted = self.dropped = self.emitted = 0
-        self.pacer = FramePacer(agent.config.pipeline.frame_period_ms / 1e3)
+        self.pacer = make_pacer(agent.config.pipeline.frame_period_ms)
         self._thread = threading.Thread(target=self._loop, name="auras-stream", daemon=True)
         self._thread.start()
 
@@ -83,7 +83,9 @@ class ActionStream:
                 obs, self._pending = self._pending, None
                 self.admitted += 1
             try:
+                start = time.monotonic()
                 action = self._agent.step(obs)
+                self.pacer.record(time.monotonic() - start)
             except WorkerRestartedError as exc:  # recovered: this observation is lost, the stream goes on
                 with self._cond:
                     self.restarts += 1

@@ -258,6 +258,6 @@ def test_results_document_samples_are_plain_numbers():
 
 def test_a_pacing_sweep_gives_each_period_its_own_labelled_cell():
     _, cells = plan_cells("default", ["bench.policies=[tiny-dp]", "bench.modes=[auras]"],
-                          {"pipeline.frame_period_ms": [0, 30]})  # fmt: skip
-    assert [c.label for c in cells] == ["auras 1x5", "auras 1x5 paced 30 ms"]
-    assert [c.config.pipeline.frame_period_ms for c in cells] == [0, 30]
+                          {"pipeline.frame_period_ms": [0, 30, "auto"]})  # fmt: skip
+    assert [c.label for c in cells] == ["auras 1x5", "auras 1x5 paced 30 ms", "auras 1x5 paced auto"]
+    assert [c.config.pipeline.frame_period_ms for c in cells] == [0, 30, "auto"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 
-from auras.pipeline.pacing import FramePacer
+from auras.pipeline.pacing import FramePacer, make_pacer
 
 
 class FakeClock:
@@ -59,3 +60,32 @@ def test_period_zero_is_unpaced_and_reset_restarts_the_grid():
 def test_a_negative_or_nan_period_is_refused(period):
     with pytest.raises(ValueError, match="period >= 0"):
         FramePacer(period)
+
+
+def test_an_adaptive_pacer_sets_its_period_a_little_above_the_slow_frames_and_follows_them():
+    clock = FakeClock()
+    pacer = make_pacer("auto", now=clock.now, sleep=clock.sleep)
+    rng = np.random.default_rng(0)
+    for _ in range(9):
+        pacer.record(0.010)
+    assert pacer.period_s == 0.0  # unpaced until it has measured enough frames
+    for work in rng.uniform(0.008, 0.012, 60):
+        pacer.wait()
+        clock.t += work
+        pacer.record(work)
+    assert 1.05 * 0.0115 <= pacer.period_s <= 1.05 * 0.012  # 1.05 x the p90 of U(8, 12) ms
+    for _ in range(50):  # generation got 3x slower (a bigger model, a second robot)
+        pacer.wait()
+        clock.t += 0.030
+        pacer.record(0.030)
+    assert pacer.period_s == pytest.approx(1.05 * 0.030)
+
+
+def test_pipeline_frame_period_ms_takes_milliseconds_or_auto_and_names_what_it_expected():
+    from auras import load_config
+    from auras.errors import ConfigError
+
+    assert load_config(overrides=["pipeline.frame_period_ms=auto"]).pipeline.frame_period_ms == "auto"
+    assert make_pacer(load_config(overrides=["pipeline.frame_period_ms=25"]).pipeline.frame_period_ms).period_s == 0.025
+    with pytest.raises(ConfigError, match=r"expected milliseconds in \[0, 60000\] or 'auto', got 'fast'"):
+        load_config(overrides=["pipeline.frame_period_ms=fast"])

@@ -18,7 +18,7 @@ import numpy as np
 
 from auras.agent import AurasAgent
 from auras.envs.base import AurasTaskEnv, to_observation
-from auras.pipeline.pacing import FramePacer
+from auras.pipeline.pacing import make_pacer
 from auras.types import Action, Observation
 
 __all__ = ["EpisodeRecord", "StreamRecord", "run_episode", "run_stream"]
@@ -80,7 +80,7 @@ def run_episode(
     result = EpisodeRecord(seed=seed, success=False, steps=0, steps_to_success=None)
     execute = agent.execute_steps
     dt_ms = env.control_dt * 1e3
-    period_ms = agent.config.pipeline.frame_period_ms
+    pacer = make_pacer(agent.config.pipeline.frame_period_ms)  # its period, in robot time
     chunk: np.ndarray = np.zeros((1, *env.action_space.shape), np.float32)  # stand still until the first action
     current: Action | None = None
     row, t, done = 0, 0, False
@@ -91,6 +91,8 @@ def run_episode(
         start = time.perf_counter()
         action: Action = agent.step(obs)
         compute_ms = (time.perf_counter() - start) * 1e3
+        period_ms = pacer.period_s * 1e3  # the period this frame was planned with
+        pacer.record(compute_ms / 1e3)
         is_new = action is not current  # modes that may return the previous action again (parallel)
         if is_new:
             result.latency_ms.append(action.timings.latency_ms)
@@ -147,7 +149,7 @@ def run_episode_realtime(
     dt = env.control_dt
     cond = threading.Condition()
     shared: dict[str, object] = {"obs": None, "action": None, "stop": False, "error": None}
-    pacer = FramePacer(agent.config.pipeline.frame_period_ms / 1e3)
+    pacer = make_pacer(agent.config.pipeline.frame_period_ms)
 
     def publish(t: int) -> None:
         obs = to_observation(env_obs, info, t, time.monotonic(), privileged=agent.privileged)
@@ -175,7 +177,9 @@ def run_episode_realtime(
                         return
                     obs = shared["obs"]
                 last_id = obs.step_id
+                start = time.monotonic()
                 action = agent.step(obs)
+                pacer.record(time.monotonic() - start)
                 with cond:
                     shared["action"] = action
         except BaseException as exc:  # surfaced in the robot thread, which owns the episode
@@ -233,7 +237,7 @@ def run_stream(agent: AurasAgent, observations: Sequence[Observation], warmup: i
     (``pipeline.frame_period_ms``), with fresh step ids and capture times; time the outputs.
     Only new actions count: a step that hands back the previous action again is not an output."""
     agent.reset()
-    pacer = FramePacer(agent.config.pipeline.frame_period_ms / 1e3)
+    pacer = make_pacer(agent.config.pipeline.frame_period_ms)
     output_times: list[float] = []
     latency_ms: list[float] = []
     stage_ms: dict[str, list[float]] = {}
@@ -245,6 +249,7 @@ def run_stream(agent: AurasAgent, observations: Sequence[Observation], warmup: i
         obs = replace(recorded, step_id=i, capture_time=time.monotonic())
         action = agent.step(obs)
         now = time.perf_counter()
+        pacer.record(time.monotonic() - obs.capture_time)
         if i == 0:
             startup_ms = (now - start) * 1e3
         is_new, previous = action is not previous, action

@@ -92,7 +92,9 @@ def _label(config: AurasConfig, point: tuple[tuple[str, Any], ...]) -> str:
             parts.append(f"a{p.alpha:g}")
     if p.mode == "parallel":
         parts.append(f"w{p.workers}")
-    if p.frame_period_ms:
+    if p.frame_period_ms == "auto":
+        parts.append("paced auto")
+    elif p.frame_period_ms:
         parts.append(f"paced {p.frame_period_ms:g} ms")
     parts += [f"{_short(k)}={v}" for k, v in point if not k.startswith("pipeline.")]
     return " ".join(parts)

@@ -1,22 +1,32 @@
 """Paced frames: frames start on a fixed period instead of back to back, so actions come out at even
 intervals (the period hides the jitter of frames that finish early).
 
-    pacer = FramePacer(0.04)          # a frame every 40 ms
+    pacer = make_pacer(40.0)          # a frame every 40 ms; make_pacer("auto") picks the period itself
     pacer.wait()                      # returns at the next tick (at once if the last frame overran)
+    start = time.monotonic()
     action = agent.step(newest_observation())
+    pacer.record(time.monotonic() - start)   # what an adaptive pacer plans from
 
 Ticks lie on a grid ``first + k * period``. A frame that overruns its tick starts the next one at once and
 re-anchors the grid there: a late frame is never followed by a burst of catch-up frames. A period of 0
 means unpaced (``wait`` returns at once). The observation a paced frame admits should be taken after
 ``wait`` returns, so waiting never makes it older.
+
+Adaptive pacing (``"auto"``) takes each frame's compute time (``record``) and sets the period to
+``margin`` times the ``quantile`` of the last ``window`` frames: a little above the slow frames, so
+nearly every frame fits its slot, and it follows the frames when they get slower or faster (a second
+robot, a busier machine). Until ``warmup`` frames are measured it runs unpaced.
 """
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable
 
-__all__ = ["FramePacer"]
+import numpy as np
+
+__all__ = ["FramePacer", "make_pacer"]
 
 
 class FramePacer:
@@ -25,20 +35,41 @@ class FramePacer:
         period_s: float,
         now: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        *,
+        adaptive: bool = False,
+        margin: float = 1.05,
+        quantile: float = 0.9,
+        window: int = 50,
+        warmup: int = 10,
     ) -> None:
         if not period_s >= 0.0:
             raise ValueError(f"FramePacer: expected a period >= 0 seconds, got {period_s!r}")
+        if adaptive and not (margin >= 1.0 and 0.0 < quantile <= 1.0 and window >= warmup >= 1):
+            raise ValueError(
+                f"FramePacer: expected margin >= 1, 0 < quantile <= 1 and window >= warmup >= 1, got "
+                f"margin={margin}, quantile={quantile}, window={window}, warmup={warmup}"
+            )
         self.period_s = float(period_s)
+        self.adaptive, self.margin, self.quantile, self.warmup = adaptive, margin, quantile, warmup
         self._now, self._sleep = now, sleep
         self._next: float | None = None
+        self._frames: collections.deque[float] = collections.deque(maxlen=window)
         self.waited_s = 0.0  # total time spent waiting for ticks
         self.overruns = 0  # frames that started late (their tick had passed)
+
+    def record(self, frame_s: float) -> None:
+        """One frame took ``frame_s`` seconds of compute (time waiting for a tick or an observation
+        excluded); an adaptive pacer re-plans its period from the recent frames."""
+        self._frames.append(frame_s)
+        if self.adaptive and len(self._frames) >= self.warmup:
+            self.period_s = self.margin * float(np.quantile(self._frames, self.quantile))
 
     def wait(self) -> float:
         """Block until the next tick; returns the seconds waited. The first call after construction or
         ``reset`` returns at once and starts the grid."""
         now = self._now()
         if self.period_s == 0.0:
+            self._next = None
             return 0.0
         if self._next is None:
             self._next = now + self.period_s
@@ -54,5 +85,13 @@ class FramePacer:
         return 0.0
 
     def reset(self) -> None:
-        """Forget the grid (a new episode or a new period starts fresh)."""
+        """Forget the grid (a new episode starts fresh); an adaptive pacer keeps what it learnt of frame
+        times."""
         self._next = None
+
+
+def make_pacer(frame_period_ms: float | str, **kwargs: object) -> FramePacer:
+    """The pacer for ``pipeline.frame_period_ms``: a number of ms (0: unpaced) or ``"auto"``."""
+    if frame_period_ms == "auto":
+        return FramePacer(0.0, adaptive=True, **kwargs)  # type: ignore[arg-type]
+    return FramePacer(float(frame_period_ms) / 1e3, **kwargs)  # type: ignore[arg-type]
