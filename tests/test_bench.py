@@ -207,7 +207,7 @@ def test_a_paced_agent_streams_on_its_period():
     with AurasAgent(config, policy=Policy("fake-dp", FakeStagedPerception(4), FakeDiffusion(12, 0.002))) as agent:
         record = run_stream(agent, [fake_observation(i) for i in range(12)], warmup=4)
     intervals = np.diff(record.output_times)
-    assert len(intervals) >= 6 and intervals.mean() >= 0.029 and intervals.min() >= 0.015, intervals
+    assert len(intervals) >= 6 and intervals.mean() >= 0.029 and np.median(intervals) >= 0.025, intervals
 
 
 @pytest.mark.mujoco
