@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from auras.devices import DTYPES
 from auras.errors import ConfigError, unknown_name_message
@@ -31,6 +31,7 @@ __all__ = [
     "PipelineConfig",
     "PolicyConfig",
     "ServeConfig",
+    "StalenessConfig",
     "config_hash",
     "load_config",
     "preset_names",
@@ -266,6 +267,38 @@ class ServeConfig(_Section):
     max_batch: int = Field(16, ge=1, le=256, description="shared: most observations in one perception call.")
 
 
+class StalenessConfig(_Section):
+    """What the robot side does about acting on old observations (auras/staleness.py)."""
+
+    strategy: str = Field(
+        "auto",
+        description="none, or a '+'-joined set of public_context (mode auras), rtc (denoising policies), "
+        "roll_forward, chunk_blend; auto: public_context in mode auras, else none.",
+    )
+    blend_old: float = Field(
+        0.3, ge=0.0, le=1.0, description="chunk_blend: weight of the old chunk's overlapping rows."
+    )
+    queue_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="chunk_blend: request when this fraction of a chunk or less is pending."
+    )
+    action_scale: float = Field(
+        0.01, gt=0.0, description="roll_forward: state displacement per unit action per control step."
+    )
+    rolled_dims: int = Field(3, ge=0, le=64, description="roll_forward: leading state dims the actions displace.")
+
+    @field_validator("strategy")
+    @classmethod
+    def _parses(cls, text: str) -> str:
+        from auras.staleness import Strategy
+
+        if text != "auto":
+            try:
+                Strategy.parse(text)
+            except ConfigError as exc:
+                raise ValueError(str(exc).removeprefix("staleness.strategy: ")) from None
+        return text
+
+
 class AurasConfig(_Section):
     """The whole configuration of an agent and its benchmark."""
 
@@ -274,6 +307,17 @@ class AurasConfig(_Section):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Execution mode and backend.")
     bench: BenchConfig = Field(default_factory=BenchConfig, description="Benchmark settings.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="`auras serve` settings.")
+    staleness: StalenessConfig = Field(default_factory=StalenessConfig, description="Staleness strategy.")
+
+    @model_validator(mode="after")
+    def _strategy_fits_mode(self) -> AurasConfig:
+        from auras.staleness import resolve_strategy
+
+        try:
+            resolve_strategy(self.staleness.strategy, self.pipeline.mode)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
 
 def preset_names() -> list[str]:
@@ -341,7 +385,7 @@ def _format_validation_error(exc: ValidationError) -> str:
             lines.append(f"{loc}: unknown field{hint} Allowed here: {', '.join(allowed)}")
             continue
         msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc}: got {err['input']!r}; {msg}")
+        lines.append(f"{loc}: got {err['input']!r}; {msg}" if loc else msg)  # no loc: a rule across sections
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 

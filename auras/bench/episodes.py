@@ -19,6 +19,7 @@ import numpy as np
 from auras.agent import AurasAgent
 from auras.envs.base import AurasTaskEnv, to_observation
 from auras.pipeline.pacing import make_pacer
+from auras.staleness import ChunkExecutor
 from auras.types import Action, Observation
 
 __all__ = ["EpisodeRecord", "StreamRecord", "run_episode", "run_stream"]
@@ -70,6 +71,11 @@ def run_episode(
 
     A step that returns the same action again (``parallel`` while its pool fills) does not restart
     the chunk: the robot carries on with the rows it has.
+
+    The robot side of ``staleness.strategy`` (:class:`~auras.staleness.ChunkExecutor`) decides which
+    row runs at each control step, prepares each observation (rtc's guide, roll_forward's state) and,
+    for chunk_blend, whether to send one at all; with the default strategy a new chunk runs from its
+    first row when it lands.
     """
     if clock not in ("frame", "virtual", "realtime"):
         raise ValueError(f"clock: expected 'frame', 'virtual' or 'realtime', got {clock!r}")
@@ -81,45 +87,53 @@ def run_episode(
     execute = agent.execute_steps
     dt_ms = env.control_dt * 1e3
     pacer = make_pacer(agent.config.pipeline.frame_period_ms)  # its period, in robot time
-    chunk: np.ndarray = np.zeros((1, *env.action_space.shape), np.float32)  # stand still until the first action
+    executor = ChunkExecutor.from_config(agent.config, agent.policy_spec)  # the robot side of the strategy
+    standstill = np.zeros(env.action_space.shape, np.float32)  # before the first action
     current: Action | None = None
-    row, t, done = 0, 0, False
+    t, done = 0, False
+
+    def act() -> None:  # one control step with the executor's row for it
+        nonlocal env_obs, info, t, done
+        values = executor.row(t)
+        env_obs, _, terminated, truncated, info = env.step(standstill if values is None else values)
+        t += 1
+        result.steps = t
+        if info["success"] and not result.success:
+            result.success, result.steps_to_success = True, t
+        done = terminated or truncated or t >= env.horizon
+
     while t < env.horizon and not done:
+        if not executor.wants_request(t):  # chunk_blend: the queue is long enough; the robot just runs it
+            act()
+            continue
         obs = to_observation(env_obs, info, t, time.monotonic(), privileged=agent.privileged)
         if record is not None:
             record(obs)
         start = time.perf_counter()
-        action: Action = agent.step(obs)
+        action: Action = agent.step(executor.prepare(obs))
         compute_ms = (time.perf_counter() - start) * 1e3
         period_ms = pacer.period_s * 1e3  # the period this frame was planned with
         pacer.record(compute_ms / 1e3)
         is_new = action is not current  # modes that may return the previous action again (parallel)
         if is_new:
             result.latency_ms.append(action.timings.latency_ms)
+            current = action
         if clock == "frame":
             if is_new:
-                chunk, row, current = action.chunk, 0, action
+                executor.accept(action, t)
             count = execute
         else:  # the current chunk keeps running while the agent computes (a paced frame: at least its
             # period), then the new one takes over
             count = max(1, math.ceil(max(compute_ms, period_ms) / dt_ms))
         for _ in range(count):
-            values = chunk[min(row, len(chunk) - 1)]  # past the chunk's end: hold its last row
-            row += 1
             if clock == "frame":
-                newest = _newest_input(action)
                 result.staleness_ms.append((time.monotonic() - action.capture_time) * 1e3)
-                result.staleness_frames.append(t - newest)  # env steps since the newest observation it used
-            env_obs, _, terminated, truncated, info = env.step(values)
-            t += 1
-            result.steps = t
-            if info["success"] and not result.success:
-                result.success, result.steps_to_success = True, t
-            done = terminated or truncated or t >= env.horizon
+                result.staleness_frames.append(t - _newest_input(action))  # env steps since its newest input
+            act()
             if done:
                 break
         if clock == "virtual" and is_new:
-            chunk, row, current = action.chunk, 0, action
+            executor.accept(action, t)
             result.staleness_frames.append(t - _newest_input(action))  # when it takes over
             result.staleness_ms.append((t - _newest_input(action)) * dt_ms)
     return result

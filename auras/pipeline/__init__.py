@@ -21,7 +21,7 @@ from auras.pipeline.parallel import ParallelExecutor, RayWorkerPool, ThreadWorke
 from auras.pipeline.ray_backend import RayFrameRunner, RayPolicyParts, use_cluster
 from auras.pipeline.sequential import SequentialExecutor
 from auras.pipeline.source import PolicySource
-from auras.policies.build import build_policy, compile_policy
+from auras.policies.build import build_policy, compile_policy, with_staleness_inputs
 
 if TYPE_CHECKING:
     from auras.policies.base import Policy
@@ -51,7 +51,7 @@ def build_executor(
     if policy is not None:
         policy.to(config.policy.device, config.policy.dtype)
         compile_policy(policy, config)
-        local = policy
+        local = with_staleness_inputs(policy, config)
     else:
         local = build_policy(config, device_probe)
     if pipe.mode in ("pipeline", "auras"):

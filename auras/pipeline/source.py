@@ -16,7 +16,13 @@ from typing import Any
 from auras.config import AurasConfig
 from auras.devices import DeviceProbe, check_device
 from auras.policies.base import Policy
-from auras.policies.build import build_policy, compile_policy, register_runtime_entries, runtime_entries
+from auras.policies.build import (
+    build_policy,
+    compile_policy,
+    register_runtime_entries,
+    runtime_entries,
+    with_staleness_inputs,
+)
 
 __all__ = ["PolicySource"]
 
@@ -53,4 +59,4 @@ class PolicySource:
             sys.modules["torch"].set_num_threads(settings.torch_threads)
         policy = self.policy.to(device, settings.dtype)
         compile_policy(policy, self.config)
-        return policy
+        return with_staleness_inputs(policy, self.config)

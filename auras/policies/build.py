@@ -5,7 +5,8 @@ or a class with a ``build_policy(config)`` classmethod (every
 :class:`~auras.policies.torch_policy.LearnedPolicy`, which ``auras train`` can also train).
 :func:`build_policy` is what the worker hosting a policy calls: it builds the policy, sets torch's
 thread count, moves it to ``policy.device`` / ``policy.dtype``, compiles its stages
-(``policy.compile``, :mod:`auras.compiled`) and adds injected delays. On the Ray
+(``policy.compile``, :mod:`auras.compiled`), adds injected delays and lets perception carry what the
+staleness strategy sends (:func:`with_staleness_inputs`). On the Ray
 backend the actors call it themselves (the factory must be importable there: a module-level object
 of an installed or importable package); entries registered at run time in the driver travel with
 the actor's build recipe (:func:`runtime_entries`).
@@ -22,7 +23,9 @@ from auras.errors import ConfigError
 from auras.generation.families import driver_for
 from auras.policies.base import Policy
 from auras.policies.delay import with_injected_delay
+from auras.policies.guide import with_action_guide
 from auras.registry import POLICIES
+from auras.staleness import resolve_strategy
 
 if TYPE_CHECKING:
     from auras.config import AurasConfig
@@ -34,6 +37,7 @@ __all__ = [
     "policy_factory",
     "register_runtime_entries",
     "runtime_entries",
+    "with_staleness_inputs",
 ]
 
 PolicyFactory = Callable[["AurasConfig"], Policy]
@@ -58,7 +62,15 @@ def build_policy(config: AurasConfig, probe: DeviceProbe | None = None) -> Polic
         sys.modules["torch"].set_num_threads(config.policy.torch_threads)
     policy.to(config.policy.device, config.policy.dtype)
     compile_policy(policy, config)
-    return with_injected_delay(policy, config.policy.delay_perception_ms, config.policy.delay_generation_ms)
+    policy = with_injected_delay(policy, config.policy.delay_perception_ms, config.policy.delay_generation_ms)
+    return with_staleness_inputs(policy, config)
+
+
+def with_staleness_inputs(policy: Policy, config: AurasConfig) -> Policy:
+    """``policy`` reading what ``staleness.strategy`` sends with each observation (rtc: the guide)."""
+    if resolve_strategy(config.staleness.strategy, config.pipeline.mode).rtc:
+        return with_action_guide(policy)
+    return policy
 
 
 def compile_policy(policy: Policy, config: AurasConfig) -> None:

@@ -41,6 +41,7 @@ from auras.compiled import CompiledStage
 from auras.devices import torch_dtype
 from auras.errors import ConfigError, InvalidInputError
 from auras.generation.base import DiffusionGeneration
+from auras.generation.guidance import guide_velocity, read_guide
 from auras.perception.base import Context, Perception
 from auras.perception.text import PAD_ID, encode_instruction
 from auras.policies.base import Policy
@@ -429,6 +430,7 @@ class SmolVLAGeneration(_Part, DiffusionGeneration):
             raise InvalidInputError(
                 f"denoise: the context lacks {missing!r} (expected SmolVLA's prefix cache)"
             ) from None
+        guide = read_guide(context, lambda a: self.model.normalize("action", "ACTION", a), x.device)  # rtc
         dt = -1.0 / n
         # The cache is gathered once per set of active rows (rows only drop out), not once per flow step;
         # with every row active it is used as it is, copied only if it is not a contiguous inference tensor
@@ -442,7 +444,9 @@ class SmolVLAGeneration(_Part, DiffusionGeneration):
                 active, idx = tuple(rows.tolist()), rows.to(x.device)
                 cache, cache_pad = [(k[idx], v[idx]) for k, v in kv], pad[idx]
             time = torch.tensor([1.0 + int(k) * dt for k in k0[rows] + it], dtype=torch.float32, device=x.device)
-            velocity = self._velocity(x[idx].to(param.dtype), time, cache, cache_pad)
+            velocity = self._velocity(x[idx].to(param.dtype), time, cache, cache_pad).float()
+            if guide is not None:
+                velocity = guide_velocity(velocity, x[idx], time, (guide[0][idx], guide[1][idx]))
             x[idx] = x[idx] + dt * velocity
         return x
 

@@ -53,6 +53,7 @@ from torch.nn import functional as F
 from auras.compiled import CompiledStage
 from auras.errors import InvalidInputError
 from auras.generation.base import DiffusionGeneration
+from auras.generation.guidance import guide_epsilon, read_guide
 from auras.perception.base import Context, Perception
 from auras.perception.text import PAD_ID, VOCAB_SIZE, encode_instruction
 from auras.policies.base import Policy
@@ -553,11 +554,14 @@ class TinyDPGeneration(ModelPart, DiffusionGeneration):
                 f"got step_index={k0.tolist()} num_steps={count.tolist()}"
             )
         alphas, final = self._alphas.to(device), self._final_alpha.to(device)
+        guide = read_guide(context, self.model.normalize_actions, device)  # rtc
         for it in range(int(count.max()) if batch else 0):
             active = torch.nonzero(count > it).flatten()  # requests that still need a step
             t = self._timesteps[k0[active] + it].to(device)  # (b,) per-request timesteps
             idx = active.to(device)
             eps = self._step_net(x[idx].to(dtype), t, cond[idx]).float()
+            if guide is not None:
+                eps = guide_epsilon(eps, x[idx], alphas[t], (guide[0][idx], guide[1][idx]))
             x[idx] = ddim_step(alphas, final, self._step_ratio, eps, t, x[idx], self._clip)
         return x
 

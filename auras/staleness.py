@@ -1,0 +1,242 @@
+"""Staleness strategies: what the robot does about acting on observations that are old by the time
+their action arrives.
+
+A request computed from the observation of control step ``s`` lands ``d`` control steps later (its
+latency, or a pipeline's depth); meanwhile the robot keeps executing the chunk it has. Each
+strategy answers that differently, and they compose (``"public_context+rtc"``):
+
+- ``none``: the new chunk takes over from its first row when it lands.
+- ``public_context``: the Auras mechanism, in the pipeline itself (mode ``auras``): every in-flight
+  request's generation reads the freshest context, so the chunk that lands was conditioned on a
+  fresher observation. Execution as ``none``.
+- ``rtc``: real-time chunking (Black et al. 2025) for the denoising families. The observation
+  carries the rows of the current chunk that will run while the request computes (its next ``d``
+  rows, ``d`` the measured landing delay) and a soft mask; generation pulls the predicted clean
+  chunk towards them at every denoising step, so the new chunk's first ``d`` rows equal what
+  actually ran and the rest joins smoothly (:mod:`auras.generation.guidance`). The chunk runs
+  time-aligned: row ``i`` at control step ``s + i``.
+- ``roll_forward``: as VLASH, the observation's proprio state is advanced by the actions still
+  pending before the chunk lands (``state[:dims] += action_scale * sum(clip(rows[:, :dims]))``,
+  the delta-position control of Meta-World and auras' tasks), so the policy plans from where the
+  robot will be. Execution as ``none``.
+- ``chunk_blend``: LeRobot's async client: pending actions form a queue; a new request is sent only
+  when the queue falls to ``queue_threshold`` of a chunk; rows of the new chunk whose control step
+  has passed are dropped, overlapping ones are blended ``blend_old * old + (1 - blend_old) * new``.
+
+:class:`ChunkExecutor` is the robot side of all of them (numpy only): ``prepare`` an observation
+before it goes to the agent, ``accept`` an action when it lands, ``row`` the action to apply at a
+control step, ``wants_request`` whether to send an observation at all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from auras.errors import ConfigError
+from auras.types import Action, Observation
+
+__all__ = [
+    "GUIDE_ACTIONS",
+    "GUIDE_WEIGHTS",
+    "STRATEGIES",
+    "ChunkExecutor",
+    "Strategy",
+    "resolve_strategy",
+    "soft_mask",
+]
+
+STRATEGIES = ("none", "public_context", "rtc", "roll_forward", "chunk_blend")
+GUIDE_ACTIONS = "guide_actions"
+"""Observation extra (H, A) float32, env units: the rows rtc asks the new chunk to reproduce."""
+GUIDE_WEIGHTS = "guide_weights"
+"""Observation extra (H,) float32 in [0, 1]: how strongly each row is pulled (rtc's soft mask)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Strategy:
+    """A set of composable staleness fixes; ``Strategy.parse("public_context+rtc")``."""
+
+    public_context: bool = False
+    rtc: bool = False
+    roll_forward: bool = False
+    chunk_blend: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Strategy:
+        parts = [p.strip() for p in str(text).split("+") if p.strip()]
+        unknown = [p for p in parts if p not in STRATEGIES]
+        if not parts or unknown:
+            raise ConfigError(
+                f"staleness.strategy: expected 'none' or a '+'-joined set of {', '.join(STRATEGIES[1:])}, got {text!r}"
+            )
+        if "none" in parts and len(parts) > 1:
+            raise ConfigError(f"staleness.strategy: 'none' combines with nothing, got {text!r}")
+        if "rtc" in parts and "chunk_blend" in parts:
+            raise ConfigError("staleness.strategy: rtc and chunk_blend both decide overlapping rows; pick one")
+        return cls(**{name: name in parts for name in STRATEGIES[1:]})
+
+    @property
+    def name(self) -> str:
+        chosen = [name for name in STRATEGIES[1:] if getattr(self, name)]
+        return "+".join(chosen) if chosen else "none"
+
+    @property
+    def time_aligned(self) -> bool:
+        """Row i of a chunk from step s runs at step s + i (else the chunk starts when it lands)."""
+        return self.rtc or self.chunk_blend
+
+
+def resolve_strategy(text: str, mode: str) -> Strategy:
+    """The strategy ``staleness.strategy`` means in ``pipeline.mode``: ``auto`` is public_context in
+    mode ``auras`` and none elsewhere. The public context *is* mode ``auras``, so an explicit strategy
+    names it exactly when the mode is ``auras``."""
+    if text == "auto":
+        return Strategy(public_context=mode == "auras")
+    strategy = Strategy.parse(text)
+    if strategy.public_context and mode != "auras":
+        raise ConfigError(f"staleness.strategy {text!r}: public_context is mode auras, but pipeline.mode is {mode!r}")
+    if mode == "auras" and not strategy.public_context:
+        raise ConfigError(
+            f"staleness.strategy {text!r}: mode auras always reads the public context; name it "
+            f"({'public_context' if strategy.name == 'none' else 'public_context+' + strategy.name}) or use "
+            "mode pipeline for private contexts"
+        )
+    return strategy
+
+
+def soft_mask(horizon: int, delay: int, execute: int) -> np.ndarray:
+    """RTC's guidance weights (H,): 1 for the ``delay`` rows that run before the chunk lands, an
+    exponential decay to 0 over the rows up to ``horizon - execute``, 0 for the last ``execute`` rows
+    (those the next chunk will replace anyway)."""
+    delay = max(0, min(int(delay), horizon))
+    end = max(delay, horizon - execute)
+    weights = np.zeros(horizon, np.float32)
+    weights[:delay] = 1.0
+    for i in range(delay, end):
+        c = (end - i) / (end - delay + 1)
+        weights[i] = c * (math.exp(c) - 1) / (math.e - 1)
+    return weights
+
+
+class ChunkExecutor:
+    """The robot side of a staleness strategy over one episode (see the module doc).
+
+    ``execute_steps``: rows a chunk runs before the next is due (rtc's mask keeps the last ones
+    free); ``chunk_shape``: (H, A) of the policy's chunks. Between ``reset`` calls the executor
+    remembers the current chunk, where it started and the landing delays it has seen (rtc and
+    roll_forward use the largest of the last few).
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy | str = "none",
+        execute_steps: int = 1,
+        chunk_shape: tuple[int, int] = (1, 1),
+        *,
+        blend_old: float = 0.3,
+        queue_threshold: float = 0.5,
+        action_scale: float = 0.01,
+        rolled_dims: int = 3,
+    ) -> None:
+        self.strategy = strategy if isinstance(strategy, Strategy) else Strategy.parse(strategy)
+        if not 0.0 <= blend_old <= 1.0:
+            raise ConfigError(f"staleness.blend_old: expected 0..1, got {blend_old}")
+        if not 0.0 <= queue_threshold <= 1.0:
+            raise ConfigError(f"staleness.queue_threshold: expected 0..1, got {queue_threshold}")
+        if execute_steps < 1:
+            raise ConfigError(f"execute_steps: expected >= 1, got {execute_steps}")
+        self.execute_steps, self.blend_old, self.queue_threshold = int(execute_steps), blend_old, queue_threshold
+        self.horizon, self.action_dim = (int(n) for n in chunk_shape)
+        self.action_scale, self.rolled_dims = float(action_scale), int(rolled_dims)
+        self.reset()
+
+    @classmethod
+    def from_config(cls, config: Any, spec: Any) -> ChunkExecutor:
+        """The executor of an AurasConfig's ``staleness`` section for a policy spec (its mode decides
+        ``auto``)."""
+        section = config.staleness
+        return cls(
+            resolve_strategy(section.strategy, config.pipeline.mode),
+            spec.execute_steps,
+            (spec.chunk_horizon, spec.action_dim),
+            blend_old=section.blend_old,
+            queue_threshold=section.queue_threshold,
+            action_scale=section.action_scale,
+            rolled_dims=section.rolled_dims,
+        )
+
+    def reset(self) -> None:
+        self.chunk: np.ndarray | None = None  # (H, A)
+        self.origin = 0  # the control step row 0 belongs to
+        self._delays: deque[int] = deque(maxlen=5)
+
+    # -- what the robot asks ------------------------------------------------------------------------
+    @property
+    def delay_steps(self) -> int:
+        """Expected control steps from an observation to its action landing (0 before any landed)."""
+        return max(self._delays, default=0)
+
+    def row(self, t: int) -> np.ndarray | None:
+        """The action to apply at control step ``t``: the current chunk's row for ``t``, its last row
+        past its end; None before any action landed (stand still)."""
+        if self.chunk is None:
+            return None
+        return self.chunk[min(max(t - self.origin, 0), len(self.chunk) - 1)]
+
+    def pending(self, t: int, count: int) -> np.ndarray | None:
+        """The rows of control steps ``t .. t + count - 1`` (count, A), or None before any action."""
+        if self.chunk is None:
+            return None
+        return np.stack([self.row(t + i) for i in range(count)]) if count > 0 else self.chunk[:0]
+
+    def wants_request(self, t: int) -> bool:
+        """chunk_blend: only when the queue of pending rows is at or below its threshold; otherwise always."""
+        if not self.strategy.chunk_blend or self.chunk is None:
+            return True
+        remaining = self.origin + len(self.chunk) - t
+        return remaining <= self.queue_threshold * len(self.chunk)
+
+    # -- observation out, action in ---------------------------------------------------------------
+    def prepare(self, obs: Observation) -> Observation:
+        """The observation to send at control step ``obs.step_id``: rtc adds the guide rows and mask,
+        roll_forward advances the proprio state by the pending actions."""
+        t, delay, horizon = int(obs.step_id), self.delay_steps, self.horizon
+        extras = dict(obs.extras)
+        state = obs.state
+        if self.strategy.rtc:
+            rows = self.pending(t, horizon)
+            if rows is None:  # nothing runs yet: no constraint
+                extras[GUIDE_ACTIONS] = np.zeros((horizon, self.action_dim), np.float32)
+                extras[GUIDE_WEIGHTS] = np.zeros(horizon, np.float32)
+            else:
+                extras[GUIDE_ACTIONS] = rows.astype(np.float32)
+                extras[GUIDE_WEIGHTS] = soft_mask(horizon, delay, self.execute_steps)
+        if self.strategy.roll_forward and delay > 0:
+            rows = self.pending(t, delay)
+            if rows is not None:
+                dims = min(self.rolled_dims, state.shape[0], rows.shape[1])
+                state = state.copy()
+                state[:dims] += self.action_scale * np.clip(rows[:, :dims], -1.0, 1.0).sum(0)
+        if state is obs.state and extras == dict(obs.extras):
+            return obs
+        return replace(obs, state=state.astype(np.float32), extras=extras)
+
+    def accept(self, action: Action, t: int) -> None:
+        """``action`` lands at control step ``t`` (its first row applies at ``t``)."""
+        chunk = np.asarray(action.values, np.float32)
+        chunk = chunk[None] if chunk.ndim == 1 else chunk
+        source = action.context_step_id if action.context_step_id is not None else action.step_id
+        self._delays.append(max(0, t - int(source)))
+        origin = int(source) if self.strategy.time_aligned else t
+        if self.strategy.chunk_blend and self.chunk is not None:
+            chunk = chunk.copy()
+            for i in range(max(0, t - origin), len(chunk)):  # rows still ahead that the old chunk covers too
+                old = origin + i - self.origin
+                if 0 <= old < len(self.chunk):
+                    chunk[i] = self.blend_old * self.chunk[old] + (1 - self.blend_old) * chunk[i]
+        self.chunk, self.origin = chunk, origin
