@@ -221,3 +221,24 @@ def test_under_the_virtual_clock_a_paced_frame_takes_its_period():
     with AurasAgent(config) as agent, make_env("reach-v3", horizon=40) as env:
         virtual = run_episode(agent, env, seed=100_000, clock="virtual")
     assert len(virtual.latency_ms) == 10 and min(virtual.staleness_frames) >= 4
+
+
+@pytest.mark.mujoco
+def test_episodes_run_through_the_staleness_strategy():
+    """tiny-dp (chunks of 16, 8 executed): chunk_blend with a 0.25 threshold asks only when 4 rows or
+    fewer are pending, every 12 steps instead of every 8 (frame clock); rtc, roll_forward and
+    chunk_blend all run real episodes under the virtual clock, and the bench labels rows by strategy."""
+    from auras import AurasAgent, load_config
+    from auras.bench.episodes import run_episode
+    from auras.bench.runner import _label, _settings
+    from auras.envs import make_env
+
+    requests = {}
+    for strategy in ("none", "chunk_blend", "rtc", "roll_forward"):
+        config = load_config(overrides=["policy.type=tiny-dp", "pipeline.mode=sequential",
+                                        "staleness.queue_threshold=0.25", f"staleness.strategy={strategy}"])  # fmt: skip
+        with AurasAgent(config) as agent, make_env("push-v3", horizon=48) as env:
+            requests[strategy] = len(run_episode(agent, env, seed=100_000, clock="frame").latency_ms)
+            assert run_episode(agent, env, seed=100_001, clock="virtual").steps == 48
+        assert _label(config, ()).endswith(strategy) and _settings(config)["staleness_strategy"] == strategy
+    assert requests["none"] == 6 and requests["chunk_blend"] == 4, requests

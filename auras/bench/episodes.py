@@ -153,7 +153,8 @@ def run_episode_realtime(
     agent: it takes the newest frame, runs ``agent.step`` on it and hands the action over, which
     takes effect at the next control step; frames that arrive while it computes are skipped. The
     robot never waits for the agent; a paced agent (``pipeline.frame_period_ms``) starts a frame at most
-    once per period. When a control step (sim + render) overruns its slot the
+    once per period. The staleness strategy's executor (shared by both threads) picks the rows and
+    prepares the observations, as under the other clocks. When a control step (sim + render) overruns its slot the
     schedule slips and the episode counts it (``overruns``, ``late_ms_max``): on a busy machine the
     robot runs slower than real time, never faster. Not repeatable: timing depends on the machine.
     """
@@ -164,6 +165,7 @@ def run_episode_realtime(
     cond = threading.Condition()
     shared: dict[str, object] = {"obs": None, "action": None, "stop": False, "error": None}
     pacer = make_pacer(agent.config.pipeline.frame_period_ms)
+    executor = ChunkExecutor.from_config(agent.config, agent.policy_spec)  # shared by both threads, under cond
 
     def publish(t: int) -> None:
         obs = to_observation(env_obs, info, t, time.monotonic(), privileged=agent.privileged)
@@ -189,7 +191,10 @@ def run_episode_realtime(
                 with cond:
                     if shared["stop"]:
                         return
-                    obs = shared["obs"]
+                    if not executor.wants_request(shared["obs"].step_id):  # chunk_blend: the queue is long enough
+                        last_id = shared["obs"].step_id
+                        continue
+                    obs = executor.prepare(shared["obs"])
                 last_id = obs.step_id
                 start = time.monotonic()
                 action = agent.step(obs)
@@ -201,9 +206,9 @@ def run_episode_realtime(
                 shared["error"] = exc
 
     worker = threading.Thread(target=agent_loop, name="auras-realtime-agent", daemon=True)
-    chunk: np.ndarray = np.zeros((1, *env.action_space.shape), np.float32)
+    standstill = np.zeros(env.action_space.shape, np.float32)  # before the first action
     current: Action | None = None
-    row, t = 0, 0
+    t = 0
     publish(0)
     worker.start()
     start = time.perf_counter()
@@ -211,15 +216,17 @@ def run_episode_realtime(
         while t < env.horizon:
             with cond:
                 action, error = shared["action"], shared["error"]
+                if action is not None and action is not current:
+                    executor.accept(action, t)
+                values = executor.row(t)
             if error is not None:
                 raise error
             if action is not None and action is not current:
-                chunk, row, current = action.chunk, 0, action
+                current = action
                 result.latency_ms.append(action.timings.latency_ms)
                 result.staleness_frames.append(t - _newest_input(action))
                 result.staleness_ms.append((time.monotonic() - action.capture_time) * 1e3)
-            env_obs, _, terminated, truncated, info = env.step(chunk[min(row, len(chunk) - 1)])
-            row += 1
+            env_obs, _, terminated, truncated, info = env.step(standstill if values is None else values)
             t += 1
             result.steps = t
             if info["success"] and not result.success:

@@ -32,6 +32,7 @@ from auras.bench.report import SCHEMA_VERSION, machine_info, now_iso, package_ve
 from auras.config import AurasConfig, config_hash, load_config, preset_names
 from auras.envs import make_env
 from auras.errors import ConfigError
+from auras.staleness import resolve_strategy
 from auras.types import Observation
 
 __all__ = [
@@ -96,7 +97,9 @@ def _label(config: AurasConfig, point: tuple[tuple[str, Any], ...]) -> str:
         parts.append("paced auto")
     elif p.frame_period_ms:
         parts.append(f"paced {p.frame_period_ms:g} ms")
-    parts += [f"{_short(k)}={v}" for k, v in point if not k.startswith("pipeline.")]
+    if config.staleness.strategy != "auto":
+        parts.append(resolve_strategy(config.staleness.strategy, p.mode).name)
+    parts += [f"{_short(k)}={v}" for k, v in point if not k.startswith(("pipeline.", "staleness.strategy"))]
     return " ".join(parts)
 
 
@@ -234,6 +237,7 @@ def _settings(config: AurasConfig) -> dict[str, Any]:
         "delay_ms_perception": q.delay_perception_ms,
         "delay_ms_generation": q.delay_generation_ms, "scale_perception": q.scale_perception,
         "scale_generation": q.scale_generation,
+        "staleness_strategy": resolve_strategy(config.staleness.strategy, p.mode).name,
     }  # fmt: skip
 
 
