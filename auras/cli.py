@@ -397,12 +397,17 @@ def robot_sim(
     server_key: Annotated[Path | None, typer.Option(help="Server public key file: use CurveZMQ.")] = None,
     client_key: Annotated[Path | None, typer.Option(help="This robot's secret key file (with --server-key).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the episode reports here.")] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(help="Robot-side staleness strategy (none, rtc, roll_forward, chunk_blend; '+' joins); "
+                     "default: the server's staleness.strategy."),
+    ] = None,
 ) -> None:
     """A simulated robot: runs a MuJoCo task in real time and is driven through `auras serve`."""
     import json
 
     from auras.bridge.client import RobotClient
-    from auras.bridge.robot_sim import run_robot
+    from auras.bridge.robot_sim import executor_for, run_robot
     from auras.envs import make_env
 
     try:
@@ -418,8 +423,12 @@ def robot_sim(
         _fail(exc)
     reports = []
     with client, environment:
+        try:
+            executor = executor_for(client, strategy)  # the client said hello when it connected
+        except AurasError as exc:
+            _fail(exc)
         for i in range(episodes):
-            report = run_robot(client, environment, seed + i, camera_hz, privileged).summary()
+            report = run_robot(client, environment, seed + i, camera_hz, privileged, executor).summary()
             reports.append(report)
             typer.echo(json.dumps(report))
     wins = sum(r["success"] for r in reports)

@@ -205,9 +205,16 @@ class ChunkExecutor:
     def prepare(self, obs: Observation) -> Observation:
         """The observation to send at control step ``obs.step_id``: rtc adds the guide rows and mask,
         roll_forward advances the proprio state by the pending actions."""
-        t, delay, horizon = int(obs.step_id), self.delay_steps, self.horizon
-        extras = dict(obs.extras)
-        state = obs.state
+        state, extras = self.prepare_inputs(int(obs.step_id), obs.state)
+        if state is obs.state and not extras:
+            return obs
+        return replace(obs, state=state, extras={**obs.extras, **extras})
+
+    def prepare_inputs(self, t: int, state: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """:meth:`prepare` on bare arrays (a robot client): the state to send at control step ``t`` (the
+        same array when nothing changes) and the extras to add."""
+        delay, horizon = self.delay_steps, self.horizon
+        extras: dict[str, np.ndarray] = {}
         if self.strategy.rtc:
             rows = self.pending(t, horizon)
             if rows is None:  # nothing runs yet: no constraint
@@ -220,19 +227,22 @@ class ChunkExecutor:
             rows = self.pending(t, delay)
             if rows is not None:
                 dims = min(self.rolled_dims, state.shape[0], rows.shape[1])
-                state = state.copy()
+                state = np.array(state, np.float32)
                 state[:dims] += self.action_scale * np.clip(rows[:, :dims], -1.0, 1.0).sum(0)
-        if state is obs.state and extras == dict(obs.extras):
-            return obs
-        return replace(obs, state=state.astype(np.float32), extras=extras)
+        return state, extras
 
     def accept(self, action: Action, t: int) -> None:
         """``action`` lands at control step ``t`` (its first row applies at ``t``)."""
-        chunk = np.asarray(action.values, np.float32)
-        chunk = chunk[None] if chunk.ndim == 1 else chunk
         source = action.context_step_id if action.context_step_id is not None else action.step_id
-        self._delays.append(max(0, t - int(source)))
-        origin = int(source) if self.strategy.time_aligned else t
+        self.accept_chunk(action.values, int(source), t)
+
+    def accept_chunk(self, values: np.ndarray, source: int, t: int) -> None:
+        """A chunk (H, A) or single action (A,) whose newest input is the observation of control step
+        ``source`` lands at control step ``t``."""
+        chunk = np.asarray(values, np.float32)
+        chunk = chunk[None] if chunk.ndim == 1 else chunk
+        self._delays.append(max(0, t - source))
+        origin = source if self.strategy.time_aligned else t
         if self.strategy.chunk_blend and self.chunk is not None:
             chunk = chunk.copy()
             for i in range(max(0, t - origin), len(chunk)):  # rows still ahead that the old chunk covers too

@@ -235,8 +235,8 @@ def test_episodes_run_through_the_staleness_strategy():
 
     requests = {}
     for strategy in ("none", "chunk_blend", "rtc", "roll_forward"):
-        config = load_config(overrides=["policy.type=tiny-dp", "pipeline.mode=sequential",
-                                        "staleness.queue_threshold=0.25", f"staleness.strategy={strategy}"])  # fmt: skip
+        overrides = ["policy.type=tiny-dp", "pipeline.mode=sequential", "staleness.queue_threshold=0.25"]
+        config = load_config(overrides=[*overrides, f"staleness.strategy={strategy}"])
         with AurasAgent(config) as agent, make_env("push-v3", horizon=48) as env:
             requests[strategy] = len(run_episode(agent, env, seed=100_000, clock="frame").latency_ms)
             assert run_episode(agent, env, seed=100_001, clock="virtual").steps == 48

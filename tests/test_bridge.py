@@ -418,3 +418,34 @@ def test_free_service_port_leaves_room_for_the_data_ports_below_the_ephemeral_ra
     assert 20_000 <= port < 32_700  # clients' outgoing connections (32768+) cannot take P + 1 or P + 2
     with BridgeServer(bind=f"tcp://127.0.0.1:{port}", agent_factory=_fake_agent).start() as srv:
         assert srv.obs_endpoint.endswith(f":{port + 1}") and srv.action_endpoint.endswith(f":{port + 2}")
+
+
+@pytest.mark.mujoco
+def test_a_simulated_robot_runs_the_servers_rtc_strategy_and_its_guide_shapes_the_chunk():
+    """The hello reply names the strategy and the chunk shape, so the robot builds the matching executor;
+    a real-time episode runs through it; and a guide the robot sends over the sockets comes back as the
+    first rows of its chunk (fails if the bridge drops the extras or the server ignores them)."""
+    from auras.bridge.robot_sim import executor_for, run_robot
+    from auras.envs import make_env
+    from auras.staleness import GUIDE_ACTIONS, GUIDE_WEIGHTS, soft_mask
+
+    config = load_config(overrides=["policy.type=tiny-dp", "pipeline.mode=sequential", "staleness.strategy=rtc"])
+    address = f"tcp://127.0.0.1:{free_service_port()}"
+    with (
+        BridgeServer(config, address).start(),
+        make_env("push-v3", horizon=80) as env,
+        RobotClient(address, instruction=env.instruction, ttl_s=1.0) as client,
+    ):
+        executor = executor_for(client)
+        assert executor.strategy.rtc and (executor.horizon, executor.action_dim, executor.execute_steps) == (16, 4, 8)
+        report = run_robot(client, env, seed=100_000, camera_hz=30, executor=executor)
+        assert report.actions_applied >= 1 and executor.delay_steps > 0
+        guide = np.linspace(-0.5, 0.5, 64, dtype=np.float32).reshape(16, 4)
+        obs = env.observe()
+        seq = client.publish({"front": obs["image"]}, obs["state"],
+                             extras={GUIDE_ACTIONS: guide, GUIDE_WEIGHTS: soft_mask(16, 3, 8)})  # fmt: skip
+        deadline = time.monotonic() + 30
+        while (action := client.latest_action()) is None or action.seq < seq:
+            assert time.monotonic() < deadline, "no action for the guided observation"
+            time.sleep(0.01)
+    assert np.allclose(action.chunk[:3], guide[:3], atol=1e-3)

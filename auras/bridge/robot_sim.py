@@ -1,12 +1,14 @@
 """`auras robot-sim`: a MuJoCo task acting as a real robot behind the bridge, in its own process.
 
 The control loop runs at the task's control rate in wall-clock time (80 Hz for Meta-World). Every
-control step it applies the next row of the newest valid action chunk (an action older than the
-client's TTL when it arrives is never applied; past the chunk's end the last row is held, and once
-the chunk is older than TTL + its own duration, or before any action, the arm holds still), and at ``camera_hz`` it
-renders a camera frame and publishes it with the joint state. It never waits for the agent. Per
-episode it reports success and timing: actions received and applied, expired or missing steps,
-action age at takeover, and control-loop overruns.
+control step it applies the row of the newest valid action chunk that the staleness executor
+picks for that step (:class:`~auras.staleness.ChunkExecutor`, the server's strategy unless told
+otherwise; an action older than the client's TTL when it arrives is never applied; past the
+chunk's end the last row is held, and once the chunk is older than TTL + its own duration, or
+before any action, the arm holds still), and at ``camera_hz`` it renders a camera frame and
+publishes it with the joint state, prepared by the executor (rtc's guide, roll_forward's state).
+It never waits for the agent. Per episode it reports success and timing: actions received and
+applied, expired or missing steps, action age at takeover, and control-loop overruns.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from auras.bridge.client import ReceivedAction, RobotClient
+from auras.staleness import ChunkExecutor
 
-__all__ = ["EpisodeReport", "run_robot"]
+__all__ = ["EpisodeReport", "executor_for", "run_robot"]
 
 
 @dataclass
@@ -49,34 +52,41 @@ def run_robot(
     seed: int,
     camera_hz: float = 30.0,
     privileged: bool = False,
+    executor: ChunkExecutor | None = None,
 ) -> EpisodeReport:
-    """One real-time episode of ``env`` driven through ``client`` (see module doc)."""
+    """One real-time episode of ``env`` driven through ``client`` (see module doc). ``executor``: the
+    robot side of a staleness strategy (default: the one the server's hello reply names)."""
     client.reset()
     env.reset(seed=seed)
+    executor = executor if executor is not None else executor_for(client)
+    executor.reset()
     report = EpisodeReport(seed=seed)
     dt, camera_every = env.control_dt, max(1, round(1.0 / (camera_hz * env.control_dt)))
-    chunk: np.ndarray | None = None
+    captured: dict[int, int] = {}  # observation seq -> the control step it was captured at
     current: ReceivedAction | None = None
-    row = 0
     info: dict[str, Any] = {}
     start = time.perf_counter()
     for t in range(env.horizon):
-        if t % camera_every == 0:
+        if t % camera_every == 0 and executor.wants_request(t):
             obs = env.observe()
-            extras = {"privileged_state": env.privileged_state()} if privileged else None
-            if client.publish({"front": obs["image"]}, obs["state"], extras=extras) is not None:
+            state, extras = executor.prepare_inputs(t, obs["state"])
+            if privileged:
+                extras["privileged_state"] = env.privileged_state()
+            seq = client.publish({"front": obs["image"]}, state, extras=extras or None)
+            if seq is not None:
                 report.frames_published += 1
+                captured[seq] = t
         action = client.latest_action()
         if action is not None and action is not current and (current is None or action.seq > current.seq):
-            chunk, row, current = action.chunk, 0, action
+            current = action
+            newest = action.header.get("context_seq", action.seq)
+            executor.accept_chunk(action.chunk, captured.get(newest, captured.get(action.seq, t)), t)
             report.actions_applied += 1
             report.action_age_ms.append(action.age() * 1e3)
-        if chunk is None or current is None or current.age() > client.ttl_s + len(chunk) * dt:
+        values = executor.row(t)
+        if values is None or current is None or current.age() > client.ttl_s + executor.horizon * dt:
             values = np.zeros(env.action_space.shape, np.float32)  # nothing valid (agent away): hold still
             report.idle_steps += 1
-        else:
-            values = chunk[min(row, len(chunk) - 1)]
-            row += 1
         _, terminated, truncated, info = env.advance(values)
         report.steps = t + 1
         if info["success"] and not report.success:
@@ -90,3 +100,14 @@ def run_robot(
         else:
             time.sleep(-late)
     return report
+
+
+def executor_for(client: RobotClient, strategy: str | None = None) -> ChunkExecutor:
+    """The executor of the session ``client`` holds: its policy's chunk shape and execute steps from
+    the hello reply, and ``strategy`` (default: the server's; public_context is the server's own part)."""
+    info = client.server_info
+    shape = info.get("action_shape", [1, 1])
+    chunk_shape = (shape[0], shape[1]) if len(shape) == 2 else (1, shape[0])
+    name = strategy if strategy is not None else info.get("staleness_strategy", "none")
+    robot_side = "+".join(p for p in name.split("+") if p != "public_context") or "none"
+    return ChunkExecutor(robot_side, int(info.get("execute_steps", 1)), chunk_shape)

@@ -63,6 +63,7 @@ from auras.perception.shared import PerceptionBatcher
 from auras.pipeline.ray_backend import ensure_ray, use_cluster
 from auras.policies import build_policy
 from auras.policies.base import Policy
+from auras.staleness import resolve_strategy
 from auras.types import Observation
 
 __all__ = [
@@ -585,6 +586,8 @@ class BridgeServer:
             "subscribe_to": self.action_endpoint, "action_topic": f"action/{session.id}",
             "status_topic": f"status/{session.id}", "needs_extras": list(spec.extras),
             "max_message_bytes": self._max_bytes, "session_timeout_s": self._session_timeout,
+            "action_shape": list(agent.policy_spec.action_shape), "execute_steps": agent.policy_spec.execute_steps,
+            "staleness_strategy": resolve_strategy(agent.config.staleness.strategy, agent.config.pipeline.mode).name,
         }  # fmt: skip
 
     def _reset(self, request: dict[str, Any]) -> dict[str, Any]:
