@@ -1,0 +1,163 @@
+"""Staleness strategies side by side: success against injected generation delay, virtual clock.
+
+Every cell runs the same seeded episodes of one task with one policy under the ``virtual`` clock
+(simulated time advances by the agent's measured compute, so a slower agent acts on older
+observations), generation slowed by ``--delays`` ms per request (standing in for a larger model).
+The rows are execution setups:
+
+- ``sequential``: one request at a time, no fix (reference);
+- ``pipeline``: the policy's pipelined preset (configs/pipeline-<policy>.yaml) with private
+  contexts, no fix;
+- ``public_context``: the same pipeline in mode auras;
+- ``rtc``, ``roll_forward``, ``chunk_blend``: the private pipeline with that robot-side fix;
+- ``public_context+rtc`` (and any other '+' set naming public_context): mode auras with the fix.
+- a ``seq:`` prefix (``seq:rtc``) applies a fix to sequential execution instead.
+
+rtc needs a denoising policy (tiny-dp, tiny-flow); cells it cannot run are skipped. Output: a
+JSON file, a markdown table (success with its 95% Wilson interval, median staleness in control
+steps at takeover) and a plot of success against delay per task.
+
+    MUJOCO_GL=egl .venv/bin/python scripts/staleness_compare.py --policies tiny-dp \
+        --tasks push-v3,track-target-v0 --delays 0,100,200 --episodes 20 --jobs 2 --out runs/staleness
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+SETUPS = ("sequential", "pipeline", "public_context", "rtc", "roll_forward", "chunk_blend", "public_context+rtc")
+
+
+def setup_overrides(setup: str, policy: str) -> list[str]:
+    """Config overrides of one row."""
+    from auras.bench.runner import policy_preset
+
+    if setup == "sequential" or setup.startswith("seq:"):
+        fix = setup.removeprefix("seq:") if setup != "sequential" else "none"
+        return ["pipeline.mode=sequential", f"staleness.strategy={fix}"]
+    preset = policy_preset(policy).get("pipeline", {})
+    keys = ("pp_perception", "pp_generation", "alpha", "emit", "fetch_offset")
+    shape = [f"pipeline.{key}={preset[key]}" for key in keys if key in preset]
+    mode = "auras" if "public_context" in setup else "pipeline"
+    strategy = "none" if setup == "pipeline" else setup
+    return [f"pipeline.mode={mode}", *shape, f"staleness.strategy={strategy}"]
+
+
+def run_cell(policy: str, task: str, delay: float, setup: str, episodes: int, seed: int) -> dict[str, Any] | None:
+    import numpy as np
+    import torch
+
+    from auras import AurasAgent, load_config
+    from auras.bench.episodes import run_episode
+    from auras.bench.metrics import wilson_interval
+    from auras.envs import make_env
+    from auras.errors import ConfigError
+
+    torch.set_num_threads(1)
+    overrides = setup_overrides(setup, policy)
+    base = [f"policy.type={policy}", f"env.task={task}", "policy.torch_threads=1"]
+    base.append(f"policy.delay_generation_ms={delay}")
+    config = load_config(overrides=[*base, *overrides])
+    start = time.perf_counter()
+    successes, staleness, requests = 0, [], []
+    try:
+        agent = AurasAgent(config)
+    except ConfigError:  # a fix this policy cannot run (rtc on a non-denoising policy)
+        return None
+    with agent, make_env(task) as env:
+        for i in range(episodes):
+            record = run_episode(agent, env, seed + i, clock="virtual")
+            successes += record.success
+            staleness += record.staleness_frames
+            requests.append(len(record.latency_ms))
+    low, high = wilson_interval(successes, episodes)
+    return {
+        "policy": policy, "task": task, "delay_ms": delay, "setup": setup, "episodes": episodes,
+        "successes": successes, "success": successes / episodes, "ci95": [low, high],
+        "staleness_steps_p50": float(np.median(staleness)) if staleness else None,
+        "requests_per_episode": float(np.mean(requests)), "wall_s": time.perf_counter() - start,
+    }  # fmt: skip
+
+
+def _run(args: tuple) -> dict[str, Any] | None:
+    return run_cell(*args)
+
+
+def markdown(cells: list[dict[str, Any]]) -> str:
+    lines = []
+    for policy in sorted({c["policy"] for c in cells}):
+        for task in sorted({c["task"] for c in cells if c["policy"] == policy}):
+            mine = [c for c in cells if c["policy"] == policy and c["task"] == task]
+            delays = sorted({c["delay_ms"] for c in mine})
+            lines += [f"\n**{policy} on {task}** (success, 95% interval; median staleness at takeover in steps)\n",
+                      "| setup | " + " | ".join(f"{d:g} ms" for d in delays) + " |",
+                      "|---|" + "---|" * len(delays)]  # fmt: skip
+            for setup in [s for s in dict.fromkeys(c["setup"] for c in mine)]:
+                row = []
+                for d in delays:
+                    c = next((c for c in mine if c["setup"] == setup and c["delay_ms"] == d), None)
+                    row.append("" if c is None else f"{c['successes']}/{c['episodes']} "
+                               f"({c['ci95'][0]:.0%}-{c['ci95'][1]:.0%}); {c['staleness_steps_p50']:g}")  # fmt: skip
+                lines.append(f"| {setup} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(cells: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(c["policy"], c["task"]) for c in cells})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for ax, (policy, task) in zip(axes[0], panels, strict=True):
+        mine = [c for c in cells if (c["policy"], c["task"]) == (policy, task)]
+        for setup in dict.fromkeys(c["setup"] for c in mine):
+            row = sorted((c for c in mine if c["setup"] == setup), key=lambda c: c["delay_ms"])
+            ax.plot([c["delay_ms"] for c in row], [c["success"] for c in row], marker="o", label=setup)
+        ax.set_title(f"{policy} / {task}", fontsize=9)
+        ax.set_xlabel("injected generation delay (ms)")
+        ax.set_ylim(-0.05, 1.05)
+    axes[0][0].set_ylabel("success")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policies", default="tiny-dp")
+    parser.add_argument("--tasks", default="push-v3,pick-place-v3,track-target-v0")
+    parser.add_argument("--delays", default="0,50,100,200")
+    parser.add_argument("--setups", default=",".join(SETUPS))
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=100_000)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--out", default="runs/staleness")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(p, t, float(d), s, args.episodes, args.seed) for p in args.policies.split(",")
+            for t in args.tasks.split(",") for d in args.delays.split(",") for s in args.setups.split(",")]  # fmt: skip
+    cells = []
+    with mp.get_context("spawn").Pool(args.jobs) as pool:
+        for cell in pool.imap(_run, jobs):
+            if cell is not None:
+                cells.append(cell)
+                print(json.dumps(cell), flush=True)
+                (out / "staleness.json").write_text(json.dumps({"cells": cells, "args": vars(args)}, indent=1))
+    (out / "staleness.md").write_text(markdown(cells))
+    plot(cells, out / "staleness.png")
+    print(markdown(cells))
+
+
+if __name__ == "__main__":
+    main()
