@@ -129,7 +129,8 @@ class AurasAgent:
         the time compiling took there), ``context_transport`` (how contexts reach generation:
         ``in-process``, ``host`` or ``pinned-host``, see ``auras.context.tensors.TRANSPORTS``),
         ``compile`` (``policy.compile``) with ``compile_ms`` summed over workers (startup, never
-        throughput), ``startup_ms`` (the pipeline's serial startup, when it ran) and ``restarts``."""
+        throughput), ``startup_ms`` (the pipeline's serial startup, when it ran), ``restarts`` and
+        ``controller`` (the adaptive controller's depth, measurements and re-plans; None when static)."""
         if self._closed:
             raise AgentClosedError("AurasAgent.stats called after close(); build a new agent")
         with self._lock:
@@ -147,6 +148,7 @@ class AurasAgent:
             "compile_ms": sum(w.get("compile_ms", 0.0) for w in workers),
             "startup_ms": getattr(self._executor, "startup_ms", None),
             "restarts": self.restarts,
+            "controller": controller() if (controller := getattr(self._executor, "controller_stats", None)) else None,
         }
 
     @property

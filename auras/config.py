@@ -173,6 +173,20 @@ class PipelineConfig(_Section):
     emit: Literal["own", "public"] = Field(
         "own", description="Autoregressive auras: emit the finishing request's own tokens, or the public snapshot."
     )
+    controller: Literal["static", "adaptive"] = Field(
+        "static",
+        description="pipeline / auras, local backend: static keeps pp_generation; adaptive re-plans it online to "
+        "hold target_hz, and paces frames (auras/pipeline/controller.py).",
+    )
+    target_hz: float = Field(
+        0.0, ge=0.0, le=1000.0, description="Adaptive controller: the action rate to hold; 0: as fast as it goes."
+    )
+    staleness_bound_ms: float = Field(
+        0.0, ge=0.0, le=60_000.0, description="Adaptive controller: rule out depths whose actions are older; 0: none."
+    )
+    controller_window: int = Field(
+        20, ge=2, le=10_000, description="Adaptive controller: measured frames per decision."
+    )
 
     @field_validator("frame_period_ms", mode="before")
     @classmethod
@@ -308,6 +322,16 @@ class AurasConfig(_Section):
     bench: BenchConfig = Field(default_factory=BenchConfig, description="Benchmark settings.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="`auras serve` settings.")
     staleness: StalenessConfig = Field(default_factory=StalenessConfig, description="Staleness strategy.")
+
+    @model_validator(mode="after")
+    def _controller_fits_mode(self) -> AurasConfig:
+        p = self.pipeline
+        if p.controller == "adaptive" and (p.mode not in ("pipeline", "auras") or p.backend != "local"):
+            raise ValueError(
+                f"pipeline.controller adaptive: re-plans a frame pipeline on the local backend (mode pipeline or "
+                f"auras, backend local), got mode {p.mode!r} on backend {p.backend!r}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _strategy_fits_mode(self) -> AurasConfig:

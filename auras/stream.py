@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from auras.errors import AgentClosedError, InvalidInputError, StepFailedError, WorkerRestartedError
-from auras.pipeline.pacing import make_pacer
+from auras.pipeline.pacing import pacer_for
 from auras.types import Action, Observation
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class ActionStream:
         self._error: BaseException | None = None
         self._closed = False
         self.submitted = self.admitted = self.dropped = self.emitted = 0
-        self.pacer = make_pacer(agent.config.pipeline.frame_period_ms)
+        self.pacer = pacer_for(agent.config.pipeline)
         self._thread = threading.Thread(target=self._loop, name="auras-stream", daemon=True)
         self._thread.start()
 

@@ -15,6 +15,7 @@ from auras.config import AurasConfig
 from auras.devices import DeviceProbe, check_device
 from auras.errors import ConfigError, unknown_name_message
 from auras.pipeline.base import Executor
+from auras.pipeline.controller import AdaptiveFrameExecutor, DepthController
 from auras.pipeline.decoupled import DecoupledExecutor
 from auras.pipeline.frames import FrameExecutor, FrameShape
 from auras.pipeline.parallel import ParallelExecutor, RayWorkerPool, ThreadWorkerPool
@@ -56,7 +57,17 @@ def build_executor(
         local = build_policy(config, device_probe)
     if pipe.mode in ("pipeline", "auras"):
         shape = FrameShape(pipe.pp_perception, pipe.pp_generation, pipe.fetch_offset)
-        return FrameExecutor(local, shape, pipe.mode == "auras", pipe.alpha, pipe.emit, device=config.policy.device)
+
+        def frames(shape: FrameShape) -> FrameExecutor:
+            return FrameExecutor(local, shape, pipe.mode == "auras", pipe.alpha, pipe.emit, device=config.policy.device)
+
+        if pipe.controller == "adaptive":
+            controller = DepthController(
+                pipe.target_hz, local.spec.generation_iterations, pipe.pp_generation,
+                window=pipe.controller_window, staleness_bound_ms=pipe.staleness_bound_ms,
+            )  # fmt: skip
+            return AdaptiveFrameExecutor(frames, shape, controller)
+        return frames(shape)
     if pipe.mode == "parallel":
         return ParallelExecutor(ThreadWorkerPool(local, pipe.workers))
     if pipe.mode == "sequential":

@@ -15,7 +15,9 @@ means unpaced (``wait`` returns at once). The observation a paced frame admits s
 Adaptive pacing (``"auto"``) takes each frame's compute time (``record``) and sets the period to
 ``margin`` times the ``quantile`` of the last ``window`` frames: a little above the slow frames, so
 nearly every frame fits its slot, and it follows the frames when they get slower or faster (a second
-robot, a busier machine). Until ``warmup`` frames are measured it runs unpaced.
+robot, a busier machine). Until ``warmup`` frames are measured it runs unpaced. ``floor_s`` keeps
+the period at or above a target (the adaptive controller's rate: frames that are faster than needed
+wait, so intervals hold steady at the target).
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-__all__ = ["FramePacer", "make_pacer"]
+__all__ = ["FramePacer", "make_pacer", "pacer_for"]
 
 
 class FramePacer:
@@ -41,6 +44,7 @@ class FramePacer:
         quantile: float = 0.9,
         window: int = 50,
         warmup: int = 10,
+        floor_s: float = 0.0,
     ) -> None:
         if not period_s >= 0.0:
             raise ValueError(f"FramePacer: expected a period >= 0 seconds, got {period_s!r}")
@@ -49,7 +53,8 @@ class FramePacer:
                 f"FramePacer: expected margin >= 1, 0 < quantile <= 1 and window >= warmup >= 1, got "
                 f"margin={margin}, quantile={quantile}, window={window}, warmup={warmup}"
             )
-        self.period_s = float(period_s)
+        self.period_s = max(float(period_s), floor_s)
+        self.floor_s = floor_s  # an adaptive period never goes below it (a target rate)
         self.adaptive, self.margin, self.quantile, self.warmup = adaptive, margin, quantile, warmup
         self._now, self._sleep = now, sleep
         self._next: float | None = None
@@ -62,7 +67,7 @@ class FramePacer:
         excluded); an adaptive pacer re-plans its period from the recent frames."""
         self._frames.append(frame_s)
         if self.adaptive and len(self._frames) >= self.warmup:
-            self.period_s = self.margin * float(np.quantile(self._frames, self.quantile))
+            self.period_s = max(self.floor_s, self.margin * float(np.quantile(self._frames, self.quantile)))
 
     def wait(self) -> float:
         """Block until the next tick; returns the seconds waited. The first call after construction or
@@ -95,3 +100,13 @@ def make_pacer(frame_period_ms: float | str, **kwargs: object) -> FramePacer:
     if frame_period_ms == "auto":
         return FramePacer(0.0, adaptive=True, **kwargs)  # type: ignore[arg-type]
     return FramePacer(float(frame_period_ms) / 1e3, **kwargs)  # type: ignore[arg-type]
+
+
+def pacer_for(pipeline: Any) -> FramePacer:
+    """The pacer of a ``PipelineConfig``: its ``frame_period_ms``; with the adaptive controller and no
+    fixed period, adaptive pacing never faster than ``target_hz``."""
+    period = pipeline.frame_period_ms
+    if getattr(pipeline, "controller", "static") == "adaptive" and period in (0, 0.0, "auto"):
+        floor = 1.0 / pipeline.target_hz if pipeline.target_hz else 0.0
+        return FramePacer(0.0, adaptive=True, floor_s=floor)
+    return make_pacer(period)

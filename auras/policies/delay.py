@@ -6,7 +6,8 @@ whole generation, spread over its iterations as the generation's family driver a
 (``FamilyDriver.cost_shares``: a denoising call sleeps the share of its longest member, a merged
 autoregressive pass 1/l_a, a whole ``generate`` all of it). A batched call that advances several
 requests sleeps as long as its longest member, since batching identical stages is nearly free on a
-real accelerator. The wrapped policy computes exactly what the original computes.
+real accelerator. The wrapped policy computes exactly what the original computes. Each wrapper's
+``injected_s`` may be changed while the policy runs (a load step: ``scripts/load_step.py``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class _DelayedPerception(Perception):
 
     def __init__(self, inner: Perception, seconds: float) -> None:
         self._inner = inner
-        self._seconds = seconds
+        self.injected_s = seconds
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "_inner":
@@ -64,12 +65,12 @@ class _DelayedPerception(Perception):
         self._inner.to(device, dtype)
 
     def perceive(self, observations: Sequence[Observation]) -> Context:
-        _sleep(self._seconds)
+        _sleep(self.injected_s)
         return self._inner.perceive(observations)
 
     def stages(self) -> list[Callable[[Any], Any]]:
         inner = self._inner.stages()
-        share = self._seconds / len(inner)
+        share = self.injected_s / len(inner)
 
         def delayed(stage: Callable[[Any], Any]) -> Callable[[Any], Any]:
             def run(x: Any) -> Any:
@@ -87,11 +88,11 @@ class _DelayedGeneration:
 
     def __init__(self, inner: Any, seconds: float) -> None:
         self._inner = inner
-        self._seconds = seconds
+        self.injected_s = seconds
         self._shares = driver_for(inner).cost_shares(inner)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_inner", "_seconds", "_shares"):
+        if name.startswith("__") or name in ("_inner", "injected_s", "_shares"):
             raise AttributeError(name)
         value = getattr(self._inner, name)
         share = self._shares.get(name)
@@ -99,7 +100,7 @@ class _DelayedGeneration:
             return value
 
         def delayed(*args: Any, **kwargs: Any) -> Any:
-            _sleep(self._seconds * share(*args, **kwargs))
+            _sleep(self.injected_s * share(*args, **kwargs))
             return value(*args, **kwargs)
 
         return delayed

@@ -1,0 +1,241 @@
+"""The adaptive pipeline (``pipeline.controller: adaptive``): it holds a target action rate by
+choosing the generation depth online, and re-plans when the stage times change.
+
+:class:`DepthController` is the decision (no clock, no threads): it is fed each frame's wall time
+and the action's staleness, and at the end of every ``window`` measured frames it compares the
+measured rate of the current depth ``pp_generation`` with ``target_hz``:
+
+- too slow (below 97% of the target): one stage deeper, unless a recent measurement says the deeper
+  pipeline was no faster or broke the staleness bound;
+- fast enough with room (at least ``slack`` times the target): one stage shallower (fresher actions,
+  fewer requests in flight), unless a recent measurement says the shallower one missed the target;
+- ``target_hz`` 0: the fastest depth, climbing while a deeper pipeline is measured faster.
+
+Measurements expire after ``memory`` windows, so when the load changes back (a robot leaves, the
+machine calms down) a depth is tried again. ``staleness_bound_ms`` (0: none) rules out depths whose
+actions were measured older than the bound. ``pp_perception`` stays as configured: on every backend
+here one device runs all of a frame's perception stages, so more of them add staleness and no rate.
+
+:class:`AdaptiveFrameExecutor` carries the decision out without dropping an admitted request's
+action or emitting one twice: on a switch the old pipeline stops admitting and drains, one action per
+frame; the new pipeline starts admitting when its first action will land right after the old one's
+last (going shallower, observations offered before that are not admitted), so going shallower never
+misses a frame and going deeper leaves a gap of (new depth - old depth) frames in which ``step``
+returns the previous action again. Frames of a transition are not measured. Frame pacing follows the
+frames (``pipeline.frame_period_ms`` auto, never faster than the target rate: see
+:func:`auras.pipeline.pacing.pacer_for`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from auras.errors import ConfigError
+from auras.pipeline.base import Executor
+from auras.pipeline.frames import FrameExecutor, FrameShape
+from auras.types import Action, Observation
+
+__all__ = ["AdaptiveFrameExecutor", "DepthController", "Replan"]
+
+
+@dataclass(frozen=True, slots=True)
+class Replan:
+    """One decision: at ``frame``, depth ``old`` measured ``rate_hz`` -> ``new`` (``reason``)."""
+
+    frame: int
+    old: int
+    new: int
+    rate_hz: float
+    staleness_ms: float
+    reason: str
+
+
+class DepthController:
+    """Chooses ``pp_generation`` from measured frames (see the module doc)."""
+
+    def __init__(
+        self,
+        target_hz: float,
+        max_depth: int,
+        start: int = 1,
+        *,
+        window: int = 20,
+        memory: int = 10,
+        slack: float = 1.15,
+        staleness_bound_ms: float = 0.0,
+    ) -> None:
+        if not 1 <= start <= max_depth:
+            raise ConfigError(f"controller: expected a starting depth in 1..{max_depth}, got {start}")
+        if target_hz < 0 or window < 2 or memory < 1 or slack < 1.0 or staleness_bound_ms < 0:
+            raise ConfigError(
+                f"controller: expected target_hz >= 0, window >= 2, memory >= 1, slack >= 1 and a bound >= 0, "
+                f"got {target_hz}, {window}, {memory}, {slack}, {staleness_bound_ms}"
+            )
+        self.target_hz, self.max_depth, self.depth = float(target_hz), int(max_depth), int(start)
+        self.window, self.memory, self.slack, self.bound_ms = window, memory, slack, staleness_bound_ms
+        self.measured: dict[int, tuple[float, float, int]] = {}  # depth -> (rate Hz, staleness ms, window no.)
+        self.replans: list[Replan] = []
+        self._frames: list[float] = []
+        self._staleness: list[float] = []
+        self._windows = 0
+        self._frame = 0
+
+    def observe(self, frame_s: float, staleness_ms: float, measured: bool = True) -> int | None:
+        """One frame of the current depth took ``frame_s``; its action was ``staleness_ms`` old. Returns
+        the new depth when the window closes with a decision to switch, else None. ``measured`` False:
+        a frame of a transition (counted, not measured)."""
+        self._frame += 1
+        if not measured:
+            return None
+        self._frames.append(frame_s)
+        self._staleness.append(staleness_ms)
+        if len(self._frames) < self.window:
+            return None
+        rate = 1.0 / float(np.mean(self._frames))
+        staleness = float(np.median(self._staleness))
+        self._frames, self._staleness = [], []
+        self._windows += 1
+        self.measured[self.depth] = (rate, staleness, self._windows)
+        new, reason = self._decide(rate, staleness)
+        if new == self.depth:
+            return None
+        self.replans.append(Replan(self._frame, self.depth, new, rate, staleness, reason))
+        self.depth = new
+        return new
+
+    def _recent(self, depth: int) -> tuple[float, float] | None:
+        seen = self.measured.get(depth)
+        if seen is None or self._windows - seen[2] >= self.memory:
+            return None
+        return seen[0], seen[1]
+
+    def _fits_bound(self, seen: tuple[float, float] | None) -> bool:
+        return seen is None or not self.bound_ms or seen[1] <= self.bound_ms
+
+    def _decide(self, rate: float, staleness: float) -> tuple[int, str]:
+        d = self.depth
+        deeper = self._recent(d + 1) if d < self.max_depth else None
+        shallower = self._recent(d - 1) if d > 1 else None
+        if self.bound_ms and staleness > self.bound_ms and d > 1:
+            return d - 1, f"staleness {staleness:.0f} ms above the bound {self.bound_ms:g} ms"
+        if self.target_hz == 0.0:  # as fast as possible: climb while deeper is (or may be) faster
+            if d < self.max_depth and (deeper is None or deeper[0] > rate * 1.03) and self._fits_bound(deeper):
+                return d + 1, "looking for a faster depth"
+            if shallower is not None and shallower[0] > rate * 1.03:
+                return d - 1, "the shallower depth was faster"
+            return d, "fastest measured"
+        if rate < 0.97 * self.target_hz:
+            if d < self.max_depth and (deeper is None or deeper[0] > rate * 1.03) and self._fits_bound(deeper):
+                return d + 1, f"{rate:.1f} Hz below the target {self.target_hz:g} Hz"
+            return d, "below the target, and deeper was measured no faster"
+        room = shallower is None or shallower[0] >= 0.97 * self.target_hz
+        if rate >= self.slack * self.target_hz and d > 1 and room:
+            return d - 1, f"{rate:.1f} Hz leaves room above the target {self.target_hz:g} Hz"
+        return d, "on target"
+
+
+class AdaptiveFrameExecutor(Executor):
+    """A frame pipeline whose generation depth a :class:`DepthController` changes while it runs."""
+
+    def __init__(self, make_frames: Callable[[FrameShape], FrameExecutor], shape: FrameShape,
+                 controller: DepthController) -> None:  # fmt: skip
+        """``make_frames(shape)``: a FrameExecutor of that shape over the same policy (local backend)."""
+        self._make, self.controller, self.base = make_frames, controller, shape
+        self.current = make_frames(self._shape(controller.depth))
+        super().__init__(self.current.spec)
+        self.draining: FrameExecutor | None = None
+        self._admitting = True  # the current pipeline admits (false while a shallower one waits its turn)
+        self._settle = 0  # frames after a transition that are not measured (the new pipeline fills)
+        self._last: Action | None = None
+
+    def _shape(self, depth: int) -> FrameShape:
+        return FrameShape(self.base.pp_perception, depth, self.base.fetch_offset)
+
+    @property
+    def shape(self) -> FrameShape:
+        return self.current.shape
+
+    def step(self, obs: Observation) -> Action:
+        start = time.perf_counter()
+        filling = self._last is None  # the first step after construction or reset fills the pipeline
+        action = self.current.step(obs) if self.draining is None else self._transition_frame(obs)
+        self._last = action
+        settling = filling or self.draining is not None or self._settle > 0
+        self._settle = max(0, self._settle - 1)
+        staleness = action.staleness_ms if action.staleness_ms is not None else 0.0
+        new = self.controller.observe(time.perf_counter() - start, staleness, measured=not settling)
+        if new is not None:
+            self._switch(new)
+        return action
+
+    def _switch(self, depth: int) -> None:
+        self.draining, self.current = self.current, self._make(self._shape(depth))
+        self._admitting = False
+
+    def _transition_frame(self, obs: Observation) -> Action:
+        old, new = self.draining, self.current
+        assert old is not None
+        emitted_old = old.run_frame(None) if old.inflight else None
+        # admit into the new pipeline once its first action lands after the old one's last
+        if not self._admitting and old.inflight <= new.shape.lifetime - 2:
+            self._admitting = True
+        emitted_new = new.run_frame(obs) if self._admitting else None
+        if emitted_old is not None and emitted_new is not None:  # by construction they never share a frame
+            raise RuntimeError("adaptive pipeline: the old and the new pipeline emitted in the same frame")
+        if old.inflight == 0 and new.emitted:  # the old one is empty and the new one is delivering
+            old.close()
+            self.draining = None
+            self._admitting = True
+            self._settle = new.shape.lifetime
+        action = emitted_old or emitted_new or self._last
+        assert action is not None, "a transition starts only after the first action"
+        return action
+
+    def reset(self) -> None:
+        if self.draining is not None:
+            self.draining.close()
+            self.draining = None
+        self._admitting = True
+        self._settle = 0
+        self._last = None
+        self.current.reset()
+
+    def close(self) -> None:
+        if self.draining is not None:
+            self.draining.close()
+        self.current.close()
+
+    @property
+    def hosted_policy(self) -> Any:
+        return self.current.hosted_policy
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self.current.workers()
+
+    @property
+    def context_transport(self) -> str:
+        return self.current.context_transport
+
+    @property
+    def startup_ms(self) -> float | None:
+        return self.current.startup_ms
+
+    def controller_stats(self) -> dict[str, Any]:
+        """The depth now, the rate and staleness measured per depth, and every re-plan so far."""
+        c = self.controller
+        return {
+            "pp_perception": self.base.pp_perception,
+            "pp_generation": self.current.shape.pp_generation,
+            "target_hz": c.target_hz,
+            "measured": {d: {"rate_hz": r, "staleness_ms": s} for d, (r, s, _) in sorted(c.measured.items())},
+            "replans": [vars_of(r) for r in c.replans],
+        }
+
+
+def vars_of(replan: Replan) -> dict[str, Any]:
+    return {name: getattr(replan, name) for name in Replan.__slots__}

@@ -1,0 +1,102 @@
+"""The adaptive pipeline: the depth decision, and re-planning a running pipeline without losing or
+repeating an action."""
+
+from __future__ import annotations
+
+import pytest
+
+from auras import AurasAgent, load_config
+from auras.errors import ConfigError
+from auras.pipeline.controller import DepthController
+from auras.pipeline.pacing import pacer_for
+from auras.policies.base import Policy
+from auras.policies.delay import with_injected_delay
+from tests.fakes import FakeDiffusion, FakeStagedPerception, fake_observation
+
+
+def _drive(controller: DepthController, frame_s, frames: int) -> list[int]:
+    """Feed ``frames`` frames whose time is ``frame_s(depth)``; the depth after each."""
+    depths = []
+    for _ in range(frames):
+        controller.observe(frame_s(controller.depth), staleness_ms=10.0)
+        depths.append(controller.depth)
+    return depths
+
+
+def test_the_controller_deepens_until_the_target_holds_and_comes_back_when_the_load_drops():
+    """Frames cost 120 ms / depth: 25 Hz needs depth 3 (3 is 25 Hz, 2 is 16.7); with the cost halved,
+    depth 2 leaves room (33 Hz >= 1.15 x 25) and depth 1 does not, so it settles at 2."""
+    c = DepthController(25.0, max_depth=12, start=1, window=5)
+    depths = _drive(c, lambda d: 0.120 / d * 0.99, 40)
+    assert depths[-1] == 3 and [r.new for r in c.replans] == [2, 3]
+    depths = _drive(c, lambda d: 0.060 / d * 0.99, 60)
+    assert depths[-1] == 2 and c.replans[-1].new == 2
+    assert all(r.reason for r in c.replans)
+
+
+def test_without_a_target_it_finds_the_fastest_depth_and_a_staleness_bound_caps_it():
+    cost = {1: 0.1, 2: 0.06, 3: 0.05, 4: 0.055, 5: 0.06}  # batching helps up to depth 3, then it costs
+    c = DepthController(0.0, max_depth=5, start=1, window=4)
+    _drive(c, lambda d: cost[d], 60)
+    assert c.depth == 3
+    bounded = DepthController(0.0, max_depth=5, start=3, window=4, staleness_bound_ms=30.0)
+    for _ in range(8):
+        bounded.observe(cost[bounded.depth], staleness_ms=20.0 * bounded.depth)  # deeper: older actions
+    assert bounded.depth == 1 and "above the bound" in bounded.replans[0].reason
+
+
+def test_bad_controller_settings_are_refused():
+    with pytest.raises(ConfigError, match=r"starting depth in 1\.\.4"):
+        DepthController(10.0, max_depth=4, start=5)
+    with pytest.raises(ConfigError, match="local backend"):
+        load_config(None, ["pipeline.controller=adaptive", "pipeline.mode=sequential"])
+    with pytest.raises(ConfigError, match="local backend"):
+        load_config(None, ["pipeline.controller=adaptive", "pipeline.mode=auras", "pipeline.backend=ray"])
+
+
+@pytest.mark.parametrize("mode", ["auras", "pipeline"])
+def test_a_load_step_re_plans_the_running_pipeline_without_losing_or_repeating_an_action(mode):
+    """A fake diffusion policy whose generation costs 120 ms per request (spread over the depth like the
+    injected delay), target 20 Hz: the pipeline deepens to 3; then generation doubles and it deepens
+    again; then it drops to a quarter and the pipeline comes back to shallower depths. Every admitted
+    request's action comes out exactly once, in order, through every switch."""
+    generation = with_injected_delay(Policy("fake-dp", FakeStagedPerception(2), FakeDiffusion(12)), 0.0, 120.0)
+    overrides = [f"pipeline.mode={mode}", "pipeline.controller=adaptive", "pipeline.target_hz=20",
+                 "pipeline.controller_window=5"]  # fmt: skip
+    with AurasAgent(load_config(None, overrides), policy=generation) as agent:
+        executor = agent._executor
+        made = [executor.current]
+        make = executor._make
+        executor._make = lambda shape: made.append(make(shape)) or made[-1]
+        actions = []
+        for i in range(45):
+            actions.append(agent.step(fake_observation(i)))
+        first_depth = agent.stats()["controller"]["pp_generation"]
+        generation.generation.injected_s = 0.240  # generation twice as slow
+        for i in range(45, 110):
+            actions.append(agent.step(fake_observation(i)))
+        deep = agent.stats()["controller"]
+        generation.generation.injected_s = 0.060
+        for i in range(110, 190):
+            actions.append(agent.step(fake_observation(i)))
+        stats = agent.stats()["controller"]
+        inflight = executor.current.inflight + (executor.draining.inflight if executor.draining else 0)
+    assert first_depth == 3, stats
+    assert deep["pp_generation"] >= 5 and len(deep["replans"]) >= 3, deep
+    assert stats["pp_generation"] <= 3 and any(r["new"] < r["old"] for r in stats["replans"]), stats
+    distinct = list({id(a): a for a in actions}.values())
+    steps = [a.step_id for a in distinct]
+    assert steps == sorted(set(steps)), "an action came out twice or out of order"
+    assert len(distinct) == sum(f.admitted for f in made) - inflight, "an admitted request's action was lost"
+    if mode == "auras":
+        assert all(a.context_step_id >= a.step_id for a in distinct)
+
+
+def test_the_adaptive_controller_paces_frames_no_faster_than_its_target():
+    config = load_config(None, ["pipeline.mode=auras", "pipeline.controller=adaptive", "pipeline.target_hz=20"])
+    pacer = pacer_for(config.pipeline)
+    assert pacer.adaptive and pacer.period_s == pytest.approx(0.05)
+    for _ in range(20):
+        pacer.record(0.01)  # frames much faster than the target still wait for it
+    assert pacer.period_s == pytest.approx(0.05)
+    assert pacer_for(load_config(None, ["pipeline.frame_period_ms=30"]).pipeline).period_s == pytest.approx(0.03)
