@@ -152,6 +152,11 @@ class AurasAgent:
         }
 
     @property
+    def frame_period_s(self) -> float | None:
+        """The adaptive controller's frame period (``pipeline.controller: adaptive``), else None."""
+        return getattr(self._executor, "frame_period_s", None)
+
+    @property
     def restarts(self) -> int:
         """How many times a dead (or hung) worker was replaced (Ray backend, every mode)."""
         return getattr(self._executor, "restarts", 0)

@@ -49,7 +49,7 @@ class ActionStream:
         self._error: BaseException | None = None
         self._closed = False
         self.submitted = self.admitted = self.dropped = self.emitted = 0
-        self.pacer = pacer_for(agent.config.pipeline)
+        self.pacer = pacer_for(agent)
         self._thread = threading.Thread(target=self._loop, name="auras-stream", daemon=True)
         self._thread.start()
 

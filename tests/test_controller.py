@@ -92,11 +92,21 @@ def test_a_load_step_re_plans_the_running_pipeline_without_losing_or_repeating_a
         assert all(a.context_step_id >= a.step_id for a in distinct)
 
 
-def test_the_adaptive_controller_paces_frames_no_faster_than_its_target():
-    config = load_config(None, ["pipeline.mode=auras", "pipeline.controller=adaptive", "pipeline.target_hz=20"])
-    pacer = pacer_for(config.pipeline)
-    assert pacer.adaptive and pacer.period_s == pytest.approx(0.05)
-    for _ in range(20):
-        pacer.record(0.01)  # frames much faster than the target still wait for it
-    assert pacer.period_s == pytest.approx(0.05)
-    assert pacer_for(load_config(None, ["pipeline.frame_period_ms=30"]).pipeline).period_s == pytest.approx(0.03)
+def test_the_adaptive_controller_sets_the_frame_period_and_the_pacer_follows_it():
+    """Before any frame is measured the period is the target's (50 ms at 20 Hz); fast frames keep it there
+    (intervals hold at the target); frames slower than the target set it to 1.05 x their p90."""
+    c = DepthController(20.0, max_depth=4, start=4, window=50)
+    assert c.period_s == pytest.approx(0.05)
+    for _ in range(10):
+        c.observe(0.01, 5.0)
+    assert c.period_s == pytest.approx(0.05)
+    for _ in range(40):
+        c.observe(0.08, 5.0)
+    assert c.period_s == pytest.approx(1.05 * 0.08)
+    policy = Policy("fake-dp", FakeStagedPerception(2), FakeDiffusion(12))
+    overrides = ["pipeline.mode=auras", "pipeline.controller=adaptive", "pipeline.target_hz=20"]
+    with AurasAgent(load_config(None, overrides), policy=policy) as agent:
+        pacer = pacer_for(agent)
+        assert pacer.period_s == pytest.approx(0.05) == agent.frame_period_s
+    with AurasAgent(load_config(None, ["pipeline.frame_period_ms=30"]), policy=policy) as agent:
+        assert pacer_for(agent).period_s == pytest.approx(0.03) and agent.frame_period_s is None

@@ -86,7 +86,7 @@ def run_episode(
     result = EpisodeRecord(seed=seed, success=False, steps=0, steps_to_success=None)
     execute = agent.execute_steps
     dt_ms = env.control_dt * 1e3
-    pacer = pacer_for(agent.config.pipeline)  # its period, in robot time
+    pacer = pacer_for(agent)  # its period, in robot time
     executor = ChunkExecutor.from_config(agent.config, agent.policy_spec)  # the robot side of the strategy
     standstill = np.zeros(env.action_space.shape, np.float32)  # before the first action
     current: Action | None = None
@@ -164,7 +164,7 @@ def run_episode_realtime(
     dt = env.control_dt
     cond = threading.Condition()
     shared: dict[str, object] = {"obs": None, "action": None, "stop": False, "error": None}
-    pacer = pacer_for(agent.config.pipeline)
+    pacer = pacer_for(agent)
     executor = ChunkExecutor.from_config(agent.config, agent.policy_spec)  # shared by both threads, under cond
 
     def publish(t: int) -> None:
@@ -258,7 +258,7 @@ def run_stream(agent: AurasAgent, observations: Sequence[Observation], warmup: i
     (``pipeline.frame_period_ms``), with fresh step ids and capture times; time the outputs.
     Only new actions count: a step that hands back the previous action again is not an output."""
     agent.reset()
-    pacer = pacer_for(agent.config.pipeline)
+    pacer = pacer_for(agent)
     output_times: list[float] = []
     latency_ms: list[float] = []
     stage_ms: dict[str, list[float]] = {}

@@ -21,13 +21,15 @@ action or emitting one twice: on a switch the old pipeline stops admitting and d
 frame; the new pipeline starts admitting when its first action will land right after the old one's
 last (going shallower, observations offered before that are not admitted), so going shallower never
 misses a frame and going deeper leaves a gap of (new depth - old depth) frames in which ``step``
-returns the previous action again. Frames of a transition are not measured. Frame pacing follows the
-frames (``pipeline.frame_period_ms`` auto, never faster than the target rate: see
+returns the previous action again. Frames of a transition are not measured. The controller also
+sets the frame period: 1.05 x the p90 of the current depth's measured frames, never below
+1 / target_hz (:attr:`DepthController.period_s`; the caller's pacer reads it, see
 :func:`auras.pipeline.pacing.pacer_for`).
 """
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,6 +84,7 @@ class DepthController:
         self.replans: list[Replan] = []
         self._frames: list[float] = []
         self._staleness: list[float] = []
+        self._period_frames: collections.deque[float] = collections.deque(maxlen=50)  # this depth's frames
         self._windows = 0
         self._frame = 0
 
@@ -92,6 +95,7 @@ class DepthController:
         self._frame += 1
         if not measured:
             return None
+        self._period_frames.append(frame_s)
         self._frames.append(frame_s)
         self._staleness.append(staleness_ms)
         if len(self._frames) < self.window:
@@ -106,7 +110,17 @@ class DepthController:
             return None
         self.replans.append(Replan(self._frame, self.depth, new, rate, staleness, reason))
         self.depth = new
+        self._period_frames.clear()  # the new depth's frames take different times
         return new
+
+    @property
+    def period_s(self) -> float:
+        """The frame period to pace at: 1.05 x the p90 of this depth's measured frames (once 5 are
+        measured), never below 1 / target_hz."""
+        floor = 1.0 / self.target_hz if self.target_hz else 0.0
+        if len(self._period_frames) < 5:
+            return floor
+        return max(floor, 1.05 * float(np.quantile(self._period_frames, 0.9)))
 
     def _recent(self, depth: int) -> tuple[float, float] | None:
         seen = self.measured.get(depth)
@@ -159,6 +173,11 @@ class AdaptiveFrameExecutor(Executor):
     @property
     def shape(self) -> FrameShape:
         return self.current.shape
+
+    @property
+    def frame_period_s(self) -> float:
+        """The controller's frame period (what the caller's pacer waits for)."""
+        return self.controller.period_s
 
     def step(self, obs: Observation) -> Action:
         start = time.perf_counter()

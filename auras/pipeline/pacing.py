@@ -15,9 +15,9 @@ means unpaced (``wait`` returns at once). The observation a paced frame admits s
 Adaptive pacing (``"auto"``) takes each frame's compute time (``record``) and sets the period to
 ``margin`` times the ``quantile`` of the last ``window`` frames: a little above the slow frames, so
 nearly every frame fits its slot, and it follows the frames when they get slower or faster (a second
-robot, a busier machine). Until ``warmup`` frames are measured it runs unpaced. ``floor_s`` keeps
-the period at or above a target (the adaptive controller's rate: frames that are faster than needed
-wait, so intervals hold steady at the target).
+robot, a busier machine). Until ``warmup`` frames are measured it runs unpaced. A pacer with a
+``source`` reads its period from it at every tick (the adaptive controller's period, which follows
+the depth it picks and never goes below its target rate's).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class FramePacer:
         quantile: float = 0.9,
         window: int = 50,
         warmup: int = 10,
-        floor_s: float = 0.0,
+        source: Callable[[], float] | None = None,
     ) -> None:
         if not period_s >= 0.0:
             raise ValueError(f"FramePacer: expected a period >= 0 seconds, got {period_s!r}")
@@ -53,8 +53,8 @@ class FramePacer:
                 f"FramePacer: expected margin >= 1, 0 < quantile <= 1 and window >= warmup >= 1, got "
                 f"margin={margin}, quantile={quantile}, window={window}, warmup={warmup}"
             )
-        self.period_s = max(float(period_s), floor_s)
-        self.floor_s = floor_s  # an adaptive period never goes below it (a target rate)
+        self._period_s = float(period_s)
+        self.source = source  # where the period comes from (an adaptive controller), if anywhere
         self.adaptive, self.margin, self.quantile, self.warmup = adaptive, margin, quantile, warmup
         self._now, self._sleep = now, sleep
         self._next: float | None = None
@@ -62,12 +62,21 @@ class FramePacer:
         self.waited_s = 0.0  # total time spent waiting for ticks
         self.overruns = 0  # frames that started late (their tick had passed)
 
+    @property
+    def period_s(self) -> float:
+        """The period now (a pacer with a ``source`` asks it)."""
+        return float(self.source()) if self.source is not None else self._period_s
+
+    @period_s.setter
+    def period_s(self, value: float) -> None:
+        self._period_s = float(value)
+
     def record(self, frame_s: float) -> None:
         """One frame took ``frame_s`` seconds of compute (time waiting for a tick or an observation
         excluded); an adaptive pacer re-plans its period from the recent frames."""
         self._frames.append(frame_s)
         if self.adaptive and len(self._frames) >= self.warmup:
-            self.period_s = max(self.floor_s, self.margin * float(np.quantile(self._frames, self.quantile)))
+            self.period_s = self.margin * float(np.quantile(self._frames, self.quantile))
 
     def wait(self) -> float:
         """Block until the next tick; returns the seconds waited. The first call after construction or
@@ -102,11 +111,12 @@ def make_pacer(frame_period_ms: float | str, **kwargs: object) -> FramePacer:
     return FramePacer(float(frame_period_ms) / 1e3, **kwargs)  # type: ignore[arg-type]
 
 
-def pacer_for(pipeline: Any) -> FramePacer:
-    """The pacer of a ``PipelineConfig``: its ``frame_period_ms``; with the adaptive controller and no
-    fixed period, adaptive pacing never faster than ``target_hz``."""
+def pacer_for(agent: Any) -> FramePacer:
+    """The pacer of an agent: its ``pipeline.frame_period_ms``; with the adaptive controller and no fixed
+    period, the controller's period (read at every tick: it follows the depth the controller picks)."""
+    pipeline = agent.config.pipeline
     period = pipeline.frame_period_ms
-    if getattr(pipeline, "controller", "static") == "adaptive" and period in (0, 0.0, "auto"):
-        floor = 1.0 / pipeline.target_hz if pipeline.target_hz else 0.0
-        return FramePacer(0.0, adaptive=True, floor_s=floor)
+    source = getattr(agent, "frame_period_s", None)
+    if pipeline.controller == "adaptive" and period in (0, 0.0, "auto") and source is not None:
+        return FramePacer(0.0, source=lambda: agent.frame_period_s)
     return make_pacer(period)
