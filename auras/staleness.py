@@ -14,7 +14,8 @@ strategy answers that differently, and they compose (``"public_context+rtc"``):
   rows, ``d`` the measured landing delay) and a soft mask; generation pulls the predicted clean
   chunk towards them at every denoising step, so the new chunk's first ``d`` rows equal what
   actually ran and the rest joins smoothly (:mod:`auras.generation.guidance`). The chunk runs
-  time-aligned: row ``i`` at control step ``s + i``.
+  time-aligned: row ``i`` at control step ``s + i`` (a chunk that lands more than H - execute_steps
+  steps late starts at row H - execute_steps, and that many rows at most are frozen).
 - ``roll_forward``: as VLASH, the observation's proprio state is advanced by the actions still
   pending before the chunk lands (``state[:dims] += action_scale * sum(clip(rows[:, :dims]))``,
   the delta-position control of Meta-World and auras' tasks), so the policy plans from where the
@@ -112,9 +113,9 @@ def resolve_strategy(text: str, mode: str) -> Strategy:
 def soft_mask(horizon: int, delay: int, execute: int) -> np.ndarray:
     """RTC's guidance weights (H,): 1 for the ``delay`` rows that run before the chunk lands, an
     exponential decay to 0 over the rows up to ``horizon - execute``, 0 for the last ``execute`` rows
-    (those the next chunk will replace anyway)."""
-    delay = max(0, min(int(delay), horizon))
-    end = max(delay, horizon - execute)
+    (the chunk always keeps those free; a longer delay freezes only ``horizon - execute`` rows)."""
+    end = max(0, horizon - execute)
+    delay = max(0, min(int(delay), end))
     weights = np.zeros(horizon, np.float32)
     weights[:delay] = 1.0
     for i in range(delay, end):
@@ -242,7 +243,9 @@ class ChunkExecutor:
         chunk = np.asarray(values, np.float32)
         chunk = chunk[None] if chunk.ndim == 1 else chunk
         self._delays.append(max(0, t - source))
-        origin = source if self.strategy.time_aligned else t
+        # time-aligned: row i belongs to step source + i, but a chunk that lands later than H - execute_steps
+        # steps still runs its last execute_steps rows (rather than only holding its last row)
+        origin = max(source, t - max(0, len(chunk) - self.execute_steps)) if self.strategy.time_aligned else t
         if self.strategy.chunk_blend and self.chunk is not None:
             chunk = chunk.copy()
             for i in range(max(0, t - origin), len(chunk)):  # rows still ahead that the old chunk covers too
