@@ -207,12 +207,12 @@ class BenchConfig(_Section):
         description="Policies to compare (each with its configs/pipeline-<policy>.yaml settings); empty: policy.type.",
     )
     tasks: list[str] = Field(
-        default_factory=lambda: ["button-press-v3"],
+        default_factory=lambda: ["push-v3"],
         max_length=64,
         description="Tasks to run; empty: env.task. Default: a task whose success collapses with stale actions.",
     )
     modes: list[Literal["sequential", "decoupled", "parallel", "pipeline", "auras"]] = Field(
-        default_factory=lambda: ["sequential", "auras"],
+        default_factory=lambda: ["sequential", "pipeline", "auras"],
         max_length=5,
         description="Modes to compare side by side; empty: pipeline.mode.",
     )

@@ -39,7 +39,7 @@ def test_cells_take_each_policys_preset_and_a_sweep_adds_only_cells_that_differ(
         ["bench.policies=[tiny-dp,tiny-vla]", "bench.modes=[sequential,auras]"],
         {"pipeline.pp_generation": [2, 4]},
     )
-    assert run.bench.tasks == ["button-press-v3"]
+    assert run.bench.tasks == ["push-v3"]
     labels = [(c.config.policy.type, c.label) for c in cells]
     # sequential ignores pp_generation: one sequential cell per policy, not one per sweep value
     assert labels == [
