@@ -48,7 +48,7 @@ def test_cells_take_each_policys_preset_and_a_sweep_adds_only_cells_that_differ(
     ]  # fmt: skip
     vla = next(c.config for c in cells if c.config.policy.type == "tiny-vla" and c.config.pipeline.mode == "auras")
     assert vla.pipeline.emit == "public"  # from configs/pipeline-tiny-vla.yaml
-    assert all(c.config.env.task == "button-press-v3" for c in cells)
+    assert all(c.config.env.task == "push-v3" for c in cells)
 
 
 def test_user_overrides_beat_the_policy_preset():
