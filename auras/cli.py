@@ -264,6 +264,10 @@ def tune(
     ] = 4,
     alphas: Annotated[str, typer.Option(help="Diffusion step skews to try on the best setting.")] = "0.5,1,2",
     fetch_offsets: Annotated[str, typer.Option(help="fetch_offset values to search: 0, -1 or 0,-1.")] = "0",
+    max_rate_cost: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Most of the fastest setting's rate a more accurate one may give up."),
+    ] = 1.0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for tune.json and the preset.")] = Path(
         "runs/tune"
     ),
@@ -286,6 +290,7 @@ def tune(
             policy, target_hz, task=task, l_max=l_max, episodes=episodes, max_accuracy=max_accuracy,
             alphas=[float(a) for a in _split_values(alphas)],
             fetch_offsets=[int(f) for f in _split_values(fetch_offsets)],
+            max_rate_cost=max_rate_cost,
             source=config, overrides=list(set_ or []), log=lambda line: typer.echo(line, err=True),
         )  # fmt: skip
     except (AurasError, ValueError) as exc:

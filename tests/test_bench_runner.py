@@ -194,6 +194,11 @@ def test_tune_finds_a_faster_setting_on_fake_stages(fake_learned_policy, tmp_pat
     assert shapes == {(1, 1), (1, 2), (2, 1)}
     assert tuned["chosen"]["throughput_hz"] >= 1 and tuned["meets_target"]
     assert (tmp_path / "tuned-tiny-dp.yaml").exists()
+    skewed = [p for p in tuned["points"] if p["alpha"] == 1.0 and p["success_rate"] is not None]
+    assert len(tuned["alpha_trade"]) == len(skewed)  # each evaluated alpha: what it bought and what it paid
+    for trade, point in zip(tuned["alpha_trade"], skewed, strict=True):
+        assert trade["alpha"] == 1.0 and trade["rate_paid_hz"] == pytest.approx(
+            trade["rate_paid"] * point["throughput_hz"] / (1 - trade["rate_paid"]))
 
 
 # -- injected delay and model scaling ----------------------------------------------------------------

@@ -5,9 +5,13 @@
 2. Throughput first, for every point (cheap: a replayed observation stream, no rendering).
 3. Keep the points that reach the target rate; evaluate accuracy (closed-loop episodes) only on the
    fastest ``max_accuracy`` of them, and on sequential as the reference.
-4. For a diffusion policy, tune alpha (the step skew) on the most accurate point.
+4. For a diffusion policy, tune alpha (the step skew) on the most accurate point. A skew puts more
+   denoising steps into the later stages, which read fresher contexts, but a frame's batched call
+   runs as many iterations as its heaviest stage, so it costs rate: each alpha is reported with the
+   accuracy it bought and the rate it paid against alpha 0 (``alpha_trade``).
 5. The Pareto set over (throughput, success); the chosen point (most successful among those that
-   meet the target, then fastest) is written as a YAML preset that `auras bench -c FILE` takes.
+   meet the target and cost at most ``max_rate_cost`` of the fastest evaluated point's rate, then
+   fastest) is written as a YAML preset that `auras bench -c FILE` takes.
 """
 
 from __future__ import annotations
@@ -125,11 +129,16 @@ def tune(
     max_accuracy: int = 4,
     alphas: Sequence[float] = (0.5, 1.0, 2.0),
     fetch_offsets: Sequence[int] = (0,),
+    max_rate_cost: float = 1.0,
     source: str | Path | None = None,
     overrides: Sequence[str] = (),
     log: Log = print,
 ) -> dict[str, Any]:
-    """Run the search; return a document with every point, the Pareto set and the chosen point."""
+    """Run the search; return a document with every point, the Pareto set, the alpha trade and the
+    chosen point. ``max_rate_cost``: the largest fraction of the fastest evaluated point's rate a more
+    accurate point may give up (1: any)."""
+    if not 0.0 <= max_rate_cost <= 1.0:
+        raise ConfigError(f"--max-rate-cost: expected a fraction in [0, 1], got {max_rate_cost}")
     if l_max < 2:
         raise ConfigError(f"--l-max: expected >= 2 (one perception and one generation stage), got {l_max}")
     base = load_config(
@@ -170,10 +179,20 @@ def tune(
                 point.successes, point.episodes = _measure_success(config_for(point))
             log(f"alpha {alpha}: {point.throughput_hz:.1f} Hz, success {point.successes}/{point.episodes}")
             tuned_alpha.append(point)
+    trade = [
+        {"alpha": p.alpha, "success_gain": p.success_rate - best.success_rate, "rate_paid_hz": best.throughput_hz
+         - p.throughput_hz, "rate_paid": 1.0 - p.throughput_hz / best.throughput_hz}
+        for p in tuned_alpha if p.success_rate is not None and best.throughput_hz
+    ]  # fmt: skip
+    for t in trade:
+        log(f"alpha {t['alpha']:g} against 0: {t['success_gain']:+.0%} success for {t['rate_paid_hz']:.1f} Hz "
+            f"({t['rate_paid']:.0%} of the rate)")  # fmt: skip
     everything = [sequential, *candidates, *tuned_alpha]
     meeting = [p for p in everything if p.mode == "auras" and p.success_rate is not None]
     meeting = [p for p in meeting if p.throughput_hz >= target_hz] or meeting
-    chosen = max(meeting, key=lambda p: (p.success_rate, p.throughput_hz))
+    fastest = max(p.throughput_hz for p in meeting)
+    affordable = [p for p in meeting if p.throughput_hz >= (1.0 - max_rate_cost) * fastest]
+    chosen = max(affordable, key=lambda p: (p.success_rate, p.throughput_hz))
     return {
         "policy": policy,
         "task": task,
@@ -184,6 +203,8 @@ def tune(
         "sequential": sequential.as_dict(),
         "points": [p.as_dict() for p in everything],
         "pareto": [p.as_dict() for p in pareto(everything)],
+        "alpha_trade": trade,
+        "max_rate_cost": max_rate_cost,
         "chosen": chosen.as_dict(),
         "meets_target": bool((chosen.throughput_hz or 0) >= target_hz),
     }
