@@ -449,3 +449,40 @@ def test_a_simulated_robot_runs_the_servers_rtc_strategy_and_its_guide_shapes_th
             assert time.monotonic() < deadline, "no action for the guided observation"
             time.sleep(0.01)
     assert np.allclose(action.chunk[:3], guide[:3], atol=1e-3)
+
+
+def test_a_pipelined_action_is_aged_from_its_fresh_context_not_its_old_request():
+    """auras mode with 3 generation stages: the action answering seq k was conditioned on seq k + 2.
+    Observations are stamped 1 s apart, so with a 1.5 s TTL the action's own observation (2 s older
+    than its context) would be expired while its context is fresh: the client keeps it."""
+    from tests.fakes import FakeDiffusion, FakeStagedPerception
+
+    def pipelined() -> AurasAgent:
+        policy = Policy("fake-dp", FakeStagedPerception(2, image_size=84), FakeDiffusion(6))
+        return AurasAgent(load_config(None, ["pipeline.mode=auras", "pipeline.pp_generation=3"]), policy=policy)
+
+    address = f"tcp://127.0.0.1:{free_service_port()}"
+    base = time.time() - 10.0
+    with (
+        BridgeServer(bind=address, agent_factory=pipelined).start(),
+        RobotClient(address, instruction="x", ttl_s=1.5) as client,
+    ):
+        image, state = np.zeros((84, 84, 3), np.uint8), np.zeros(4, np.float32)
+        stamps = {}
+        deadline = time.monotonic() + 30
+        action = None
+        for k in range(40):
+            seq = client.publish({"front": image}, state, stamp=base + k)
+            stamps[seq] = base + k
+            time.sleep(0.05)
+            held = client.latest_action(now=base)  # as of the first stamp: whatever is held counts as fresh
+            if held is not None and held.header.get("context_seq") not in (None, held.seq):
+                action = held
+                break
+            assert time.monotonic() < deadline
+    assert action is not None, "no pipelined action arrived"
+    context = action.header["context_seq"]
+    assert context > action.seq and action.header["context_stamp"] == stamps[context]
+    now = stamps[context] + 0.5
+    assert action.age(now) == pytest.approx(0.5) and now - action.stamp > 1.5
+    assert client.latest_action(now) is action  # young by its context, though its request is old

@@ -14,7 +14,7 @@ or with a callback: ``RobotClient(..., on_action=apply)``. A background thread r
 (newest wins), sends a heartbeat, and after a server restart says hello again with exponential
 backoff, re-subscribing to the new session's topics; meanwhile ``take_action`` returns None and
 ``connected`` is False. An action older than ``ttl_s`` (robot clock, from the capture stamp of the
-observation it answers) is never handed out.
+newest observation that influenced it, its context) is never handed out.
 """
 
 from __future__ import annotations
@@ -63,9 +63,18 @@ class ReceivedAction:
     received: float
     header: dict[str, Any]
 
+    @property
+    def context_stamp(self) -> float:
+        """Capture stamp of the newest observation that influenced the action (``context_seq``: in a
+        pipeline, fresher than ``seq``); ``stamp`` when the server did not say."""
+        stamp = self.header.get("context_stamp")
+        return float(stamp) if isinstance(stamp, int | float) and stamp > 0 else self.stamp
+
     def age(self, now: float | None = None) -> float:
-        """Seconds since the observation this action answers was captured (robot clock)."""
-        return (time.time() if now is None else now) - self.stamp
+        """Seconds since the newest observation that influenced this action was captured (robot
+        clock): a pipelined action whose own request is several camera periods old but whose context
+        is fresh is young."""
+        return (time.time() if now is None else now) - self.context_stamp
 
 
 class RobotClient:

@@ -806,7 +806,9 @@ class BridgeServer:
                 stamp = session.stamps.get(action.step_id, 0.0)
                 frames = encode_frame(
                     topic, [action.chunk], seq=action.step_id, stamp=stamp, session=session.id,
-                    context_seq=action.context_step_id, staleness_ms=action.staleness_ms,
+                    context_seq=action.context_step_id,
+                    context_stamp=session.stamps.get(action.context_step_id, 0.0) if action.context_step_id
+                    is not None else stamp, staleness_ms=action.staleness_ms,
                     staleness_frames=action.staleness_frames, latency_ms=action.timings.latency_ms,
                     stages_ms=dict(action.timings.stages_ms), sent_monotonic=time.monotonic(),
                 )  # fmt: skip
