@@ -12,11 +12,12 @@ export MUJOCO_GL ?= egl
 
 setup: $(STAMP)
 
-# Also installs the example policy package of docs/custom-policy.md (entry point example-flow).
-$(STAMP): pyproject.toml constraints-cpu.txt examples/custom-policy/pyproject.toml
+# Installs auras with its robot client (clients/python, auras-client) and the example policy package
+# of docs/custom-policy.md (entry point example-flow).
+$(STAMP): pyproject.toml constraints-cpu.txt examples/custom-policy/pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) -e ".[dev]"
+	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) -e clients/python -e ".[dev]"
 	$(BIN)/python -m pip install --quiet --no-deps -e examples/custom-policy
 	touch $(STAMP)
 

@@ -411,9 +411,9 @@ def robot_sim(
     """A simulated robot: runs a MuJoCo task in real time and is driven through `auras serve`."""
     import json
 
-    from auras.bridge.client import RobotClient
     from auras.bridge.robot_sim import executor_for, run_robot
     from auras.envs import make_env
+    from auras_client.client import RobotClient
 
     try:
         if task not in TASKS:

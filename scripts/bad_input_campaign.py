@@ -29,13 +29,13 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from auras.agent import AurasAgent
-from auras.bridge.client import RobotClient
-from auras.bridge.protocol import encode_frame, encode_map
 from auras.bridge.server import BridgeServer
 from auras.config import load_config
 from auras.errors import InvalidInputError
 from auras.policies.base import Policy
 from auras.types import Observation
+from auras_client.client import RobotClient
+from auras_client.protocol import encode_frame, encode_map
 from tests.fakes import FakeGeneration, FakePerception
 
 IMAGE = np.zeros((84, 84, 3), np.uint8)

@@ -53,11 +53,11 @@ from typing import Any
 import numpy as np
 import zmq
 
-from auras.bridge.client import ReceivedAction, RobotClient
 from auras.generation.base import Generation
 from auras.perception.base import Context, Perception
 from auras.policies.base import Policy
 from auras.types import Observation, ObservationSpec
+from auras_client.client import ReceivedAction, RobotClient
 
 IMAGE_SIZE = 84
 STATE_DIM = 4

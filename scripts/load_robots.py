@@ -54,7 +54,7 @@ def robot(index: int, address: str, frames: int, hz: float, instruction: str, ou
 
 
 def _robot(index: int, address: str, frames: int, hz: float, instruction: str, out: Any) -> None:
-    from auras.bridge.client import RobotClient
+    from auras_client.client import RobotClient
 
     received: collections.Counter = collections.Counter()
     latency_ms: list[float] = []
@@ -146,7 +146,7 @@ def server_stats(address: str) -> dict[str, Any]:
     """The server-wide ``stats`` reply (no session), or {} if the server does not answer."""
     import zmq
 
-    from auras.bridge.protocol import SCHEMA_VERSION, decode_map, encode_map
+    from auras_client.protocol import SCHEMA_VERSION, decode_map, encode_map
 
     sock = zmq.Context.instance().socket(zmq.REQ)
     sock.connect(address)

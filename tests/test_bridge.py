@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auras.agent import AurasAgent
-from auras.bridge.client import RobotClient, ServiceError
-from auras.bridge.protocol import ERROR_CODES, decode_map, encode_frame, encode_map
 from auras.bridge.server import BridgeServer, CurveKeys, free_service_port
 from auras.config import load_config
 from auras.policies.base import Policy
+from auras_client.client import RobotClient, ServiceError
+from auras_client.protocol import ERROR_CODES, decode_map, encode_frame, encode_map
 from tests.fakes import FakeGeneration, FakePerception
 
 IMAGE = np.zeros((84, 84, 3), np.uint8)
@@ -340,7 +340,7 @@ BLOCKER = textwrap.dedent(
                 raise ImportError(f"{name} is not installed on this robot")
     sys.meta_path.insert(0, Block())
     import numpy as np
-    from auras.bridge.client import RobotClient
+    from auras_client.client import RobotClient
     robot = RobotClient(sys.argv[1], cameras={"front": (84, 84)}, state_dim=4, instruction="x", timeout_s=60, ttl_s=60)
     seq = robot.publish({"front": np.zeros((84, 84, 3), np.uint8)}, np.zeros(4, np.float32))
     import time
@@ -390,7 +390,7 @@ def test_robots_saying_hello_at_once_to_a_fresh_server_all_get_sessions():
     script = textwrap.dedent(
         """
         import sys, threading
-        from auras.bridge.client import RobotClient
+        from auras_client.client import RobotClient
         from auras.bridge.server import BridgeServer
         from auras.config import load_config
         server = BridgeServer(load_config("pipeline-tiny-dp"), sys.argv[1]).start()

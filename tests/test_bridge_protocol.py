@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auras.bridge.protocol import (
+from auras_client.protocol import (
     DTYPES,
     ERROR_CODES,
     ProtocolError,

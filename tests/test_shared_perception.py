@@ -193,8 +193,8 @@ def test_the_server_shares_perception_where_it_can_and_refuses_an_explicit_share
 
 
 def test_two_robots_are_served_through_one_shared_tiny_dp_perception():
-    from auras.bridge.client import RobotClient
     from auras.bridge.server import BridgeServer, free_service_port
+    from auras_client.client import RobotClient
 
     config = load_config("pipeline-tiny-dp", ["serve.perception=shared"])
     with BridgeServer(config, f"tcp://127.0.0.1:{free_service_port()}").start() as server:

@@ -1,5 +1,5 @@
-"""ZeroMQ bridge to robots: protocol, agent-side server, robot-side client (numpy + pyzmq + msgpack).
-
-``auras serve`` runs the server (server.py); a robot talks to it with ``RobotClient`` (client.py) over the
-messages in protocol.py; robot_sim.py is a simulated robot for trying it. See docs/bridge.md.
+"""ZeroMQ bridge to robots: the agent-side server (server.py) that ``auras serve`` runs, and a simulated
+robot to try it (robot_sim.py). The robot side (``RobotClient``) and the wire format are the
+``auras-client`` distribution (clients/python, package ``auras_client``), which auras depends on. See
+docs/bridge.md.
 """

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from auras.bridge.client import ReceivedAction, RobotClient
 from auras.staleness import ChunkExecutor
+from auras_client.client import ReceivedAction, RobotClient
 
 __all__ = ["EpisodeReport", "executor_for", "run_robot"]
 

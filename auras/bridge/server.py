@@ -47,7 +47,14 @@ import numpy as np
 import zmq
 
 from auras.agent import AurasAgent
-from auras.bridge.protocol import (
+from auras.errors import AurasError, ConfigError, InvalidInputError, WorkerDiedError
+from auras.perception.shared import PerceptionBatcher
+from auras.pipeline.ray_backend import ensure_ray, use_cluster
+from auras.policies import build_policy
+from auras.policies.base import Policy
+from auras.staleness import resolve_strategy
+from auras.types import Observation
+from auras_client.protocol import (
     MAX_MESSAGE_BYTES,
     SCHEMA_VERSION,
     SUPPORTED_VERSIONS,
@@ -58,13 +65,6 @@ from auras.bridge.protocol import (
     encode_map,
     error_reply,
 )
-from auras.errors import AurasError, ConfigError, InvalidInputError, WorkerDiedError
-from auras.perception.shared import PerceptionBatcher
-from auras.pipeline.ray_backend import ensure_ray, use_cluster
-from auras.policies import build_policy
-from auras.policies.base import Policy
-from auras.staleness import resolve_strategy
-from auras.types import Observation
 
 __all__ = [
     "BridgeServer",

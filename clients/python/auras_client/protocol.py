@@ -23,8 +23,6 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from auras.errors import InvalidInputError
-
 __all__ = [
     "DTYPES",
     "ENCODINGS",
@@ -68,7 +66,7 @@ ERROR_CODES = {
 }
 
 
-class ProtocolError(InvalidInputError):
+class ProtocolError(ValueError):
     """A message that breaks the protocol; ``code`` is one of ERROR_CODES."""
 
     def __init__(self, code: str, message: str) -> None:

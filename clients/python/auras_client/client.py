@@ -1,6 +1,6 @@
 """The robot side of the auras bridge: needs only numpy, pyzmq and msgpack (no torch, no ray).
 
-    from auras.bridge.client import RobotClient
+    from auras_client import RobotClient
 
     with RobotClient("tcp://127.0.0.1:5555", cameras={"front": (84, 84)}, state_dim=4,
                      instruction="push the puck to the green goal", ttl_s=0.25) as robot:
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from auras.bridge.protocol import (
+from auras_client.protocol import (
     SCHEMA_VERSION,
     SUPPORTED_VERSIONS,
     ProtocolError,
