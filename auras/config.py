@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from auras.devices import DTYPES
 from auras.errors import ConfigError, unknown_name_message
 from auras.registry import POLICIES
+from auras.staleness import Strategy, resolve_strategy
 from auras.tasks import TASKS  # pure-Python catalogue; no simulator import
 
 __all__ = [
@@ -303,8 +304,6 @@ class StalenessConfig(_Section):
     @field_validator("strategy")
     @classmethod
     def _parses(cls, text: str) -> str:
-        from auras.staleness import Strategy
-
         if text != "auto":
             try:
                 Strategy.parse(text)
@@ -335,8 +334,6 @@ class AurasConfig(_Section):
 
     @model_validator(mode="after")
     def _strategy_fits_mode(self) -> AurasConfig:
-        from auras.staleness import resolve_strategy
-
         try:
             resolve_strategy(self.staleness.strategy, self.pipeline.mode)
         except ConfigError as exc:

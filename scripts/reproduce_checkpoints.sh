@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Reproduce the shipped checkpoints auras/policies/checkpoints/{tiny-vla,tiny-dp} from scratch on CPU.
+# Reproduce the shipped checkpoints auras/policies/checkpoints/{tiny-vla,tiny-dp,tiny-flow} from scratch on CPU.
 #
 #   bash scripts/reproduce_checkpoints.sh [WORKDIR]
 #
 # 1. collects 150 expert episodes per core Meta-World task (training seeds 0..149; ~9 min),
-# 2. trains both policies side by side, one CPU thread each (~140 min): tiny-vla in one round, tiny-dp in
-#    three (each later round continues from the previous one's last weights, --init, at a lower learning
-#    rate),
+# 2. trains the policies on two CPU threads, one each (~280 min): tiny-vla in one round then tiny-flow in three
+#    on one thread, tiny-dp in three on the other (each later round continues from the previous one's last
+#    weights, --init, at a lower learning rate),
 # 3. copies the last checkpoints (EMA weights) into the package.
 # Seeds are fixed; wall-clock-limited runs can stop at a slightly different step on another machine.
 set -euo pipefail
@@ -26,10 +26,23 @@ done
 # 6 px patches through a convolutional stem, with sine-cosine initial position embeddings and 16 spatial-softmax
 # keypoints over the patch grid (or it cannot locate the puck), trains on corrupted input tokens with soft bin
 # targets (or it learns to copy the previous token), and decodes over smoothed bins (docs/policies.md).
-"$AURAS" train --policy tiny-vla --data "$DATA" --out "$WORK/tiny-vla-3" --steps 7500 --lr 4e-4 --seed 0 \
-  --set proprio_dropout=0.5 --set patch_size=6 --set vit_position_init=sincos --set token_corruption=0.25 \
-  --set label_sigma=2 --set decode_sigma=4 --set vit_stem=conv --set vision_keypoints=16 \
-  --eval-every 2500 --eval-episodes 3 --max-minutes 63 --threads 1 &
+# tiny-flow (the SmolVLA architecture at a CPU-trainable size) follows tiny-vla on its thread, on the three
+# tasks it serves: one round from scratch (55 min), then two continuing rounds at batch 32 (80 and 82 min).
+(
+  "$AURAS" train --policy tiny-vla --data "$DATA" --out "$WORK/tiny-vla-3" --steps 7500 --lr 4e-4 --seed 0 \
+    --set proprio_dropout=0.5 --set patch_size=6 --set vit_position_init=sincos --set token_corruption=0.25 \
+    --set label_sigma=2 --set decode_sigma=4 --set vit_stem=conv --set vision_keypoints=16 \
+    --eval-every 2500 --eval-episodes 3 --max-minutes 63 --threads 1
+  FLOW_TASKS=(-t push-v3 -t pick-place-v3 -t button-press-v3)
+  "$AURAS" train --policy tiny-flow --data "$DATA" "${FLOW_TASKS[@]}" --out "$WORK/tiny-flow" --steps 20000 \
+    --lr 3e-4 --seed 0 --eval-every 2500 --eval-episodes 3 --max-minutes 55 --threads 1
+  "$AURAS" train --policy tiny-flow --data "$DATA" "${FLOW_TASKS[@]}" --init "$WORK/tiny-flow/last" \
+    --out "$WORK/tiny-flow-2" --steps 12000 --batch-size 32 --lr 2e-4 --seed 5 --eval-every 6000 --eval-episodes 3 \
+    --max-minutes 80 --threads 1
+  "$AURAS" train --policy tiny-flow --data "$DATA" "${FLOW_TASKS[@]}" --init "$WORK/tiny-flow-2/last" \
+    --out "$WORK/tiny-flow-3" --steps 11000 --batch-size 32 --lr 1.5e-4 --seed 7 --eval-every 5500 \
+    --eval-episodes 3 --max-minutes 82 --threads 1
+) &
 (
   "$AURAS" train --policy tiny-dp --data "$DATA" --out "$WORK/tiny-dp" --steps 6500 --lr 3e-4 \
     --eval-every 1625 --eval-episodes 3 --max-minutes 38 --threads 1
@@ -40,7 +53,7 @@ done
 ) &
 wait
 
-for run in tiny-vla-3 tiny-dp-3; do
+for run in tiny-vla-3 tiny-dp-3 tiny-flow-3; do
   policy=${run%-*}
   mkdir -p "auras/policies/checkpoints/$policy"
   cp "$WORK/$run/last/model.safetensors" "$WORK/$run/last/config.json" "auras/policies/checkpoints/$policy/"

@@ -36,6 +36,7 @@ LAYERS: Sequence[tuple[str, tuple[str, ...]]] = (
             "auras.compiled",
             "auras.partition",
             "auras.tasks",
+            "auras.staleness",
         ),
     ),
     # 1 parts: the models (perception, generation), the public context, demonstration data, and the task
