@@ -368,7 +368,7 @@ def serve(
                               session_timeout_s=session_timeout)  # fmt: skip
     except AurasError as exc:
         _fail(exc)
-    signal.signal(signal.SIGTERM, lambda *_: server._stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     sharing = "shared" if server.batcher is not None else "separate"
     typer.echo(f"auras serve: {cfg.policy.type} in {cfg.pipeline.mode} mode, {sharing} perception, "
                f"on {bind} "

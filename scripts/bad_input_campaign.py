@@ -197,7 +197,7 @@ def bridge_campaign(per_class: int, flood: int) -> dict[str, Any]:
     stop.set()
     runner.join()
     req.send(encode_map({"v": 1, "op": "health"}))
-    alive = bool(req.poll(5000)) and msgpack.unpackb(req.recv())["ok"] and server._thread.is_alive()
+    alive = bool(req.poll(5000)) and msgpack.unpackb(req.recv())["ok"] and server.serving
     gaps = np.diff(good_actions) if len(good_actions) > 1 else np.array([np.inf])
     summary = {
         "server_alive": alive, "internal_errors": server.counters["internal_errors"],

@@ -136,7 +136,7 @@ class ServerProcess:
 
     def _endpoint(self) -> str:
         if self.transport == "tcp":
-            from auras.bridge.server import free_service_port
+            from tests.ports import free_service_port
 
             return f"tcp://127.0.0.1:{free_service_port()}"
         ServerProcess._count += 1

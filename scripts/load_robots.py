@@ -159,7 +159,7 @@ def server_stats(address: str) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, perception: str) -> dict[str, Any]:
     """One load run against a fresh `auras serve --perception PERCEPTION`; prints its tables."""
-    from auras.bridge.server import free_service_port
+    from tests.ports import free_service_port
 
     address = f"tcp://127.0.0.1:{free_service_port()}"
     env = dict(os.environ, MUJOCO_GL="egl")

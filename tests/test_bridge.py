@@ -15,12 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auras.agent import AurasAgent
-from auras.bridge.server import BridgeServer, CurveKeys, free_service_port
+from auras.bridge.server import BridgeServer, CurveKeys
 from auras.config import load_config
 from auras.policies.base import Policy
 from auras_client.client import RobotClient, ServiceError
 from auras_client.protocol import ERROR_CODES, decode_map, encode_frame, encode_map
 from tests.fakes import FakeGeneration, FakePerception
+from tests.ports import free_service_port
 
 IMAGE = np.zeros((84, 84, 3), np.uint8)
 # Every wait on the server below only bounds a hang, never checks speed: CI machines are loaded.

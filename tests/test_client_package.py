@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from auras.bridge.server import free_service_port
+from tests.ports import free_service_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from auras.agent import AurasAgent
-from auras.bridge.server import BridgeServer, free_service_port
+from auras.bridge.server import BridgeServer
 from auras.cli import app
 from auras.config import load_config
 from auras.errors import ConfigError
@@ -27,6 +27,7 @@ from auras.policies.build import policy_factory
 from auras.registry import POLICIES, register_policy
 from auras.types import Observation
 from auras_client.client import RobotClient
+from tests.ports import free_service_port
 from tests.test_bridge import _start, _wait_action
 from tests.test_ray_backend import ray_cluster  # noqa: F401  (the shared Ray fixture)
 

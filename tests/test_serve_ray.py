@@ -28,10 +28,11 @@ import psutil
 import pytest
 
 import auras.bridge.server as bridge_server
-from auras.bridge.server import BridgeServer, free_service_port
+from auras.bridge.server import BridgeServer
 from auras.config import load_config
 from auras.errors import WorkerDiedError
 from auras_client.client import ReceivedAction, RobotClient, ServiceError
+from tests.ports import free_service_port
 
 DEADLINE_S = 60.0
 REQUEST_TIMEOUT_S = 10.0  # a robot's requests (a heartbeat to a server that is gone holds its close() this long)

@@ -179,7 +179,7 @@ def test_shipped_perception_batched_across_robots_equals_one_robot_at_a_time(pol
 
 
 def test_the_server_shares_perception_where_it_can_and_refuses_an_explicit_share_it_cannot_run():
-    from auras.bridge.server import perception_sharing, session_agents
+    from auras.bridge.wiring import perception_sharing, session_agents
 
     assert perception_sharing(load_config("pipeline-tiny-dp")) == "shared"  # auto, the default
     assert perception_sharing(load_config(None, ["pipeline.backend=ray"])) == "separate"
@@ -193,8 +193,9 @@ def test_the_server_shares_perception_where_it_can_and_refuses_an_explicit_share
 
 
 def test_two_robots_are_served_through_one_shared_tiny_dp_perception():
-    from auras.bridge.server import BridgeServer, free_service_port
+    from auras.bridge.server import BridgeServer
     from auras_client.client import RobotClient
+    from tests.ports import free_service_port
 
     config = load_config("pipeline-tiny-dp", ["serve.perception=shared"])
     with BridgeServer(config, f"tcp://127.0.0.1:{free_service_port()}").start() as server:
@@ -211,7 +212,7 @@ def test_two_robots_are_served_through_one_shared_tiny_dp_perception():
                 time.sleep(0.05)
             assert all(r.latest_action() is not None for r in robots)
             assert server.batcher.stats()["observations"] > 0
-            assert server._stats({})["shared_perception"]["batches"] > 0
+            assert server.stats()["shared_perception"]["batches"] > 0
         finally:
             for robot in robots:
                 robot.close()

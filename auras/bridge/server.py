@@ -32,32 +32,25 @@ import contextlib
 import itertools
 import logging
 import queue
-import random
-import re
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import zmq
 
-from auras.agent import AurasAgent
-from auras.errors import AurasError, ConfigError, InvalidInputError, WorkerDiedError
-from auras.perception.shared import PerceptionBatcher
-from auras.pipeline.ray_backend import ensure_ray, use_cluster
-from auras.policies import build_policy
-from auras.policies.base import Policy
+from auras.bridge.assembler import ObservationAssembler, parse_part
+from auras.bridge.service import SLOW_OPS, check_op, parse_configure, parse_hello, parse_reset, parse_session_id
+from auras.bridge.transport import CurveKeys, SocketFactory, data_endpoints
+from auras.bridge.wiring import describe_workers, ray_cluster_problem, session_agents
+from auras.errors import AurasError, InvalidInputError, WorkerDiedError
 from auras.staleness import resolve_strategy
 from auras.types import Observation
 from auras_client.protocol import (
     MAX_MESSAGE_BYTES,
     SCHEMA_VERSION,
-    SUPPORTED_VERSIONS,
     ProtocolError,
     decode_frame,
     decode_map,
@@ -66,18 +59,9 @@ from auras_client.protocol import (
     error_reply,
 )
 
-__all__ = [
-    "BridgeServer",
-    "CurveKeys",
-    "data_endpoints",
-    "free_service_port",
-    "perception_sharing",
-    "ray_cluster_problem",
-    "session_agents",
-]
+__all__ = ["BridgeServer", "CurveKeys", "Session"]
 
 log = logging.getLogger("auras.bridge")
-SLOW_OPS = ("hello", "reset", "bye")  # answered from a worker thread
 PENDING_SEQS = 8  # incomplete sequence numbers kept per session before the oldest is dropped
 STATUS_PERIOD_S = 1.0
 HEALTH_PERIOD_S = 2.0  # the watchdog's check of the Ray cluster
@@ -87,133 +71,10 @@ HEALTH_DEADLINE_S = 20.0
 CLOSE_LINGER_MS = 500  # how long close() lets queued events (a fatal error) reach the robots
 
 
-def free_service_port(host: str = "127.0.0.1", tries: int = 500) -> int:
-    """A TCP port P on ``host`` with P, P + 1 and P + 2 free (a server binds all three: ``data_endpoints``).
-
-    Drawn below Linux's ephemeral range (32768+), so the outgoing connections of clients cannot take
-    P + 1 or P + 2 between this check and the server's bind, as they could with a port from bind(0).
-    """
-    for _ in range(tries):
-        port = random.randrange(20_000, 32_700)
-        try:
-            for p in (port, port + 1, port + 2):
-                with socket.socket() as probe:
-                    probe.bind((host, p))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError(f"no three consecutive free TCP ports on {host} in {tries} tries")
-
-
-def data_endpoints(bind: str) -> tuple[str, str]:
-    """(observation endpoint, action endpoint) next to the service endpoint ``bind``.
-
-    tcp://HOST:PORT -> PORT + 1 and PORT + 2; ipc://PATH -> PATH.obs and PATH.act.
-    """
-    if bind.startswith("tcp://"):
-        host, sep, port = bind[len("tcp://") :].rpartition(":")
-        if not sep or not port.isdigit():
-            raise InvalidInputError(f"bind: expected tcp://HOST:PORT with a numeric port, got {bind!r}")
-        return f"tcp://{host}:{int(port) + 1}", f"tcp://{host}:{int(port) + 2}"
-    if bind.startswith("ipc://"):
-        return bind + ".obs", bind + ".act"
-    raise InvalidInputError(f"bind: expected tcp://HOST:PORT or ipc://PATH, got {bind!r}")
-
-
-def perception_sharing(config: Any) -> str:
-    """What ``config.serve.perception`` resolves to: 'separate' or 'shared' (auto: shared when the
-    sessions' perception can run as one batched call in this process). Raises ConfigError for an
-    explicit 'shared' that cannot run."""
-    pipe, wanted = config.pipeline, config.serve.perception
-    blockers = []
-    if pipe.backend != "local":
-        blockers.append(f"needs pipeline.backend=local, got {pipe.backend!r}")
-    if pipe.mode in ("pipeline", "auras") and pipe.pp_perception != 1:
-        blockers.append(f"needs pipeline.pp_perception=1, got {pipe.pp_perception}")
-    if wanted == "shared" and blockers:
-        raise ConfigError(f"serve.perception=shared runs perception as one batched call per frame in the server's "
-                          f"process: {'; '.join(blockers)} (or use serve.perception=separate)")  # fmt: skip
-    if wanted == "auto":
-        return "separate" if blockers else "shared"
-    return wanted
-
-
-def session_agents(config: Any) -> tuple[Callable[[], Any], Any]:
-    """``(agent_factory, batcher)`` for ``config.serve.perception``. separate: every session builds its
-    own policy (batcher None). shared: one perception model, built now, serves every session through a
-    :class:`~auras.perception.shared.PerceptionBatcher`; each session still gets its own generation and
-    pipeline. Measured in docs/reliability.md (shared: 1.1x the frames of separate pipelines for the
-    shipped policies with 4 robots on 2 cores, 1.5x with an 8x larger vision encoder)."""
-
-    if config.pipeline.backend == "ray":
-        # Ray's own processes (GCS, raylet) die with the thread that started them (PR_SET_PDEATHSIG):
-        # start or join Ray here, in the thread that builds the server, never in a session's hello thread.
-        use_cluster(config.pipeline.ray_address, config.pipeline.placement)
-        ensure_ray()
-    if perception_sharing(config) == "separate":
-        return (lambda: AurasAgent(config)), None
-    shared = build_policy(config)
-    batcher = PerceptionBatcher(shared.perception, max_batch=config.serve.max_batch, wait_ms=config.serve.batch_wait_ms)
-
-    def factory() -> AurasAgent:
-        own = build_policy(config)  # its generation only: per-request state must not be shared
-        policy = Policy(own.name, batcher.view(), own.generation, own.privileged, own.execute_steps)
-        return AurasAgent(config, policy=policy)
-
-    return factory, batcher
-
-
-def ray_cluster_problem() -> str | None:
-    """Why the Ray cluster this process drives can no longer run workers, or None while it can: Ray
-    shut down, or this process's own Ray node marked dead (its raylet is gone: killed, out of memory,
-    crashed). Blocks while Ray's GCS does not answer; the watchdog's deadline covers that."""
-    import ray
-
-    if not ray.is_initialized():
-        return "Ray was shut down in the server's process"
-    nodes = ray.nodes()
-    try:
-        node = ray.get_runtime_context().get_node_id()
-    except Exception:  # a Ray Client connection (ray://) has no node of its own: any live node will do
-        return None if any(info.get("Alive") for info in nodes) else "the Ray cluster has no live node"
-    if any(info.get("NodeID") == node and info.get("Alive") for info in nodes):
-        return None
-    return (f"the server's Ray node {node[:12]} is dead (its raylet was killed, ran out of memory or crashed; "
-            "Ray's own log lines above say more): no session can run a worker")  # fmt: skip
-
-
-def _describe_workers(agent: Any) -> str:
-    """Where ``agent``'s workers run, for the log ('perception pid 12 (cpu), generation pid 13 (cpu)');
-    '' when the agent cannot say."""
-    try:
-        workers = agent.stats()["workers"]
-        return ", ".join(f"{w['role']} pid {w['pid']} ({w.get('device') or 'cpu'})" for w in workers)
-    except Exception:  # an agent without stats, or one whose workers are gone: the log line goes without
-        return ""
-
-
-@dataclass(frozen=True)
-class CurveKeys:
-    """CurveZMQ for the server: its key pair, and optionally a directory of client public keys
-    allowed to connect (without it any client that knows the server's public key may connect)."""
-
-    public: bytes
-    secret: bytes
-    authorized_clients: Path | None = None
-
-    @classmethod
-    def load(cls, secret_file: str | Path, authorized_clients: str | Path | None = None) -> CurveKeys:
-        import zmq.auth
-
-        public, secret = zmq.auth.load_certificate(str(secret_file))
-        if secret is None:
-            raise InvalidInputError(f"{secret_file}: expected a secret key file (from `auras keys`), got a public one")
-        return cls(public, secret, Path(authorized_clients) if authorized_clients else None)
-
-
 @dataclass
 class Session:
-    """One robot's connection: its agent, stream, declared observation layout and counters."""
+    """One robot's connection: its agent, stream, declared observation layout, the assembly of its
+    observations and counters."""
 
     id: str
     robot: str
@@ -221,16 +82,11 @@ class Session:
     state_dim: int
     instruction: str
     agent: Any
+    assembler: ObservationAssembler
     stream: Any = None
     last_heard: float = field(default_factory=time.monotonic)
-    pending: dict[int, dict[str, Any]] = field(default_factory=dict)
-    stamps: dict[int, float] = field(default_factory=dict)  # seq -> robot capture stamp (of submitted seqs)
-    last_submitted: int = -1
-    max_seen: int = -1  # highest seq any message carried: gaps below it were lost in transport
-    needed_cameras: tuple[str, ...] = ()  # the policy's cameras; other declared ones are accepted, unused
     publisher: threading.Thread | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)  # serializes reset/bye against submits
-    min_seq: int = 0  # observations older than the last reset are not part of this episode
     state: str = "serving"
     counters: collections.Counter = field(default_factory=collections.Counter)
 
@@ -238,13 +94,14 @@ class Session:
         """Counters. Every seq from the first seen to ``max_seen`` is exactly one of submitted,
         dropped_incomplete, lost (never arrived) or pending; every submitted one is an action,
         superseded (a newer observation replaced it before the agent took it) or in the agent."""
-        c = dict(self.counters)
+        c = dict(self.counters + self.assembler.counters)
         if self.stream is not None:
             c["superseded"] = self.counters["superseded"] + self.stream.dropped
-        c["pending"] = len(self.pending)
+        c["pending"] = len(self.assembler.pending)
         if self.stream is not None:
             c["worker_restarts"] = self.counters["worker_restarts"] + self.stream.restarts
-        return {"session": self.id, "robot": self.robot, "state": self.state, "max_seen": self.max_seen, "counters": c}
+        return {"session": self.id, "robot": self.robot, "state": self.state, "max_seen": self.assembler.max_seen,
+                "counters": c}  # fmt: skip
 
 
 class BridgeServer:
@@ -279,12 +136,10 @@ class BridgeServer:
         self.bind = bind
         self.obs_endpoint, self.action_endpoint = data_endpoints(bind)
         self._factory = agent_factory
-        self._curve = curve
         self._max_bytes = max_message_bytes
         self._session_timeout = session_timeout_s
         self._max_sessions = max_sessions
-        self._ctx = zmq.Context()
-        self._auth = None
+        self._sockets = SocketFactory(max_message_bytes, curve)
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()  # sessions dict + the PUB socket (used by session threads)
         self._stop = threading.Event()
@@ -295,35 +150,13 @@ class BridgeServer:
         self._build_lock = threading.Lock()
         self.counters: collections.Counter = collections.Counter()
         self.started = time.monotonic()
-        self._router = self._socket(zmq.ROUTER, bind)
-        self._pull = self._socket(zmq.PULL, self.obs_endpoint)
-        self._pub = self._socket(zmq.PUB, self.action_endpoint)
-
-    def _socket(self, kind: int, endpoint: str) -> zmq.Socket:
-        sock = self._ctx.socket(kind)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes)  # an oversized message never reaches us
-        if kind == zmq.PUB:
-            sock.setsockopt(zmq.SNDHWM, 100)
-        else:
-            sock.setsockopt(zmq.RCVHWM, 100)
-        if self._curve is not None:
-            if self._auth is None and self._curve.authorized_clients is not None:
-                from zmq.auth.thread import ThreadAuthenticator
-
-                self._auth = ThreadAuthenticator(self._ctx)
-                self._auth.start()
-                self._auth.configure_curve(domain="*", location=str(self._curve.authorized_clients))
-            sock.curve_secretkey = self._curve.secret
-            sock.curve_publickey = self._curve.public
-            sock.curve_server = True
         try:
-            sock.bind(endpoint)
-        except zmq.ZMQError as exc:
-            sock.close()
+            self._router = self._sockets.bind(zmq.ROUTER, bind)
+            self._pull = self._sockets.bind(zmq.PULL, self.obs_endpoint)
+            self._pub = self._sockets.bind(zmq.PUB, self.action_endpoint)
+        except InvalidInputError:
             self.close()
-            raise InvalidInputError(f"cannot bind {endpoint}: {exc}") from None
-        return sock
+            raise
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> BridgeServer:
@@ -331,6 +164,20 @@ class BridgeServer:
         self._thread = threading.Thread(target=self.serve_forever, name="auras-bridge", daemon=True)
         self._thread.start()
         return self
+
+    @property
+    def serving(self) -> bool:
+        """True while the background serving thread (:meth:`start`) runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def stats(self) -> dict[str, Any]:
+        """The server's counters, every session's (without ids) and the shared perception's, as the
+        ``stats`` operation answers without a session."""
+        return self._stats({})
+
+    def request_stop(self) -> None:
+        """Ask the serving loop to end (safe from a signal handler); :meth:`close` then releases everything."""
+        self._stop.set()
 
     def serve_forever(self) -> None:
         """The server loop: services, observations, status and session expiry, until :meth:`close`.
@@ -431,14 +278,11 @@ class BridgeServer:
                 log.exception("bridge: closing session %s failed", session.id)
         if self.batcher is not None:
             self.batcher.close()
-        if self._auth is not None:
-            self._auth.stop()
-            self._auth = None
         for name in ("_router", "_pull", "_pub"):
             sock = getattr(self, name, None)
             if sock is not None:  # the PUB socket gets a moment to deliver the last events (a fatal error)
                 sock.close(linger=CLOSE_LINGER_MS if name == "_pub" else 0)
-        self._ctx.term()
+        self._sockets.close()
 
     def __enter__(self) -> BridgeServer:
         return self
@@ -490,67 +334,26 @@ class BridgeServer:
             self._router.send_multipart(message)
 
     def _serve(self, request: dict[str, Any]) -> dict[str, Any]:
-        version, op = request.get("v"), request.get("op")
-        if not isinstance(op, str):
-            raise ProtocolError("unknown_op", f"op: expected a string, got {op!r:.40}")
-        if op != "hello" and not _is_version(version):
-            raise ProtocolError("bad_version", f"schema version {version!r:.20} not supported: {SUPPORTED_VERSIONS}")
+        op = check_op(request)
         handler = {
             "hello": self._hello, "reset": self._reset, "configure": self._configure,
             "health": self._health, "stats": self._stats, "bye": self._bye,
-        }.get(op)  # fmt: skip
-        if handler is None:
-            raise ProtocolError("unknown_op", f"op {op!r:.40} not in hello, reset, configure, health, stats, bye")
+        }[op]  # fmt: skip
         self.counters[f"op_{op}"] += 1
         return {"v": SCHEMA_VERSION, "ok": True, **handler(request)}
 
     def _session(self, request: dict[str, Any]) -> Session:
-        sid = request.get("session")
+        sid = parse_session_id(request)
         with self._lock:
-            session = self._sessions.get(sid) if isinstance(sid, str) else None
+            session = self._sessions.get(sid) if sid is not None else None
         if session is None:
             raise ProtocolError("unknown_session", f"no session {sid!r:.40}: say hello again")
         session.last_heard = time.monotonic()
         return session
 
     def _hello(self, request: dict[str, Any]) -> dict[str, Any]:
-        offered = request.get("versions", [request.get("v")])
-        if not isinstance(offered, list):
-            raise ProtocolError("bad_request", f"versions: expected a list of ints, got {offered!r:.40}")
-        common = sorted(set(SUPPORTED_VERSIONS) & {v for v in offered if _is_version(v)})
-        if not common:
-            raise ProtocolError("bad_version", f"client speaks {offered!r:.40}, server speaks {SUPPORTED_VERSIONS}")
-        robot = request.get("robot", "robot")
-        cameras = request.get("cameras")
-        state_dim = request.get("state_dim")
-        instruction = request.get("instruction")
-        if not isinstance(robot, str) or not 0 < len(robot) <= 64:
-            raise ProtocolError("bad_request", f"robot: expected a name of 1-64 characters, got {robot!r:.70}")
-        if (
-            not isinstance(cameras, dict)
-            or not cameras
-            or len(cameras) > 8
-            or not all(
-                isinstance(k, str)
-                and _NAME.fullmatch(k)
-                and isinstance(v, list)
-                and len(v) == 2
-                and all(isinstance(d, int) and 0 < d <= 4096 for d in v)
-                for k, v in cameras.items()
-            )
-        ):
-            raise ProtocolError(
-                "bad_request",
-                f"cameras: expected up to 8 {{name: [height, width]}} (names [A-Za-z0-9_-], 1-32 "
-                f"characters), got {cameras!r:.80}",
-            )
-        extras = request.get("extras", [])
-        if not isinstance(extras, list) or not all(isinstance(e, str) and _NAME.fullmatch(e) for e in extras):
-            raise ProtocolError("bad_request", f"extras: expected a list of names, got {extras!r:.60}")
-        if isinstance(state_dim, bool) or not isinstance(state_dim, int) or not 0 < state_dim <= 1024:
-            raise ProtocolError("bad_request", f"state_dim: expected an int in 1..1024, got {state_dim!r:.20}")
-        if not isinstance(instruction, str) or not instruction.strip() or len(instruction) > 256:
-            raise ProtocolError("bad_request", f"instruction: expected 1-256 characters, got {instruction!r:.60}")
+        hello = parse_hello(request)
+        robot, cameras, extras, state_dim = hello.robot, hello.cameras, list(hello.extras), hello.state_dim
         with self._lock:
             if len(self._sessions) >= self._max_sessions:
                 raise ProtocolError("bad_request", f"server full: {self._max_sessions} sessions already")
@@ -573,16 +376,16 @@ class BridgeServer:
                                 f"cannot send it; serve a learned policy, e.g. `auras serve --policy tiny-dp`, or "
                                 f"run `auras robot-sim --privileged`); the robot declares {extras}")  # fmt: skip
         session = Session(
-            id=secrets.token_hex(8), robot=robot, cameras={k: tuple(v) for k, v in cameras.items()},
-            state_dim=state_dim, instruction=instruction, agent=agent, needed_cameras=tuple(spec.cameras),
+            id=secrets.token_hex(8), robot=robot, cameras=cameras, state_dim=state_dim, instruction=hello.instruction,
+            agent=agent, assembler=ObservationAssembler(tuple(spec.cameras), tuple(spec.extras), PENDING_SEQS),
         )  # fmt: skip
         self._open_stream(session)
         with self._lock:
             self._sessions[session.id] = session
-        workers = _describe_workers(agent)
+        workers = describe_workers(agent)
         log.info("bridge: session %s for robot %r%s", session.id, robot, f" on workers: {workers}" if workers else "")
         return {
-            "session": session.id, "schema": common[-1], "publish_to": self.obs_endpoint,
+            "session": session.id, "schema": hello.schema, "publish_to": self.obs_endpoint,
             "subscribe_to": self.action_endpoint, "action_topic": f"action/{session.id}",
             "status_topic": f"status/{session.id}", "needs_extras": list(spec.extras),
             "max_message_bytes": self._max_bytes, "session_timeout_s": self._session_timeout,
@@ -592,30 +395,19 @@ class BridgeServer:
 
     def _reset(self, request: dict[str, Any]) -> dict[str, Any]:
         session = self._session(request)
-        from_seq = request.get("from_seq", 0)
-        if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 0:
-            raise ProtocolError("bad_request", f"from_seq: expected an int >= 0, got {from_seq!r:.20}")
+        from_seq = parse_reset(request)
         with session.lock:
             self._stop_stream(session)
             session.agent.reset()
-            session.counters["dropped_incomplete"] += len(session.pending)
-            session.pending.clear()
-            session.min_seq = from_seq
-            session.last_submitted = session.max_seen = from_seq - 1
+            session.assembler.restart(from_seq)
             session.state = "serving"
             self._open_stream(session)
         return {"session": session.id, "from_seq": from_seq}
 
     def _configure(self, request: dict[str, Any]) -> dict[str, Any]:
         session = self._session(request)
-        unknown = sorted(set(request) - {"v", "op", "id", "session", "instruction"})
-        if unknown:
-            raise ProtocolError("bad_request", f"configure: unknown settings {unknown}; known: instruction")
-        instruction = request.get("instruction", session.instruction)
-        if not isinstance(instruction, str) or not instruction.strip() or len(instruction) > 256:
-            raise ProtocolError("bad_request", f"instruction: expected 1-256 characters, got {instruction!r:.60}")
-        session.instruction = instruction
-        return {"session": session.id, "instruction": instruction}
+        session.instruction = parse_configure(request, session.instruction)
+        return {"session": session.id, "instruction": session.instruction}
 
     def _health(self, request: dict[str, Any]) -> dict[str, Any]:
         reply: dict[str, Any] = {"status": "serving", "uptime_s": time.monotonic() - self.started}
@@ -677,88 +469,20 @@ class BridgeServer:
             return self._sessions.get(sid) if isinstance(sid, str) else None
 
     def _accept(self, session: Session, frame: Any) -> None:
-        topic, seq = frame.topic, frame.seq
-        if topic.startswith("camera/"):
-            name = topic[len("camera/") :]
-            if name not in session.cameras:
-                raise ProtocolError(
-                    "unknown_topic", f"camera {name!r:.40} was not declared in hello ({list(session.cameras)})"
-                )
-            image = self._single(frame, "uint8")
-            height, width = session.cameras[name]
-            if image.shape != (height, width, 3):
-                raise ProtocolError("bad_shape", f"camera/{name}: declared ({height}, {width}, 3), got {image.shape}")
-            part = ("image", name, image)
-        elif topic == "joint_states":
-            state = self._single(frame, "float32")
-            if state.shape != (session.state_dim,):
-                raise ProtocolError("bad_shape", f"joint_states: declared ({session.state_dim},), got {state.shape}")
-            if not np.all(np.isfinite(state)):
-                raise ProtocolError("bad_shape", "joint_states: values must be finite")
-            part = ("state", "state", state)
-        elif topic.startswith("extras/"):
-            part = ("extra", topic[len("extras/") :], self._single(frame, "float64"))
-        else:
-            raise ProtocolError(
-                "unknown_topic", f"topic {topic!r:.60}: expected camera/<name>, joint_states or extras/<name>"
-            )
-        if seq < session.min_seq:
-            session.counters["before_reset"] += 1  # sent before the robot's last reset: not this episode
-            return
-        if seq > session.max_seen:  # the first message of a new seq; seqs skipped never arrived at all
-            session.counters["lost"] += max(0, seq - session.max_seen - 1) if session.max_seen >= 0 else 0
-            session.max_seen = seq
-        elif seq <= session.last_submitted or seq not in session.pending:
-            if seq not in session.pending:
-                session.counters["late_messages"] += 1  # a part of a seq already submitted or given up
-            return
-        slot = session.pending.setdefault(seq, {"images": {}, "extras": {}, "state": None, "stamp": frame.stamp})
-        kind, name, array = part
-        if kind == "image":
-            slot["images"][name] = array
-        elif kind == "state":
-            slot["state"] = array
-        else:
-            slot["extras"][name] = array
-        needs = session.agent.spec.extras
-        if (
-            slot["state"] is not None
-            and set(session.needed_cameras) <= set(slot["images"])
-            and set(needs) <= set(slot["extras"])
-        ):
-            self._submit(session, seq, slot)
-        while len(session.pending) > PENDING_SEQS:
-            evicted = min(session.pending)
-            session.pending.pop(evicted)
-            session.last_submitted = max(session.last_submitted, evicted)  # its late parts are refused too
-            session.counters["dropped_incomplete"] += 1
+        part = parse_part(frame, session.cameras, session.state_dim)
+        complete = session.assembler.add(frame.seq, frame.stamp, part)
+        if complete is not None:
+            self._submit(session, *complete)
 
-    @staticmethod
-    def _single(frame: Any, dtype: str) -> np.ndarray:
-        if len(frame.arrays) != 1:
-            raise ProtocolError("bad_message", f"{frame.topic}: expected one array, got {len(frame.arrays)}")
-        array = frame.arrays[0]
-        if array.dtype != np.dtype(dtype):
-            raise ProtocolError("bad_dtype", f"{frame.topic}: expected {dtype}, got {array.dtype}")
-        return np.array(array)  # own the memory: the message buffer is released after this call
-
-    def _submit(self, session: Session, seq: int, slot: dict[str, Any]) -> None:
-        for older in [s for s in session.pending if s < seq]:
-            session.pending.pop(older)
-            session.counters["dropped_incomplete"] += 1
-        session.pending.pop(seq, None)
-        session.last_submitted = seq
-        session.stamps[seq] = slot["stamp"]
-        while len(session.stamps) > 4096:
-            session.stamps.pop(next(iter(session.stamps)))
+    def _submit(self, session: Session, seq: int, slot: Any) -> None:
         with session.lock:
             if session.stream is None:
                 session.counters["rejected"] += 1
                 raise ProtocolError("agent_error", f"session {session.id} is between episodes (resetting)")
             try:
                 obs = Observation(
-                    images=slot["images"], state=slot["state"], instruction=session.instruction, step_id=seq,
-                    capture_time=time.monotonic(), extras=slot["extras"],
+                    images=slot.images, state=slot.state, instruction=session.instruction, step_id=seq,
+                    capture_time=time.monotonic(), extras=slot.extras,
                 )  # fmt: skip
                 session.stream.submit(obs)
                 session.counters["submitted"] += 1
@@ -784,7 +508,7 @@ class BridgeServer:
         try:
             if event.get("event") == "worker_restarted":
                 log.warning("bridge: session %s: workers replaced; now on workers: %s; cause: %s", session.id,
-                            _describe_workers(session.agent), event.get("message"))  # fmt: skip
+                            describe_workers(session.agent), event.get("message"))  # fmt: skip
             self._publish_event(session, event)
         except Exception as exc:
             self.counters["internal_errors"] += 1
@@ -803,12 +527,13 @@ class BridgeServer:
         topic = f"action/{session.id}"
         try:
             for action in stream:
-                stamp = session.stamps.get(action.step_id, 0.0)
+                stamps = session.assembler.stamps
+                stamp = stamps.get(action.step_id, 0.0)
+                context = action.context_step_id
                 frames = encode_frame(
-                    topic, [action.chunk], seq=action.step_id, stamp=stamp, session=session.id,
-                    context_seq=action.context_step_id,
-                    context_stamp=session.stamps.get(action.context_step_id, 0.0) if action.context_step_id
-                    is not None else stamp, staleness_ms=action.staleness_ms,
+                    topic, [action.chunk], seq=action.step_id, stamp=stamp, session=session.id, context_seq=context,
+                    context_stamp=stamps.get(context, 0.0) if context is not None else stamp,
+                    staleness_ms=action.staleness_ms,
                     staleness_frames=action.staleness_frames, latency_ms=action.timings.latency_ms,
                     stages_ms=dict(action.timings.stages_ms), sent_monotonic=time.monotonic(),
                 )  # fmt: skip
@@ -866,10 +591,3 @@ class BridgeServer:
         if callable(close_view):
             close_view()
         session.state = "closed"
-
-
-_NAME = re.compile(r"[A-Za-z0-9_\-]{1,32}")
-
-
-def _is_version(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value in SUPPORTED_VERSIONS
