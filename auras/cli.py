@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from enum import Enum
 from pathlib import Path
@@ -336,6 +337,11 @@ def serve(
     authorized_clients: Annotated[
         Path | None, typer.Option(help="Directory of client public keys allowed to connect (with --curve-secret).")
     ] = None,
+    protocol: Annotated[
+        str,
+        typer.Option(help="zmq (the auras bridge, docs/bridge.md) or openpi (openpi's websocket policy server; "
+                     "--bind ws://HOST:PORT, default ws://127.0.0.1:8000)."),
+    ] = "zmq",
     max_message_mb: Annotated[float, typer.Option(min=0.01, help="Largest accepted message.")] = 16.0,
     session_timeout: Annotated[float, typer.Option(min=0.5, help="Close a session silent this long (s).")] = 10.0,
     config: ConfigOpt = None,
@@ -355,6 +361,11 @@ def serve(
                        ("pipeline.ray_address", ray_address), ("serve.perception", perception)):  # fmt: skip
         if value is not None:
             overrides.append(f"{key}={value}")
+    if protocol not in ("zmq", "openpi"):
+        _fail(ConfigError(f"--protocol: expected zmq or openpi, got {protocol!r}"))
+    if protocol == "openpi":
+        _serve_openpi(config, overrides, bind)
+        return
     try:
         cfg = load_config(config, overrides)
         if authorized_clients is not None and curve_secret is None:
@@ -385,6 +396,31 @@ def serve(
         closing.start()
         closing.join(timeout=SERVE_CLOSE_AFTER_FAILURE_S)
         raise typer.Exit(1) from None
+    server.close()
+
+
+def _serve_openpi(config: str | None, overrides: list[str], bind: str) -> None:
+    """`auras serve --protocol openpi` until Ctrl-C or SIGTERM."""
+    import logging
+    import signal
+
+    from auras.bridge.openpi import OpenpiServer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    address = "ws://127.0.0.1:8000" if bind.startswith("tcp://") else bind
+    host, _, port = address.removeprefix("ws://").rpartition(":")
+    try:
+        if not address.startswith("ws://") or not port.isdigit():
+            raise ConfigError(f"--bind: expected ws://HOST:PORT with --protocol openpi, got {bind!r}")
+        cfg = load_config(config, overrides)
+        server = OpenpiServer(cfg, host, int(port))
+    except (AurasError, OSError) as exc:
+        _fail(exc)
+    signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
+    typer.echo(f"auras serve: {cfg.policy.type} in {cfg.pipeline.mode} mode, openpi protocol on {server.address} "
+               f"(keys {cfg.serve.openpi_keys})", err=True)  # fmt: skip
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
     server.close()
 
 

@@ -280,6 +280,21 @@ class ServeConfig(_Section):
         10.0, ge=0.0, le=100.0, description="shared: longest a perception call waits for other robots' calls."
     )
     max_batch: int = Field(16, ge=1, le=256, description="shared: most observations in one perception call.")
+    openpi_keys: dict[str, str] = Field(
+        default_factory=lambda: {
+            "image.front": "observation/image", "state": "observation/state", "instruction": "prompt"
+        },
+        description="`auras serve --protocol openpi`: auras target (image.<camera>, state, instruction) -> openpi "
+        "observation key.",
+    )
+
+    @field_validator("openpi_keys")
+    @classmethod
+    def _targets(cls, keys: dict[str, str]) -> dict[str, str]:
+        bad = [t for t in keys if t not in ("state", "instruction") and not (t.startswith("image.") and len(t) > 6)]
+        if bad:
+            raise ValueError(f"targets must be image.<camera>, state or instruction, got {bad}")
+        return keys
 
 
 class StalenessConfig(_Section):
