@@ -21,7 +21,7 @@ from typing import Any
 from auras.errors import ConfigError
 from auras.types import Observation, ObservationSpec
 
-__all__ = ["Context", "Perception", "PolicyPart"]
+__all__ = ["Context", "ForwardingPerception", "Perception", "PolicyPart"]
 
 Context = Mapping[str, Any]
 """name -> batch-first array (torch tensor or numpy array) of any shape; B is the same for every key."""
@@ -81,3 +81,26 @@ class Perception(PolicyPart, ABC):
         list of observations, each later one takes its predecessor's output, the last returns the
         context. Default: one stage, ``perceive`` itself."""
         return [self.perceive]
+
+
+class ForwardingPerception(Perception):
+    """A wrapper around another perception: everything it does not override (its spec, ``reset``,
+    ``to``, the model, ...) is the wrapped one's. Subclasses override ``perceive`` and ``stages``."""
+
+    def __init__(self, inner: Perception) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_inner":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    @property
+    def spec(self) -> ObservationSpec:
+        return self._inner.spec
+
+    def reset(self) -> None:
+        self._inner.reset()
+
+    def to(self, device: str, dtype: str = "float32") -> None:
+        self._inner.to(device, dtype)

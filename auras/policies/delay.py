@@ -18,9 +18,9 @@ from dataclasses import replace
 from typing import Any
 
 from auras.generation.families import driver_for
-from auras.perception.base import Context, Perception
+from auras.perception.base import Context, ForwardingPerception, Perception
 from auras.policies.base import Policy
-from auras.types import Observation, ObservationSpec
+from auras.types import Observation
 
 __all__ = ["with_injected_delay"]
 
@@ -42,27 +42,12 @@ def _sleep(seconds: float) -> None:
         time.sleep(seconds)
 
 
-class _DelayedPerception(Perception):
-    """Forwards everything not overridden (reset, to, model, ...) to the wrapped perception."""
+class _DelayedPerception(ForwardingPerception):
+    """The wrapped perception, each call sleeping ``injected_s`` first (spread over the stages)."""
 
     def __init__(self, inner: Perception, seconds: float) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.injected_s = seconds
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name == "_inner":
-            raise AttributeError(name)
-        return getattr(self._inner, name)
-
-    @property
-    def spec(self) -> ObservationSpec:
-        return self._inner.spec
-
-    def reset(self) -> None:
-        self._inner.reset()
-
-    def to(self, device: str, dtype: str = "float32") -> None:
-        self._inner.to(device, dtype)
 
     def perceive(self, observations: Sequence[Observation]) -> Context:
         _sleep(self.injected_s)

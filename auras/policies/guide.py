@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from auras.errors import ConfigError, InvalidInputError
-from auras.perception.base import Context, Perception
+from auras.perception.base import Context, ForwardingPerception, Perception
 from auras.policies.base import Policy
 from auras.staleness import GUIDE_ACTIONS, GUIDE_WEIGHTS
-from auras.types import Observation, ObservationSpec
+from auras.types import Observation
 
 __all__ = ["guide_rows", "with_action_guide"]
 
@@ -60,26 +60,12 @@ def guide_rows(observations: Sequence[Observation], horizon: int, action_dim: in
     return {GUIDE_ACTIONS: torch.from_numpy(actions), GUIDE_WEIGHTS: torch.from_numpy(weights)}
 
 
-class _GuidedPerception(Perception):
-    """Forwards everything to the wrapped perception; its contexts gain the guide keys."""
+class _GuidedPerception(ForwardingPerception):
+    """The wrapped perception; its contexts gain the guide keys."""
 
     def __init__(self, inner: Perception, horizon: int, action_dim: int) -> None:
-        self._inner, self._shape = inner, (horizon, action_dim)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_inner", "_shape"):
-            raise AttributeError(name)
-        return getattr(self._inner, name)
-
-    @property
-    def spec(self) -> ObservationSpec:
-        return self._inner.spec
-
-    def reset(self) -> None:
-        self._inner.reset()
-
-    def to(self, device: str, dtype: str = "float32") -> None:
-        self._inner.to(device, dtype)
+        super().__init__(inner)
+        self._shape = (horizon, action_dim)
 
     def perceive(self, observations: Sequence[Observation]) -> Context:
         return {**self._inner.perceive(observations), **guide_rows(observations, *self._shape)}
