@@ -487,3 +487,27 @@ def test_a_pipelined_action_is_aged_from_its_fresh_context_not_its_old_request()
     now = stamps[context] + 0.5
     assert action.age(now) == pytest.approx(0.5) and now - action.stamp > 1.5
     assert client.latest_action(now) is action  # young by its context, though its request is old
+
+
+@pytest.mark.mujoco
+@pytest.mark.parametrize("preset", ["pipeline-tiny-dp", "pipeline-tiny-vla"])
+def test_with_the_default_ttl_a_30_hz_robot_uses_the_shipped_presets_actions(preset):
+    """A simulated robot at 30 Hz with the client's default TTL (0.25 s) against a shipped pipelined preset:
+    the actions' requests are several frames old, their contexts are fresh, so the robot acts on them
+    (aged from the request, every one would expire and the arm would stand still). The share that is used
+    depends on the machine's speed: on a busy one a held action can age out before the next arrives."""
+    from auras.bridge.robot_sim import run_robot
+    from auras.envs import make_env
+
+    address = f"tcp://127.0.0.1:{free_service_port()}"
+    with (
+        BridgeServer(load_config(preset), address).start(),
+        make_env("push-v3", horizon=160) as env,
+        RobotClient(address, instruction=env.instruction) as client,
+    ):
+        assert client.ttl_s == 0.25
+        report = run_robot(client, env, seed=100_000, camera_hz=30)
+        counters = dict(client.counters)
+    # aged from its request (several frames old), every action would expire before it is used
+    assert report.actions_applied >= 3 and report.actions_applied >= 0.4 * counters["actions"], (report, counters)
+    assert max(report.action_age_ms) < 250.0, report
