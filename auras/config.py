@@ -302,8 +302,9 @@ class StalenessConfig(_Section):
 
     strategy: str = Field(
         "auto",
-        description="none, or a '+'-joined set of public_context (mode auras), rtc (denoising policies), "
-        "roll_forward, chunk_blend; auto: public_context in mode auras, else none.",
+        description="Robot-side fixes: none, or a '+'-joined set of rtc (denoising policies), roll_forward, "
+        "chunk_blend; the public context is mode auras (always on there; naming public_context elsewhere is an "
+        "error); auto: none.",
     )
     blend_old: float = Field(
         0.3, ge=0.0, le=1.0, description="chunk_blend: weight of the old chunk's overlapping rows."

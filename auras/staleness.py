@@ -93,21 +93,16 @@ class Strategy:
 
 
 def resolve_strategy(text: str, mode: str) -> Strategy:
-    """The strategy ``staleness.strategy`` means in ``pipeline.mode``: ``auto`` is public_context in
-    mode ``auras`` and none elsewhere. The public context *is* mode ``auras``, so an explicit strategy
-    names it exactly when the mode is ``auras``."""
-    if text == "auto":
-        return Strategy(public_context=mode == "auras")
-    strategy = Strategy.parse(text)
+    """The strategy ``staleness.strategy`` means in ``pipeline.mode``. The public context *is* mode
+    ``auras``: there it is always on (``auto``, ``none`` and ``rtc`` mean public_context, public_context
+    and public_context+rtc), elsewhere naming it is an error. So one setting (a preset's ``rtc``) gives
+    every mode the same robot-side fixes."""
+    strategy = Strategy() if text == "auto" else Strategy.parse(text)
     if strategy.public_context and mode != "auras":
-        raise ConfigError(f"staleness.strategy {text!r}: public_context is mode auras, but pipeline.mode is {mode!r}")
-    if mode == "auras" and not strategy.public_context:
         raise ConfigError(
-            f"staleness.strategy {text!r}: mode auras always reads the public context; name it "
-            f"({'public_context' if strategy.name == 'none' else 'public_context+' + strategy.name}) or use "
-            "mode pipeline for private contexts"
+            f"staleness.strategy {text!r}: public_context is mode auras, but pipeline.mode is {mode!r}"
         )
-    return strategy
+    return replace(strategy, public_context=mode == "auras")
 
 
 def soft_mask(horizon: int, delay: int, execute: int) -> np.ndarray:

@@ -42,8 +42,8 @@ def test_cells_take_each_policys_preset_and_a_sweep_adds_only_cells_that_differ(
     assert run.bench.tasks == ["push-v3"]
     labels = [(c.config.policy.type, c.label) for c in cells]
     # sequential ignores pp_generation: one sequential cell per policy, not one per sweep value
-    assert labels == [
-        ("tiny-dp", "sequential"), ("tiny-dp", "auras 1x2"), ("tiny-dp", "auras 1x4"),
+    assert labels == [  # tiny-dp's preset adds rtc to every mode (configs/pipeline-tiny-dp.yaml)
+        ("tiny-dp", "sequential rtc"), ("tiny-dp", "auras 1x2 rtc"), ("tiny-dp", "auras 1x4 rtc"),
         ("tiny-vla", "sequential"), ("tiny-vla", "auras 1x2"), ("tiny-vla", "auras 1x4"),
     ]  # fmt: skip
     vla = next(c.config for c in cells if c.config.policy.type == "tiny-vla" and c.config.pipeline.mode == "auras")
@@ -120,7 +120,7 @@ def test_smoke_bench_with_fake_stages_writes_a_valid_document_and_plots(fake_lea
     document = json.loads((tmp_path / "results.json").read_text())
     jsonschema.validate(document, _schema())
     labels = [r["label"] for r in document["results"]]
-    assert labels == ["sequential", "pipeline 1x2", "auras 1x2", "pipeline 1x4", "auras 1x4"]
+    assert labels == ["sequential rtc", "pipeline 1x2 rtc", "auras 1x2 rtc", "pipeline 1x4 rtc", "auras 1x4 rtc"]
     assert document["sweep"] == {"pipeline.pp_generation": ["2", "4"]}
     for row in document["results"]:
         m = row["metrics"]
@@ -264,5 +264,5 @@ def test_results_document_samples_are_plain_numbers():
 def test_a_pacing_sweep_gives_each_period_its_own_labelled_cell():
     _, cells = plan_cells("default", ["bench.policies=[tiny-dp]", "bench.modes=[auras]"],
                           {"pipeline.frame_period_ms": [0, 30, "auto"]})  # fmt: skip
-    assert [c.label for c in cells] == ["auras 1x5", "auras 1x5 paced 30 ms", "auras 1x5 paced auto"]
+    assert [c.label for c in cells] == ["auras 1x5 rtc", "auras 1x5 paced 30 ms rtc", "auras 1x5 paced auto rtc"]
     assert [c.config.pipeline.frame_period_ms for c in cells] == [0, 30, "auto"]

@@ -11,10 +11,10 @@ from auras.policies.checkpoint import shipped_checkpoints
 from auras.training.train import policy_class
 from auras.types import Observation
 
-POLICIES = ("tiny-vla", "tiny-dp")
+POLICIES = ("tiny-vla", "tiny-dp", "tiny-flow")
 
 
-def test_both_policies_are_shipped():
+def test_every_trainable_policy_is_shipped():
     assert set(POLICIES) <= set(shipped_checkpoints())
 
 
@@ -87,3 +87,22 @@ def test_shipped_autoregressive_policy_pushes_and_presses():
         with AurasAgent(config) as agent, make_env(task) as env:
             wins[task] = sum(run_episode(agent, env, 100_000 + i).success for i in range(10))
     assert wins["push-v3"] >= 8 and wins["button-press-v3"] >= 8, wins
+
+
+@pytest.mark.slow
+@pytest.mark.mujoco
+def test_shipped_flow_policy_solves_push_and_presses():
+    """The shipped tiny-flow (the SmolVLA architecture at CPU size) on held-out seeds, frame clock: it
+    measured 68% on push-v3 and 100% on button-press-v3 over 50 seeds (docs/results/policies.md), 7 and 10
+    of the first 10; the flow's noise is seeded per episode, so up to float rounding across thread counts
+    at least 5 and 8 of the first 10 succeed."""
+    from auras import AurasAgent, load_config
+    from auras.bench.episodes import run_episode
+    from auras.envs import make_env
+
+    wins = {}
+    for task in ("push-v3", "button-press-v3"):
+        config = load_config(overrides=[f"env.task={task}", "policy.type=tiny-flow"])
+        with AurasAgent(config) as agent, make_env(task) as env:
+            wins[task] = sum(run_episode(agent, env, 100_000 + i).success for i in range(10))
+    assert wins["push-v3"] >= 5 and wins["button-press-v3"] >= 8, wins

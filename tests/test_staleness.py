@@ -45,10 +45,9 @@ def test_strategies_parse_compose_and_must_fit_the_mode():
     assert resolve_strategy("auto", "auras").public_context and not resolve_strategy("auto", "pipeline").public_context
     with pytest.raises(ConfigError, match="public_context is mode auras"):
         resolve_strategy("public_context", "pipeline")
-    with pytest.raises(ConfigError, match=r"name it \(public_context\+rtc\)"):
-        resolve_strategy("rtc", "auras")
-    with pytest.raises(ConfigError, match="mode auras always reads the public context"):
-        load_config(None, ["pipeline.mode=auras", "staleness.strategy=chunk_blend"])
+    # mode auras always reads the public context: the same setting gives every mode the same robot-side fixes
+    assert resolve_strategy("rtc", "auras") == Strategy(public_context=True, rtc=True)
+    assert resolve_strategy("none", "auras").name == "public_context" and resolve_strategy("rtc", "sequential").rtc
     with pytest.raises(ConfigError, match=r"staleness.strategy: got 'rtc\+x'"):
         load_config(None, ["staleness.strategy=rtc+x"])
     assert load_config(None, ["pipeline.mode=auras", "staleness.strategy=public_context+rtc"]).staleness.strategy

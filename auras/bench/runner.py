@@ -19,7 +19,7 @@ import functools
 import itertools
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,20 +97,23 @@ def _label(config: AurasConfig, point: tuple[tuple[str, Any], ...]) -> str:
         parts.append("paced auto")
     elif p.frame_period_ms:
         parts.append(f"paced {p.frame_period_ms:g} ms")
-    if config.staleness.strategy != "auto":
-        parts.append(resolve_strategy(config.staleness.strategy, p.mode).name)
+    fixes = replace(resolve_strategy(config.staleness.strategy, p.mode), public_context=False)  # auras implies it
+    if fixes.name != "none":
+        parts.append(fixes.name)
     parts += [f"{_short(k)}={v}" for k, v in point if not k.startswith(("pipeline.", "staleness.strategy"))]
     return " ".join(parts)
 
 
 def policy_preset(policy: str) -> dict[str, Any]:
-    """The tuned pipeline settings shipped for ``policy`` (``configs/pipeline-<policy>.yaml``), if any."""
+    """The tuned pipeline and staleness settings shipped for ``policy`` (``configs/pipeline-<policy>.yaml``),
+    if any; the mode is left to the caller (the bench compares modes with the same settings)."""
     name = f"pipeline-{policy}"
     if name not in preset_names():
         return {}
-    pipeline = dict(load_config(name).model_dump(mode="json")["pipeline"])
+    preset = load_config(name).model_dump(mode="json")
+    pipeline = dict(preset["pipeline"])
     pipeline.pop("mode")
-    return {"pipeline": pipeline}
+    return {"pipeline": pipeline, "staleness": preset["staleness"]}
 
 
 def plan_cells(
@@ -142,6 +145,7 @@ def record_stream(config: AurasConfig, task: str, length: int) -> list[Observati
     stream every throughput measurement of this task replays."""
     expert = load_config(base=config.model_dump(mode="json"), overrides=[
         "policy.type=expert", "pipeline.mode=sequential", "pipeline.backend=local", f"env.task={task}",
+        "staleness.strategy=auto",
         "policy.delay_perception_ms=0", "policy.delay_generation_ms=0", "policy.scale_perception=1",
         "policy.scale_generation=1",
     ])  # fmt: skip
