@@ -2,8 +2,9 @@
 choosing the generation depth online, and re-plans when the stage times change.
 
 :class:`DepthController` is the decision (no clock, no threads): it is fed each frame's wall time
-and the action's staleness, and at the end of every ``window`` measured frames it compares the
-measured rate of the current depth ``pp_generation`` with ``target_hz``:
+and the action's staleness, and at the end of every ``window`` measured frames it compares the rate
+the current depth ``pp_generation`` holds when paced, 1 / (1.05 x p90 of its frame times), with
+``target_hz``:
 
 - too slow (below 97% of the target): one stage deeper, unless a recent measurement says the deeper
   pipeline was no faster or broke the staleness bound;
@@ -42,7 +43,10 @@ from auras.pipeline.base import Executor
 from auras.pipeline.frames import FrameExecutor, FrameShape
 from auras.types import Action, Observation
 
-__all__ = ["AdaptiveFrameExecutor", "DepthController", "Replan"]
+__all__ = ["PACING_MARGIN", "AdaptiveFrameExecutor", "DepthController", "Replan"]
+
+PACING_MARGIN = 1.05
+"""Paced frames start 1.05 x the p90 frame time apart, so a depth holds the rate 1 / (1.05 x p90)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +104,7 @@ class DepthController:
         self._staleness.append(staleness_ms)
         if len(self._frames) < self.window:
             return None
-        rate = 1.0 / float(np.mean(self._frames))
+        rate = 1.0 / (PACING_MARGIN * float(np.quantile(self._frames, 0.9)))  # the rate it holds, paced
         staleness = float(np.median(self._staleness))
         self._frames, self._staleness = [], []
         self._windows += 1
@@ -120,7 +124,7 @@ class DepthController:
         floor = 1.0 / self.target_hz if self.target_hz else 0.0
         if len(self._period_frames) < 5:
             return floor
-        return max(floor, 1.05 * float(np.quantile(self._period_frames, 0.9)))
+        return max(floor, PACING_MARGIN * float(np.quantile(self._period_frames, 0.9)))
 
     def _recent(self, depth: int) -> tuple[float, float] | None:
         seen = self.measured.get(depth)
