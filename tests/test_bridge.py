@@ -490,7 +490,7 @@ def test_a_pipelined_action_is_aged_from_its_fresh_context_not_its_old_request()
 
 
 @pytest.mark.mujoco
-@pytest.mark.parametrize("preset", ["pipeline-tiny-dp", "pipeline-tiny-vla"])
+@pytest.mark.parametrize("preset", ["pipeline-tiny-dp", pytest.param("pipeline-tiny-vla", marks=pytest.mark.slow)])
 def test_with_the_default_ttl_a_30_hz_robot_uses_the_shipped_presets_actions(preset):
     """A simulated robot at 30 Hz with the client's default TTL (0.25 s) against a shipped pipelined preset:
     the actions' requests are several frames old, their contexts are fresh, so the robot acts on them
