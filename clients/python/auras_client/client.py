@@ -365,8 +365,9 @@ class RobotClient:
         stamp: float | None = None,
         extras: Mapping[str, np.ndarray] | None = None,
     ) -> int | None:
-        """Publish one observation (every declared camera + joint state, same seq); returns its seq,
-        or None while there is no session (the server is away; the frame is counted as unsent)."""
+        """Publish one observation (every declared camera + joint state, same seq); returns its seq, or
+        None when it was not sent: no session (the server is away; counted ``unsent``) or the send queue
+        is full (the server is behind; counted ``dropped_at_client``)."""
         session = self.session
         if session is None:
             self.counters["unsent"] += 1
