@@ -87,6 +87,11 @@ class Strategy:
         return "+".join(chosen) if chosen else "none"
 
     @property
+    def robot_side(self) -> Strategy:
+        """The fixes the robot carries out (everything but the public context, which is the pipeline's)."""
+        return replace(self, public_context=False)
+
+    @property
     def time_aligned(self) -> bool:
         """Row i of a chunk from step s runs at step s + i (else the chunk starts when it lands)."""
         return self.rtc or self.chunk_blend

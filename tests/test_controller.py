@@ -81,7 +81,9 @@ def test_a_load_step_re_plans_the_running_pipeline_without_losing_or_repeating_a
             actions.append(agent.step(fake_observation(i)))
         stats = agent.stats()["controller"]
         inflight = executor.current.inflight + (executor.draining.inflight if executor.draining else 0)
-    assert first_depth == 3, stats
+    # 120 ms over depth 2 cannot hold 20 Hz, over 3 it just can: 3, or 4 when this machine's frame overhead
+    # pushes depth 3's p90 past the 50 ms period (the exact decisions: the fake-clock tests above)
+    assert first_depth in (3, 4), stats
     assert deep["pp_generation"] >= 5 and len(deep["replans"]) >= 3, deep
     assert stats["pp_generation"] <= 3 and any(r["new"] < r["old"] for r in stats["replans"]), stats
     distinct = list({id(a): a for a in actions}.values())

@@ -19,7 +19,7 @@ import functools
 import itertools
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,7 @@ def _label(config: AurasConfig, point: tuple[tuple[str, Any], ...]) -> str:
         parts.append("paced auto")
     elif p.frame_period_ms:
         parts.append(f"paced {p.frame_period_ms:g} ms")
-    fixes = replace(resolve_strategy(config.staleness.strategy, p.mode), public_context=False)  # auras implies it
+    fixes = resolve_strategy(config.staleness.strategy, p.mode).robot_side  # mode auras implies the public context
     if fixes.name != "none":
         parts.append(fixes.name)
     parts += [f"{_short(k)}={v}" for k, v in point if not k.startswith(("pipeline.", "staleness.strategy"))]

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from auras.staleness import ChunkExecutor
+from auras.staleness import ChunkExecutor, Strategy
 from auras_client.client import ReceivedAction, RobotClient
 
 __all__ = ["EpisodeReport", "executor_for", "run_robot"]
@@ -109,5 +109,4 @@ def executor_for(client: RobotClient, strategy: str | None = None) -> ChunkExecu
     shape = info.get("action_shape", [1, 1])
     chunk_shape = (shape[0], shape[1]) if len(shape) == 2 else (1, shape[0])
     name = strategy if strategy is not None else info.get("staleness_strategy", "none")
-    robot_side = "+".join(p for p in name.split("+") if p != "public_context") or "none"
-    return ChunkExecutor(robot_side, int(info.get("execute_steps", 1)), chunk_shape)
+    return ChunkExecutor(Strategy.parse(name).robot_side, int(info.get("execute_steps", 1)), chunk_shape)

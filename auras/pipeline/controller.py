@@ -31,6 +31,7 @@ sets the frame period: 1.05 x the p90 of the current depth's measured frames, ne
 from __future__ import annotations
 
 import collections
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -256,9 +257,5 @@ class AdaptiveFrameExecutor(Executor):
             "pp_generation": self.current.shape.pp_generation,
             "target_hz": c.target_hz,
             "measured": {d: {"rate_hz": r, "staleness_ms": s} for d, (r, s, _) in sorted(c.measured.items())},
-            "replans": [vars_of(r) for r in c.replans],
+            "replans": [dataclasses.asdict(r) for r in c.replans],
         }
-
-
-def vars_of(replan: Replan) -> dict[str, Any]:
-    return {name: getattr(replan, name) for name in Replan.__slots__}
