@@ -18,6 +18,11 @@ the worker; an error inside the executor is re-raised to the consumer on its nex
 after which the stream is closed. The exception is a worker that died and was replaced
 (WorkerRestartedError): the stream counts it in ``restarts`` (each costs the observation in flight),
 reports it to ``on_event`` and goes on, refilling the pipeline with the next observation.
+
+Accounting, exact in every mode: each submitted observation is ``dropped`` (replaced in the mailbox),
+``answered`` (the first action carrying its ``step_id``), ``unanswered`` (overtaken by a newer
+observation's action inside a pipeline, lost with a replaced worker, or still in the mailbox or the
+pipeline when the stream closed) or still in the agent. ``emitted - answered`` are repeats.
 """
 
 from __future__ import annotations
@@ -48,7 +53,10 @@ class ActionStream:
         self._actions: collections.deque[Action] = collections.deque()
         self._error: BaseException | None = None
         self._closed = False
+        self._finished = False  # the worker thread has ended (after close or an error)
         self.submitted = self.admitted = self.dropped = self.emitted = 0
+        self.answered = self.unanswered = 0
+        self._outstanding: dict[object, None] = {}  # admitted step ids without an action, oldest first
         self.pacer = pacer_for(agent)
         self._thread = threading.Thread(target=self._loop, name="auras-stream", daemon=True)
         self._thread.start()
@@ -70,6 +78,14 @@ class ActionStream:
 
     # -- worker ---------------------------------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            self._frames()
+        finally:  # consumers learn the stream ended only after its last action was queued
+            with self._cond:
+                self._finished = True
+                self._cond.notify_all()
+
+    def _frames(self) -> None:
         while True:
             with self._cond:
                 while self._pending is None and not self._closed:
@@ -82,6 +98,7 @@ class ActionStream:
                     return
                 obs, self._pending = self._pending, None
                 self.admitted += 1
+                self._outstanding[obs.step_id] = None
             try:
                 start = time.monotonic()
                 action = self._agent.step(obs)
@@ -101,7 +118,19 @@ class ActionStream:
             with self._cond:
                 self._actions.append(action)
                 self.emitted += 1
+                self._account(action.step_id)
                 self._cond.notify_all()
+
+    def _account(self, step_id: object) -> None:
+        """An action for ``step_id``: it is answered (once); older outstanding observations were overtaken."""
+        if step_id not in self._outstanding:
+            return  # a repeat
+        for older in list(self._outstanding):
+            del self._outstanding[older]
+            if older == step_id:
+                self.answered += 1
+                return
+            self.unanswered += 1
 
     # -- consumer side --------------------------------------------------------------------------------
     def get(self, timeout: float | None = None) -> Action:
@@ -111,7 +140,7 @@ class ActionStream:
             while not self._actions:
                 if self._error is not None:
                     raise StepFailedError(f"stream worker failed: {self._error!r}") from self._error
-                if self._closed:
+                if self._closed and self._finished:
                     raise AgentClosedError("the stream is closed and every action was delivered")
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -143,6 +172,12 @@ class ActionStream:
             self._cond.notify_all()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=60)
+        with self._cond:  # what never got its action: in the mailbox, or in the pipeline
+            if self._pending is not None:
+                self._pending = None
+                self.unanswered += 1
+            self.unanswered += len(self._outstanding)
+            self._outstanding.clear()
 
     def __enter__(self) -> ActionStream:
         return self

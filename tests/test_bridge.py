@@ -58,16 +58,21 @@ def _wait_action(client: RobotClient, seq: int, timeout: float = DEADLINE_S):
     raise AssertionError(f"no action for seq {seq} within {timeout} s; counters {dict(client.counters)}")
 
 
-def _stats_once(client: RobotClient, settled, what: str) -> dict:
-    """The session's stats as soon as ``settled(counters)`` holds (the server works in its own threads)."""
+def _settled(fetch, settled, what: str):
+    """``fetch()`` as soon as ``settled`` holds for it (the server works in its own threads)."""
     deadline = time.monotonic() + DEADLINE_S
     while True:
-        stats = client.stats()
-        if settled(stats["counters"]):
-            return stats
+        value = fetch()
+        if settled(value):
+            return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {DEADLINE_S} s; stats {stats}")
+            raise AssertionError(f"{what}: not within {DEADLINE_S} s; got {value}")
         time.sleep(0.01)
+
+
+def _stats_once(client: RobotClient, settled, what: str) -> dict:
+    """The session's stats as soon as ``settled(counters)`` holds."""
+    return _settled(client.stats, lambda stats: settled(stats["counters"]), what)
 
 
 def _publish_until_served(client: RobotClient) -> None:
@@ -124,13 +129,34 @@ def test_accounting_every_observation_is_used_or_counted_as_dropped(server):
         for _ in range(200):
             robot.publish({"front": IMAGE}, np.zeros(4, np.float32))
         time.sleep(0.5)
-        # once the agent is idle, every submitted observation is an action or superseded (never lost)
-        stats = _stats_once(robot, lambda c: c.get("actions", 0) + c.get("superseded", 0) == c["submitted"],
+        # once the agent is idle, every submitted observation is answered or superseded (never lost)
+        stats = _stats_once(robot, lambda c: c.get("answered", 0) + c.get("superseded", 0) == c["submitted"],
                             "submitted observations all answered or superseded")  # fmt: skip
     c = stats["counters"]
     unseen_tail = 199 - stats["max_seen"]  # published after the last one that arrived (none, on loopback)
     assert c["submitted"] + c.get("dropped_incomplete", 0) + c.get("lost", 0) + c["pending"] + unseen_tail == 200
-    assert c["actions"] + c["superseded"] == c["submitted"]
+    assert c["answered"] + c["superseded"] == c["submitted"] and c["actions"] == c["answered"]
+
+
+def _all_accounted(c: dict) -> bool:
+    return c.get("answered", 0) + c.get("superseded", 0) + c.get("unanswered", 0) == c["submitted"]
+
+
+def test_accounting_holds_across_resets_that_stop_observations_in_flight():
+    slow = BridgeServer(bind=f"tcp://127.0.0.1:{free_service_port()}", agent_factory=lambda: _fake_agent(0.3),
+                        session_timeout_s=DEADLINE_S)  # fmt: skip
+    with slow.start(), _client(slow) as robot:
+        published = 0
+        for _ in range(3):  # each reset stops the stream with one observation in the agent and, mostly, one waiting
+            for frame in range(5):
+                published += robot.publish({"front": IMAGE}, np.zeros(4, np.float32)) is not None
+                time.sleep(0.05 if frame == 0 else 0.005)  # the first one is taken by the agent (0.3 s)
+            _stats_once(robot, lambda c, n=published: c.get("submitted", 0) == n, "all published ones submitted")
+            robot.reset()
+        c = _stats_once(robot, _all_accounted, "every submitted observation answered, superseded or unanswered")
+    c = c["counters"]
+    # a reset lets the step in flight finish and publishes its action; what waits in the mailbox is unanswered
+    assert c["unanswered"] >= 1 and c["answered"] == c["actions"] >= 3
 
 
 def test_observations_sent_before_a_reset_never_reach_the_new_episode(server):
@@ -185,6 +211,40 @@ def test_a_bad_observation_gets_an_error_event_and_the_session_keeps_serving(ser
         codes = [e["code"] for e in robot.events if e.get("event") == "error"]
         assert "bad_shape" in codes
         assert robot.stats()["counters"]["error_bad_shape"] >= 2
+        # a header without a session is malformed; one naming no open session is unknown_session
+        robot._push.send_multipart(encode_frame("joint_states", [np.zeros(4, np.float32)], seq=1, stamp=0.0))
+        robot._push.send_multipart(encode_frame("joint_states", [np.zeros(4, np.float32)], seq=1, stamp=0.0,
+                                                session="0" * 16))  # fmt: skip
+        server_counters = _settled(lambda: robot.stats(server=True)["server"],
+                                   lambda c: c.get("error_unknown_session", 0) >= 1, "both refused")  # fmt: skip
+        assert server_counters["error_bad_message"] == 1 and server_counters["error_unknown_session"] == 1
+        assert "session" not in robot.stats(server=True) and robot.stats()["session"] == robot.session
+
+
+def test_a_client_reusing_a_routing_id_takes_over_and_is_answered(server):
+    """A robot that restarts with a fixed ZeroMQ routing id while its old connection still exists."""
+    ctx = zmq.Context()
+    dealers = []  # the first connection stays open: the second one reuses its id while it is still there
+    try:
+        for attempt in range(2):
+            dealer = ctx.socket(zmq.DEALER)
+            dealers.append(dealer)
+            dealer.setsockopt(zmq.LINGER, 0)
+            dealer.setsockopt(zmq.ROUTING_ID, b"arm-1")
+            dealer.connect(server.bind)
+            dealer.send_multipart([b"", encode_map({"v": 1, "op": "health", "id": attempt})])
+            assert dealer.poll(int(DEADLINE_S * 1000)), f"connection {attempt} with a reused routing id unanswered"
+            assert decode_map(dealer.recv_multipart()[-1])["id"] == attempt
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_the_subscription_is_confirmed_only_by_an_echo_of_this_clients_own_request():
+    client = RobotClient(f"tcp://127.0.0.1:{free_service_port()}", timeout_s=0.05, connect=False)  # nobody there
+    client.events.append({"event": "echo", "id": 12345})  # someone else's echo, or an old one
+    client._wait_subscribed(deadline=time.monotonic() + 0.3)
+    client.close()
+    assert client.counters["subscription_unconfirmed"] == 1
 
 
 @pytest.fixture(scope="module")

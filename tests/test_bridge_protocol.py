@@ -174,3 +174,23 @@ def test_an_image_that_claims_a_different_size_is_refused_before_decoding(encodi
     with pytest.raises(ProtocolError, match="header says \\(512, 512\\)") as err:
         decode_frame([big[0], header, big[2]])
     assert err.value.code == "bad_encoding"
+
+
+def test_a_jpeg_with_large_metadata_before_its_frame_header_decodes():
+    """Camera JPEGs can carry 100+ KiB of EXIF/ICC segments before the start-of-frame marker."""
+    image = np.random.default_rng(0).integers(0, 255, (84, 84, 3), dtype=np.uint8)
+    frames = encode_frame("camera/front", [image], seq=0, stamp=0, encoding="jpeg")
+    jpeg = bytes(frames[2])
+    app1 = b"\xff\xe1" + (65533).to_bytes(2, "big") + b"Exif\x00\x00" + bytes(65525)  # a maximal segment
+    padded = jpeg[:2] + app1 * 3 + jpeg[2:]  # the frame header now starts after 192 KiB
+    assert len(padded) > 3 * 65536
+    decoded = decode_frame(_wire([frames[0], frames[1], padded])).arrays[0]
+    np.testing.assert_array_equal(decoded, decode_frame(_wire(frames)).arrays[0])  # metadata changes no pixel
+
+
+def test_an_image_over_the_pixel_cap_is_refused_before_its_header_is_read():
+    header = msgpack.packb({"v": 1, "seq": 0, "stamp": 0.0,
+                            "arrays": [{"dtype": "uint8", "shape": [4097, 4096], "encoding": "png"}]})  # fmt: skip
+    with pytest.raises(ProtocolError, match="exceeds") as err:
+        decode_frame([b"c", header, b"\x89PNG"])
+    assert err.value.code == "too_large"

@@ -38,7 +38,10 @@ def test_a_fast_camera_drops_frames_and_every_action_traces_to_an_admitted_one(m
         enough.set()
         producer.join()
     assert stream.dropped > 0 and stream.admitted + stream.dropped <= stream.submitted
+    # after close every submitted observation is accounted for exactly once, also those in flight
+    assert stream.submitted == stream.dropped + stream.answered + stream.unanswered
     step_ids = [a.step_id for a in actions]
+    assert stream.answered >= len(set(step_ids)) and stream.emitted >= stream.answered
     assert step_ids == sorted(step_ids) and max(step_ids) < stream.submitted
     frames = [a.frame for a in actions]
     assert frames == sorted(frames)

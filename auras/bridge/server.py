@@ -92,14 +92,15 @@ class Session:
 
     def stats(self) -> dict[str, Any]:
         """Counters. Every seq from the first seen to ``max_seen`` is exactly one of submitted,
-        dropped_incomplete, lost (never arrived) or pending; every submitted one is an action,
-        superseded (a newer observation replaced it before the agent took it) or in the agent."""
+        dropped_incomplete, lost (never arrived) or pending; every submitted one is answered (its first
+        action), superseded (a newer observation replaced it before the agent took it), unanswered
+        (overtaken in a pipeline, lost with a worker, or in flight when the stream stopped) or in the agent."""
         c = dict(self.counters + self.assembler.counters)
         if self.stream is not None:
-            c["superseded"] = self.counters["superseded"] + self.stream.dropped
+            for name, value in _stream_counters(self.stream).items():
+                if self.counters[name] + value:
+                    c[name] = self.counters[name] + value
         c["pending"] = len(self.assembler.pending)
-        if self.stream is not None:
-            c["worker_restarts"] = self.counters["worker_restarts"] + self.stream.restarts
         return {"session": self.id, "robot": self.robot, "state": self.state, "max_seen": self.assembler.max_seen,
                 "counters": c}  # fmt: skip
 
@@ -445,8 +446,10 @@ class BridgeServer:
         try:
             frame = decode_frame(parts, self._max_bytes)
             sid = frame.header.get("session")
+            if not isinstance(sid, str):
+                raise ProtocolError("bad_message", f"data header needs 'session' (the id from hello), got {sid!r:.40}")
             with self._lock:
-                session = self._sessions.get(sid) if isinstance(sid, str) else None
+                session = self._sessions.get(sid)
             if session is None:
                 raise ProtocolError("unknown_session", f"no session {sid!r:.40}: say hello again")
             session.last_heard = time.monotonic()
@@ -515,13 +518,14 @@ class BridgeServer:
             log.exception("bridge: session %s: publishing %s failed: %r", session.id, event.get("event"), exc)
 
     def _stop_stream(self, session: Session) -> None:
-        if session.stream is not None:
-            session.counters["superseded"] += session.stream.dropped
-            session.counters["worker_restarts"] += session.stream.restarts
-            session.stream.close()
+        stream = session.stream
+        if stream is not None:
+            stream.close()
         if session.publisher is not None:
             session.publisher.join(timeout=30)
         session.stream = session.publisher = None
+        if stream is not None:
+            session.counters.update({k: v for k, v in _stream_counters(stream).items() if v})
 
     def _publish_actions(self, session: Session, stream: Any) -> None:
         topic = f"action/{session.id}"
@@ -591,3 +595,9 @@ class BridgeServer:
         if callable(close_view):
             close_view()
         session.state = "closed"
+
+
+def _stream_counters(stream: Any) -> dict[str, int]:
+    """A session stream's share of the session counters (added to the session's at each stop)."""
+    return {"superseded": stream.dropped, "answered": stream.answered, "unanswered": stream.unanswered,
+            "worker_restarts": stream.restarts}  # fmt: skip

@@ -151,11 +151,15 @@ class RobotClient:
     # -- service channel ----------------------------------------------------------------------------
     def request(self, op: str, timeout_s: float | None = None, **fields: Any) -> dict[str, Any]:
         """One service request with a deadline (``timeout_s``, default the client's); raises TimeoutError
-        or ServiceError. A timed-out request socket is replaced (REQ cannot be reused after a lost reply)."""
+        or ServiceError. A timed-out request socket is replaced (REQ cannot be reused after a lost reply).
+        Every op but ``hello`` names this client's session unless ``session=None`` is passed (server-wide
+        ``stats`` and ``health``)."""
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         message = {"v": SCHEMA_VERSION, "op": op, "id": next(self._ids), **fields}
         if self.session is not None and op != "hello":
             message.setdefault("session", self.session)
+        if message.get("session", 0) is None:
+            del message["session"]
         with self._req_lock:
             if self._req is None:
                 self._new_req()
@@ -221,8 +225,9 @@ class RobotClient:
     def health(self) -> dict[str, Any]:
         return self.request("health")
 
-    def stats(self) -> dict[str, Any]:
-        return self.request("stats")
+    def stats(self, *, server: bool = False) -> dict[str, Any]:
+        """This session's counters; with ``server=True`` the server-wide ones (every session, unnamed)."""
+        return self.request("stats", session=None) if server else self.request("stats")
 
     # -- connection ---------------------------------------------------------------------------------
     def connect(self) -> RobotClient:
@@ -238,12 +243,15 @@ class RobotClient:
     def _wait_subscribed(self, deadline: float) -> None:
         """Ask the server for echo events until one arrives: from then on no action can be missed
         because the subscription was still travelling (PUB/SUB's slow joiner)."""
+        asked: set[int] = set()  # only an echo of one of these requests proves this subscription
         while time.monotonic() < deadline:
+            request_id = next(self._ids)
+            asked.add(request_id)
             with contextlib.suppress(TimeoutError, ServiceError):
-                self.request("health", echo=True)
+                self.request("health", echo=True, id=request_id)
             end = min(deadline, time.monotonic() + 0.1)
             while time.monotonic() < end:
-                if any(e.get("event") == "echo" for e in list(self.events)):
+                if any(e.get("event") == "echo" and e.get("id") in asked for e in list(self.events)):
                     return
                 time.sleep(0.005)
         self.counters["subscription_unconfirmed"] += 1

@@ -172,7 +172,7 @@ def _decode_array(desc: Any, buffer: Any) -> np.ndarray:
         raise ProtocolError("bad_encoding", f"{encoding} carries uint8 (H, W[, 3]) images, declared {dtype} {shape}")
     if shape[0] * shape[1] > MAX_IMAGE_PIXELS:
         raise ProtocolError("too_large", f"{encoding} image of {shape[0]}x{shape[1]} exceeds {MAX_IMAGE_PIXELS} pixels")
-    dims = _image_dims(bytes(view[:65536]), encoding)  # before decoding: a tiny file may claim a huge image
+    dims = _image_dims(view, encoding)  # before decoding: a tiny file may claim a huge image
     if dims != (shape[0], shape[1]):
         raise ProtocolError("bad_encoding", f"{encoding} header says {dims}, descriptor declares {shape[:2]}")
     import cv2
@@ -189,19 +189,35 @@ def _decode_array(desc: Any, buffer: Any) -> np.ndarray:
     return image
 
 
-def _image_dims(head: bytes, encoding: str) -> tuple[int, int] | None:
-    """(height, width) from a PNG IHDR or a JPEG SOF marker, without decoding; None if not found."""
+def _image_dims(data: memoryview, encoding: str) -> tuple[int, int] | None:
+    """(height, width) from a PNG IHDR or a JPEG SOF marker, without decoding; None if not found.
+    The JPEG walk jumps from segment to segment, so large EXIF/ICC segments before the frame cost nothing."""
+    data = data.cast("B") if data.format != "B" else data
     if encoding == "png":
+        head = bytes(data[:24])
         if len(head) >= 24 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
             return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
         return None
-    i = 2 if head[:2] == b"\xff\xd8" else len(head)
-    while i + 9 <= len(head):
-        if head[i] != 0xFF:
+    if bytes(data[:2]) != b"\xff\xd8":
+        return None
+    i, end = 2, data.nbytes
+    while i + 4 <= end:
+        if data[i] != 0xFF:
             return None
-        marker, length = head[i + 1], int.from_bytes(head[i + 2 : i + 4], "big")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-            return int.from_bytes(head[i + 5 : i + 7], "big"), int.from_bytes(head[i + 7 : i + 9], "big")
+            if i + 9 > end:
+                return None
+            return int.from_bytes(data[i + 5 : i + 7], "big"), int.from_bytes(data[i + 7 : i + 9], "big")
+        if marker in (0xD9, 0xDA) or length < 2:  # end of image / start of scan before any frame
+            return None
         i += 2 + length
     return None
 
