@@ -15,7 +15,9 @@ camera and a 4-d state, so nothing but the bridge costs time.
    queueing anywhere). ``--warmup`` exchanges are discarded, ``--n`` are measured. Reported: the
    raw round trip (publish called -> action handed to the client's callback and the waiting thread
    woken), the agent's compute (header ``latency_ms``: observation admitted -> action out) and the
-   overhead = round trip - agent compute, median and p99. Goal: overhead median <= 1 ms. Publishes
+   overhead = round trip - agent compute, median and p99. Beside it, in the same run (before and after),
+   a bare ZeroMQ REQ/REP round trip with the same image and a msgpack header (``--n / 2`` each time):
+   the floor any ZeroMQ policy server pays. Goal: overhead median <= 1 ms and <= 2x bare. Publishes
    the client refuses (``publish`` returns None) and observations never answered are counted
    ("refused", "lost") and not timed; publishing goes on until ``--warmup + --n`` were answered.
 2. Camera stream. The policy sleeps ``--agent-ms`` per step; the client publishes frames at ``--hz``
@@ -50,6 +52,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import numpy as np
 import zmq
 
@@ -62,6 +65,7 @@ from auras_client.client import ReceivedAction, RobotClient
 IMAGE_SIZE = 84
 STATE_DIM = 4
 GOAL_MEDIAN_MS = 1.0
+GOAL_RATIO = 2.0  # bridge overhead median / bare ZeroMQ REQ/REP round trip median, same run
 INSTRUCTION = "bridge overhead benchmark"
 
 
@@ -119,6 +123,31 @@ def _serve(bind: str, agent_delay_s: float, events: Any, stop: Any) -> None:
         stop.wait()
 
 
+def _echo_serve(bind: str, events: Any, stop: Any) -> None:
+    """Bare baseline server: a REP socket that reads [msgpack header, image] and answers
+    [msgpack header, (1, 4) float32 action], the least any ZeroMQ policy server does."""
+    ctx = zmq.Context()
+    rep = ctx.socket(zmq.REP)
+    rep.setsockopt(zmq.LINGER, 0)
+    try:
+        rep.bind(bind)
+    except zmq.ZMQError as exc:
+        events.put(("error", f"ZMQError: {exc}"))
+        return
+    events.put(("ready", bind))
+    action = np.zeros((1, STATE_DIM), np.float32)
+    while not stop.is_set():
+        if not rep.poll(100):
+            continue
+        header_frame, image_frame = rep.recv_multipart(copy=False)
+        header = msgpack.unpackb(header_frame.buffer)
+        image = np.frombuffer(image_frame.buffer, np.uint8).reshape(header["shape"])
+        reply = {"seq": header["seq"], "stamp": header["stamp"], "shape": [1, STATE_DIM], "mean": float(image[0, 0, 0])}
+        rep.send_multipart([msgpack.packb(reply), action])
+    rep.close()
+    ctx.term()
+
+
 # -- the server process ----------------------------------------------------------------------------
 class ServerProcess:
     """``with ServerProcess("tcp", agent_delay_s) as server:`` a BridgeServer in a spawned child;
@@ -126,10 +155,13 @@ class ServerProcess:
 
     _count = 0
 
-    def __init__(self, transport: str, agent_delay_s: float = 0.0, start_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, transport: str, agent_delay_s: float = 0.0, start_timeout_s: float = 60.0, bare: bool = False
+    ) -> None:
         if transport not in ("tcp", "ipc"):
             raise ValueError(f"transport: expected tcp or ipc, got {transport!r}")
         self.transport, self.agent_delay_s, self.start_timeout_s = transport, agent_delay_s, start_timeout_s
+        self.bare = bare  # the bare ZeroMQ REP baseline instead of a BridgeServer
         self.bind = ""
         self._proc: Any = None
         self._stop: Any = None
@@ -148,7 +180,10 @@ class ServerProcess:
         for _ in range(3):
             bind = self._endpoint()
             events, stop = ctx.Queue(), ctx.Event()
-            proc = ctx.Process(target=_serve, args=(bind, self.agent_delay_s, events, stop), daemon=True)
+            target, args = (
+                (_echo_serve, (bind, events, stop)) if self.bare else (_serve, (bind, self.agent_delay_s, events, stop))
+            )
+            proc = ctx.Process(target=target, args=args, daemon=True)
             proc.start()
             try:
                 kind, error = events.get(timeout=self.start_timeout_s)
@@ -283,6 +318,34 @@ def round_trip(bind: str, transport: str, encoding: str, n: int, warmup: int) ->
     }  # fmt: skip
 
 
+def bare_round_trip(bind: str, n: int, warmup: int) -> dict[str, Any]:
+    """The same exchange over a bare ZeroMQ REQ/REP pair: [msgpack header, raw image] out,
+    [msgpack header, action] back. What any ZeroMQ policy server costs at least."""
+    frames = camera_frames()
+    ctx = zmq.Context()
+    req = ctx.socket(zmq.REQ)
+    req.setsockopt(zmq.LINGER, 0)
+    req.connect(bind)
+    rtt_ms = []
+    try:
+        for i in range(warmup + n):
+            frame = frames[i % len(frames)]
+            start = time.perf_counter()
+            header = {"v": 1, "seq": i, "stamp": time.time(), "shape": list(frame.shape), "dtype": "uint8"}
+            req.send_multipart([msgpack.packb(header), frame])
+            if not req.poll(5000):
+                raise RuntimeError(f"bare REP server at {bind} did not answer within 5 s")
+            reply_header, action = req.recv_multipart()
+            reply = msgpack.unpackb(reply_header)
+            np.frombuffer(action, np.float32).reshape(reply["shape"])
+            if i >= warmup:
+                rtt_ms.append((time.perf_counter() - start) * 1e3)
+    finally:
+        req.close()
+        ctx.term()
+    return {"n": len(rtt_ms), "round_trip_ms": percentiles(rtt_ms)}
+
+
 # Session counters (``stats``) the accounting reads; a server that lacks one reports it as 0.
 STAT_KEYS = (
     "submitted", "superseded", "dropped_incomplete", "lost", "pending", "late_or_duplicate", "late_messages",
@@ -361,18 +424,21 @@ def percent(fraction: float | None) -> str:
 def round_trip_table(rows: list[dict[str, Any]], n: int) -> str:
     lines = [
         f"Round trip, 84x84x3 uint8 ping-pong (client and server in separate processes), n = {n}; "
-        f"overhead = round trip - agent compute; goal: median <= {GOAL_MEDIAN_MS:g} ms",
+        f"overhead = round trip - agent compute; bare = the same image and a msgpack header over a bare "
+        f"ZeroMQ REQ/REP pair, measured before and after the bridge in the same run; "
+        f"goal: median <= {GOAL_MEDIAN_MS:g} ms and <= {GOAL_RATIO:g}x bare",
         "",
         "| transport | encoding | overhead median ms | overhead p99 ms | round trip median ms | round trip p99 ms "
-        "| agent median ms | refused / lost | goal |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| agent median ms | bare REQ/REP median ms | overhead / bare | refused / lost | goal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['transport']} | {r['encoding']} "
             f"| {fmt(r['overhead_ms']['median'])} | {fmt(r['overhead_ms']['p99'])} "
             f"| {fmt(r['round_trip_ms']['median'])} | {fmt(r['round_trip_ms']['p99'])} "
-            f"| {fmt(r['agent_ms']['median'])} | {r['refused']} / {r['lost']} "
+            f"| {fmt(r['agent_ms']['median'])} | {fmt(r['bare_round_trip_ms']['median'])} "
+            f"| {r['ratio_to_bare']:.2f} | {r['refused']} / {r['lost']} "
             f"| {'met' if r['goal_met'] else 'missed'} |"
         )
     return "\n".join(lines)
@@ -431,15 +497,29 @@ def main() -> None:
     round_trips: list[dict[str, Any]] = []
     streams: list[dict[str, Any]] = []
     for transport in args.transports:
-        with ServerProcess(transport) as server:
-            for encoding in args.encoding:
-                row = round_trip(server.bind, transport, encoding, args.n, args.warmup)
-                round_trips.append(row)
-                o, r = row["overhead_ms"], row["round_trip_ms"]
-                print(f"round trip  {transport}/{encoding}: overhead median {fmt(o['median'])} ms, "
-                      f"p99 {fmt(o['p99'])} ms (raw {fmt(r['median'])} / {fmt(r['p99'])} ms, "
-                      f"agent {fmt(row['agent_ms']['median'])} ms, refused {row['refused']}, lost {row['lost']})",
-                      flush=True)  # fmt: skip
+        for encoding in args.encoding:
+            # bare, bridge, bare: the baseline brackets the bridge so a drifting machine shows in both
+            bare_ms: list[float] = []
+            for block in range(3):
+                if block == 1:
+                    with ServerProcess(transport) as server:
+                        row = round_trip(server.bind, transport, encoding, args.n, args.warmup)
+                    continue
+                with ServerProcess(transport, bare=True) as server:
+                    bare = bare_round_trip(server.bind, args.n // 2, args.warmup)
+                bare_ms.append(bare["round_trip_ms"]["median"])
+            row["bare_round_trip_ms"] = {"median": float(np.mean(bare_ms)), "blocks": bare_ms}
+            row["ratio_to_bare"] = row["overhead_ms"]["median"] / row["bare_round_trip_ms"]["median"]
+            row["goal_ratio"] = GOAL_RATIO
+            row["goal_met"] = row["goal_met"] and row["ratio_to_bare"] <= GOAL_RATIO
+            round_trips.append(row)
+            o, r = row["overhead_ms"], row["round_trip_ms"]
+            print(f"round trip  {transport}/{encoding}: overhead median {fmt(o['median'])} ms, "
+                  f"p99 {fmt(o['p99'])} ms (raw {fmt(r['median'])} / {fmt(r['p99'])} ms, "
+                  f"agent {fmt(row['agent_ms']['median'])} ms, refused {row['refused']}, lost {row['lost']}); "
+                  f"bare ZeroMQ REQ/REP {fmt(row['bare_round_trip_ms']['median'])} ms "
+                  f"(blocks {', '.join(fmt(b) for b in bare_ms)}), ratio {row['ratio_to_bare']:.2f}",
+                  flush=True)  # fmt: skip
         if args.seconds <= 0:
             continue
         with ServerProcess(transport, args.agent_ms / 1e3) as server:

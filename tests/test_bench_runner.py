@@ -89,19 +89,15 @@ def _fake_iterative_policy() -> Policy:
 @pytest.fixture
 def fake_learned_policy(monkeypatch):
     """`policy.type=tiny-dp` builds a fake two-stage perception + fake diffusion whose costs are the
-    config's injected delays."""
-    import auras.policies
-    from auras.policies.delay import with_injected_delay
+    config's injected delays (which build_policy adds, as for any policy)."""
+    import auras.policies.build
 
-    real = auras.policies.build_policy
+    real = auras.policies.build.policy_factory
 
-    def build(config):
-        if config.policy.type != "tiny-dp":
-            return real(config)
-        p = config.policy
-        return with_injected_delay(_fake_iterative_policy(), p.delay_perception_ms, p.delay_generation_ms)
+    def factory(name):
+        return (lambda config: _fake_iterative_policy()) if name == "tiny-dp" else real(name)
 
-    monkeypatch.setattr(auras.policies, "build_policy", build)
+    monkeypatch.setattr(auras.policies.build, "policy_factory", factory)
 
 
 def _schema() -> dict:
@@ -113,14 +109,15 @@ def test_smoke_bench_with_fake_stages_writes_a_valid_document_and_plots(fake_lea
     result = CliRunner().invoke(app, [
         "bench", "--env", "mujoco", "--policy", "tiny-dp", "-t", "reach-v3", "--modes", "sequential,pipeline,auras",
         "--pp-generation", "2,4", "-n", "1", "--clock", "frame", "--delay-ms", "generation=20",
-        "--delay-ms", "perception=2", "--set", "bench.stream_steps=30", "--set", "env.horizon=40",
-        "--set", "bench.warmup_steps=5", "--out", str(tmp_path), "--no-progress",
+        "--delay-ms", "perception=2", "--set", "bench.stream_steps=20", "--set", "env.horizon=20",
+        "--set", "bench.warmup_steps=5", "--set", "staleness.strategy=none", "--out", str(tmp_path),
+        "--no-progress",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     document = json.loads((tmp_path / "results.json").read_text())
     jsonschema.validate(document, _schema())
     labels = [r["label"] for r in document["results"]]
-    assert labels == ["sequential rtc", "pipeline 1x2 rtc", "auras 1x2 rtc", "pipeline 1x4 rtc", "auras 1x4 rtc"]
+    assert labels == ["sequential", "pipeline 1x2", "auras 1x2", "pipeline 1x4", "auras 1x4"]
     assert document["sweep"] == {"pipeline.pp_generation": ["2", "4"]}
     for row in document["results"]:
         m = row["metrics"]
@@ -186,7 +183,7 @@ def test_tune_finds_a_faster_setting_on_fake_stages(fake_learned_policy, tmp_pat
         "tune", "--policy", "tiny-dp", "--target-hz", "1", "--l-max", "3", "-n", "1", "-t", "reach-v3",
         "--alphas", "1", "--set", "policy.delay_generation_ms=10",
         "--set", "bench.stream_steps=20", "--set", "env.horizon=40", "--set", "bench.warmup_steps=2",
-        "--out", str(tmp_path),
+        "--set", "staleness.strategy=none", "--out", str(tmp_path),
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     tuned = json.loads((tmp_path / "tune.json").read_text())

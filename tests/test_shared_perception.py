@@ -106,10 +106,11 @@ def test_one_robots_failure_is_never_another_robots_error():
 
 
 def test_a_closed_view_is_not_waited_for_and_a_closed_batcher_refuses_calls():
-    batcher = PerceptionBatcher(FakePerception(), wait_ms=60_000)
+    batcher = PerceptionBatcher(FakePerception(), wait_ms=0)
     a, b = batcher.view(), batcher.view()
     a.perceive([fake_observation(0)])
-    b.perceive([fake_observation(0)])
+    b.perceive([fake_observation(0)])  # both views active now
+    batcher.wait_s = 60.0  # from here a call waits up to a minute for every active view
     b.close()
     done = threading.Event()
     threading.Thread(target=lambda: (a.perceive([fake_observation(1)]), done.set()), daemon=True).start()
