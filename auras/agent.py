@@ -116,12 +116,15 @@ class AurasAgent:
         with self._lock:
             return self._executor.step(obs)
 
-    def stream(self, on_event: Callable[[dict], None] | None = None) -> ActionStream:
+    def stream(
+        self, on_event: Callable[[dict], None] | None = None, on_action: Callable[[Action], None] | None = None
+    ) -> ActionStream:
         """A streaming form of this agent: ``submit`` observations, iterate actions (auras/stream.py).
-        ``on_event`` hears of recoveries (a worker replaced) without stopping the stream."""
+        ``on_event`` hears of recoveries (a worker replaced) without stopping the stream; ``on_action``,
+        if given, receives each action in the stream's thread instead of the iteration."""
         if self._closed:
             raise AgentClosedError("AurasAgent.stream called after close(); build a new agent")
-        return ActionStream(self, on_event)
+        return ActionStream(self, on_event, on_action)
 
     def stats(self) -> dict[str, Any]:
         """Where and how the policy runs: ``mode``, ``backend``, ``workers`` (one entry per worker:

@@ -19,6 +19,11 @@ after which the stream is closed. The exception is a worker that died and was re
 (WorkerRestartedError): the stream counts it in ``restarts`` (each costs the observation in flight),
 reports it to ``on_event`` and goes on, refilling the pipeline with the next observation.
 
+With ``on_action`` each action is handed to that callback in the worker thread as soon as it exists
+(no hand-off to another thread: what a server that forwards actions wants) instead of being queued;
+``get``/iteration then only wait for the end of the stream and raise its error. An exception from
+``on_action`` ends the stream like an executor error.
+
 Accounting, exact in every mode: each submitted observation is ``dropped`` (replaced in the mailbox),
 ``answered`` (the first action carrying its ``step_id``), ``unanswered`` (overtaken by a newer
 observation's action inside a pipeline, lost with a replaced worker, or still in the mailbox or the
@@ -44,11 +49,19 @@ __all__ = ["ActionStream"]
 
 
 class ActionStream:
-    def __init__(self, agent: AurasAgent, on_event: Callable[[dict], None] | None = None) -> None:
+    def __init__(
+        self,
+        agent: AurasAgent,
+        on_event: Callable[[dict], None] | None = None,
+        on_action: Callable[[Action], None] | None = None,
+    ) -> None:
         self._agent = agent
         self._on_event = on_event
+        self._on_action = on_action
         self.restarts = 0  # workers replaced after a failure; the stream went on (see WorkerRestartedError)
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # the worker waits here: an observation, or close
+        self._done = threading.Condition(self._lock)  # consumers wait here: an action, an error, the end
         self._pending: Observation | None = None
         self._actions: collections.deque[Action] = collections.deque()
         self._error: BaseException | None = None
@@ -67,33 +80,33 @@ class ActionStream:
         if not isinstance(obs, Observation):
             raise InvalidInputError(f"ActionStream.submit: expected an auras.Observation, got {type(obs).__name__}")
         self._agent.spec.check(obs)
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise AgentClosedError("ActionStream.submit after close(); open a new stream")
             if self._pending is not None:
                 self.dropped += 1
             self._pending = obs
             self.submitted += 1
-            self._cond.notify_all()
+            self._work.notify()  # only the worker: a consumer waiting for actions has nothing to do yet
 
     # -- worker ---------------------------------------------------------------------------------------
     def _loop(self) -> None:
         try:
             self._frames()
         finally:  # consumers learn the stream ended only after its last action was queued
-            with self._cond:
+            with self._lock:
                 self._finished = True
-                self._cond.notify_all()
+                self._done.notify_all()
 
     def _frames(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 while self._pending is None and not self._closed:
-                    self._cond.wait()
+                    self._work.wait()
                 if self._closed:
                     return
             self.pacer.wait()  # paced frames: start on the tick, then admit the newest observation
-            with self._cond:
+            with self._lock:
                 if self._closed:
                     return
                 obs, self._pending = self._pending, None
@@ -104,22 +117,30 @@ class ActionStream:
                 action = self._agent.step(obs)
                 self.pacer.record(time.monotonic() - start)
             except WorkerRestartedError as exc:  # recovered: this observation is lost, the stream goes on
-                with self._cond:
+                with self._lock:
                     self.restarts += 1
                 if self._on_event is not None:
                     self._on_event({"event": "worker_restarted", "step_id": obs.step_id, "message": _clip(str(exc))})
                 continue
             except BaseException as exc:  # delivered to the consumer, never swallowed
-                with self._cond:
+                with self._lock:
                     self._error = exc
                     self._closed = True
-                    self._cond.notify_all()
                 return
-            with self._cond:
-                self._actions.append(action)
+            with self._lock:
                 self.emitted += 1
                 self._account(action.step_id)
-                self._cond.notify_all()
+                if self._on_action is None:
+                    self._actions.append(action)
+                    self._done.notify_all()
+            if self._on_action is not None:
+                try:
+                    self._on_action(action)
+                except BaseException as exc:  # like an executor error: delivered to the consumer
+                    with self._lock:
+                        self._error = exc
+                        self._closed = True
+                    return
 
     def _account(self, step_id: object) -> None:
         """An action for ``step_id``: it is answered (once); older outstanding observations were overtaken."""
@@ -136,7 +157,7 @@ class ActionStream:
     def get(self, timeout: float | None = None) -> Action:
         """The next action in order; waits up to ``timeout`` seconds (None: forever)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
+        with self._lock:
             while not self._actions:
                 if self._error is not None:
                     raise StepFailedError(f"stream worker failed: {self._error!r}") from self._error
@@ -145,13 +166,13 @@ class ActionStream:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise TimeoutError(f"no action within {timeout} s")
-                self._cond.wait(left)
+                self._done.wait(left)
             return self._actions.popleft()
 
     def latest(self, timeout: float | None = None) -> Action:
         """The newest action, skipping (and discarding) any older undelivered ones."""
         action = self.get(timeout)
-        with self._cond:
+        with self._lock:
             while self._actions:
                 action = self._actions.popleft()
         return action
@@ -167,12 +188,13 @@ class ActionStream:
 
     def close(self) -> None:
         """Stop the worker after its current frame; undelivered actions stay readable. Idempotent."""
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.notify_all()
+            self._work.notify_all()
+            self._done.notify_all()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=60)
-        with self._cond:  # what never got its action: in the mailbox, or in the pipeline
+        with self._lock:  # what never got its action: in the mailbox, or in the pipeline
             if self._pending is not None:
                 self._pending = None
                 self.unanswered += 1

@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.ports: free ports, as the tests use
+
 
 def robot(index: int, address: str, frames: int, hz: float, instruction: str, out: Any) -> None:
     """One robot process: publish ``frames`` observations at ``hz``, record actions, report (or

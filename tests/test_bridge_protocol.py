@@ -194,3 +194,10 @@ def test_an_image_over_the_pixel_cap_is_refused_before_its_header_is_read():
     with pytest.raises(ProtocolError, match="exceeds") as err:
         decode_frame([b"c", header, b"\x89PNG"])
     assert err.value.code == "too_large"
+
+
+def test_a_big_endian_array_is_sent_in_the_wires_byte_order():
+    values = np.array([0.5, -1.0, 2.0], dtype=">f4")
+    frames = encode_frame("joint_states", [values], seq=0, stamp=0)
+    decoded = decode_frame(_wire(frames)).arrays[0]
+    assert decoded.dtype == np.float32 and decoded.tolist() == [0.5, -1.0, 2.0]

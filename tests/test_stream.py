@@ -143,3 +143,31 @@ def test_paced_frames_start_a_period_apart_and_admit_the_newest_observation_at_t
     # the period apart (unpaced: ~5 ms); a starved camera thread can make one admitted frame a few ms older
     assert gaps.mean() >= 0.036 and gaps.min() >= 0.020, gaps
     assert stream.pacer.waited_s > 0 and stream.dropped > 8 * 20  # it waited; the camera's frames in between dropped
+
+
+def test_on_action_receives_every_action_in_order_in_the_streams_thread_and_iteration_only_waits_for_the_end():
+    got, threads = [], set()
+
+    def on_action(action):
+        got.append(action)
+        threads.add(threading.current_thread().name)
+
+    with _agent() as agent:
+        stream = agent.stream(on_action=on_action)
+        for i in range(6):
+            stream.submit(fake_observation(i))
+            time.sleep(0.02)
+        stream.close()
+        assert list(stream) == []  # nothing queued: the callback had every action
+    assert got and [a.frame for a in got] == sorted(a.frame for a in got) and threads == {"auras-stream"}
+    assert stream.emitted == len(got) and stream.submitted == stream.dropped + stream.answered + stream.unanswered
+
+
+def test_an_error_in_on_action_ends_the_stream_and_reaches_the_consumer():
+    def on_action(action):
+        raise RuntimeError("the robot link is gone")
+
+    with _agent() as agent, agent.stream(on_action=on_action) as stream:
+        stream.submit(fake_observation(0))
+        with pytest.raises(StepFailedError, match="robot link"):
+            stream.get(timeout=30)

@@ -85,7 +85,7 @@ class Session:
     assembler: ObservationAssembler
     stream: Any = None
     last_heard: float = field(default_factory=time.monotonic)
-    publisher: threading.Thread | None = None
+    watcher: threading.Thread | None = None  # waits for the stream to end (see _watch_stream)
     lock: threading.Lock = field(default_factory=threading.Lock)  # serializes reset/bye against submits
     state: str = "serving"
     counters: collections.Counter = field(default_factory=collections.Counter)
@@ -255,8 +255,10 @@ class BridgeServer:
 
     def _drain(self, sock: zmq.Socket, handle: Callable[[list[Any]], None], limit: int = 256) -> None:
         for _ in range(limit):
-            try:
-                parts = [frame.buffer for frame in sock.recv_multipart(zmq.NOBLOCK, copy=False)]
+            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # cheaper than a zmq.Again per drain
+                return
+            try:  # POLLIN can still be premature (a CURVE handshake in progress): Again is no error
+                parts = sock.recv_multipart(zmq.NOBLOCK)  # copies: for messages this size faster than Frames
             except zmq.Again:
                 return
             try:
@@ -499,11 +501,16 @@ class BridgeServer:
 
     # -- publishing ---------------------------------------------------------------------------------
     def _open_stream(self, session: Session) -> None:
-        session.stream = session.agent.stream(on_event=lambda event: self._on_stream_event(session, event))
-        session.publisher = threading.Thread(
-            target=self._publish_actions, args=(session, session.stream), name=f"auras-bridge-{session.id}", daemon=True
+        """The session's stream: its actions are published from the stream's own thread as they come
+        (no hand-off on the hot path); a watcher thread waits for the stream's end to report a failure."""
+        session.stream = session.agent.stream(
+            on_event=lambda event: self._on_stream_event(session, event),
+            on_action=lambda action: self._publish_action(session, action),
         )
-        session.publisher.start()
+        session.watcher = threading.Thread(
+            target=self._watch_stream, args=(session, session.stream), name=f"auras-bridge-{session.id}", daemon=True
+        )
+        session.watcher.start()
 
     def _on_stream_event(self, session: Session, event: dict[str, Any]) -> None:
         """A stream's event (a worker replaced) to the robot and the log. Runs in the stream's thread,
@@ -521,30 +528,35 @@ class BridgeServer:
         stream = session.stream
         if stream is not None:
             stream.close()
-        if session.publisher is not None:
-            session.publisher.join(timeout=30)
-        session.stream = session.publisher = None
+        if session.watcher is not None:
+            session.watcher.join(timeout=30)
+        session.stream = session.watcher = None
         if stream is not None:
             session.counters.update({k: v for k, v in _stream_counters(stream).items() if v})
 
-    def _publish_actions(self, session: Session, stream: Any) -> None:
-        topic = f"action/{session.id}"
+    def _publish_action(self, session: Session, action: Any) -> None:
+        """One action to ``action/<session>``, with the robot stamps of its request and its context."""
+        stamps = session.assembler.stamps
+        stamp = stamps.get(action.step_id, 0.0)
+        context = action.context_step_id
+        frames = encode_frame(
+            f"action/{session.id}", [action.chunk], seq=action.step_id, stamp=stamp, session=session.id,
+            context_seq=context, context_stamp=stamps.get(context, 0.0) if context is not None else stamp,
+            staleness_ms=action.staleness_ms, staleness_frames=action.staleness_frames,
+            latency_ms=action.timings.latency_ms, stages_ms=dict(action.timings.stages_ms),
+            sent_monotonic=time.monotonic(),
+        )  # fmt: skip
+        with self._lock:
+            self._pub.send_multipart(frames)
+        session.counters["actions"] += 1
+
+    def _watch_stream(self, session: Session, stream: Any) -> None:
+        """Waits for the stream's end: a close (reset, bye, expiry) or an agent failure, which the
+        robot hears of as an ``agent_error`` event while the server keeps serving."""
         try:
-            for action in stream:
-                stamps = session.assembler.stamps
-                stamp = stamps.get(action.step_id, 0.0)
-                context = action.context_step_id
-                frames = encode_frame(
-                    topic, [action.chunk], seq=action.step_id, stamp=stamp, session=session.id, context_seq=context,
-                    context_stamp=stamps.get(context, 0.0) if context is not None else stamp,
-                    staleness_ms=action.staleness_ms,
-                    staleness_frames=action.staleness_frames, latency_ms=action.timings.latency_ms,
-                    stages_ms=dict(action.timings.stages_ms), sent_monotonic=time.monotonic(),
-                )  # fmt: skip
-                with self._lock:
-                    self._pub.send_multipart(frames)
-                session.counters["actions"] += 1
-        except Exception as exc:  # the agent failed: tell the robot, keep the server up
+            for _ in stream:  # actions go out through _publish_action; nothing is queued here
+                pass
+        except Exception as exc:
             if self._stop.is_set():
                 return
             session.state = "failed"

@@ -264,6 +264,8 @@ class RobotClient:
     def _run(self) -> None:
         self._sub = self._socket(zmq.SUB)
         self._sub.setsockopt(zmq.RCVHWM, 100)
+        poller = zmq.Poller()  # one poller for the thread's life (Socket.poll builds one per call)
+        poller.register(self._sub, zmq.POLLIN)
         subscribed: tuple[str, ...] = ()
         next_beat = time.monotonic() + self.heartbeat_s
         backoff = 0.1
@@ -271,7 +273,7 @@ class RobotClient:
             if self._resubscribe.is_set():
                 self._resubscribe.clear()
                 subscribed = self._subscribe(subscribed)
-            if self._sub.poll(20):  # the deadline on every receive
+            if poller.poll(20):  # the deadline on every receive
                 self._receive()
             now = time.monotonic()
             if now < next_beat:
@@ -326,7 +328,9 @@ class RobotClient:
 
     def _receive(self) -> None:
         for _ in range(64):
-            try:
+            if not self._sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # cheaper than raising zmq.Again
+                return
+            try:  # POLLIN can still be premature: Again is no error
                 parts = self._sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return

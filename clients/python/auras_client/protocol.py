@@ -121,14 +121,20 @@ def error_reply(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 # -- arrays ---------------------------------------------------------------------------------------
 
+_DTYPE_NAMES = {np.dtype(name): name for name in DTYPES}  # native byte order only, as the wire is
+
 
 def _encode_array(array: np.ndarray, encoding: str, jpeg_quality: int) -> tuple[dict[str, Any], Any]:
     array = np.asarray(array)
-    if array.dtype.name not in DTYPES:
+    dtype = _DTYPE_NAMES.get(array.dtype)  # dtype.name is computed in Python on every access
+    if dtype is None and not array.dtype.isnative:  # the wire carries native (little-endian) bytes
+        array = array.astype(array.dtype.newbyteorder("="))
+        dtype = _DTYPE_NAMES.get(array.dtype)
+    if dtype is None:
         raise ProtocolError("bad_dtype", f"dtype {array.dtype} not in {DTYPES}")
     if array.ndim > MAX_DIMS:
         raise ProtocolError("bad_shape", f"at most {MAX_DIMS} dimensions, got shape {array.shape}")
-    desc = {"dtype": array.dtype.name, "shape": list(array.shape), "encoding": encoding}
+    desc = {"dtype": dtype, "shape": list(array.shape), "encoding": encoding}
     if encoding == "raw":
         return desc, np.ascontiguousarray(array).data  # zero copy for contiguous arrays
     if encoding not in ENCODINGS:
