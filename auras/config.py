@@ -171,6 +171,11 @@ class PipelineConfig(_Section):
         "actions come out at even intervals; 0: back to back; auto: a little above the recent slow frames "
         "(auras/pipeline/pacing.py).",
     )
+    release: Literal["at_once", "on_tick"] = Field(
+        "at_once",
+        description="Paced frames: hand each action out as soon as it is ready (at_once), or at the next tick "
+        "(on_tick: actions a period apart, each held for the rest of its period).",
+    )
     emit: Literal["own", "public"] = Field(
         "own", description="Autoregressive auras: emit the finishing request's own tokens, or the public snapshot."
     )

@@ -116,6 +116,7 @@ class ActionStream:
                 start = time.monotonic()
                 action = self._agent.step(obs)
                 self.pacer.record(time.monotonic() - start)
+                self.pacer.release()  # on_tick: the action goes out at the next tick
             except WorkerRestartedError as exc:  # recovered: this observation is lost, the stream goes on
                 with self._lock:
                     self.restarts += 1

@@ -46,6 +46,40 @@ def test_a_late_frame_starts_the_next_at_once_and_the_grid_moves_with_it():
     assert clock.t == pytest.approx(late_start + 0.05)  # one period after the late frame, not three quick ones
 
 
+@pytest.mark.parametrize("on_tick", [False, True])
+def test_on_tick_hands_actions_out_exactly_a_period_apart_whatever_each_frame_took(on_tick):
+    clock = FakeClock()
+    pacer = FramePacer(0.05, clock.now, clock.sleep, on_tick=on_tick)
+    out = []
+    for work in (0.01, 0.03, 0.045, 0.002, 0.02, 0.04):
+        pacer.wait()
+        clock.t += work  # the frame runs
+        pacer.release()
+        out.append(clock.t)  # the action goes out
+    intervals = [round(b - a, 9) for a, b in itertools.pairwise(out)]
+    if on_tick:  # held to the tick: no jitter left, and no frame lost its slot
+        assert intervals == [0.05] * 5 and pacer.overruns == 0
+        assert pacer.held_s == pytest.approx(6 * 0.05 - (0.01 + 0.03 + 0.045 + 0.002 + 0.02 + 0.04))
+    else:  # paced starts alone: each frame's compute jitter shows in the intervals
+        assert len(set(intervals)) > 1 and pacer.held_s == 0.0
+
+
+def test_an_overrun_frame_is_not_held_and_overshoot_below_the_tolerance_keeps_the_grid():
+    clock = FakeClock()
+    pacer = FramePacer(0.05, clock.now, clock.sleep, on_tick=True)
+    pacer.wait()
+    clock.t += 0.07  # overran its period
+    assert pacer.release() == 0.0  # handed out at once
+    pacer.wait()
+    assert pacer.overruns == 1
+    grid = clock.t + 0.05
+    clock.t += 0.0502  # late by 0.2 ms: sleep overshoot, not an overrun
+    pacer.wait()
+    clock.t += 0.01
+    pacer.release()
+    assert pacer.overruns == 1 and clock.t == pytest.approx(grid + 0.05)  # the grid did not move
+
+
 def test_period_zero_is_unpaced_and_reset_restarts_the_grid():
     clock = FakeClock()
     unpaced = FramePacer(0.0, clock.now, clock.sleep)

@@ -171,3 +171,15 @@ def test_an_error_in_on_action_ends_the_stream_and_reaches_the_consumer():
         stream.submit(fake_observation(0))
         with pytest.raises(StepFailedError, match="robot link"):
             stream.get(timeout=30)
+
+
+def test_release_on_tick_holds_each_paced_action_for_its_tick():
+    overrides = ["pipeline.mode=auras", "pipeline.pp_generation=3", "pipeline.frame_period_ms=40",
+                 "pipeline.release=on_tick"]  # fmt: skip
+    agent = AurasAgent(load_config(overrides=overrides),
+                       policy=Policy("fake-dp", FakeStagedPerception(4), FakeDiffusion(12, 0.002)))  # fmt: skip
+    with agent, agent.stream() as stream:
+        for i in range(5):
+            stream.submit(fake_observation(i))
+            stream.get(timeout=30)
+    assert stream.pacer.on_tick and stream.pacer.held_s > 0  # ~2 ms frames held towards their 40 ms ticks

@@ -199,6 +199,7 @@ def run_episode_realtime(
                 start = time.monotonic()
                 action = agent.step(obs)
                 pacer.record(time.monotonic() - start)
+                pacer.release()
                 with cond:
                     shared["action"] = action
         except BaseException as exc:  # surfaced in the robot thread, which owns the episode
@@ -269,8 +270,9 @@ def run_stream(agent: AurasAgent, observations: Sequence[Observation], warmup: i
         pacer.wait()
         obs = replace(recorded, step_id=i, capture_time=time.monotonic())
         action = agent.step(obs)
-        now = time.perf_counter()
         pacer.record(time.monotonic() - obs.capture_time)
+        pacer.release()  # on_tick: the action goes out at the next tick
+        now = time.perf_counter()
         if i == 0:
             startup_ms = (now - start) * 1e3
         is_new, previous = action is not previous, action

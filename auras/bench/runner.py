@@ -97,6 +97,8 @@ def _label(config: AurasConfig, point: tuple[tuple[str, Any], ...]) -> str:
         parts.append("paced auto")
     elif p.frame_period_ms:
         parts.append(f"paced {p.frame_period_ms:g} ms")
+    if p.frame_period_ms and p.release == "on_tick":
+        parts.append("on tick")
     fixes = resolve_strategy(config.staleness.strategy, p.mode).robot_side  # mode auras implies the public context
     if fixes.name != "none":
         parts.append(fixes.name)
@@ -238,6 +240,7 @@ def _settings(config: AurasConfig) -> dict[str, Any]:
     return {
         "pp_perception": p.pp_perception, "pp_generation": p.pp_generation, "fetch_offset": p.fetch_offset,
         "alpha": p.alpha, "emit": p.emit, "workers": p.workers, "frame_period_ms": p.frame_period_ms,
+        "release": p.release,
         "delay_ms_perception": q.delay_perception_ms,
         "delay_ms_generation": q.delay_generation_ms, "scale_perception": q.scale_perception,
         "scale_generation": q.scale_generation,

@@ -6,11 +6,18 @@ intervals (the period hides the jitter of frames that finish early).
     start = time.monotonic()
     action = agent.step(newest_observation())
     pacer.record(time.monotonic() - start)   # what an adaptive pacer plans from
+    pacer.release()                   # on_tick: hold the action until the next tick, then hand it out
 
 Ticks lie on a grid ``first + k * period``. A frame that overruns its tick starts the next one at once and
-re-anchors the grid there: a late frame is never followed by a burst of catch-up frames. A period of 0
-means unpaced (``wait`` returns at once). The observation a paced frame admits should be taken after
-``wait`` returns, so waiting never makes it older.
+re-anchors the grid there: a late frame is never followed by a burst of catch-up frames; a frame late by
+less than the sleep's own precision (``TOLERANCE_S``) keeps the grid. A period of 0 means unpaced
+(``wait`` returns at once). The observation a paced frame admits should be taken after ``wait``
+returns, so waiting never makes it older.
+
+Paced starts alone leave each frame's compute jitter in the output intervals. With ``on_tick``
+(``pipeline.release: on_tick``) ``release`` holds each frame's action until the next tick, the moment
+the next frame starts: actions come out exactly a period apart (frames that overrun excepted), each
+held for the rest of its period (at most period - compute of added latency, no throughput).
 
 Adaptive pacing (``"auto"``) takes each frame's compute time (``record``) and sets the period to
 ``margin`` times the ``quantile`` of the last ``window`` frames: a little above the slow frames, so
@@ -31,6 +38,8 @@ import numpy as np
 
 __all__ = ["FramePacer", "make_pacer", "pacer_for"]
 
+TOLERANCE_S = 0.0005  # lateness below this is sleep overshoot, not an overrun: the grid stays
+
 
 class FramePacer:
     def __init__(
@@ -45,6 +54,7 @@ class FramePacer:
         window: int = 50,
         warmup: int = 10,
         source: Callable[[], float] | None = None,
+        on_tick: bool = False,
     ) -> None:
         if not period_s >= 0.0:
             raise ValueError(f"FramePacer: expected a period >= 0 seconds, got {period_s!r}")
@@ -59,7 +69,9 @@ class FramePacer:
         self._now, self._sleep = now, sleep
         self._next: float | None = None
         self._frames: collections.deque[float] = collections.deque(maxlen=window)
+        self.on_tick = on_tick  # release() holds each action until the next tick
         self.waited_s = 0.0  # total time spent waiting for ticks
+        self.held_s = 0.0  # total time actions were held for their tick (on_tick)
         self.overruns = 0  # frames that started late (their tick had passed)
 
     @property
@@ -89,14 +101,27 @@ class FramePacer:
             self._next = now + self.period_s
             return 0.0
         left = self._next - now
-        if left > 0:
-            self._sleep(left)
-            self.waited_s += left
+        if left > -TOLERANCE_S:
+            if left > 0:
+                self._sleep(left)
+                self.waited_s += left
             self._next += self.period_s
-            return left
+            return max(left, 0.0)
         self.overruns += 1
         self._next = now + self.period_s  # re-anchor: no catch-up burst after a late frame
         return 0.0
+
+    def release(self) -> float:
+        """After a frame: with ``on_tick``, block until the next tick (when the next frame starts) so
+        actions come out a period apart; returns the seconds held. Without it, or unpaced, at once."""
+        if not self.on_tick or self._next is None or self.period_s == 0.0:
+            return 0.0
+        left = self._next - self._now()
+        if left <= 0:
+            return 0.0  # the frame overran its period: hand the action out now
+        self._sleep(left)
+        self.held_s += left
+        return left
 
     def reset(self) -> None:
         """Forget the grid (a new episode starts fresh); an adaptive pacer keeps what it learnt of frame
@@ -117,6 +142,7 @@ def pacer_for(agent: Any) -> FramePacer:
     pipeline = agent.config.pipeline
     period = pipeline.frame_period_ms
     source = getattr(agent, "frame_period_s", None)
+    on_tick = pipeline.release == "on_tick"
     if pipeline.controller == "adaptive" and period in (0, 0.0, "auto") and source is not None:
-        return FramePacer(0.0, source=lambda: agent.frame_period_s)
-    return make_pacer(period)
+        return FramePacer(0.0, source=lambda: agent.frame_period_s, on_tick=on_tick)
+    return make_pacer(period, on_tick=on_tick)
