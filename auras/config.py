@@ -171,6 +171,13 @@ class PipelineConfig(_Section):
         "actions come out at even intervals; 0: back to back; auto: a little above the recent slow frames "
         "(auras/pipeline/pacing.py).",
     )
+    pacing_quantile: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="Paced frames, auto: the period is 1.05 x this quantile of the recent frame times; lower costs "
+        "less rate and lets more frames overrun their tick.",
+    )
     release: Literal["at_once", "on_tick"] = Field(
         "at_once",
         description="Paced frames: hand each action out as soon as it is ready (at_once), or at the next tick "

@@ -94,7 +94,7 @@ def _label(config: AurasConfig, point: tuple[tuple[str, Any], ...]) -> str:
     if p.mode == "parallel":
         parts.append(f"w{p.workers}")
     if p.frame_period_ms == "auto":
-        parts.append("paced auto")
+        parts.append("paced auto" if p.pacing_quantile == 0.9 else f"paced auto q{p.pacing_quantile:g}")
     elif p.frame_period_ms:
         parts.append(f"paced {p.frame_period_ms:g} ms")
     if p.frame_period_ms and p.release == "on_tick":
