@@ -221,6 +221,23 @@ def test_a_bad_observation_gets_an_error_event_and_the_session_keeps_serving(ser
         assert "session" not in robot.stats(server=True) and robot.stats()["session"] == robot.session
 
 
+def test_every_server_socket_has_a_bounded_queue():
+    from auras.bridge.transport import SocketFactory
+
+    factory = SocketFactory(max_message_bytes=1 << 20)
+    port = free_service_port()
+    sockets = {kind: factory.bind(kind, f"tcp://127.0.0.1:{port + i}")
+               for i, kind in enumerate((zmq.ROUTER, zmq.PULL, zmq.PUB))}  # fmt: skip
+    try:
+        assert sockets[zmq.ROUTER].getsockopt(zmq.RCVHWM) == 100 and sockets[zmq.PULL].getsockopt(zmq.RCVHWM) == 100
+        assert sockets[zmq.PUB].getsockopt(zmq.SNDHWM) == 100
+        assert all(s.getsockopt(zmq.MAXMSGSIZE) == 1 << 20 for s in sockets.values())
+    finally:
+        for sock in sockets.values():
+            sock.close()
+        factory.close()
+
+
 def test_a_client_reusing_a_routing_id_takes_over_and_is_answered(server):
     """A robot that restarts with a fixed ZeroMQ routing id while its old connection still exists."""
     ctx = zmq.Context()

@@ -64,10 +64,10 @@ class SocketFactory:
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_bytes)  # an oversized message never reaches us
         if kind == zmq.PUB:
             sock.setsockopt(zmq.SNDHWM, 100)
-        if kind == zmq.ROUTER:  # a robot restarting with a fixed routing id takes over its old connection
-            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         else:
             sock.setsockopt(zmq.RCVHWM, 100)
+        if kind == zmq.ROUTER:  # a robot restarting with a fixed routing id takes over its old connection
+            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         if self.curve is not None:
             if self._auth is None and self.curve.authorized_clients is not None:
                 from zmq.auth.thread import ThreadAuthenticator
