@@ -226,7 +226,8 @@ class RobotClient:
         return self.request("health")
 
     def stats(self, *, server: bool = False) -> dict[str, Any]:
-        """This session's counters; with ``server=True`` the server-wide ones (every session, unnamed)."""
+        """The counters of the client's robot session; with ``server=True`` the server-wide ones (every
+        robot session's, without ids)."""
         return self.request("stats", session=None) if server else self.request("stats")
 
     # -- connection ---------------------------------------------------------------------------------
