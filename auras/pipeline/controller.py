@@ -42,12 +42,10 @@ import numpy as np
 from auras.errors import ConfigError
 from auras.pipeline.base import Executor
 from auras.pipeline.frames import FrameExecutor, FrameShape
+from auras.pipeline.pacing import PACING_MARGIN
 from auras.types import Action, Observation
 
-__all__ = ["PACING_MARGIN", "AdaptiveFrameExecutor", "DepthController", "Replan"]
-
-PACING_MARGIN = 1.05
-"""Paced frames start 1.05 x the p90 frame time apart, so a depth holds the rate 1 / (1.05 x p90)."""
+__all__ = ["AdaptiveFrameExecutor", "DepthController", "Replan"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FramePacer", "make_pacer", "pacer_for"]
+__all__ = ["PACING_MARGIN", "FramePacer", "make_pacer", "pacer_for"]
+
+PACING_MARGIN = 1.05  # auto: the period is this times a quantile of recent frame times
 
 TOLERANCE_S = 0.0005  # lateness below this is sleep overshoot, not an overrun: the grid stays
 
@@ -49,7 +51,7 @@ class FramePacer:
         sleep: Callable[[float], None] = time.sleep,
         *,
         adaptive: bool = False,
-        margin: float = 1.05,
+        margin: float = PACING_MARGIN,
         quantile: float = 0.9,
         window: int = 50,
         warmup: int = 10,
@@ -145,6 +147,4 @@ def pacer_for(agent: Any) -> FramePacer:
     on_tick = pipeline.release == "on_tick"
     if pipeline.controller == "adaptive" and period in (0, 0.0, "auto") and source is not None:
         return FramePacer(0.0, source=lambda: agent.frame_period_s, on_tick=on_tick)
-    if period == "auto":
-        return make_pacer(period, on_tick=on_tick, quantile=pipeline.pacing_quantile)
-    return make_pacer(period, on_tick=on_tick)
+    return make_pacer(period, on_tick=on_tick, quantile=pipeline.pacing_quantile)
