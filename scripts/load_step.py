@@ -6,19 +6,23 @@ per request, then, halfway, with ``--after-ms`` (a bigger model, a busier machin
 shared device). Per action it records the time, the interval since the previous action, the
 staleness of its newest input and the generation depth. Output: ``load_step.json``, a summary table
 (rate, interval cv and staleness before and after the step) and ``load_step.png`` (rate, intervals,
-staleness and depth over time).
+staleness and depth over time). ``--contrast-lending`` adds the adaptive pipeline once more with
+draining pipelines that read only their own contexts, to show what lending them the new pipeline's
+contexts saves at a re-plan.
 
-    MUJOCO_GL=egl .venv/bin/python scripts/load_step.py --policy tiny-dp --target-hz 12 \
-        --before-ms 0 --after-ms 100 --steps 300 --out runs/load-step
+    MUJOCO_GL=egl .venv/bin/python scripts/load_step.py --policy tiny-dp --target-hz 20 \
+        --before-ms 1 --after-ms 100 --steps 300 --contrast-lending --out runs/load-step
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -47,14 +51,16 @@ def observations(task: str, count: int) -> list[Any]:
     return frames
 
 
-def run(config_overrides: list[str], frames: list[Any], after_ms: float) -> list[dict[str, Any]]:
-    """Feed ``frames`` through one agent; halfway, generation's injected delay becomes ``after_ms``."""
+def run(config_overrides: list[str], frames: list[Any], after_ms: float, lend: bool = True) -> list[dict[str, Any]]:
+    """Feed ``frames`` through one agent; halfway, generation's injected delay becomes ``after_ms``.
+    ``lend`` False: a draining pipeline does not read the new one's contexts (for contrast)."""
     from auras import AurasAgent, load_config
+    from auras.pipeline.frames import FrameExecutor
     from auras.pipeline.pacing import pacer_for
 
     config = load_config(None, config_overrides)
     rows: list[dict[str, Any]] = []
-    with AurasAgent(config) as agent:
+    with AurasAgent(config) as agent, _lending(FrameExecutor, lend):
         generation = agent.policy.generation
         if not hasattr(generation, "injected_s"):
             raise SystemExit("load_step: start with a generation delay > 0 (--before-ms) so it can be changed")
@@ -84,16 +90,44 @@ def run(config_overrides: list[str], frames: list[Any], after_ms: float) -> list
     return rows[1:]
 
 
-def summary(rows: list[dict[str, Any]], skip: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def _lending(executor_class: Any, enabled: bool) -> Iterator[None]:
+    if enabled:
+        yield
+        return
+    lend = executor_class.lend
+    executor_class.lend = lambda self, contexts, their_frame: None
+    try:
+        yield
+    finally:
+        executor_class.lend = lend
+
+
+def recovery_s(rows: list[dict[str, Any]], target_hz: float, span: int = 10) -> float | None:
+    """Seconds from the step until the rate over the last ``span`` actions is back within 10% of
+    ``target_hz`` (None: never)."""
+    first = next(i for i, r in enumerate(rows) if r["after"])
+    for i in range(first + span, len(rows)):
+        window = rows[i - span + 1 : i + 1]
+        if 1e3 / np.mean([r["interval_ms"] for r in window]) >= 0.9 * target_hz:
+            return rows[i]["t"] - rows[first]["t"]
+    return None
+
+
+def summary(rows: list[dict[str, Any]], skip: int, target_hz: float) -> dict[str, Any]:
     """Rate, interval cv and staleness before and after the step, each phase's first ``skip`` actions
-    left out (warm-up, and the controller's reaction for 'after')."""
-    out = {}
+    left out (warm-up, and the controller's reaction for 'after'); the worst staleness of the 'after'
+    phase counts every action (the re-plans happen in its first actions); the time to recover the
+    target rate after the step."""
+    out: dict[str, Any] = {"recovery_s": recovery_s(rows, target_hz)}
     for phase, after in (("before", False), ("after", True)):
-        mine = [r for r in rows if r["after"] == after][skip:]
+        whole = [r for r in rows if r["after"] == after]
+        mine = whole[skip:]
         intervals = np.asarray([r["interval_ms"] for r in mine])
         out[phase] = {
             "rate_hz": 1e3 / intervals.mean(), "interval_cv": float(intervals.std() / intervals.mean()),
             "staleness_ms_p50": float(np.median([r["staleness_ms"] for r in mine])),
+            "staleness_ms_max": float(max(r["staleness_ms"] for r in (whole if after else mine))),
             "depth_last": mine[-1]["depth"],
         }  # fmt: skip
     return out
@@ -135,6 +169,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=10, help="controller_window")
     parser.add_argument("--static-depth", type=int, default=0, help="static pp_generation (0: the policy's preset)")
     parser.add_argument("--out", default="runs/load-step")
+    parser.add_argument("--contrast-lending", action="store_true",
+                        help="also run the adaptive pipeline with draining pipelines that read only their own contexts")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,16 +188,23 @@ def main() -> None:
         f"static (depth {static_depth})": run(static, frames, args.after_ms),
         f"adaptive ({args.target_hz:g} Hz)": run(adaptive, frames, args.after_ms),
     }
-    table = {name: summary(rows, skip=args.window * 3) for name, rows in results.items()}
+    if args.contrast_lending:
+        results[f"adaptive ({args.target_hz:g} Hz), no lending"] = run(adaptive, frames, args.after_ms, lend=False)
+    table = {name: summary(rows, args.window * 3, args.target_hz) for name, rows in results.items()}
     (out / "load_step.json").write_text(json.dumps({"args": vars(args), "summary": table, "rows": results}, indent=1))
     plot(results, args.steps // 2, out / "load_step.png")
-    print("| controller | phase | rate Hz | interval cv | staleness p50 ms | depth |\n|---|---|---|---|---|---|")
+    print("| controller | phase | rate Hz | interval cv | staleness p50 ms | staleness max ms | depth |")
+    print("|---|---|---|---|---|---|---|")
     for name, phases in table.items():
-        for phase, m in phases.items():
+        for phase in ("before", "after"):
+            m = phases[phase]
             print(
                 f"| {name} | {phase} | {m['rate_hz']:.1f} | {m['interval_cv']:.3f} | {m['staleness_ms_p50']:.0f} | "
-                f"{m['depth_last']} |"
+                f"{m['staleness_ms_max']:.0f} | {m['depth_last']} |"
             )
+    for name, phases in table.items():
+        back = phases["recovery_s"]
+        print(f"{name}: within 10% of {args.target_hz:g} Hz " + (f"{back:.2f} s after the step" if back else "never"))
 
 
 if __name__ == "__main__":

@@ -24,14 +24,35 @@ def _drive(controller: DepthController, frame_s, frames: int) -> list[int]:
 
 
 def test_the_controller_deepens_until_the_target_holds_and_comes_back_when_the_load_drops():
-    """Frames cost 114 ms / depth, paced 1.05x apart: 25 Hz needs depth 3 (3 holds 25.1 Hz, 2 holds 16.7);
-    with the cost halved, depth 2 leaves room (33 Hz >= 1.15 x 25) and depth 1 does not, so it settles at 2."""
+    """Frames cost 114 ms / depth, paced 1.05x apart: 25 Hz needs depth 3 (3 holds 25.1 Hz, 2 holds 16.7),
+    which depth 1's shortfall (8.4 Hz) says in one step; with the cost halved, depth 2 leaves room
+    (33 Hz >= 1.15 x 25) and depth 1 does not, so it settles at 2."""
     c = DepthController(25.0, max_depth=12, start=1, window=5)
     depths = _drive(c, lambda d: 0.120 / d * 0.95, 40)
-    assert depths[-1] == 3 and [r.new for r in c.replans] == [2, 3]
+    assert depths[-1] == 3 and [r.new for r in c.replans] == [3]
     depths = _drive(c, lambda d: 0.060 / d * 0.95, 60)
     assert depths[-1] == 2 and c.replans[-1].new == 2
     assert all(r.reason for r in c.replans)
+
+
+def test_a_shortfall_deepens_in_one_step_with_frames_that_keep_a_fixed_cost_in_several():
+    """Frames of 20 ms + 240 ms / depth: 20 Hz needs depth 9 (paced, 8 holds 19.0 Hz and 9 20.4 Hz).
+    From depth 2 the proportional estimate undershoots, never overshoots: ceil(2 x 20 / 6.8) = 6, then
+    ceil(6 x 20 / 15.9) = 8, then 9 (three windows where one stage at a time takes seven); the cap is
+    max_depth."""
+    c = DepthController(20.0, max_depth=16, start=2, window=4)
+    _drive(c, lambda d: 0.020 + 0.240 / d, 40)
+    assert [r.new for r in c.replans] == [6, 8, 9] and c.depth == 9
+    capped = DepthController(20.0, max_depth=4, start=1, window=4)
+    _drive(capped, lambda d: 0.400 / d, 8)
+    assert [r.new for r in capped.replans] == [4]
+
+
+def test_a_deep_jump_stops_at_a_depth_measured_to_hold_the_target():
+    c = DepthController(20.0, max_depth=16, start=3, window=4)
+    c.measured[4] = (21.0, 10.0, 0)  # depth 4 held the target in the last window
+    _drive(c, lambda d: 0.200 / d, 4)  # depth 3 holds 14.3 Hz: the estimate says 5
+    assert [r.new for r in c.replans] == [4]
 
 
 def test_without_a_target_it_finds_the_fastest_depth_and_a_staleness_bound_caps_it():
@@ -112,3 +133,55 @@ def test_the_adaptive_controller_sets_the_frame_period_and_the_pacer_follows_it(
         assert pacer.period_s == pytest.approx(0.05) == agent.frame_period_s
     with AurasAgent(load_config(None, ["pipeline.frame_period_ms=30"]), policy=policy) as agent:
         assert pacer_for(agent).period_s == pytest.approx(0.03) and agent.frame_period_s is None
+
+
+@pytest.mark.parametrize("fetch_offset", [0, -1])
+def test_a_draining_pipeline_reads_the_contexts_of_the_pipeline_replacing_it(fetch_offset):
+    """Depth 4 -> 6 in mode auras: the old pipeline admits nothing while its requests drain. Its
+    generation calls read the new pipeline's contexts (the fake's H_o is the observation's step id) as
+    a steady pipeline reads its own: with fetch_offset 0 the context perceived in the same frame (the
+    observation just offered), with -1 the previous frame's. Without the lending every drained action
+    would read the last context admitted before the switch (step 9)."""
+    generation = FakeDiffusion(12)
+    policy = Policy("fake-dp", FakeStagedPerception(2), generation)
+    overrides = ["pipeline.mode=auras", "pipeline.controller=adaptive", "pipeline.pp_generation=4",
+                 "pipeline.target_hz=1", "pipeline.controller_window=1000",
+                 f"pipeline.fetch_offset={fetch_offset}"]  # fmt: skip
+    with AurasAgent(load_config(None, overrides), policy=policy) as agent:
+        executor = agent._executor
+        for i in range(10):
+            agent.step(fake_observation(i))
+        old = executor.current
+        executor._switch(6)
+        drained = []
+        for i in range(10, 30):
+            emitted_before = old.emitted
+            action = agent.step(fake_observation(i))
+            if old.emitted > emitted_before:  # the old pipeline emitted this step's action
+                read = generation.calls[-1]["h_o"]  # its generation call runs last in the frame
+                drained.append((i, action.context_step_id, read))
+        assert executor.draining is None
+    assert len(drained) == 3 - fetch_offset, drained  # in flight after a frame: lifetime - 1
+    lag = -fetch_offset
+    for i, context_step, read in drained[lag:]:  # with -1 the first drained frame precedes any new context
+        assert context_step == i - lag, drained
+        assert set(read) == {float(i - lag)}, drained  # every in-flight request read that one context
+
+
+def test_going_down_to_a_one_frame_pipeline_admits_again_once_the_old_one_is_empty():
+    """A one-frame pipeline emits in the frame it admits, so it may only start once the old pipeline
+    has emitted its last action; it must then start (a pipeline that never admits again would hand the
+    robot the same action forever)."""
+    policy = Policy("fake-dp", FakeStagedPerception(2), FakeDiffusion(12))
+    overrides = ["pipeline.mode=auras", "pipeline.controller=adaptive", "pipeline.pp_generation=3",
+                 "pipeline.target_hz=1", "pipeline.controller_window=1000"]  # fmt: skip
+    with AurasAgent(load_config(None, overrides), policy=policy) as agent:
+        executor = agent._executor
+        actions = [agent.step(fake_observation(i)) for i in range(6)]
+        executor._switch(1)
+        actions += [agent.step(fake_observation(i)) for i in range(6, 12)]
+        assert executor.draining is None and executor.shape.pp_generation == 1
+    steps = [a.step_id for a in actions]
+    assert steps[-3:] == [9, 10, 11], steps  # depth 1 answers each observation in its own step
+    after = list({id(a): a for a in actions[6:]}.values())  # the fill repeats observation 0, so only these
+    assert [a.step_id for a in after] == sorted({a.step_id for a in after}), steps  # none twice, none late

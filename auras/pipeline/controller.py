@@ -6,8 +6,10 @@ and the action's staleness, and at the end of every ``window`` measured frames i
 the current depth ``pp_generation`` holds when paced, 1 / (1.05 x p90 of its frame times), with
 ``target_hz``:
 
-- too slow (below 97% of the target): one stage deeper, unless a recent measurement says the deeper
-  pipeline was no faster or broke the staleness bound;
+- too slow (below 97% of the target): deeper, by as many stages as the shortfall asks for if frame
+  time fell in proportion to depth (d x target / rate, rounded up; frame time falls no faster than
+  that, so the estimate does not overshoot), stopping at a depth recently measured to hold the target; not at
+  all if a recent measurement says the next depth was no faster or broke the staleness bound;
 - fast enough with room (at least ``slack`` times the target): one stage shallower (fresher actions,
   fewer requests in flight), unless a recent measurement says the shallower one missed the target;
 - ``target_hz`` 0: the fastest depth, climbing while a deeper pipeline is measured faster.
@@ -22,7 +24,10 @@ action or emitting one twice: on a switch the old pipeline stops admitting and d
 frame; the new pipeline starts admitting when its first action will land right after the old one's
 last (going shallower, observations offered before that are not admitted), so going shallower never
 misses a frame and going deeper leaves a gap of (new depth - old depth) frames in which ``step``
-returns the previous action again. Frames of a transition are not measured. The controller also
+returns the previous action again. While the old pipeline drains, the contexts the new one perceives
+are lent to it (:meth:`FrameExecutor.lend`; the new pipeline runs first in a transition frame), so in
+mode ``auras`` its last requests read the newest observation's context, as a request of a steady
+pipeline does, instead of one that ages every frame. Frames of a transition are not measured. The controller also
 sets the frame period: 1.05 x the p90 of the current depth's measured frames, never below
 1 / target_hz (:attr:`DepthController.period_s`; the caller's pacer reads it, see
 :func:`auras.pipeline.pacing.pacer_for`).
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -134,6 +140,18 @@ class DepthController:
     def _fits_bound(self, seen: tuple[float, float] | None) -> bool:
         return seen is None or not self.bound_ms or seen[1] <= self.bound_ms
 
+    def _deep_enough(self, rate: float) -> int:
+        """The depth to try when depth ``self.depth`` holds only ``rate`` (below the target)."""
+        d = self.depth
+        want = min(self.max_depth, max(d + 1, math.ceil(d * self.target_hz / rate)))
+        for depth in range(d + 1, want + 1):  # recent measurements overrule the estimate
+            seen = self._recent(depth)
+            if seen is not None and not self._fits_bound(seen):
+                return depth - 1
+            if seen is not None and seen[0] >= 0.97 * self.target_hz:
+                return depth
+        return want
+
     def _decide(self, rate: float, staleness: float) -> tuple[int, str]:
         d = self.depth
         deeper = self._recent(d + 1) if d < self.max_depth else None
@@ -148,7 +166,7 @@ class DepthController:
             return d, "fastest measured"
         if rate < 0.97 * self.target_hz:
             if d < self.max_depth and (deeper is None or deeper[0] > rate * 1.03) and self._fits_bound(deeper):
-                return d + 1, f"{rate:.1f} Hz below the target {self.target_hz:g} Hz"
+                return self._deep_enough(rate), f"{rate:.1f} Hz below the target {self.target_hz:g} Hz"
             return d, "below the target, and deeper was measured no faster"
         room = shallower is None or shallower[0] >= 0.97 * self.target_hz
         if rate >= self.slack * self.target_hz and d > 1 and room:
@@ -202,11 +220,15 @@ class AdaptiveFrameExecutor(Executor):
     def _transition_frame(self, obs: Observation) -> Action:
         old, new = self.draining, self.current
         assert old is not None
-        emitted_old = old.run_frame(None) if old.inflight else None
-        # admit into the new pipeline once its first action lands after the old one's last
-        if not self._admitting and old.inflight <= new.shape.lifetime - 2:
+        pending = old.inflight  # the old pipeline emits one of these in each of the next frames
+        # admit into the new pipeline once its first action (lifetime - 1 frames after admission)
+        # lands right after the old one's last (pending - 1 frames from now)
+        if not self._admitting and pending <= new.shape.lifetime - 1:
             self._admitting = True
         emitted_new = new.run_frame(obs) if self._admitting else None
+        if self._admitting and pending:  # the old pipeline's last requests read the newest context
+            old.lend(new.finished_contexts(), new.frame - 1)  # perceived in this very frame
+        emitted_old = old.run_frame(None) if pending else None
         if emitted_old is not None and emitted_new is not None:  # by construction they never share a frame
             raise RuntimeError("adaptive pipeline: the old and the new pipeline emitted in the same frame")
         if old.inflight == 0 and new.emitted:  # the old one is empty and the new one is delivering

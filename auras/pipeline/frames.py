@@ -53,6 +53,7 @@ initialise the public tokens (measured as ``startup_ms``); diffusion fills the p
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -222,6 +223,7 @@ class FrameExecutor(Executor):
         self._inflight: deque[tuple[int, int]] = deque()  # (request, admitted frame)
         self._admitted: OrderedDict[int, _Admitted] = OrderedDict()
         self._carried: tuple[ContextMessage, ...] = ()
+        self._lent: list[ContextMessage] = []
         self._next_request = 0
         self._reset_pending = False
         self.frame = 0
@@ -239,9 +241,7 @@ class FrameExecutor(Executor):
             request = self._next_request
             self._next_request += 1
             self._inflight.append((request, frame))
-            self._admitted[request] = _Admitted(obs.step_id, obs.capture_time, frame, time.perf_counter())
-            while len(self._admitted) > self._HISTORY:
-                self._admitted.popitem(last=False)
+            self._remember(request, _Admitted(obs.step_id, obs.capture_time, frame, time.perf_counter()))
             self.admitted += 1
         self.max_inflight = max(self.max_inflight, len(self._inflight))
         generation, finishing = [], None
@@ -261,9 +261,11 @@ class FrameExecutor(Executor):
             finishing,
             read_frame=frame + shape.fetch_offset,
             carried=self._carried if shape.fetch_offset == -1 else (),
+            lent=tuple(self._lent),
             reset=self._reset_pending,
         )
         self._reset_pending = False
+        self._lent.clear()
         return plan
 
     def run_frame(self, obs: Observation | None) -> Action | None:
@@ -299,6 +301,33 @@ class FrameExecutor(Executor):
         self.emitted += 1
         self._last_action = action
         return action
+
+    # -- re-planning: a draining pipeline reads the contexts of the one replacing it ------------------
+    def finished_contexts(self) -> tuple[tuple[ContextMessage, _Admitted], ...]:
+        """The contexts perception finished in the last frame, each with the admission of its
+        observation (local backend: the runner hands contexts back to the driver)."""
+        return tuple((m, self._admitted[m.request]) for m in self._carried if m.request in self._admitted)
+
+    def lend(self, contexts: tuple[tuple[ContextMessage, _Admitted], ...], their_frame: int) -> None:
+        """Publish ``contexts`` that another pipeline over the same policy finished in this pipeline's
+        public context, from its next frame on; ``their_frame``: the other pipeline's number for the
+        frame this pipeline runs next (contexts are stamped with this pipeline's frame numbers).
+        A draining pipeline admits nothing, so without them its last requests would read a context
+        that ages every frame. Each becomes a request of this pipeline that never runs, so actions
+        still trace their newest input to its observation. A private pipeline ignores them."""
+        if not self.public:
+            return
+        shift = self.frame - their_frame
+        for message, admitted in contexts:
+            request = self._next_request
+            self._next_request += 1
+            self._remember(request, dataclasses.replace(admitted, frame=admitted.frame + shift))
+            self._lent.append(dataclasses.replace(message, request=request, frame=message.frame + shift))
+
+    def _remember(self, request: int, admitted: _Admitted) -> None:
+        self._admitted[request] = admitted
+        while len(self._admitted) > self._HISTORY:
+            self._admitted.popitem(last=False)
 
     # -- Executor API -------------------------------------------------------------------------------
     def step(self, obs: Observation) -> Action:
@@ -345,6 +374,7 @@ class FrameExecutor(Executor):
         """New episode: the next frame tells both workers to forget every request."""
         self._inflight.clear()
         self._carried = ()
+        self._lent.clear()
         self._reset_pending = True
         self._last_action = None
         self.startup_ms = None

@@ -69,7 +69,10 @@ class FramePlan:
     """One frame's work. ``generation``: (request, generation stage); ``finishing``: the request whose
     last generation stage runs this frame; ``read_frame``: the newest context frame generation may read
     (``frame + fetch_offset``); ``carried``: contexts finished in the previous frame (fetch_offset -1,
-    where perception and generation run concurrently). ``reset``: forget every request first."""
+    where perception and generation run concurrently); ``lent``: contexts another pipeline over the
+    same policy perceived (a re-plan: the draining pipeline reads the new one's), published in the
+    public context and owned by no request (ignored when generation is private). ``reset``: forget
+    every request first."""
 
     frame: int
     perception: tuple[PerceptionTask, ...] = ()
@@ -77,6 +80,7 @@ class FramePlan:
     finishing: int | None = None
     read_frame: int = 0
     carried: tuple[ContextMessage, ...] = ()
+    lent: tuple[ContextMessage, ...] = ()
     reset: bool = False
 
 
@@ -172,17 +176,23 @@ class GenerationWorker:
         self.started = False
 
     def run(self, plan: FramePlan, incoming: Sequence[ContextMessage] = ()) -> Emitted | None:
-        """Ingest ``incoming`` contexts (or ``plan.carried``), run the frame's generation stages and
-        return the finishing request's action, if one finishes this frame."""
+        """Ingest ``incoming`` contexts (and ``plan.carried``, ``plan.lent``), run the frame's generation
+        stages and return the finishing request's action, if one finishes this frame. Contexts are
+        published oldest frame first, the newest request last within a frame, so the store's newest
+        version is the freshest observation's."""
         if plan.reset:
             self.reset()
         startup_ms = None
-        for message in (*plan.carried, *incoming):
-            self._perception_ms[message.request] = message.perception_ms
+        lent = {m.request for m in plan.lent} if self.public else set()
+        messages = (*plan.carried, *incoming, *(plan.lent if self.public else ()))
+        for message in sorted(messages, key=lambda m: (m.frame, m.request)):
             context = as_torch(message.context, self.device, pinned=self.pinned)
             if self.public:
                 self.store.write(OBSERVATION_KEY, context, message.frame, "perception", message.request)
-            else:
+            if message.request in lent:
+                continue
+            self._perception_ms[message.request] = message.perception_ms
+            if not self.public:
                 self._own[message.request] = context
             if not self.started:
                 start = time.perf_counter()
