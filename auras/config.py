@@ -175,8 +175,16 @@ class PipelineConfig(_Section):
         0.9,
         gt=0.0,
         le=1.0,
-        description="Paced frames, auto: the period is 1.05 x this quantile of the recent frame times; lower costs "
-        "less rate and lets more frames overrun their tick.",
+        description="Paced frames, auto (and the adaptive controller): the period is pacing_margin x this quantile "
+        "of the recent frame times; lower costs less rate and lets more frames overrun their tick.",
+    )
+    pacing_margin: float = Field(
+        1.05,
+        ge=1.0,
+        le=2.0,
+        description="Paced frames, auto (and the adaptive controller): the period is this x pacing_quantile of the "
+        "recent frame times. Its rate cost is at least margin - 1; on a machine with steady frames, a margin "
+        "near 1 keeps intervals even for less.",
     )
     release: Literal["at_once", "on_tick"] = Field(
         "at_once",

@@ -123,3 +123,29 @@ def test_pipeline_frame_period_ms_takes_milliseconds_or_auto_and_names_what_it_e
     assert make_pacer(load_config(overrides=["pipeline.frame_period_ms=25"]).pipeline.frame_period_ms).period_s == 0.025
     with pytest.raises(ConfigError, match=r"expected milliseconds in \[0, 60000\] or 'auto', got 'fast'"):
         load_config(overrides=["pipeline.frame_period_ms=fast"])
+
+
+def test_the_pacing_settings_reach_the_pacer_and_the_adaptive_controller():
+    """pacing_margin and pacing_quantile set the auto period (pacer_for) and the adaptive controller's
+    rate model and period: margin 1.0 x the median of frames of 10 and 20 ms is 15 ms, where the
+    defaults (1.05 x p90) give 19.95 ms."""
+    from auras import AurasAgent, load_config
+    from auras.pipeline.pacing import pacer_for
+    from auras.policies.base import Policy
+    from tests.fakes import FakeDiffusion, FakeStagedPerception
+
+    settings = ["pipeline.frame_period_ms=auto", "pipeline.pacing_margin=1.0", "pipeline.pacing_quantile=0.5"]
+    policy = Policy("fake-dp", FakeStagedPerception(2), FakeDiffusion(12))
+    with AurasAgent(load_config(None, ["pipeline.mode=auras", *settings]), policy=policy) as agent:
+        pacer = pacer_for(agent)
+    for frame in [0.010, 0.020] * 5:
+        pacer.record(frame)
+    assert pacer.period_s == pytest.approx(0.015)
+    adaptive = ["pipeline.mode=auras", "pipeline.controller=adaptive", "pipeline.target_hz=1000", *settings[1:]]
+    with AurasAgent(load_config(None, adaptive), policy=policy) as agent:
+        controller = agent._executor.controller
+    for frame in [0.010, 0.020] * 5:
+        controller.observe(frame, 1.0)
+    assert controller.period_s == pytest.approx(0.015)
+    with pytest.raises(Exception, match="pacing_margin"):
+        load_config(overrides=["pipeline.pacing_margin=0.9"])

@@ -32,6 +32,7 @@ from auras.bench.report import SCHEMA_VERSION, machine_info, now_iso, package_ve
 from auras.config import AurasConfig, config_hash, load_config, preset_names
 from auras.envs import make_env
 from auras.errors import ConfigError
+from auras.pipeline.pacing import PACING_MARGIN
 from auras.staleness import resolve_strategy
 from auras.types import Observation
 
@@ -94,7 +95,11 @@ def _label(config: AurasConfig, point: tuple[tuple[str, Any], ...]) -> str:
     if p.mode == "parallel":
         parts.append(f"w{p.workers}")
     if p.frame_period_ms == "auto":
-        parts.append("paced auto" if p.pacing_quantile == 0.9 else f"paced auto q{p.pacing_quantile:g}")
+        parts.append("paced auto")
+        if p.pacing_quantile != 0.9:
+            parts.append(f"q{p.pacing_quantile:g}")
+        if p.pacing_margin != PACING_MARGIN:
+            parts.append(f"m{p.pacing_margin:g}")
     elif p.frame_period_ms:
         parts.append(f"paced {p.frame_period_ms:g} ms")
     if p.frame_period_ms and p.release == "on_tick":

@@ -3,7 +3,8 @@ choosing the generation depth online, and re-plans when the stage times change.
 
 :class:`DepthController` is the decision (no clock, no threads): it is fed each frame's wall time
 and the action's staleness, and at the end of every ``window`` measured frames it compares the rate
-the current depth ``pp_generation`` holds when paced, 1 / (1.05 x p90 of its frame times), with
+the current depth ``pp_generation`` holds when paced, 1 / (margin x the quantile of its frame times;
+``pipeline.pacing_margin`` and ``pacing_quantile``, 1.05 x p90 by default), with
 ``target_hz``:
 
 - too slow (below 97% of the target): deeper, by as many stages as the shortfall asks for if frame
@@ -28,7 +29,7 @@ returns the previous action again. While the old pipeline drains, the contexts t
 are lent to it (:meth:`FrameExecutor.lend`; the new pipeline runs first in a transition frame), so in
 mode ``auras`` its last requests read the newest observation's context, as a request of a steady
 pipeline does, instead of one that ages every frame. Frames of a transition are not measured. The controller also
-sets the frame period: 1.05 x the p90 of the current depth's measured frames, never below
+sets the frame period: margin x the quantile of the current depth's measured frames, never below
 1 / target_hz (:attr:`DepthController.period_s`; the caller's pacer reads it, see
 :func:`auras.pipeline.pacing.pacer_for`).
 """
@@ -79,6 +80,8 @@ class DepthController:
         memory: int = 10,
         slack: float = 1.15,
         staleness_bound_ms: float = 0.0,
+        margin: float = PACING_MARGIN,
+        quantile: float = 0.9,
     ) -> None:
         if not 1 <= start <= max_depth:
             raise ConfigError(f"controller: expected a starting depth in 1..{max_depth}, got {start}")
@@ -89,6 +92,7 @@ class DepthController:
             )
         self.target_hz, self.max_depth, self.depth = float(target_hz), int(max_depth), int(start)
         self.window, self.memory, self.slack, self.bound_ms = window, memory, slack, staleness_bound_ms
+        self.margin, self.quantile = margin, quantile  # the pacing the rate model assumes
         self.measured: dict[int, tuple[float, float, int]] = {}  # depth -> (rate Hz, staleness ms, window no.)
         self.replans: list[Replan] = []
         self._frames: list[float] = []
@@ -109,7 +113,7 @@ class DepthController:
         self._staleness.append(staleness_ms)
         if len(self._frames) < self.window:
             return None
-        rate = 1.0 / (PACING_MARGIN * float(np.quantile(self._frames, 0.9)))  # the rate it holds, paced
+        rate = 1.0 / self._paced(self._frames)  # the rate it holds, paced
         staleness = float(np.median(self._staleness))
         self._frames, self._staleness = [], []
         self._windows += 1
@@ -124,12 +128,15 @@ class DepthController:
 
     @property
     def period_s(self) -> float:
-        """The frame period to pace at: 1.05 x the p90 of this depth's measured frames (once 5 are
+        """The frame period to pace at: margin x the quantile of this depth's measured frames (once 5 are
         measured), never below 1 / target_hz."""
         floor = 1.0 / self.target_hz if self.target_hz else 0.0
         if len(self._period_frames) < 5:
             return floor
-        return max(floor, PACING_MARGIN * float(np.quantile(self._period_frames, 0.9)))
+        return max(floor, self._paced(self._period_frames))
+
+    def _paced(self, frames: Any) -> float:
+        return self.margin * float(np.quantile(frames, self.quantile))
 
     def _recent(self, depth: int) -> tuple[float, float] | None:
         seen = self.measured.get(depth)

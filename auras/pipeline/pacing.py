@@ -20,7 +20,8 @@ the next frame starts: actions come out exactly a period apart (frames that over
 held for the rest of its period (at most period - compute of added latency, no throughput).
 
 Adaptive pacing (``"auto"``) takes each frame's compute time (``record``) and sets the period to
-``margin`` times the ``quantile`` (``pipeline.pacing_quantile``) of the last ``window`` frames: a
+``margin`` (``pipeline.pacing_margin``) times the ``quantile`` (``pipeline.pacing_quantile``) of the
+last ``window`` frames: a
 little above the slow frames, so nearly every frame fits its slot, and it follows the frames when they
 get slower or faster (a second robot, a busier machine). Until ``warmup`` frames are measured it runs
 unpaced. A pacer with a ``source`` reads its period from it at every tick (the adaptive controller's
@@ -38,7 +39,7 @@ import numpy as np
 
 __all__ = ["PACING_MARGIN", "FramePacer", "make_pacer", "pacer_for"]
 
-PACING_MARGIN = 1.05  # auto: the period is this times a quantile of recent frame times
+PACING_MARGIN = 1.05  # auto, by default: the period is this times a quantile of recent frame times
 
 TOLERANCE_S = 0.0005  # lateness below this is sleep overshoot, not an overrun: the grid stays
 
@@ -147,4 +148,4 @@ def pacer_for(agent: Any) -> FramePacer:
     on_tick = pipeline.release == "on_tick"
     if pipeline.controller == "adaptive" and period in (0, 0.0, "auto") and source is not None:
         return FramePacer(0.0, source=lambda: agent.frame_period_s, on_tick=on_tick)
-    return make_pacer(period, on_tick=on_tick, quantile=pipeline.pacing_quantile)
+    return make_pacer(period, on_tick=on_tick, quantile=pipeline.pacing_quantile, margin=pipeline.pacing_margin)
