@@ -42,8 +42,9 @@ def test_cells_take_each_policys_preset_and_a_sweep_adds_only_cells_that_differ(
     assert run.bench.tasks == ["push-v3"]
     labels = [(c.config.policy.type, c.label) for c in cells]
     # sequential ignores pp_generation: one sequential cell per policy, not one per sweep value
-    assert labels == [  # tiny-dp's preset adds rtc to every mode (configs/pipeline-tiny-dp.yaml)
-        ("tiny-dp", "sequential rtc"), ("tiny-dp", "auras 1x2 rtc"), ("tiny-dp", "auras 1x4 rtc"),
+    assert labels == [  # tiny-dp's preset adds chunk_blend to every mode (configs/pipeline-tiny-dp.yaml)
+        ("tiny-dp", "sequential chunk_blend"), ("tiny-dp", "auras 1x2 chunk_blend"),
+        ("tiny-dp", "auras 1x4 chunk_blend"),
         ("tiny-vla", "sequential"), ("tiny-vla", "auras 1x2"), ("tiny-vla", "auras 1x4"),
     ]  # fmt: skip
     vla = next(c.config for c in cells if c.config.policy.type == "tiny-vla" and c.config.pipeline.mode == "auras")
@@ -261,5 +262,6 @@ def test_results_document_samples_are_plain_numbers():
 def test_a_pacing_sweep_gives_each_period_its_own_labelled_cell():
     _, cells = plan_cells("default", ["bench.policies=[tiny-dp]", "bench.modes=[auras]"],
                           {"pipeline.frame_period_ms": [0, 30, "auto"]})  # fmt: skip
-    assert [c.label for c in cells] == ["auras 1x5 rtc", "auras 1x5 paced 30 ms rtc", "auras 1x5 paced auto rtc"]
+    labels = ["auras 1x5 chunk_blend", "auras 1x5 paced 30 ms chunk_blend", "auras 1x5 paced auto chunk_blend"]
+    assert [c.label for c in cells] == labels
     assert [c.config.pipeline.frame_period_ms for c in cells] == [0, 30, "auto"]
