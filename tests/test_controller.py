@@ -37,21 +37,34 @@ def test_the_controller_deepens_until_the_target_holds_and_comes_back_when_the_l
 
 def test_a_shortfall_deepens_in_one_step_with_frames_that_keep_a_fixed_cost_in_several():
     """Frames of 20 ms + 240 ms / depth: 20 Hz needs depth 9 (paced, 8 holds 19.0 Hz and 9 20.4 Hz).
-    From depth 2 the proportional estimate undershoots, never overshoots: ceil(2 x 20 / 6.8) = 6, then
-    ceil(6 x 20 / 15.9) = 8, then 9 (three windows where one stage at a time takes seven); the cap is
-    max_depth."""
+    The proportional estimate undershoots, never overshoots, and a re-plan at most doubles the depth:
+    2 -> 4 (the estimate says 6), ceil(4 x 20 / 11.9) = 7, 8, 9: four windows where one stage at a
+    time takes seven. max_depth caps it."""
     c = DepthController(20.0, max_depth=16, start=2, window=4)
     _drive(c, lambda d: 0.020 + 0.240 / d, 40)
-    assert [r.new for r in c.replans] == [6, 8, 9] and c.depth == 9
-    capped = DepthController(20.0, max_depth=4, start=1, window=4)
-    _drive(capped, lambda d: 0.400 / d, 8)
+    assert [r.new for r in c.replans] == [4, 7, 8, 9] and c.depth == 9
+    capped = DepthController(20.0, max_depth=4, start=2, window=4)
+    _drive(capped, lambda d: 0.800 / d, 8)
     assert [r.new for r in capped.replans] == [4]
 
 
-def test_a_deep_jump_stops_at_a_depth_measured_to_hold_the_target():
+def test_one_window_of_stalls_deepens_at_most_twofold():
+    """Three frames of a 20-frame window stalled for a second (a paused machine): p90 says 0.9 Hz
+    against a 20 Hz target, an estimate of depth 88; the controller doubles instead."""
+    c = DepthController(20.0, max_depth=64, start=4, window=20)
+    for i in range(20):
+        c.observe(1.0 if i < 3 else 0.040, 10.0)
+    assert [r.new for r in c.replans] == [8]
+
+
+def test_a_deep_jump_stops_at_a_depth_measured_to_hold_the_target_and_short_of_one_no_faster():
     c = DepthController(20.0, max_depth=16, start=3, window=4)
     c.measured[4] = (21.0, 10.0, 0)  # depth 4 held the target in the last window
     _drive(c, lambda d: 0.200 / d, 4)  # depth 3 holds 14.3 Hz: the estimate says 5
+    assert [r.new for r in c.replans] == [4]
+    c = DepthController(10.0, max_depth=16, start=3, window=4)
+    c.measured[5] = (4.0, 10.0, 0)  # depth 5 was measured slower than depth 3 is now
+    _drive(c, lambda d: 0.400 / d, 4)  # depth 3 holds 7.1 Hz: the estimate says 5
     assert [r.new for r in c.replans] == [4]
 
 
@@ -160,6 +173,7 @@ def test_a_draining_pipeline_reads_the_contexts_of_the_pipeline_replacing_it(fet
             if old.emitted > emitted_before:  # the old pipeline emitted this step's action
                 read = generation.calls[-1]["h_o"]  # its generation call runs last in the frame
                 drained.append((i, action.context_step_id, read))
+                assert action.staleness_frames == -fetch_offset, action  # as a steady pipeline's
         assert executor.draining is None
     assert len(drained) == 3 - fetch_offset, drained  # in flight after a frame: lifetime - 1
     lag = -fetch_offset

@@ -9,7 +9,8 @@ the current depth ``pp_generation`` holds when paced, 1 / (margin x the quantile
 
 - too slow (below 97% of the target): deeper, by as many stages as the shortfall asks for if frame
   time fell in proportion to depth (d x target / rate, rounded up; frame time falls no faster than
-  that, so the estimate does not overshoot), stopping at a depth recently measured to hold the target; not at
+  that, so the estimate does not overshoot), at most twice as deep per re-plan, stopping at a depth
+  recently measured to hold the target and short of one measured no faster or too stale; not at
   all if a recent measurement says the next depth was no faster or broke the staleness bound;
 - fast enough with room (at least ``slack`` times the target): one stage shallower (fresher actions,
   fewer requests in flight), unless a recent measurement says the shallower one missed the target;
@@ -148,14 +149,18 @@ class DepthController:
         return seen is None or not self.bound_ms or seen[1] <= self.bound_ms
 
     def _deep_enough(self, rate: float) -> int:
-        """The depth to try when depth ``self.depth`` holds only ``rate`` (below the target)."""
+        """The depth to try when depth ``self.depth`` holds only ``rate`` (below the target): the
+        proportional estimate, at most twice as deep (or two stages) per re-plan, so one window of
+        stalls (a pause of the machine) cannot send it to the deepest pipeline."""
         d = self.depth
-        want = min(self.max_depth, max(d + 1, math.ceil(d * self.target_hz / rate)))
+        want = min(self.max_depth, max(2 * d, d + 2), max(d + 1, math.ceil(d * self.target_hz / rate)))
         for depth in range(d + 1, want + 1):  # recent measurements overrule the estimate
             seen = self._recent(depth)
-            if seen is not None and not self._fits_bound(seen):
-                return depth - 1
-            if seen is not None and seen[0] >= 0.97 * self.target_hz:
+            if seen is None:
+                continue
+            if not self._fits_bound(seen) or seen[0] <= rate * 1.03:  # too stale, or no faster: stop short
+                return max(d + 1, depth - 1)
+            if seen[0] >= 0.97 * self.target_hz:
                 return depth
         return want
 
