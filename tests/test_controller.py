@@ -57,11 +57,11 @@ def test_one_window_of_stalls_deepens_at_most_twofold():
     assert [r.new for r in c.replans] == [8]
 
 
-def test_a_deep_jump_stops_at_a_depth_measured_to_hold_the_target_and_short_of_one_no_faster():
+def test_a_deep_jump_stops_short_of_a_depth_measured_no_faster_and_not_at_one_that_held_an_old_load():
     c = DepthController(20.0, max_depth=16, start=3, window=4)
-    c.measured[4] = (21.0, 10.0, 0)  # depth 4 held the target in the last window
-    _drive(c, lambda d: 0.200 / d, 4)  # depth 3 holds 14.3 Hz: the estimate says 5
-    assert [r.new for r in c.replans] == [4]
+    c.measured[4] = (21.0, 10.0, 0)  # depth 4 held the target, perhaps under a lighter load
+    _drive(c, lambda d: 0.200 / d, 4)  # depth 3 holds 14.3 Hz now: the estimate says 5
+    assert [r.new for r in c.replans] == [5]
     c = DepthController(10.0, max_depth=16, start=3, window=4)
     c.measured[5] = (4.0, 10.0, 0)  # depth 5 was measured slower than depth 3 is now
     _drive(c, lambda d: 0.400 / d, 4)  # depth 3 holds 7.1 Hz: the estimate says 5
@@ -199,3 +199,33 @@ def test_going_down_to_a_one_frame_pipeline_admits_again_once_the_old_one_is_emp
     assert steps[-3:] == [9, 10, 11], steps  # depth 1 answers each observation in its own step
     after = list({id(a): a for a in actions[6:]}.values())  # the fill repeats observation 0, so only these
     assert [a.step_id for a in after] == sorted({a.step_id for a in after}), steps  # none twice, none late
+
+
+def test_room_above_the_target_makes_it_shallower_in_proportion_at_most_halving():
+    """Frames of 10 ms + 200 ms / depth at depth 16 hold 42 Hz against a 10 Hz target: the estimate
+    says depth 4, a re-plan halves at most (16 -> 8 -> 4 -> 3); depth 3 still leaves room (12.4 Hz),
+    depth 2 misses (8.7 Hz), so it comes back to 3 and stays. A depth recently measured below the
+    target stops the descent above it."""
+    c = DepthController(10.0, max_depth=32, start=16, window=4)
+    _drive(c, lambda d: 0.010 + 0.200 / d, 40)
+    assert [r.new for r in c.replans] == [8, 4, 3, 2, 3] and c.depth == 3, c.replans
+    c = DepthController(10.0, max_depth=32, start=16, window=4)
+    c.measured[6] = (9.0, 10.0, 0)
+    _drive(c, lambda d: 0.010 + 0.200 / d, 4)
+    assert [r.new for r in c.replans] == [8]  # the estimate (4) and the halving (8): 8 is above 6
+    c = DepthController(10.0, max_depth=32, start=8, window=4)
+    c.measured[5] = (9.0, 10.0, 0)
+    _drive(c, lambda d: 0.005 + 0.100 / d, 4)  # 8 holds 54 Hz: estimate 2, halving 4, 5 missed: 6
+    assert [r.new for r in c.replans] == [6]
+
+
+
+def test_three_frames_far_too_slow_close_the_window_early_and_one_stall_does_not():
+    c = DepthController(20.0, max_depth=16, start=3, window=20)
+    for _ in range(5):
+        c.observe(0.040, 10.0)  # 40 ms frames: on target
+    assert c.observe(0.500, 10.0) is None  # one stall is not a slow-down
+    for _ in range(3):
+        c.observe(0.040, 10.0)
+    decisions = [c.observe(0.090, 10.0) for _ in range(3)]  # 90 ms: 1.8x the 50 ms period
+    assert decisions[:2] == [None, None] and decisions[2] == 6 and c.replans[0].frame == 12

@@ -2,18 +2,21 @@
 choosing the generation depth online, and re-plans when the stage times change.
 
 :class:`DepthController` is the decision (no clock, no threads): it is fed each frame's wall time
-and the action's staleness, and at the end of every ``window`` measured frames it compares the rate
+and the action's staleness, and at the end of every ``window`` measured frames (or as soon as three
+frames in a row each take 1.5x the target's period or more) it compares the rate
 the current depth ``pp_generation`` holds when paced, 1 / (margin x the quantile of its frame times;
 ``pipeline.pacing_margin`` and ``pacing_quantile``, 1.05 x p90 by default), with
 ``target_hz``:
 
 - too slow (below 97% of the target): deeper, by as many stages as the shortfall asks for if frame
   time fell in proportion to depth (d x target / rate, rounded up; frame time falls no faster than
-  that, so the estimate does not overshoot), at most twice as deep per re-plan, stopping at a depth
-  recently measured to hold the target and short of one measured no faster or too stale; not at
-  all if a recent measurement says the next depth was no faster or broke the staleness bound;
-- fast enough with room (at least ``slack`` times the target): one stage shallower (fresher actions,
-  fewer requests in flight), unless a recent measurement says the shallower one missed the target;
+  that, so the estimate does not overshoot), at most twice as deep per re-plan, short of a depth
+  recently measured no faster or too stale; not at all if a recent measurement says the next depth
+  was no faster or broke the staleness bound;
+- fast enough with room (at least ``slack`` times the target): shallower (fresher actions, fewer
+  requests in flight), to the proportional estimate again (a shallower pipeline's frame time grows
+  no faster than depth falls, so it still holds the target), at most halving the depth per re-plan,
+  and not to a depth recently measured below the target;
 - ``target_hz`` 0: the fastest depth, climbing while a deeper pipeline is measured faster.
 
 Measurements expire after ``memory`` windows, so when the load changes back (a robot leaves, the
@@ -54,6 +57,8 @@ from auras.pipeline.pacing import PACING_MARGIN
 from auras.types import Action, Observation
 
 __all__ = ["AdaptiveFrameExecutor", "DepthController", "Replan"]
+
+URGENT_FRAMES = 3  # consecutive frames far too slow for the target that close a window early
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +117,7 @@ class DepthController:
         self._period_frames.append(frame_s)
         self._frames.append(frame_s)
         self._staleness.append(staleness_ms)
-        if len(self._frames) < self.window:
+        if len(self._frames) < self.window and not self._far_too_slow():
             return None
         rate = 1.0 / self._paced(self._frames)  # the rate it holds, paced
         staleness = float(np.median(self._staleness))
@@ -126,6 +131,13 @@ class DepthController:
         self.depth = new
         self._period_frames.clear()  # the new depth's frames take different times
         return new
+
+    def _far_too_slow(self) -> bool:
+        """The last ``URGENT_FRAMES`` frames each missed the target's period by half or more: close
+        the window early (a sudden slow-down is acted on in a few frames, not a whole window)."""
+        recent = self._frames[-URGENT_FRAMES:]
+        period = 1.0 / self.target_hz if self.target_hz else 0.0
+        return bool(period) and len(recent) == URGENT_FRAMES and min(recent) * self.margin > 1.5 * period
 
     @property
     def period_s(self) -> float:
@@ -151,17 +163,15 @@ class DepthController:
     def _deep_enough(self, rate: float) -> int:
         """The depth to try when depth ``self.depth`` holds only ``rate`` (below the target): the
         proportional estimate, at most twice as deep (or two stages) per re-plan, so one window of
-        stalls (a pause of the machine) cannot send it to the deepest pipeline."""
+        stalls (a pause of the machine) cannot send it to the deepest pipeline. A depth recently
+        measured to hold the target does not stop it: that measurement may predate the load change
+        that made this one slow, and the estimate does not overshoot."""
         d = self.depth
         want = min(self.max_depth, max(2 * d, d + 2), max(d + 1, math.ceil(d * self.target_hz / rate)))
-        for depth in range(d + 1, want + 1):  # recent measurements overrule the estimate
+        for depth in range(d + 1, want + 1):  # a depth measured too stale or no faster stops it short
             seen = self._recent(depth)
-            if seen is None:
-                continue
-            if not self._fits_bound(seen) or seen[0] <= rate * 1.03:  # too stale, or no faster: stop short
+            if seen is not None and (not self._fits_bound(seen) or seen[0] <= rate * 1.03):
                 return max(d + 1, depth - 1)
-            if seen[0] >= 0.97 * self.target_hz:
-                return depth
         return want
 
     def _decide(self, rate: float, staleness: float) -> tuple[int, str]:
@@ -182,8 +192,22 @@ class DepthController:
             return d, "below the target, and deeper was measured no faster"
         room = shallower is None or shallower[0] >= 0.97 * self.target_hz
         if rate >= self.slack * self.target_hz and d > 1 and room:
-            return d - 1, f"{rate:.1f} Hz leaves room above the target {self.target_hz:g} Hz"
+            return self._shallow_enough(rate), f"{rate:.1f} Hz leaves room above the target {self.target_hz:g} Hz"
         return d, "on target"
+
+    def _shallow_enough(self, rate: float) -> int:
+        """The depth to try when depth ``self.depth`` holds ``rate`` with room above the target: the
+        proportional estimate (a shallower pipeline's frame time grows no faster than depth falls, so
+        it still holds the target), at most halving the depth per re-plan, stopping above a depth
+        recently measured below the target."""
+        d = self.depth
+        want = max(1, (d + 1) // 2, math.ceil(d * self.target_hz / rate))
+        want = min(want, d - 1)
+        for depth in range(d - 2, want - 1, -1):  # d - 1 has room (checked by the caller)
+            seen = self._recent(depth)
+            if seen is not None and seen[0] < 0.97 * self.target_hz:
+                return depth + 1
+        return want
 
 
 class AdaptiveFrameExecutor(Executor):
