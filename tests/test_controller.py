@@ -105,7 +105,8 @@ def test_a_load_step_re_plans_the_running_pipeline_without_losing_or_repeating_a
         actions = []
         for i in range(45):
             actions.append(agent.step(fake_observation(i)))
-        first_depth = agent.stats()["controller"]["pp_generation"]
+        first = agent.stats()["controller"]
+        first_depth = first["pp_generation"]
         generation.generation.injected_s = 0.240  # generation twice as slow
         for i in range(45, 110):
             actions.append(agent.step(fake_observation(i)))
@@ -117,8 +118,10 @@ def test_a_load_step_re_plans_the_running_pipeline_without_losing_or_repeating_a
         inflight = executor.current.inflight + (executor.draining.inflight if executor.draining else 0)
     # 120 ms over depth 2 cannot hold 20 Hz, over 3 it just can: 3, or 4 when this machine's frame overhead
     # pushes depth 3's p90 past the 50 ms period (the exact decisions: the fake-clock tests above)
-    assert first_depth in (3, 4), stats
-    assert deep["pp_generation"] >= 5 and len(deep["replans"]) >= 3, deep
+    # (the depth at step 45 may be a probe of depth 2, so check what was measured to hold the target)
+    held = [int(d) for d, m in first["measured"].items() if m["rate_hz"] >= 0.97 * 20]
+    assert held and min(held) in (3, 4) and first_depth in (2, 3, 4, 5), first
+    assert deep["pp_generation"] >= 5 and len(deep["replans"]) > len(first["replans"]), deep  # deepened again
     assert stats["pp_generation"] <= 3 and any(r["new"] < r["old"] for r in stats["replans"]), stats
     distinct = list({id(a): a for a in actions}.values())
     steps = [a.step_id for a in distinct]

@@ -141,7 +141,7 @@ def test_the_pacing_settings_reach_the_pacer_and_the_adaptive_controller():
     for frame in [0.010, 0.020] * 5:
         pacer.record(frame)
     assert pacer.period_s == pytest.approx(0.015)
-    adaptive = ["pipeline.mode=auras", "pipeline.controller=adaptive", "pipeline.target_hz=1000", *settings[1:]]
+    adaptive = ["pipeline.mode=auras", "pipeline.controller=adaptive", "pipeline.target_hz=100", *settings[1:]]
     with AurasAgent(load_config(None, adaptive), policy=policy) as agent:
         controller = agent._executor.controller
     for frame in [0.010, 0.020] * 5:
