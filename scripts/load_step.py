@@ -22,10 +22,10 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
@@ -60,7 +60,8 @@ def run(config_overrides: list[str], frames: list[Any], after_ms: float, lend: b
 
     config = load_config(None, config_overrides)
     rows: list[dict[str, Any]] = []
-    with AurasAgent(config) as agent, _lending(FrameExecutor, lend):
+    no_lending = mock.patch.object(FrameExecutor, "lend", lambda self, contexts, their_frame: None)
+    with AurasAgent(config) as agent, contextlib.nullcontext() if lend else no_lending:
         generation = agent.policy.generation
         if not hasattr(generation, "injected_s"):
             raise SystemExit("load_step: start with a generation delay > 0 (--before-ms) so it can be changed")
@@ -88,19 +89,6 @@ def run(config_overrides: list[str], frames: list[Any], after_ms: float, lend: b
     if stats:
         rows[-1]["replans"] = stats["replans"]
     return rows[1:]
-
-
-@contextlib.contextmanager
-def _lending(executor_class: Any, enabled: bool) -> Iterator[None]:
-    if enabled:
-        yield
-        return
-    lend = executor_class.lend
-    executor_class.lend = lambda self, contexts, their_frame: None
-    try:
-        yield
-    finally:
-        executor_class.lend = lend
 
 
 def recovery_s(rows: list[dict[str, Any]], target_hz: float, span: int = 10) -> float | None:

@@ -3,10 +3,9 @@ choosing the generation depth online, and re-plans when the stage times change.
 
 :class:`DepthController` is the decision (no clock, no threads): it is fed each frame's wall time
 and the action's staleness, and at the end of every ``window`` measured frames (or as soon as three
-frames in a row each take 1.5x the target's period or more) it compares the rate
-the current depth ``pp_generation`` holds when paced, 1 / (margin x the quantile of its frame times;
-``pipeline.pacing_margin`` and ``pacing_quantile``, 1.05 x p90 by default), with
-``target_hz``:
+frames in a row each take 1.5x the target's period or more) it compares the rate the current depth
+``pp_generation`` holds when paced, 1 / (margin x the quantile of its frame times;
+``pipeline.pacing_margin`` and ``pacing_quantile``, 1.05 x p90 by default), with ``target_hz``:
 
 - too slow (below 97% of the target): deeper, by as many stages as the shortfall asks for if frame
   time fell in proportion to depth (d x target / rate, rounded up; frame time falls no faster than
@@ -32,8 +31,8 @@ misses a frame and going deeper leaves a gap of (new depth - old depth) frames i
 returns the previous action again. While the old pipeline drains, the contexts the new one perceives
 are lent to it (:meth:`FrameExecutor.lend`; the new pipeline runs first in a transition frame), so in
 mode ``auras`` its last requests read the newest observation's context, as a request of a steady
-pipeline does, instead of one that ages every frame. Frames of a transition are not measured. The controller also
-sets the frame period: margin x the quantile of the current depth's measured frames, never below
+pipeline does, instead of one that ages every frame. Frames of a transition are not measured. The
+controller also sets the frame period: margin x the quantile of the current depth's measured frames, never below
 1 / target_hz (:attr:`DepthController.period_s`; the caller's pacer reads it, see
 :func:`auras.pipeline.pacing.pacer_for`).
 """

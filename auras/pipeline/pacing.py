@@ -21,11 +21,11 @@ held for the rest of its period (at most period - compute of added latency, no t
 
 Adaptive pacing (``"auto"``) takes each frame's compute time (``record``) and sets the period to
 ``margin`` (``pipeline.pacing_margin``) times the ``quantile`` (``pipeline.pacing_quantile``) of the
-last ``window`` frames: a
-little above the slow frames, so nearly every frame fits its slot, and it follows the frames when they
-get slower or faster (a second robot, a busier machine). Until ``warmup`` frames are measured it runs
-unpaced. A pacer with a ``source`` reads its period from it at every tick (the adaptive controller's
-period, which follows the depth it picks and never goes below its target rate's).
+last ``window`` frames: a little above the slow frames, so nearly every frame fits its slot, and it
+follows the frames when they get slower or faster (a second robot, a busier machine). Until
+``warmup`` frames are measured it runs unpaced. A pacer with a ``source`` reads its period from it at
+every tick (the adaptive controller's period, which follows the depth it picks and never goes below
+its target rate's).
 """
 
 from __future__ import annotations
