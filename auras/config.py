@@ -336,6 +336,12 @@ class StalenessConfig(_Section):
         0.01, gt=0.0, description="roll_forward: state displacement per unit action per control step."
     )
     rolled_dims: int = Field(3, ge=0, le=64, description="roll_forward: leading state dims the actions displace.")
+    execution_horizon: int = Field(
+        0,
+        ge=0,
+        description="rtc: send an observation only once this many rows of the current chunk have run (the RTC "
+        "paper's execution horizon); 0: whenever the agent can take one.",
+    )
 
     @field_validator("strategy")
     @classmethod

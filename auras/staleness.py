@@ -15,7 +15,10 @@ strategy answers that differently, and they compose (``"public_context+rtc"``):
   chunk towards them at every denoising step, so the new chunk's first ``d`` rows equal what
   actually ran and the rest joins smoothly (:mod:`auras.generation.guidance`). The chunk runs
   time-aligned: row ``i`` at control step ``s + i`` (a chunk that lands more than H - execute_steps
-  steps late starts at row H - execute_steps, and that many rows at most are frozen).
+  steps late starts at row H - execute_steps, and that many rows at most are frozen). With an
+  ``execution_horizon`` k the robot sends an observation only once k rows of the current chunk
+  have run (the RTC paper's execution horizon: one plan per k steps) and the mask leaves the last k
+  rows free; 0 sends one whenever the agent can take it.
 - ``roll_forward``: as VLASH, the observation's proprio state is advanced by the actions still
   pending before the chunk lands (``state[:dims] += action_scale * sum(clip(rows[:, :dims]))``,
   the delta-position control of Meta-World and auras' tasks), so the policy plans from where the
@@ -42,6 +45,7 @@ from auras.errors import ConfigError
 from auras.types import Action, Observation
 
 __all__ = [
+    "EXECUTOR_SETTINGS",
     "GUIDE_ACTIONS",
     "GUIDE_WEIGHTS",
     "STRATEGIES",
@@ -52,6 +56,8 @@ __all__ = [
 ]
 
 STRATEGIES = ("none", "public_context", "rtc", "roll_forward", "chunk_blend")
+EXECUTOR_SETTINGS = ("blend_old", "queue_threshold", "action_scale", "rolled_dims", "execution_horizon")
+"""The ``staleness`` settings the robot side reads (:meth:`ChunkExecutor.from_config`, the bridge's hello)."""
 GUIDE_ACTIONS = "guide_actions"
 """Observation extra (H, A) float32, env units: the rows rtc asks the new chunk to reproduce."""
 GUIDE_WEIGHTS = "guide_weights"
@@ -143,6 +149,7 @@ class ChunkExecutor:
         queue_threshold: float = 0.5,
         action_scale: float = 0.01,
         rolled_dims: int = 3,
+        execution_horizon: int = 0,
     ) -> None:
         self.strategy = strategy if isinstance(strategy, Strategy) else Strategy.parse(strategy)
         if not 0.0 <= blend_old <= 1.0:
@@ -151,6 +158,11 @@ class ChunkExecutor:
             raise ConfigError(f"staleness.queue_threshold: expected 0..1, got {queue_threshold}")
         if execute_steps < 1:
             raise ConfigError(f"execute_steps: expected >= 1, got {execute_steps}")
+        if not 0 <= execution_horizon <= chunk_shape[0]:
+            raise ConfigError(
+                f"staleness.execution_horizon: expected 0..{chunk_shape[0]} (the chunk's rows), got {execution_horizon}"
+            )
+        self.execution_horizon = int(execution_horizon)
         self.execute_steps, self.blend_old, self.queue_threshold = int(execute_steps), blend_old, queue_threshold
         self.horizon, self.action_dim = (int(n) for n in chunk_shape)
         self.action_scale, self.rolled_dims = float(action_scale), int(rolled_dims)
@@ -161,19 +173,14 @@ class ChunkExecutor:
         """The executor of an AurasConfig's ``staleness`` section for a policy spec (its mode decides
         ``auto``)."""
         section = config.staleness
-        return cls(
-            resolve_strategy(section.strategy, config.pipeline.mode),
-            spec.execute_steps,
-            (spec.chunk_horizon, spec.action_dim),
-            blend_old=section.blend_old,
-            queue_threshold=section.queue_threshold,
-            action_scale=section.action_scale,
-            rolled_dims=section.rolled_dims,
-        )
+        settings = {key: getattr(section, key) for key in EXECUTOR_SETTINGS}
+        return cls(resolve_strategy(section.strategy, config.pipeline.mode), spec.execute_steps,
+                   (spec.chunk_horizon, spec.action_dim), **settings)  # fmt: skip
 
     def reset(self) -> None:
         self.chunk: np.ndarray | None = None  # (H, A)
         self.origin = 0  # the control step row 0 belongs to
+        self.landed = 0  # the control step the current chunk took over
         self._delays: deque[int] = deque(maxlen=5)
 
     # -- what the robot asks ------------------------------------------------------------------------
@@ -196,11 +203,16 @@ class ChunkExecutor:
         return np.stack([self.row(t + i) for i in range(count)]) if count > 0 else self.chunk[:0]
 
     def wants_request(self, t: int) -> bool:
-        """chunk_blend: only when the queue of pending rows is at or below its threshold; otherwise always."""
-        if not self.strategy.chunk_blend or self.chunk is None:
+        """chunk_blend: only when the queue of pending rows is at or below its threshold; rtc with an
+        execution horizon k: only once k rows of the current chunk have run; otherwise always."""
+        if self.chunk is None:
             return True
-        remaining = self.origin + len(self.chunk) - t
-        return remaining <= self.queue_threshold * len(self.chunk)
+        if self.strategy.chunk_blend:
+            remaining = self.origin + len(self.chunk) - t
+            return remaining <= self.queue_threshold * len(self.chunk)
+        if self.strategy.rtc and self.execution_horizon:
+            return t - self.landed >= self.execution_horizon
+        return True
 
     # -- observation out, action in ---------------------------------------------------------------
     def prepare(self, obs: Observation) -> Observation:
@@ -223,7 +235,8 @@ class ChunkExecutor:
                 extras[GUIDE_WEIGHTS] = np.zeros(horizon, np.float32)
             else:
                 extras[GUIDE_ACTIONS] = rows.astype(np.float32)
-                extras[GUIDE_WEIGHTS] = soft_mask(horizon, delay, self.execute_steps)
+                free = self.execution_horizon or self.execute_steps  # the rows this chunk leaves to the next
+                extras[GUIDE_WEIGHTS] = soft_mask(horizon, delay, free)
         if self.strategy.roll_forward and delay > 0:
             rows = self.pending(t, delay)
             if rows is not None:
@@ -252,4 +265,4 @@ class ChunkExecutor:
                 old = origin + i - self.origin
                 if 0 <= old < len(self.chunk):
                     chunk[i] = self.blend_old * self.chunk[old] + (1 - self.blend_old) * chunk[i]
-        self.chunk, self.origin = chunk, origin
+        self.chunk, self.origin, self.landed = chunk, origin, t

@@ -11,7 +11,9 @@ The rows are execution setups:
 - ``public_context``: the same pipeline in mode auras;
 - ``rtc``, ``roll_forward``, ``chunk_blend``: the private pipeline with that robot-side fix;
 - ``public_context+rtc`` (and any other '+' set naming public_context): mode auras with the fix.
-- a ``seq:`` prefix (``seq:rtc``) applies a fix to sequential execution instead.
+- a ``seq:`` prefix (``seq:rtc``) applies a fix to sequential execution instead;
+- ``@key=value`` suffixes set more of the configuration for that row
+  (``public_context+rtc@staleness.execution_horizon=8``).
 
 rtc needs a denoising policy (tiny-dp, tiny-flow); cells it cannot run are skipped. Output: a
 JSON file, a markdown table (success with its 95% Wilson interval, median staleness in control
@@ -40,15 +42,16 @@ def setup_overrides(setup: str, policy: str) -> list[str]:
     """Config overrides of one row."""
     from auras.bench.runner import policy_preset
 
+    setup, *settings = setup.split("@")
     if setup == "sequential" or setup.startswith("seq:"):
         fix = setup.removeprefix("seq:") if setup != "sequential" else "none"
-        return ["pipeline.mode=sequential", f"staleness.strategy={fix}"]
+        return ["pipeline.mode=sequential", f"staleness.strategy={fix}", *settings]
     preset = policy_preset(policy).get("pipeline", {})
     keys = ("pp_perception", "pp_generation", "alpha", "emit", "fetch_offset")
     shape = [f"pipeline.{key}={preset[key]}" for key in keys if key in preset]
     mode = "auras" if "public_context" in setup else "pipeline"
     strategy = "none" if setup == "pipeline" else setup
-    return [f"pipeline.mode={mode}", *shape, f"staleness.strategy={strategy}"]
+    return [f"pipeline.mode={mode}", *shape, f"staleness.strategy={strategy}", *settings]
 
 
 def run_cell(policy: str, task: str, delay: float, setup: str, episodes: int, seed: int) -> dict[str, Any] | None:

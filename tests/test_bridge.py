@@ -500,14 +500,16 @@ def test_free_service_port_leaves_room_for_the_data_ports_below_the_ephemeral_ra
 
 @pytest.mark.mujoco
 def test_a_simulated_robot_runs_the_servers_rtc_strategy_and_its_guide_shapes_the_chunk():
-    """The hello reply names the strategy and the chunk shape, so the robot builds the matching executor;
-    a real-time episode runs through it; and a guide the robot sends over the sockets comes back as the
-    first rows of its chunk (fails if the bridge drops the extras or the server ignores them)."""
+    """The hello reply names the strategy, its settings and the chunk shape, so the robot builds the
+    matching executor; a real-time episode runs through it; and a guide the robot sends over the sockets
+    comes back as the first rows of its chunk (fails if the bridge drops the extras or the server ignores
+    them)."""
     from auras.bridge.robot_sim import executor_for, run_robot
     from auras.envs import make_env
     from auras.staleness import GUIDE_ACTIONS, GUIDE_WEIGHTS, soft_mask
 
-    config = load_config(overrides=["policy.type=tiny-dp", "pipeline.mode=sequential", "staleness.strategy=rtc"])
+    config = load_config(overrides=["policy.type=tiny-dp", "pipeline.mode=sequential", "staleness.strategy=rtc",
+                                     "staleness.execution_horizon=4", "staleness.blend_old=0.4"])  # fmt: skip
     address = f"tcp://127.0.0.1:{free_service_port()}"
     with (
         BridgeServer(config, address).start(),
@@ -516,6 +518,7 @@ def test_a_simulated_robot_runs_the_servers_rtc_strategy_and_its_guide_shapes_th
     ):
         executor = executor_for(client)
         assert executor.strategy.rtc and (executor.horizon, executor.action_dim, executor.execute_steps) == (16, 4, 8)
+        assert (executor.execution_horizon, executor.blend_old) == (4, 0.4)  # the server's settings, not defaults
         report = run_robot(client, env, seed=100_000, camera_hz=30, executor=executor)
         assert report.actions_applied >= 1 and executor.delay_steps > 0
         guide = np.linspace(-0.5, 0.5, 64, dtype=np.float32).reshape(16, 4)

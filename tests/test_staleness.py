@@ -111,6 +111,20 @@ def test_rtc_sends_the_rows_that_will_run_and_its_soft_mask():
     assert np.allclose(sent.extras[GUIDE_WEIGHTS], soft_mask(8, 2, 4))
 
 
+def test_rtc_with_an_execution_horizon_plans_once_per_horizon_and_leaves_that_many_rows_free():
+    ex = ChunkExecutor("rtc", 2, (8, 4), execution_horizon=4)
+    assert ex.wants_request(0)  # nothing runs yet
+    ex.accept(_action(_chunk(0.0), step=0), t=2)  # lands at step 2, two steps late
+    assert [ex.wants_request(t) for t in range(2, 8)] == [False, False, False, False, True, True]
+    sent = ex.prepare(_obs(6))
+    assert np.allclose(sent.extras[GUIDE_WEIGHTS], soft_mask(8, 2, 4))  # the last 4 rows free, not execute_steps' 2
+    assert ChunkExecutor("rtc", 2, (8, 4)).wants_request(3)  # no horizon: whenever the agent is free
+    with pytest.raises(ConfigError, match=r"execution_horizon: expected 0\.\.8 .*got 9"):
+        ChunkExecutor("rtc", 2, (8, 4), execution_horizon=9)
+    config = load_config(None, ["staleness.strategy=rtc", "staleness.execution_horizon=3"])
+    assert config.staleness.execution_horizon == 3
+
+
 # -- guidance math ----------------------------------------------------------------------------------------
 def test_guided_flow_steps_land_exactly_on_the_frozen_rows():
     torch.manual_seed(0)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from auras.staleness import ChunkExecutor, Strategy
+from auras.staleness import EXECUTOR_SETTINGS, ChunkExecutor, Strategy
 from auras_client.client import ReceivedAction, RobotClient
 
 __all__ = ["EpisodeReport", "executor_for", "run_robot"]
@@ -103,10 +103,12 @@ def run_robot(
 
 
 def executor_for(client: RobotClient, strategy: str | None = None) -> ChunkExecutor:
-    """The executor of the session ``client`` holds: its policy's chunk shape and execute steps from
-    the hello reply, and ``strategy`` (default: the server's; public_context is the server's own part)."""
+    """The executor of the session ``client`` holds: its policy's chunk shape and execute steps and the
+    server's staleness settings (blend weight, queue threshold, execution horizon, ...) from the hello
+    reply, and ``strategy`` (default: the server's; public_context is the server's own part)."""
     info = client.server_info
     shape = info.get("action_shape", [1, 1])
     chunk_shape = (shape[0], shape[1]) if len(shape) == 2 else (1, shape[0])
     name = strategy if strategy is not None else info.get("staleness_strategy", "none")
-    return ChunkExecutor(Strategy.parse(name).robot_side, int(info.get("execute_steps", 1)), chunk_shape)
+    settings = {key: value for key, value in info.get("staleness_settings", {}).items() if key in EXECUTOR_SETTINGS}
+    return ChunkExecutor(Strategy.parse(name).robot_side, int(info.get("execute_steps", 1)), chunk_shape, **settings)

@@ -46,7 +46,7 @@ from auras.bridge.service import SLOW_OPS, check_op, parse_configure, parse_hell
 from auras.bridge.transport import CurveKeys, SocketFactory, data_endpoints
 from auras.bridge.wiring import describe_workers, ray_cluster_problem, session_agents
 from auras.errors import AurasError, InvalidInputError, WorkerDiedError
-from auras.staleness import resolve_strategy
+from auras.staleness import EXECUTOR_SETTINGS, resolve_strategy
 from auras.types import Observation
 from auras_client.protocol import (
     MAX_MESSAGE_BYTES,
@@ -394,6 +394,7 @@ class BridgeServer:
             "max_message_bytes": self._max_bytes, "session_timeout_s": self._session_timeout,
             "action_shape": list(agent.policy_spec.action_shape), "execute_steps": agent.policy_spec.execute_steps,
             "staleness_strategy": resolve_strategy(agent.config.staleness.strategy, agent.config.pipeline.mode).name,
+            "staleness_settings": {key: getattr(agent.config.staleness, key) for key in EXECUTOR_SETTINGS},
         }  # fmt: skip
 
     def _reset(self, request: dict[str, Any]) -> dict[str, Any]:
