@@ -17,7 +17,8 @@ The rows are execution setups:
 
 rtc needs a denoising policy (tiny-dp, tiny-flow); cells it cannot run are skipped. Output: a
 JSON file, a markdown table (success with its 95% Wilson interval, median staleness in control
-steps at takeover) and a plot of success against delay per task.
+steps at takeover) and a plot of success against delay per task; ``--merge`` combines result files
+of several runs into one table and plot.
 
     MUJOCO_GL=egl .venv/bin/python scripts/staleness_compare.py --policies tiny-dp \
         --tasks push-v3,track-target-v0 --delays 0,100,200 --episodes 20 --jobs 2 --out runs/staleness
@@ -95,44 +96,59 @@ def _run(args: tuple) -> dict[str, Any] | None:
 
 
 def markdown(cells: list[dict[str, Any]]) -> str:
+    """One table per policy and task: a row per setup, a column per delay, and the row's total."""
     lines = []
     for policy in sorted({c["policy"] for c in cells}):
         for task in sorted({c["task"] for c in cells if c["policy"] == policy}):
             mine = [c for c in cells if c["policy"] == policy and c["task"] == task]
             delays = sorted({c["delay_ms"] for c in mine})
             lines += [f"\n**{policy} on {task}** (success, 95% interval; median staleness at takeover in steps)\n",
-                      "| setup | " + " | ".join(f"{d:g} ms" for d in delays) + " |",
-                      "|---|" + "---|" * len(delays)]  # fmt: skip
-            for setup in [s for s in dict.fromkeys(c["setup"] for c in mine)]:
-                row = []
+                      "| setup | " + " | ".join(f"{d:g} ms" for d in delays) + " | all |",
+                      "|---|" + "---|" * (len(delays) + 1)]  # fmt: skip
+            for setup in dict.fromkeys(c["setup"] for c in mine):
+                row, done = [], [c for c in mine if c["setup"] == setup]
                 for d in delays:
-                    c = next((c for c in mine if c["setup"] == setup and c["delay_ms"] == d), None)
+                    c = next((c for c in done if c["delay_ms"] == d), None)
                     row.append("" if c is None else f"{c['successes']}/{c['episodes']} "
                                f"({c['ci95'][0]:.0%}-{c['ci95'][1]:.0%}); {c['staleness_steps_p50']:g}")  # fmt: skip
-                lines.append(f"| {setup} | " + " | ".join(row) + " |")
+                total = f"{sum(c['successes'] for c in done)}/{sum(c['episodes'] for c in done)}"
+                lines.append(f"| {setup} | " + " | ".join(row) + f" | {total} |")
     return "\n".join(lines) + "\n"
 
 
 def plot(cells: list[dict[str, Any]], path: Path) -> None:
+    """Success against delay: a row of panels per policy, a column per task, a line per setup."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted({(c["policy"], c["task"]) for c in cells})
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
-    for ax, (policy, task) in zip(axes[0], panels, strict=True):
-        mine = [c for c in cells if (c["policy"], c["task"]) == (policy, task)]
+    policies, tasks = sorted({c["policy"] for c in cells}), sorted({c["task"] for c in cells})
+    fig, axes = plt.subplots(len(policies), len(tasks), figsize=(5.5 * len(tasks), 3.8 * len(policies)),
+                             squeeze=False)  # fmt: skip
+    for (i, policy), (j, task) in ((p, t) for p in enumerate(policies) for t in enumerate(tasks)):
+        ax, mine = axes[i][j], [c for c in cells if (c["policy"], c["task"]) == (policy, task)]
         for setup in dict.fromkeys(c["setup"] for c in mine):
             row = sorted((c for c in mine if c["setup"] == setup), key=lambda c: c["delay_ms"])
             ax.plot([c["delay_ms"] for c in row], [c["success"] for c in row], marker="o", label=setup)
         ax.set_title(f"{policy} / {task}", fontsize=9)
         ax.set_xlabel("injected generation delay (ms)")
+        ax.set_ylabel("success")
         ax.set_ylim(-0.05, 1.05)
-    axes[0][0].set_ylabel("success")
-    axes[0][-1].legend(fontsize=7)
+        if mine:
+            ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def merged(paths: list[str]) -> list[dict[str, Any]]:
+    """The cells of several result files; a cell (policy, task, delay, setup) in a later file replaces
+    the same cell of an earlier one."""
+    cells: dict[tuple, dict[str, Any]] = {}
+    for path in paths:
+        for cell in json.loads(Path(path).read_text())["cells"]:
+            cells[(cell["policy"], cell["task"], cell["delay_ms"], cell["setup"])] = cell
+    return list(cells.values())
 
 
 def main() -> None:
@@ -145,9 +161,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=100_000)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default="runs/staleness")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="run nothing: combine these result files (later cells win) into --out")  # fmt: skip
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        cells = merged(args.merge)
+        (out / "staleness.json").write_text(json.dumps({"cells": cells, "args": vars(args)}, indent=1))
+        (out / "staleness.md").write_text(markdown(cells))
+        plot(cells, out / "staleness.png")
+        print(markdown(cells))
+        return
     jobs = [(p, t, float(d), s, args.episodes, args.seed) for p in args.policies.split(",")
             for t in args.tasks.split(",") for d in args.delays.split(",") for s in args.setups.split(",")]  # fmt: skip
     cells = []
