@@ -37,6 +37,7 @@ from typing import Any
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 SETUPS = ("sequential", "pipeline", "public_context", "rtc", "roll_forward", "chunk_blend", "public_context+rtc")
+"""The default rows (``--setups``), in the order tables and plots list them; other rows follow."""
 
 
 def setup_overrides(setup: str, policy: str) -> list[str]:
@@ -95,6 +96,12 @@ def _run(args: tuple) -> dict[str, Any] | None:
     return run_cell(*args)
 
 
+def setup_order(cells: list[dict[str, Any]]) -> list[str]:
+    """The setups of ``cells``: the standard ones in :data:`SETUPS` order, then the others as they come."""
+    names = list(dict.fromkeys(c["setup"] for c in cells))
+    return sorted(names, key=lambda name: SETUPS.index(name) if name in SETUPS else len(SETUPS) + names.index(name))
+
+
 def markdown(cells: list[dict[str, Any]]) -> str:
     """One table per policy and task: a row per setup, a column per delay, and the row's total."""
     lines = []
@@ -105,7 +112,7 @@ def markdown(cells: list[dict[str, Any]]) -> str:
             lines += [f"\n**{policy} on {task}** (success, 95% interval; median staleness at takeover in steps)\n",
                       "| setup | " + " | ".join(f"{d:g} ms" for d in delays) + " | all |",
                       "|---|" + "---|" * (len(delays) + 1)]  # fmt: skip
-            for setup in dict.fromkeys(c["setup"] for c in mine):
+            for setup in setup_order(mine):
                 row, done = [], [c for c in mine if c["setup"] == setup]
                 for d in delays:
                     c = next((c for c in done if c["delay_ms"] == d), None)
@@ -124,13 +131,16 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     policies, tasks = sorted({c["policy"] for c in cells}), sorted({c["task"] for c in cells})
+    palette = plt.get_cmap("tab20" if len(setup_order(cells)) > 10 else "tab10")
+    colors = {setup: palette(i) for i, setup in enumerate(setup_order(cells))}  # one colour per setup everywhere
     fig, axes = plt.subplots(len(policies), len(tasks), figsize=(5.5 * len(tasks), 3.8 * len(policies)),
                              squeeze=False)  # fmt: skip
     for (i, policy), (j, task) in ((p, t) for p in enumerate(policies) for t in enumerate(tasks)):
         ax, mine = axes[i][j], [c for c in cells if (c["policy"], c["task"]) == (policy, task)]
-        for setup in dict.fromkeys(c["setup"] for c in mine):
+        for setup in setup_order(mine):
             row = sorted((c for c in mine if c["setup"] == setup), key=lambda c: c["delay_ms"])
-            ax.plot([c["delay_ms"] for c in row], [c["success"] for c in row], marker="o", label=setup)
+            ax.plot([c["delay_ms"] for c in row], [c["success"] for c in row], marker="o", label=setup,
+                    color=colors[setup])  # fmt: skip
         ax.set_title(f"{policy} / {task}", fontsize=9)
         ax.set_xlabel("injected generation delay (ms)")
         ax.set_ylabel("success")
