@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -230,6 +232,17 @@ def test_smoothed_greedy_decoding_prefers_a_broad_mode_and_both_paths_agree():
         tokens = model.decode_classic(context)
         merged = policy.generation.next_tokens(context, tokens)  # teacher-forced with the classic tokens
     assert torch.equal(merged, tokens)
+
+
+def test_kv_cached_decoding_uses_the_installed_transformers_cache_keyword():
+    """transformers renamed the KV cache (``past_key_values`` -> ``cache``) and warns on the old name;
+    decoding must use the name the installed version takes (fails with the deprecated keyword)."""
+    model = _model()
+    context = model.as_policy().perception.perceive([_obs(1)])
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("error", FutureWarning)
+        tokens = model.decode_classic(context)
+    assert tokens.shape == (1, model.num_action_tokens)
 
 
 def test_decode_sigma_is_validated():

@@ -31,6 +31,8 @@ prefill + 31 decode steps of a 6-layer Llama), so generation is ~91% of a reques
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -57,6 +59,15 @@ from auras.types import Observation, ObservationSpec
 
 __all__ = ["TinyVLA"]
 
+
+
+@functools.cache
+def _cache_keyword() -> str:
+    """The KV-cache argument and output field of transformers' causal LMs: ``cache`` from the versions
+    that renamed it (5.x), ``past_key_values`` before (the old name still works there, with a warning)."""
+    from transformers import LlamaForCausalLM
+
+    return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
 
 class TinyVLA(LearnedPolicy):
     policy_type: ClassVar[str] = "tiny-vla"
@@ -333,7 +344,7 @@ class TinyVLA(LearnedPolicy):
         """Prefill [X_V, X_L, BOS] then greedy decode l_a tokens with a KV cache -> (B, l_a) ids."""
         prefix = self._prefix(context)
         out = self.lm(inputs_embeds=prefix, use_cache=True)
-        cache, step_logits, ids = out.past_key_values, [], []
+        cache, step_logits, ids = getattr(out, _cache_keyword()), [], []
         logits = out.logits[:, -1]  # (B, V)
         for i in range(self.num_action_tokens):
             logits = logits.clone()
@@ -343,8 +354,8 @@ class TinyVLA(LearnedPolicy):
             ids.append(token)
             if i + 1 < self.num_action_tokens:
                 embeds = self.lm.get_input_embeddings()(token)  # (B, 1, D)
-                out = self.lm(inputs_embeds=embeds, past_key_values=cache, use_cache=True)
-                cache, logits = out.past_key_values, out.logits[:, -1]
+                out = self.lm(inputs_embeds=embeds, use_cache=True, **{_cache_keyword(): cache})
+                cache, logits = getattr(out, _cache_keyword()), out.logits[:, -1]
         tokens = torch.cat(ids, dim=1)  # (B, l_a)
         return (tokens, torch.stack(step_logits, dim=1)) if return_logits else tokens
 
