@@ -131,8 +131,9 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     policies, tasks = sorted({c["policy"] for c in cells}), sorted({c["task"] for c in cells})
-    palette = plt.get_cmap("tab20" if len(setup_order(cells)) > 10 else "tab10")
-    colors = {setup: palette(i) for i, setup in enumerate(setup_order(cells))}  # one colour per setup everywhere
+    setups = setup_order(cells)
+    palette = plt.get_cmap("tab20" if len(setups) > 10 else "tab10")
+    colors = {setup: palette(i) for i, setup in enumerate(setups)}  # one colour per setup in every panel
     fig, axes = plt.subplots(len(policies), len(tasks), figsize=(5.5 * len(tasks), 3.8 * len(policies)),
                              squeeze=False)  # fmt: skip
     for (i, policy), (j, task) in ((p, t) for p in enumerate(policies) for t in enumerate(tasks)):
@@ -161,6 +162,15 @@ def merged(paths: list[str]) -> list[dict[str, Any]]:
     return list(cells.values())
 
 
+def write_results(cells: list[dict[str, Any]], args: argparse.Namespace, out: Path, final: bool) -> None:
+    """staleness.json under ``out``; when ``final``, also the tables (staleness.md, printed) and the plot."""
+    (out / "staleness.json").write_text(json.dumps({"cells": cells, "args": vars(args)}, indent=1))
+    if final:
+        (out / "staleness.md").write_text(markdown(cells))
+        plot(cells, out / "staleness.png")
+        print(markdown(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policies", default="tiny-dp")
@@ -177,11 +187,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.merge:
-        cells = merged(args.merge)
-        (out / "staleness.json").write_text(json.dumps({"cells": cells, "args": vars(args)}, indent=1))
-        (out / "staleness.md").write_text(markdown(cells))
-        plot(cells, out / "staleness.png")
-        print(markdown(cells))
+        write_results(merged(args.merge), args, out, final=True)
         return
     jobs = [(p, t, float(d), s, args.episodes, args.seed) for p in args.policies.split(",")
             for t in args.tasks.split(",") for d in args.delays.split(",") for s in args.setups.split(",")]  # fmt: skip
@@ -191,10 +197,8 @@ def main() -> None:
             if cell is not None:
                 cells.append(cell)
                 print(json.dumps(cell), flush=True)
-                (out / "staleness.json").write_text(json.dumps({"cells": cells, "args": vars(args)}, indent=1))
-    (out / "staleness.md").write_text(markdown(cells))
-    plot(cells, out / "staleness.png")
-    print(markdown(cells))
+                write_results(cells, args, out, final=False)  # every finished cell is kept
+    write_results(cells, args, out, final=True)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,6 @@ from auras.types import Observation, ObservationSpec
 __all__ = ["TinyVLA"]
 
 
-
 @functools.cache
 def _cache_keyword() -> str:
     """The KV-cache argument and output field of transformers' causal LMs: ``cache`` from the versions
@@ -68,6 +67,7 @@ def _cache_keyword() -> str:
     from transformers import LlamaForCausalLM
 
     return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+
 
 class TinyVLA(LearnedPolicy):
     policy_type: ClassVar[str] = "tiny-vla"
@@ -343,8 +343,9 @@ class TinyVLA(LearnedPolicy):
     def decode_classic(self, context: Context, return_logits: bool = False):
         """Prefill [X_V, X_L, BOS] then greedy decode l_a tokens with a KV cache -> (B, l_a) ids."""
         prefix = self._prefix(context)
+        key = _cache_keyword()  # the installed transformers' name for the KV cache
         out = self.lm(inputs_embeds=prefix, use_cache=True)
-        cache, step_logits, ids = getattr(out, _cache_keyword()), [], []
+        cache, step_logits, ids = getattr(out, key), [], []
         logits = out.logits[:, -1]  # (B, V)
         for i in range(self.num_action_tokens):
             logits = logits.clone()
@@ -354,8 +355,8 @@ class TinyVLA(LearnedPolicy):
             ids.append(token)
             if i + 1 < self.num_action_tokens:
                 embeds = self.lm.get_input_embeddings()(token)  # (B, 1, D)
-                out = self.lm(inputs_embeds=embeds, use_cache=True, **{_cache_keyword(): cache})
-                cache, logits = getattr(out, _cache_keyword()), out.logits[:, -1]
+                out = self.lm(inputs_embeds=embeds, use_cache=True, **{key: cache})
+                cache, logits = getattr(out, key), out.logits[:, -1]
         tokens = torch.cat(ids, dim=1)  # (B, l_a)
         return (tokens, torch.stack(step_logits, dim=1)) if return_logits else tokens
 
