@@ -557,7 +557,7 @@ def test_a_pipelined_action_is_aged_from_its_fresh_context_not_its_old_request()
             stamps[seq] = base + k
             time.sleep(0.05)
             held = client.latest_action(now=base)  # as of the first stamp: whatever is held counts as fresh
-            if held is not None and held.header.get("context_seq") not in (None, held.seq):
+            if held is not None and held.context_seq >= held.seq + 2:  # past the fill (whose contexts are closer)
                 action = held
                 break
             assert time.monotonic() < deadline
@@ -567,6 +567,34 @@ def test_a_pipelined_action_is_aged_from_its_fresh_context_not_its_old_request()
     now = stamps[context] + 0.5
     assert action.age(now) == pytest.approx(0.5) and now - action.stamp > 1.5
     assert client.latest_action(now) is action  # young by its context, though its request is old
+
+
+def test_a_filling_pipelines_actions_for_one_request_with_newer_contexts_are_each_handed_out():
+    """auras mode, 3 generation stages: the first observation fills the pipeline, so the next two actions
+    answer that same seq again, each conditioned on a newer observation. Each is fresher than the last
+    and the robot must get it (ranked by request seq alone they were dropped as repeats, and a robot
+    ran its first chunk to the end and held its last row while the pipeline had fresh actions)."""
+    from tests.fakes import FakeDiffusion, FakeStagedPerception
+
+    def pipelined() -> AurasAgent:
+        policy = Policy("fake-dp", FakeStagedPerception(2, image_size=84), FakeDiffusion(6))
+        return AurasAgent(load_config(None, ["pipeline.mode=auras", "pipeline.pp_generation=3"]), policy=policy)
+
+    address = f"tcp://127.0.0.1:{free_service_port()}"
+    with (
+        BridgeServer(bind=address, agent_factory=pipelined).start(),
+        RobotClient(address, instruction="x", ttl_s=DEADLINE_S, timeout_s=DEADLINE_S) as client,
+    ):
+        image, state = np.zeros((84, 84, 3), np.uint8), np.zeros(4, np.float32)
+        first = client.publish({"front": image}, state)
+        taken = [_settled(client.take_action, lambda a: a is not None, "the first action")]
+        for _ in range(3):
+            seq = client.publish({"front": image}, state)
+            taken.append(_settled(client.take_action, lambda a, seq=seq: a is not None and a.context_seq == seq,
+                                  f"the action conditioned on seq {seq}"))  # fmt: skip
+    assert [(a.seq, a.context_seq) for a in taken] == [(first, first), (first, first + 1), (first, first + 2),
+                                                       (first + 1, first + 3)]  # fmt: skip
+    assert "not_newer" not in client.counters, dict(client.counters)
 
 
 @pytest.mark.mujoco

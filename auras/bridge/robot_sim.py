@@ -77,10 +77,9 @@ def run_robot(
                 report.frames_published += 1
                 captured[seq] = t
         action = client.latest_action()
-        if action is not None and action is not current and (current is None or action.seq > current.seq):
+        if action is not None and (current is None or action.order > current.order):
             current = action
-            newest = action.header.get("context_seq", action.seq)
-            executor.accept_chunk(action.chunk, captured.get(newest, captured.get(action.seq, t)), t)
+            executor.accept_chunk(action.chunk, captured.get(action.context_seq, captured.get(action.seq, t)), t)
             report.actions_applied += 1
             report.action_age_ms.append(action.age() * 1e3)
         values = executor.row(t)

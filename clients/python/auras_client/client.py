@@ -64,6 +64,20 @@ class ReceivedAction:
     header: dict[str, Any]
 
     @property
+    def context_seq(self) -> int:
+        """The newest observation that influenced the action (in a pipeline with a public context,
+        newer than ``seq``); ``seq`` when the server did not say."""
+        context = self.header.get("context_seq")
+        return int(context) if isinstance(context, int) and not isinstance(context, bool) else self.seq
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """How actions rank by freshness: by their newest input (``context_seq``), then by ``seq``. A
+        pipeline filling up emits several actions for one ``seq``, each with a newer context: every
+        one of them is fresher than the last."""
+        return (self.context_seq, self.seq)
+
+    @property
     def context_stamp(self) -> float:
         """Capture stamp of the newest observation that influenced the action (``context_seq``: in a
         pipeline, fresher than ``seq``); ``stamp`` when the server did not say."""
@@ -120,8 +134,8 @@ class RobotClient:
         self.session: str | None = None
         self.server_info: dict[str, Any] = {}
         self._latest: ReceivedAction | None = None
-        self._taken_seq = -1
-        self._expired_seq = -1
+        self._taken: tuple[int, int] = (-1, -1)  # order of the last action take_action handed out
+        self._expired: tuple[int, int] = (-1, -1)  # order of the last action counted as expired
         self._resubscribe = threading.Event()
         self._next_seq = 0
         self._min_action_seq = 0  # actions answering observations older than the last reset are ignored
@@ -193,7 +207,7 @@ class RobotClient:
                     self._push.connect(endpoints[0])
                 self._endpoints = endpoints
             self._latest = None
-            self._taken_seq = -1
+            self._taken = (-1, -1)
         self._resubscribe.set()
         self.counters["hellos"] += 1
         return reply
@@ -212,7 +226,7 @@ class RobotClient:
             from_seq = self._next_seq  # the server ignores anything older still in flight
         reply = self.request("reset", timeout_s=max(self.timeout_s, self.hello_timeout_s), from_seq=from_seq)
         with self._state_lock:
-            self._latest, self._taken_seq = None, -1
+            self._latest, self._taken = None, (-1, -1)
             self._min_action_seq = from_seq
         return reply
 
@@ -362,8 +376,8 @@ class RobotClient:
             if action.seq < self._min_action_seq:
                 self.counters["before_reset"] += 1
                 return
-            if self._latest is not None and action.seq <= self._latest.seq:
-                self.counters["not_newer"] += 1  # a repeat (pipeline fill) or a reordered action
+            if self._latest is not None and action.order <= self._latest.order:
+                self.counters["not_newer"] += 1  # a repeat or a reordered action
                 return
             self._latest = action
         if self.on_action is not None and action.age() <= self.ttl_s:
@@ -413,8 +427,8 @@ class RobotClient:
         if action is None:
             return None
         if action.age(now) > self.ttl_s:
-            if action.seq != self._expired_seq:
-                self._expired_seq = action.seq
+            if action.order != self._expired:
+                self._expired = action.order
                 self.counters["expired"] += 1  # distinct actions that aged out before being used
             return None
         return action
@@ -423,9 +437,9 @@ class RobotClient:
         """Like :meth:`latest_action` but each action is handed out once (None when nothing new)."""
         action = self.latest_action(now)
         with self._state_lock:
-            if action is None or action.seq <= self._taken_seq:
+            if action is None or action.order <= self._taken:
                 return None
-            self._taken_seq = action.seq
+            self._taken = action.order
         return action
 
     # -- teardown -----------------------------------------------------------------------------------
