@@ -482,6 +482,9 @@ class BridgeServer:
 
     def _submit(self, session: Session, seq: int, slot: Any) -> None:
         with session.lock:
+            if seq < session.assembler.min_seq:  # completed while a reset ran (it holds the lock): not this episode
+                session.assembler.counters["before_reset"] += 1
+                return
             if session.stream is None:
                 session.counters["rejected"] += 1
                 raise ProtocolError("agent_error", f"session {session.id} is between episodes (resetting)")
