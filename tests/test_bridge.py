@@ -174,6 +174,37 @@ def test_observations_sent_before_a_reset_never_reach_the_new_episode(server):
         assert _wait_action(robot, fresh).seq == fresh
 
 
+def test_an_observation_completed_while_a_reset_runs_never_reaches_the_new_episode():
+    """A reset runs in its own thread and first waits for the frame in flight; an observation sent just
+    before it completes meanwhile and waits for the session. It belongs to the old episode: had it been
+    submitted after the reset, the new episode's first chunk would come from the old scene. (Whether it
+    arrives during the reset or just before depends on the sockets; most runs hit the window.)"""
+    generated: list[tuple[int, int]] = []  # (policy resets so far, step id) of every generation call
+
+    class Recording(FakeGeneration):
+        def generate(self, context):
+            generated.append((self.resets, int(context["step_id"][0])))
+            return super().generate(context)
+
+    def agent() -> AurasAgent:
+        return AurasAgent(load_config(), policy=Policy("fake", FakePerception(image_size=84), Recording(0.3)))
+
+    slow = BridgeServer(bind=f"tcp://127.0.0.1:{free_service_port()}", agent_factory=agent,
+                        session_timeout_s=DEADLINE_S)  # fmt: skip
+    with slow.start(), _client(slow) as robot:
+        robot.publish({"front": IMAGE}, np.zeros(4, np.float32))  # the agent takes it: 0.3 s
+        time.sleep(0.05)
+        stale = robot.publish({"front": IMAGE}, np.zeros(4, np.float32))
+        robot.reset()  # stops the stream while the first one computes; the second arrives meanwhile
+        fresh = robot.publish({"front": IMAGE}, np.zeros(4, np.float32))
+        assert _wait_action(robot, fresh).seq == fresh
+        counters = robot.stats()["counters"]
+    after_reset = [step for resets, step in generated if resets >= 1]
+    assert after_reset == [fresh] and stale not in after_reset, generated
+    # the stale one either waited in the old stream's mailbox (unanswered) or completed during the reset (refused)
+    assert counters.get("unanswered", 0) + counters.get("before_reset", 0) >= 1, counters
+
+
 def test_a_policy_needing_simulator_state_refuses_a_robot_that_cannot_send_it():
     address = f"tcp://127.0.0.1:{free_service_port()}"
     with BridgeServer(load_config(overrides=["env.task=push-v3"]), address).start():  # the privileged expert
