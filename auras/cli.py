@@ -175,6 +175,11 @@ def bench(
         list[str] | None, typer.Option("--sweep", help="Sweep any config key: KEY=V1,V2,... (repeatable; grid).")
     ] = None,
     accuracy: Annotated[bool, typer.Option(help="Run closed-loop episodes (--no-accuracy: throughput only).")] = True,
+    served: Annotated[
+        bool,
+        typer.Option("--served", help="Realtime clock: run the episodes through `auras serve` and the robot client "
+                     "(bench.served; --sweep bench.served=false,true puts both paths side by side)."),
+    ] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (bench.out).")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -206,6 +211,7 @@ def bench(
             ("bench.policies", f"[{','.join(policy)}]" if policy else None),
             ("bench.modes", f"[{modes}]" if modes else None),
             ("bench.accuracy", None if accuracy else "false"),
+            ("bench.served", "true" if served else None),
             ("bench.plots", None if plots else "false"),
         ):
             if value is not None:

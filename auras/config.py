@@ -253,12 +253,32 @@ class BenchConfig(_Section):
         "advances by the agent's measured compute time while the robot keeps executing its last chunk; "
         "realtime: the env runs at wall-clock pace in its own loop and the agent acts on the newest frame.",
     )
+    camera_hz: float = Field(
+        30.0, gt=0, le=1000, description="Realtime clock: the robot's camera rate (frames it may send per second)."
+    )
+    action_ttl_ms: float = Field(
+        250.0, gt=0, description="Realtime clock: the robot never applies an action whose newest input is older than "
+        "this (robot-sim's --ttl-ms).",
+    )
+    served: bool = Field(
+        False, description="Realtime clock: run the episodes through `auras serve` (a server process per cell) and "
+        "the robot client, the path a robot uses, instead of an agent in this process.",
+    )
     stream_steps: int = Field(
         300, ge=10, le=1_000_000, description="Length of the pre-recorded observation stream for throughput."
     )
     warmup_steps: int = Field(30, ge=0, le=100_000, description="Stream steps excluded from throughput as warm-up.")
     out: str = Field("runs/bench", min_length=1, description="Directory for results.json and the plots.")
     plots: bool = Field(True, description="Write PNG plots next to results.json.")
+
+    @model_validator(mode="after")
+    def _served_is_realtime(self) -> BenchConfig:
+        if self.served and self.clock != "realtime":
+            raise ValueError(
+                f"bench.served: the served path runs on the robot's own clock (bench.clock realtime), "
+                f"got {self.clock!r}"
+            )
+        return self
 
     @field_validator("tasks")
     @classmethod

@@ -154,6 +154,12 @@ class ActionStream:
                 return
             self.unanswered += 1
 
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that ended the stream (an executor error, or one from ``on_action``), else None."""
+        with self._lock:
+            return self._error
+
     # -- consumer side --------------------------------------------------------------------------------
     def get(self, timeout: float | None = None) -> Action:
         """The next action in order; waits up to ``timeout`` seconds (None: forever)."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -44,29 +43,12 @@ DENOISING = ("tiny-dp", "tiny-flow", "smolvla")
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    """A service port whose two data ports (+1, +2) are free too."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port > 60000:
-            continue
-        try:
-            for offset in (1, 2):
-                with socket.socket() as other:
-                    other.bind(("127.0.0.1", port + offset))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no three consecutive free ports")
-
-
 def run_setup(policy: str, setup: str, tasks: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
     mode, strategy = setup.split(":")
-    port = free_port()
-    endpoint = f"tcp://127.0.0.1:{port}"
-    log = open(Path(args.out) / f"serve-{policy}-{mode}-{strategy}.log", "w")
+    from auras.bridge.transport import free_service_port
+
+    endpoint = f"tcp://127.0.0.1:{free_service_port()}"
+    log = open(Path(args.out) / f"serve-{policy}-{mode}-{strategy}.log", "w")  # noqa: SIM115 (closed in finally)
     server = subprocess.Popen(
         [str(BIN / "auras"), "serve", "-c", f"pipeline-{policy}", "--mode", mode, "--set",
          f"staleness.strategy={strategy}", "--bind", endpoint],

@@ -148,7 +148,7 @@ def test_realtime_clock_keeps_the_robot_moving_at_its_control_rate_while_the_age
     lag, horizon = 4, 48
     config = load_config(overrides=["env.task=reach-v3"])
     with AurasAgent(config) as agent, make_env("reach-v3", horizon=horizon, terminate_on_success=False) as env:
-        inner, inner_env_step = agent._executor.step, env.step
+        inner, inner_env_step = agent._executor.step, env.advance
         stepped = threading.Condition()
         env_steps, starved = [0], []
 
@@ -166,7 +166,7 @@ def test_realtime_clock_keeps_the_robot_moving_at_its_control_rate_while_the_age
                     starved.append(obs.step_id)
             return inner(obs)
 
-        env.step = counting_env_step
+        env.advance = counting_env_step
         agent._executor.step = slow_step
         start = time.perf_counter()
         record = run_episode(agent, env, seed=100_000, clock="realtime")

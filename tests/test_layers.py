@@ -46,8 +46,8 @@ LAYERS: Sequence[tuple[str, tuple[str, ...]]] = (
     ("policies", ("auras.policies",)),
     # 3 pipeline: the executors that schedule a policy's parts (local threads or Ray actors).
     ("pipeline", ("auras.pipeline",)),
-    # 4 agent: the public API over an executor (AurasAgent) and its streaming front.
-    ("agent", ("auras.agent", "auras.stream")),
+    # 4 agent: the public API over an executor (AurasAgent), its streaming front and the robot side of a real-time loop.
+    ("agent", ("auras.agent", "auras.stream", "auras.robot_loop")),
     # 5 applications: built on the agent: the benchmark, the robot bridge, training.
     ("applications", ("auras.bench", "auras.bridge", "auras.training")),
     # 6 cli: the `auras` command.

@@ -7,9 +7,7 @@ not compete with inference.
 
 from __future__ import annotations
 
-import functools
 import math
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,6 +17,7 @@ import numpy as np
 from auras.agent import AurasAgent
 from auras.envs.base import AurasTaskEnv, to_observation
 from auras.pipeline.pacing import pacer_for
+from auras.robot_loop import AgentLink, RealTime, RobotEpisode, run_robot_episode
 from auras.staleness import ChunkExecutor
 from auras.types import Action, Observation
 
@@ -80,7 +79,10 @@ def run_episode(
     if clock not in ("frame", "virtual", "realtime"):
         raise ValueError(f"clock: expected 'frame', 'virtual' or 'realtime', got {clock!r}")
     if clock == "realtime":
-        return run_episode_realtime(agent, env, seed, record)
+        if record is not None:
+            raise ValueError("run_episode: record is for the frame and virtual clocks (a realtime robot sends its own)")
+        bench = agent.config.bench
+        return run_episode_realtime(agent, env, seed, bench.camera_hz, bench.action_ttl_ms / 1e3)
     agent.reset()
     env_obs, info = env.reset(seed=seed)
     result = EpisodeRecord(seed=seed, success=False, steps=0, steps_to_success=None)
@@ -139,115 +141,27 @@ def run_episode(
     return result
 
 
-def run_episode_realtime(
-    agent: AurasAgent,
-    env: AurasTaskEnv,
-    seed: int,
-    record: Callable[[Observation], None] | None = None,
-) -> EpisodeRecord:
-    """One episode with the env at wall-clock pace, as on a real robot.
+def run_episode_realtime(agent: AurasAgent, env: AurasTaskEnv, seed: int, camera_hz: float = 30.0,
+                         ttl_s: float = 0.25) -> EpisodeRecord:  # fmt: skip
+    """One episode with the env at wall-clock pace, as on a real robot: the robot side of
+    :mod:`auras.robot_loop` (the same loop `auras robot-sim` runs against `auras serve`) with the
+    agent in this process behind its ActionStream, as on the server. The camera runs at
+    ``camera_hz``; an action older than ``ttl_s`` is never applied. Not repeatable: timing depends
+    on the machine; an overrun slips the schedule and is counted."""
+    executor = ChunkExecutor.from_config(agent.config, agent.policy_spec)
+    with AgentLink(agent, env.instruction) as link:
+        robot = run_robot_episode(link, env, seed, executor, camera_hz=camera_hz, clock=RealTime(ttl_s),
+                                  privileged=agent.privileged)  # fmt: skip
+    return episode_record(robot, env.control_dt)
 
-    This thread is the robot: every ``env.control_dt`` of wall time it applies the next row of the
-    newest action's chunk (holding the last row past the chunk's end, standing still before the
-    first action), steps the simulation and publishes the new camera frame. A second thread is the
-    agent: it takes the newest frame, runs ``agent.step`` on it and hands the action over, which
-    takes effect at the next control step; frames that arrive while it computes are skipped. The
-    robot never waits for the agent; a paced agent (``pipeline.frame_period_ms``) starts a frame at most
-    once per period. The staleness strategy's executor (shared by both threads) picks the rows and
-    prepares the observations, as under the other clocks. When a control step (sim + render) overruns its slot the
-    schedule slips and the episode counts it (``overruns``, ``late_ms_max``): on a busy machine the
-    robot runs slower than real time, never faster. Not repeatable: timing depends on the machine.
-    """
-    agent.reset()
-    env_obs, info = env.reset(seed=seed)
-    result = EpisodeRecord(seed=seed, success=False, steps=0, steps_to_success=None)
-    dt = env.control_dt
-    cond = threading.Condition()
-    shared: dict[str, object] = {"obs": None, "action": None, "stop": False, "error": None}
-    pacer = pacer_for(agent)
-    executor = ChunkExecutor.from_config(agent.config, agent.policy_spec)  # shared by both threads, under cond
 
-    def publish(t: int) -> None:
-        obs = to_observation(env_obs, info, t, time.monotonic(), privileged=agent.privileged)
-        if record is not None:
-            record(obs)
-        with cond:
-            shared["obs"] = obs
-            cond.notify_all()
-
-    def newer_than(last_id: int) -> bool:
-        obs = shared["obs"]
-        return bool(shared["stop"]) or (isinstance(obs, Observation) and obs.step_id > last_id)
-
-    def agent_loop() -> None:
-        last_id = -1
-        try:
-            while True:
-                with cond:
-                    cond.wait_for(functools.partial(newer_than, last_id))
-                    if shared["stop"]:
-                        return
-                pacer.wait()  # a paced agent starts its frame on the tick, with the newest observation then
-                with cond:
-                    if shared["stop"]:
-                        return
-                    if not executor.wants_request(shared["obs"].step_id):  # chunk_blend: the queue is long enough
-                        last_id = shared["obs"].step_id
-                        continue
-                    obs = executor.prepare(shared["obs"])
-                last_id = obs.step_id
-                start = time.monotonic()
-                action = agent.step(obs)
-                pacer.record(time.monotonic() - start)
-                pacer.release()
-                with cond:
-                    shared["action"] = action
-        except BaseException as exc:  # surfaced in the robot thread, which owns the episode
-            with cond:
-                shared["error"] = exc
-
-    worker = threading.Thread(target=agent_loop, name="auras-realtime-agent", daemon=True)
-    standstill = np.zeros(env.action_space.shape, np.float32)  # before the first action
-    current: Action | None = None
-    t = 0
-    publish(0)
-    worker.start()
-    start = time.perf_counter()
-    try:
-        while t < env.horizon:
-            with cond:
-                action, error = shared["action"], shared["error"]
-                if action is not None and action is not current:
-                    executor.accept(action, t)
-                values = executor.row(t)
-            if error is not None:
-                raise error
-            if action is not None and action is not current:
-                current = action
-                result.latency_ms.append(action.timings.latency_ms)
-                result.staleness_frames.append(t - _newest_input(action))
-                result.staleness_ms.append((time.monotonic() - action.capture_time) * 1e3)
-            env_obs, _, terminated, truncated, info = env.step(standstill if values is None else values)
-            t += 1
-            result.steps = t
-            if info["success"] and not result.success:
-                result.success, result.steps_to_success = True, t
-            if terminated or truncated or t >= env.horizon:
-                break
-            publish(t)
-            late = time.perf_counter() - (start + t * dt)
-            if late > 0:
-                result.overruns += 1
-                result.late_ms_max = max(result.late_ms_max, late * 1e3)
-                start += late  # the schedule slips; it never runs fast to catch up
-            else:
-                time.sleep(-late)
-    finally:
-        with cond:
-            shared["stop"] = True
-            cond.notify_all()
-        worker.join(timeout=30.0)
-    return result
+def episode_record(robot: RobotEpisode, control_dt: float) -> EpisodeRecord:
+    """The bench's record of an episode the robot loop ran (staleness: the newest input's age at takeover)."""
+    return EpisodeRecord(
+        seed=robot.seed, success=robot.success, steps=robot.steps, steps_to_success=robot.steps_to_success,
+        latency_ms=list(robot.latency_ms), staleness_ms=list(robot.action_age_ms),
+        staleness_frames=list(robot.staleness_steps), overruns=robot.overruns, late_ms_max=robot.late_ms_max,
+    )  # fmt: skip
 
 
 def _newest_input(action: Action) -> int:

@@ -29,6 +29,7 @@ from auras.agent import AurasAgent
 from auras.bench.episodes import EpisodeRecord, StreamRecord, run_episode, run_stream
 from auras.bench.metrics import interval_stats, percentiles, throughput_hz, wilson_interval
 from auras.bench.report import SCHEMA_VERSION, machine_info, now_iso, package_versions
+from auras.bench.served import measure_accuracy_served
 from auras.config import AurasConfig, config_hash, load_config, preset_names
 from auras.envs import make_env
 from auras.errors import ConfigError
@@ -107,7 +108,10 @@ def _label(config: AurasConfig, point: tuple[tuple[str, Any], ...]) -> str:
     fixes = resolve_strategy(config.staleness.strategy, p.mode).robot_side  # mode auras implies the public context
     if fixes.name != "none":
         parts.append(fixes.name)
-    parts += [f"{_short(k)}={v}" for k, v in point if not k.startswith(("pipeline.", "staleness.strategy"))]
+    if config.bench.served:
+        parts.append("served")
+    shown = [(k, v) for k, v in point if not k.startswith(("pipeline.", "staleness.strategy", "bench.served"))]
+    parts += [f"{_short(k)}={v}" for k, v in shown]
     return " ".join(parts)
 
 
@@ -265,6 +269,7 @@ def _row(
         "mode": c.pipeline.mode,
         "backend": c.pipeline.backend,
         "clock": c.bench.clock,
+        "served": c.bench.served,
         "label": cell.label,
         "point": {k: v for k, v in cell.point},
         "settings": _settings(c),
@@ -319,7 +324,12 @@ def run_cells(run: AurasConfig, cells: Sequence[BenchCell], progress: ProgressFn
         if c.env.task not in streams:
             streams[c.env.task] = record_stream(run, c.env.task, length)
         with AurasAgent(c) as agent:  # one agent (one policy load, one set of actors) per cell
-            episodes = measure_accuracy(agent, c, report) if c.bench.accuracy else []
+            if c.bench.accuracy and c.bench.served:
+                log = Path(run.bench.out) / f"serve-{i + 1}.log"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                episodes = measure_accuracy_served(c, agent.privileged, report, log)
+            else:
+                episodes = measure_accuracy(agent, c, report) if c.bench.accuracy else []
             stream = measure_throughput(agent, c, streams[c.env.task])
             privileged = agent.privileged
             runtime = agent.stats()

@@ -433,6 +433,12 @@ class RobotClient:
             return None
         return action
 
+    def newest_action(self) -> ReceivedAction | None:
+        """The freshest action received since the last hello or reset, whatever its age (for a robot
+        loop that judges age itself); :meth:`latest_action` applies ``ttl_s``."""
+        with self._state_lock:
+            return self._latest
+
     def take_action(self, now: float | None = None) -> ReceivedAction | None:
         """Like :meth:`latest_action` but each action is handed out once (None when nothing new)."""
         action = self.latest_action(now)

@@ -1,0 +1,87 @@
+"""Benchmark episodes on the path a robot uses (``bench.served``): the cell's configuration served by
+`auras serve` in its own process, the robot in this one, the same robot loop as the in-process
+realtime clock (:mod:`auras.robot_loop`) through the robot client. The server is started per cell on
+a free loopback port and stopped after the cell's episodes; its log is kept in the run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import yaml
+
+from auras.bench.episodes import EpisodeRecord, episode_record
+from auras.bridge.robot_sim import executor_for, run_robot
+from auras.bridge.transport import free_service_port
+from auras.config import AurasConfig
+from auras.envs import make_env
+from auras.errors import AurasError
+from auras.robot_loop import RealTime
+from auras_client.client import RobotClient
+
+__all__ = ["measure_accuracy_served", "serve_process"]
+
+SERVER_START_S = 120.0  # a loaded CI machine may take long to import torch and build the first agent
+
+
+@contextlib.contextmanager
+def serve_process(config: AurasConfig, log_path: Path | None = None) -> Iterator[str]:
+    """`auras serve` of ``config`` in a child process on a free loopback port; yields its service
+    endpoint and stops the server on exit (its output goes to ``log_path``, else is discarded)."""
+    endpoint = f"tcp://127.0.0.1:{free_service_port()}"
+    with contextlib.ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="auras-served-")))
+        config_file = folder / "config.yaml"
+        config_file.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        log = stack.enter_context(open(log_path or folder / "serve.log", "w"))
+        command = [sys.executable, "-c", "from auras.cli import app; app()", "serve", "-c", str(config_file),
+                   "--bind", endpoint]  # fmt: skip
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield endpoint
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        if server.returncode not in (0, -15):
+            log.flush()
+            tail = Path(log.name).read_text()[-2000:]
+            raise AurasError(f"auras serve exited with status {server.returncode}; its log ends:\n{tail}")
+
+
+def measure_accuracy_served(
+    config: AurasConfig,
+    privileged: bool,
+    progress: Callable[[int], None] | None = None,
+    log_path: Path | None = None,
+) -> list[EpisodeRecord]:
+    """``config.bench.episodes`` realtime episodes on seeds ``bench.seed + i``, each through `auras serve`
+    and the robot client (the client resets the session per episode); ``privileged``: the policy
+    needs the simulator state."""
+    bench = config.bench
+    env = make_env(config.env.task, horizon=config.env.horizon, image_size=config.env.image_size,
+                   terminate_on_success=config.env.terminate_on_success)  # fmt: skip
+    episodes: list[EpisodeRecord] = []
+    with env, serve_process(config, log_path) as endpoint:
+        client = RobotClient(endpoint, cameras={"front": (env.image_size, env.image_size)}, state_dim=4,
+                             instruction=env.instruction, robot=f"bench-{config.env.task}"[:64],
+                             extras=("privileged_state",) if privileged else (), ttl_s=bench.action_ttl_ms / 1e3,
+                             timeout_s=30.0, connect=False)  # fmt: skip
+        client.hello_timeout_s = SERVER_START_S
+        with client.connect():
+            executor = executor_for(client)
+            for i in range(bench.episodes):
+                robot = run_robot(client, env, bench.seed + i, bench.camera_hz, privileged, executor,
+                                  RealTime(client.ttl_s))  # fmt: skip
+                episodes.append(episode_record(robot, env.control_dt))
+                if progress:
+                    progress(i + 1)
+    return episodes
