@@ -144,17 +144,24 @@ def test_a_failed_agent_surfaces_in_the_robot_loop():
 
 @pytest.mark.mujoco
 @pytest.mark.parametrize(
-    ("preset", "task"),
-    [("pipeline-tiny-dp", "button-press-v3"), ("pipeline-tiny-flow", "push-v3"), ("pipeline-tiny-vla", "push-v3")],
+    ("preset", "task", "overrides"),
+    [
+        ("pipeline-tiny-dp", "button-press-v3", []),
+        ("pipeline-tiny-flow", "push-v3", []),
+        ("pipeline-tiny-vla", "push-v3", []),
+        ("pipeline-tiny-dp", "push-v3", ["pipeline.mode=pipeline", "staleness.strategy=roll_forward"]),
+    ],
+    ids=["tiny-dp-chunk_blend", "tiny-flow-rtc", "tiny-vla-public_context", "tiny-dp-roll_forward"],
 )
-def test_in_process_and_served_robots_apply_the_same_rows_at_the_same_steps(preset, task):
-    """The shipped presets (auras with chunk_blend, with rtc, with the public context alone) in lockstep:
-    the robot loop through an in-process agent and through `auras serve` + the client applies
-    bitwise the same rows. Fails if the client drops a filling pipeline's fresher actions, if a
-    strategy's guide or state is lost on the wire, or if either path runs the executor differently."""
+def test_in_process_and_served_robots_apply_the_same_rows_at_the_same_steps(preset, task, overrides):
+    """The shipped presets (auras with chunk_blend, with rtc, with the public context alone) and
+    roll_forward in lockstep: the robot loop through an in-process agent and through `auras serve` +
+    the client applies bitwise the same rows. Fails if the client drops a filling pipeline's fresher
+    actions, if a strategy's guide or state is lost on the wire, or if either path runs the executor
+    differently."""
     from auras.envs import make_env
 
-    config = load_config(preset)
+    config = load_config(preset, overrides)
     seeds = (100_000, 100_001)
     with make_env(task, horizon=50) as env:
         with AurasAgent(config) as agent, AgentLink(agent, env.instruction) as link:
