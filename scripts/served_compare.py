@@ -11,7 +11,8 @@ second of robot time, median age of an action when it took over).
     MUJOCO_GL=egl .venv/bin/python scripts/served_compare.py --policies tiny-dp,tiny-flow,tiny-vla \
         --tasks push-v3,pick-place-v3,button-press-v3 --episodes 30 --out docs/results/served
 
-Setups are ``MODE:STRATEGY`` (``auras:chunk_blend`` runs mode auras with public_context+chunk_blend);
+Setups are ``MODE:STRATEGY`` (``auras:chunk_blend`` runs mode auras with public_context+chunk_blend),
+optionally with ``@KEY=VALUE`` settings for the server (``auras:chunk_blend@staleness.queue_threshold=1``);
 ``--setups`` chooses them, rtc is skipped for policies that do not denoise.
 """
 
@@ -43,15 +44,23 @@ DENOISING = ("tiny-dp", "tiny-flow", "smolvla")
 BIN = Path(sys.executable).parent
 
 
+def parse_setup(setup: str) -> tuple[str, str, list[str]]:
+    """``MODE:STRATEGY[@KEY=VALUE...]`` -> (mode, strategy with its settings as a label, server overrides)."""
+    head, *settings = setup.split("@")
+    mode, strategy = head.split(":")
+    label = "@".join([strategy, *(s.removeprefix("staleness.") for s in settings)])
+    return mode, label, [f"staleness.strategy={strategy}", *settings]
+
+
 def run_setup(policy: str, setup: str, tasks: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
-    mode, strategy = setup.split(":")
+    mode, strategy, overrides = parse_setup(setup)
+    sets = [item for override in overrides for item in ("--set", override)]
     from auras.bridge.transport import free_service_port
 
     endpoint = f"tcp://127.0.0.1:{free_service_port()}"
     log = open(Path(args.out) / f"serve-{policy}-{mode}-{strategy}.log", "w")  # noqa: SIM115 (closed in finally)
     server = subprocess.Popen(
-        [str(BIN / "auras"), "serve", "-c", f"pipeline-{policy}", "--mode", mode, "--set",
-         f"staleness.strategy={strategy}", "--bind", endpoint],
+        [str(BIN / "auras"), "serve", "-c", f"pipeline-{policy}", "--mode", mode, *sets, "--bind", endpoint],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     rows = []
@@ -141,7 +150,7 @@ def main() -> None:
         done = {(r["policy"], r["mode"], r["strategy"], r["task"]) for r in rows}
         for setup in args.setups.split(","):
             for policy in args.policies.split(","):
-                mode, strategy = setup.split(":")
+                mode, strategy, _ = parse_setup(setup)
                 if "rtc" in strategy and policy not in DENOISING:
                     continue
                 todo = [t for t in tasks if (policy, mode, strategy, t) not in done]

@@ -152,10 +152,10 @@ def run_episode_realtime(agent: AurasAgent, env: AurasTaskEnv, seed: int, camera
     with AgentLink(agent, env.instruction) as link:
         robot = run_robot_episode(link, env, seed, executor, camera_hz=camera_hz, clock=RealTime(ttl_s),
                                   privileged=agent.privileged)  # fmt: skip
-    return episode_record(robot, env.control_dt)
+    return episode_record(robot)
 
 
-def episode_record(robot: RobotEpisode, control_dt: float) -> EpisodeRecord:
+def episode_record(robot: RobotEpisode) -> EpisodeRecord:
     """The bench's record of an episode the robot loop ran (staleness: the newest input's age at takeover)."""
     return EpisodeRecord(
         seed=robot.seed, success=robot.success, steps=robot.steps, steps_to_success=robot.steps_to_success,

@@ -81,7 +81,7 @@ def measure_accuracy_served(
             for i in range(bench.episodes):
                 robot = run_robot(client, env, bench.seed + i, bench.camera_hz, privileged, executor,
                                   RealTime(client.ttl_s))  # fmt: skip
-                episodes.append(episode_record(robot, env.control_dt))
+                episodes.append(episode_record(robot))
                 if progress:
                     progress(i + 1)
     return episodes
