@@ -177,8 +177,8 @@ def bench(
     accuracy: Annotated[bool, typer.Option(help="Run closed-loop episodes (--no-accuracy: throughput only).")] = True,
     served: Annotated[
         bool,
-        typer.Option("--served", help="Realtime clock: run the episodes through `auras serve` and the robot client "
-                     "(bench.served; --sweep bench.served=false,true puts both paths side by side)."),
+        typer.Option("--served", help="Run the episodes through `auras serve` and the robot client on the realtime "
+                     "clock (bench.served; --sweep bench.served=false,true puts both paths side by side)."),
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (bench.out).")] = None,
     config: ConfigOpt = None,
@@ -203,7 +203,7 @@ def bench(
         for key, value in (
             ("bench.episodes", episodes),
             ("bench.seed", seed),
-            ("bench.clock", clock),
+            ("bench.clock", clock if clock is not None or not served else "realtime"),
             ("pipeline.backend", backend),
             ("pipeline.ray_address", ray_address),
             ("bench.out", out),

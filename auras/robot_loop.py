@@ -274,15 +274,20 @@ class AgentLink:
         self._stamps: dict[int, float] = {}  # id -> capture time (monotonic)
         self._latest: LinkAction | None = None
         self._answers = 0
+        self._episode = 0  # actions of an older episode's stream (one that outlived its close) are ignored
         self._stream: Any = None
 
     def reset(self) -> None:
+        """A new episode: the old stream's error (if any) is raised, then a new stream starts."""
+        self._raise_failure()
         self._close_stream()
         self.agent.reset()
         with self._cond:
-            self._latest = None
+            self._episode += 1
+            self._latest, self._answers = None, 0
             self._stamps.clear()
-        self._stream = self.agent.stream(on_action=self._on_action)
+        episode = self._episode
+        self._stream = self.agent.stream(on_action=lambda action: self._on_action(action, episode))
 
     def send(self, t: int, image: np.ndarray, state: np.ndarray, extras: Mapping[str, np.ndarray]) -> int | None:
         self._raise_failure()
@@ -293,9 +298,11 @@ class AgentLink:
         self._stream.submit(obs)
         return t
 
-    def _on_action(self, action: Action) -> None:
+    def _on_action(self, action: Action, episode: int) -> None:
         context = action.context_step_id if action.context_step_id is not None else action.step_id
         with self._cond:
+            if episode != self._episode:
+                return
             received = LinkAction(np.asarray(action.values, np.float32).reshape(-1, action.values.shape[-1]),
                                   int(action.step_id), int(context), self._stamps.get(context, action.capture_time),
                                   action.timings.latency_ms, time.monotonic)  # fmt: skip

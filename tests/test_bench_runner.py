@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from auras.bench.runner import plan_cells, with_relative_figures
 from auras.bench.tune import TunePoint, grid, pareto, write_preset
 from auras.cli import app, settings_and_sweep
+from auras.config import load_config
 from auras.errors import ConfigError
 from auras.policies.base import Policy
 from tests.fakes import FakeDiffusion, FakeStagedPerception, fake_observation, fake_policy
@@ -128,6 +129,33 @@ def test_smoke_bench_with_fake_stages_writes_a_valid_document_and_plots(fake_lea
     assert auras4["settings"]["pp_generation"] == 4 and auras4["metrics"]["speedup"] > 1.5
     for name in ("throughput_success.png", "intervals.png", "latency_cdf.png", "degree_sweep.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.mujoco
+def test_served_bench_runs_its_episodes_through_an_auras_serve_process(tmp_path):
+    """--sweep bench.served=false,true: the same cell in process and through `auras serve` + the client,
+    side by side. The scripted expert (privileged) succeeds on both paths; the served cell's server
+    log is kept and shows the robot's session."""
+    result = CliRunner().invoke(app, [
+        "bench", "--env", "mujoco", "--policy", "expert", "-t", "reach-v3", "--modes", "sequential", "-n", "2",
+        "--clock", "realtime", "--sweep", "bench.served=false,true", "--set", "bench.stream_steps=10",
+        "--set", "bench.warmup_steps=2", "--set", "env.horizon=120", "--out", str(tmp_path), "--no-progress",
+        "--no-plots",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "results.json").read_text())
+    jsonschema.validate(document, _schema())
+    assert [(r["label"], r["served"]) for r in document["results"]] == [("sequential", False),
+                                                                       ("sequential served", True)]  # fmt: skip
+    for row in document["results"]:
+        assert row["metrics"]["episodes"] == 2 and row["metrics"]["successes"] == 2, row["metrics"]
+    assert "session" in (tmp_path / "serve-2.log").read_text()
+
+
+def test_served_needs_the_realtime_clock():
+    with pytest.raises(ConfigError, match=r"bench\.served: the served path runs on the robot's own clock"):
+        load_config(overrides=["bench.served=true", "bench.clock=virtual"])
+    assert load_config(overrides=["bench.served=true", "bench.clock=realtime"]).bench.served
 
 
 def test_compare_cli_prints_the_changed_fields(tmp_path):

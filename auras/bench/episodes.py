@@ -35,6 +35,8 @@ class EpisodeRecord:
     staleness_frames: list[int] = field(default_factory=list)
     overruns: int = 0  # realtime clock: control steps that started late (the sim could not keep pace)
     late_ms_max: float = 0.0  # realtime clock: the largest lag behind the wall-clock schedule
+    idle_steps: int = 0  # realtime clock: control steps the robot held still (no valid action)
+    expired: int = 0  # realtime clock: actions older than the TTL when the robot saw them (never applied)
 
 
 @dataclass
@@ -161,6 +163,7 @@ def episode_record(robot: RobotEpisode) -> EpisodeRecord:
         seed=robot.seed, success=robot.success, steps=robot.steps, steps_to_success=robot.steps_to_success,
         latency_ms=list(robot.latency_ms), staleness_ms=list(robot.action_age_ms),
         staleness_frames=list(robot.staleness_steps), overruns=robot.overruns, late_ms_max=robot.late_ms_max,
+        idle_steps=robot.idle_steps, expired=robot.expired,
     )  # fmt: skip
 
 

@@ -241,6 +241,8 @@ def _summarize(episodes: list[EpisodeRecord], stream: StreamRecord) -> dict[str,
         "stream_actions": len(stream.output_times),
         "overruns": sum(e.overruns for e in episodes),
         "late_ms_max": max((e.late_ms_max for e in episodes), default=0.0),
+        "idle_steps": sum(e.idle_steps for e in episodes),
+        "expired_actions": sum(e.expired for e in episodes),
     }
 
 
@@ -323,16 +325,16 @@ def run_cells(run: AurasConfig, cells: Sequence[BenchCell], progress: ProgressFn
         report = functools.partial(progress, f"{name}: episodes", total=total) if progress else None
         if c.env.task not in streams:
             streams[c.env.task] = record_stream(run, c.env.task, length)
+        served = c.bench.accuracy and c.bench.served
         with AurasAgent(c) as agent:  # one agent (one policy load, one set of actors) per cell
-            if c.bench.accuracy and c.bench.served:
-                log = Path(run.bench.out) / f"serve-{i + 1}.log"
-                log.parent.mkdir(parents=True, exist_ok=True)
-                episodes = measure_accuracy_served(c, agent.privileged, report, log)
-            else:
-                episodes = measure_accuracy(agent, c, report) if c.bench.accuracy else []
+            episodes = measure_accuracy(agent, c, report) if c.bench.accuracy and not served else []
             stream = measure_throughput(agent, c, streams[c.env.task])
             privileged = agent.privileged
             runtime = agent.stats()
+        if served:  # after the in-process agent is gone: the server's agent gets the machine (and its GPUs)
+            log = Path(run.bench.out) / f"serve-{i + 1}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            episodes = measure_accuracy_served(c, privileged, report, log)
         if progress:
             progress(f"{name}: throughput", total, total)
         rows.append(_row(cell, privileged, episodes, stream, runtime))

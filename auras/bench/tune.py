@@ -145,6 +145,9 @@ def tune(
         source, [*overrides, f"policy.type={policy}", f"env.task={task}", f"bench.episodes={episodes}"],
         base=policy_preset(policy),
     )  # fmt: skip
+    if base.bench.served:
+        raise ConfigError("bench.served: auras tune evaluates agents in its own process; measure a served "
+                          "setting with `auras bench --served`")  # fmt: skip
 
     def config_for(point: TunePoint) -> AurasConfig:
         return load_config(base=base.model_dump(mode="json"), overrides=point.overrides())

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from auras.errors import ConfigError, StepFailedError
 from auras.robot_loop import LinkAction, Lockstep, RealTime, RobotEpisode, run_robot_episode
 from auras.staleness import EXECUTOR_SETTINGS, ChunkExecutor, Strategy
 from auras_client.client import RobotClient
@@ -27,11 +28,14 @@ __all__ = ["ClientLink", "executor_for", "run_robot"]
 
 
 class ClientLink:
-    """The robot loop's link through ``auras serve``: observations published by ``client`` (its first
-    declared camera gets the image), actions as the client received them (ids are the client's seqs;
-    ages on the robot's clock, from the capture stamp of the action's newest input)."""
+    """The robot loop's link through ``auras serve``: observations published by ``client``, which
+    declares one camera (the simulated robot's), actions as the client received them (ids are the
+    client's seqs; ages on the robot's clock, from the capture stamp of the action's newest input).
+    An agent that failed on the server raises StepFailedError here, as an in-process one does."""
 
     def __init__(self, client: RobotClient) -> None:
+        if len(client.cameras) != 1:
+            raise ConfigError(f"ClientLink: expected a client declaring one camera, got {list(client.cameras)}")
         self.client = client
         self.camera = next(iter(client.cameras))
 
@@ -39,9 +43,17 @@ class ClientLink:
         self.client.reset()
 
     def send(self, t: int, image: np.ndarray, state: np.ndarray, extras: Mapping[str, np.ndarray]) -> int | None:
+        self._raise_failure()
         return self.client.publish({self.camera: image}, state, extras=dict(extras) or None)
 
+    def _raise_failure(self) -> None:
+        if self.client.server_state == "failed":
+            errors = [e for e in self.client.events if e.get("event") == "error"]
+            detail = f": {errors[-1].get('code')}: {errors[-1].get('message')}" if errors else ""
+            raise StepFailedError(f"the agent failed on the server{detail}")
+
     def latest(self) -> LinkAction | None:
+        self._raise_failure()
         action = self.client.newest_action()
         if action is None:
             return None
@@ -50,12 +62,12 @@ class ClientLink:
                           float(latency) if isinstance(latency, int | float) else None, time.time)  # fmt: skip
 
     def answers(self) -> int:
-        counters = self.client.counters
-        return counters["actions"] - counters["before_reset"]
+        return self.client.episode_actions
 
     def wait_answers(self, count: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while self.answers() < count:
+            self._raise_failure()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the server answered {self.answers()} observations, expected {count}; "
                                    f"client counters {dict(self.client.counters)}")  # fmt: skip

@@ -87,14 +87,16 @@ class Session:
     last_heard: float = field(default_factory=time.monotonic)
     watcher: threading.Thread | None = None  # waits for the stream to end (see _watch_stream)
     lock: threading.Lock = field(default_factory=threading.Lock)  # serializes reset/bye against submits
+    assembly: threading.Lock = field(default_factory=threading.Lock)  # the assembler: the loop adds, a reset restarts
     state: str = "serving"
     counters: collections.Counter = field(default_factory=collections.Counter)
 
     def stats(self) -> dict[str, Any]:
         """Counters. Every seq from the first seen to ``max_seen`` is exactly one of submitted,
-        dropped_incomplete, lost (never arrived) or pending; every submitted one is answered (its first
-        action), superseded (a newer observation replaced it before the agent took it), unanswered
-        (overtaken in a pipeline, lost with a worker, or in flight when the stream stopped) or in the agent."""
+        dropped_incomplete, dropped_at_reset (completed while a reset ran), lost (never arrived) or
+        pending; every submitted one is answered (its first action), superseded (a newer observation
+        replaced it before the agent took it), unanswered (overtaken in a pipeline, lost with a
+        worker, or in flight when the stream stopped) or in the agent."""
         c = dict(self.counters + self.assembler.counters)
         if self.stream is not None:
             for name, value in _stream_counters(self.stream).items():
@@ -403,7 +405,8 @@ class BridgeServer:
         with session.lock:
             self._stop_stream(session)
             session.agent.reset()
-            session.assembler.restart(from_seq)
+            with session.assembly:
+                session.assembler.restart(from_seq)
             session.state = "serving"
             self._open_stream(session)
         return {"session": session.id, "from_seq": from_seq}
@@ -476,14 +479,15 @@ class BridgeServer:
 
     def _accept(self, session: Session, frame: Any) -> None:
         part = parse_part(frame, session.cameras, session.state_dim)
-        complete = session.assembler.add(frame.seq, frame.stamp, part)
+        with session.assembly:
+            complete = session.assembler.add(frame.seq, frame.stamp, part)
         if complete is not None:
             self._submit(session, *complete)
 
     def _submit(self, session: Session, seq: int, slot: Any) -> None:
         with session.lock:
             if seq < session.assembler.min_seq:  # completed while a reset ran (it holds the lock): not this episode
-                session.assembler.counters["before_reset"] += 1
+                session.counters["dropped_at_reset"] += 1
                 return
             if session.stream is None:
                 session.counters["rejected"] += 1

@@ -139,6 +139,7 @@ class RobotClient:
         self._resubscribe = threading.Event()
         self._next_seq = 0
         self._min_action_seq = 0  # actions answering observations older than the last reset are ignored
+        self._episode_actions = 0  # actions of this episode received (see episode_actions)
         self._ids = itertools.count()
         self.counters: collections.Counter = collections.Counter()
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
@@ -206,7 +207,7 @@ class RobotClient:
                     self._push.setsockopt(zmq.SNDHWM, 4 * (len(self.cameras) + 2))  # ~4 observations queued
                     self._push.connect(endpoints[0])
                 self._endpoints = endpoints
-            self._latest = None
+            self._latest, self._episode_actions = None, 0
             self._taken = (-1, -1)
         self._resubscribe.set()
         self.counters["hellos"] += 1
@@ -227,7 +228,8 @@ class RobotClient:
         reply = self.request("reset", timeout_s=max(self.timeout_s, self.hello_timeout_s), from_seq=from_seq)
         with self._state_lock:
             self._latest, self._taken = None, (-1, -1)
-            self._min_action_seq = from_seq
+            self._min_action_seq, self._episode_actions = from_seq, 0
+        self.server_state = "serving"  # a reset restarts a failed agent's stream
         return reply
 
     def configure(self, **fields: Any) -> dict[str, Any]:
@@ -376,6 +378,7 @@ class RobotClient:
             if action.seq < self._min_action_seq:
                 self.counters["before_reset"] += 1
                 return
+            self._episode_actions += 1
             if self._latest is not None and action.order <= self._latest.order:
                 self.counters["not_newer"] += 1  # a repeat or a reordered action
                 return
@@ -432,6 +435,14 @@ class RobotClient:
                 self.counters["expired"] += 1  # distinct actions that aged out before being used
             return None
         return action
+
+    @property
+    def episode_actions(self) -> int:
+        """Actions received since the last hello or reset that answer this episode's observations,
+        repeats included (one per observation the agent took); counted once :meth:`newest_action`
+        reflects them."""
+        with self._state_lock:
+            return self._episode_actions
 
     def newest_action(self) -> ReceivedAction | None:
         """The freshest action received since the last hello or reset, whatever its age (for a robot
