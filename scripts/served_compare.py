@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=100_000)
     parser.add_argument("--camera-hz", type=float, default=30.0)
     parser.add_argument("--out", default="runs/served")
-    parser.add_argument("--table", help="Only rewrite the table from OUT/served.json")
+    parser.add_argument("--table", action="store_true", help="Run nothing: rewrite the table from OUT/served.json")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
