@@ -48,6 +48,19 @@ def test_collect_appends_and_cli_reports(tmp_path):
     assert list(data.array("step")[: data.episode_ends[0]]) == list(range(int(data.episode_ends[0])))
 
 
+def test_collecting_seeds_a_store_already_has_is_refused_with_the_next_free_seed(tmp_path):
+    out = tmp_path / "demos"
+    runner = CliRunner()
+    args = ["collect", "--task", "button-press-v3", "-n", "2", "--out", str(out), "--horizon", "20"]
+    assert runner.invoke(app, args).exit_code == 0
+    again = runner.invoke(app, args)  # seeds 0 and 1 again
+    assert again.exit_code != 0
+    assert "already has button-press-v3 episodes on seeds [0, 1]" in again.output and "--seed 2" in again.output
+    assert ReplayDataset(out).num_episodes == 2  # nothing was added
+    other_task = runner.invoke(app, ["collect", "--task", "reach-v3", "-n", "1", "--out", str(out), "--horizon", "20"])
+    assert other_task.exit_code == 0, other_task.output  # the same seed of another task is another episode
+
+
 def test_dataset_rejects_bad_episodes_and_missing_store(tmp_path):
     data = ReplayDataset(tmp_path / "d", mode="a", image_size=8)
     good = dict(images=np.zeros((3, 8, 8, 3), np.uint8), state=np.zeros((3, 4), np.float32),

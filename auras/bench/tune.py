@@ -180,7 +180,9 @@ def tune(
             point.throughput_hz = _measure_throughput(config_for(point), stream)
             if (point.throughput_hz or 0) >= target_hz:
                 point.successes, point.episodes = _measure_success(config_for(point))
-            log(f"alpha {alpha}: {point.throughput_hz:.1f} Hz, success {point.successes}/{point.episodes}")
+            evaluated_text = (f"success {point.successes}/{point.episodes}" if point.successes is not None
+                              else f"below {target_hz:g} Hz, success not evaluated")  # fmt: skip
+            log(f"alpha {alpha}: {point.throughput_hz:.1f} Hz, {evaluated_text}")
             tuned_alpha.append(point)
     trade = [
         {"alpha": p.alpha, "success_gain": p.success_rate - best.success_rate, "rate_paid_hz": best.throughput_hz

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from auras.data.dataset import ReplayDataset
+from auras.errors import ConfigError
 
 __all__ = ["collect"]
 
@@ -31,6 +32,14 @@ def collect(
     from auras.envs.experts import make_expert
 
     dataset = ReplayDataset(out, mode="a", image_size=image_size)
+    stored_seeds = dataset.seeds(task)
+    repeated = sorted(stored_seeds & set(range(seed, seed + episodes)))
+    if repeated:
+        raise ConfigError(
+            f"collect: {out} already has {task} episodes on seeds {repeated[:5]}{' ...' if len(repeated) > 5 else ''}; "
+            f"recording them again would duplicate them: pass --seed {max(stored_seeds) + 1} (the next unused) or "
+            f"another --out"
+        )
     expert = make_expert(task)
     stored = succeeded = 0
     with make_env(task, horizon=horizon, image_size=image_size, terminate_on_success=True) as env:

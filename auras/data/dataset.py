@@ -188,6 +188,14 @@ class ReplayDataset:
         """(E,) index of each episode's task in ``attrs["tasks"]``."""
         return self._root["meta/episode_task"][:]
 
+    def seeds(self, task: str) -> set[int]:
+        """The env seeds of the stored episodes of ``task``."""
+        tasks = list(self.attrs.get("tasks", []))
+        if task not in tasks:
+            return set()
+        chosen = self._root["meta/episode_task"][:] == tasks.index(task)
+        return {int(seed) for seed in self._root["meta/episode_seed"][:][chosen]}
+
     def array(self, name: str) -> Any:
         """The lazy zarr array ``data/<name>`` (index it to read)."""
         return self._root[f"data/{name}"]
