@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -220,11 +221,16 @@ def bench(
         with _progress_bar(console, progress) as bar:
             ids: dict[str, int] = {}
 
+            plain = progress and not console.is_terminal  # a log file or a pipe: a line per episode, as it happens
+            started = time.monotonic()
+
             def report(label: str, done: int, total: int) -> None:
                 name = label.rsplit(":", 1)[0]
                 if name not in ids:
                     ids[name] = bar.add_task(name, total=total)
                 bar.update(ids[name], completed=done, description=label)
+                if plain:
+                    console.print(f"{time.monotonic() - started:7.1f} s  {label} {done}/{total}", highlight=False)
 
             document = results_document(run, run_cells(run, cells, report), sweep_values)
     except AurasError as exc:

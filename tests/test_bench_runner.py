@@ -132,6 +132,21 @@ def test_smoke_bench_with_fake_stages_writes_a_valid_document_and_plots(fake_lea
 
 
 @pytest.mark.mujoco
+def test_bench_prints_a_progress_line_per_episode_when_not_on_a_terminal(fake_learned_policy, tmp_path):
+    """Redirected to a file, the bench says what it is doing as it goes, not only the table at the end."""
+    result = CliRunner().invoke(app, [
+        "bench", "--env", "mujoco", "--policy", "tiny-dp", "-t", "reach-v3", "--modes", "sequential", "-n", "2",
+        "--clock", "frame", "--set", "bench.stream_steps=10", "--set", "env.horizon=10", "--set",
+        "bench.warmup_steps=2", "--set", "staleness.strategy=none", "--out", str(tmp_path), "--no-plots",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if " s  [1/1] tiny-dp reach-v3 sequential" in line]
+    assert [line.split(" s  ", 1)[1] for line in lines] == [
+        "[1/1] tiny-dp reach-v3 sequential: episodes 1/3", "[1/1] tiny-dp reach-v3 sequential: episodes 2/3",
+        "[1/1] tiny-dp reach-v3 sequential: throughput 3/3"], result.output  # fmt: skip
+
+
+@pytest.mark.mujoco
 def test_served_bench_runs_its_episodes_through_an_auras_serve_process(tmp_path):
     """--sweep bench.served=false,true: the same cell in process and through `auras serve` + the client,
     side by side. The scripted expert (privileged) succeeds on both paths; the served cell's server
