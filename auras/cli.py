@@ -481,7 +481,10 @@ def robot_sim(
         except AurasError as exc:
             _fail(exc)
         for i in range(episodes):
-            report = run_robot(client, environment, seed + i, camera_hz, privileged, executor).summary()
+            try:
+                report = run_robot(client, environment, seed + i, camera_hz, privileged, executor).summary()
+            except AurasError as exc:  # the agent failed on the server (its error event is in the message)
+                _fail(exc)
             reports.append(report)
             typer.echo(json.dumps(report))
     wins = sum(r["success"] for r in reports)

@@ -142,6 +142,28 @@ def test_a_failed_agent_surfaces_in_the_robot_loop():
                           clock=Lockstep(1, timeout_s=30))  # fmt: skip
 
 
+def test_an_agent_that_failed_on_the_server_surfaces_in_the_robot_loop():
+    """Served, as in process: the robot loop raises instead of standing still for the rest of the run."""
+    from auras.errors import StepFailedError
+    from auras.policies.base import Policy
+    from tests.fakes import FakeGeneration, FakePerception
+
+    class Failing(FakeGeneration):
+        def generate(self, context):
+            raise RuntimeError("generation broke")
+
+    def agent() -> AurasAgent:
+        return AurasAgent(load_config(), policy=Policy("fake", FakePerception(image_size=8), Failing()))
+
+    address = f"tcp://127.0.0.1:{free_service_port()}"
+    with (
+        BridgeServer(bind=address, agent_factory=agent).start(),
+        RobotClient(address, cameras={"front": (8, 8)}, instruction="x", timeout_s=60.0) as client,
+        pytest.raises(StepFailedError, match="the agent failed on the server"),
+    ):
+        run_robot(client, CountingEnv(horizon=30_000), 0, camera_hz=100, executor=ChunkExecutor("none", 1, (1, A)))
+
+
 @pytest.mark.mujoco
 @pytest.mark.parametrize(
     ("preset", "task", "overrides"),
