@@ -184,15 +184,21 @@ def test_realtime_clock_surfaces_an_agent_error_instead_of_running_on_blind():
     from auras import AurasAgent, load_config
     from auras.bench.episodes import run_episode
     from auras.envs import make_env
+    from auras.policies.base import Policy
+    from tests.fakes import FakeGeneration, FakePerception
 
-    with AurasAgent(load_config(overrides=["env.task=reach-v3"])) as agent, make_env("reach-v3", horizon=40) as env:
-
-        def broken(obs):
+    class Broken(FakeGeneration):
+        def generate(self, context):
             raise RuntimeError("generation actor died")
 
-        agent._executor.step = broken
-        with pytest.raises(RuntimeError, match="generation actor died"):
-            run_episode(agent, env, seed=100_000, clock="realtime")
+    broken = Policy("broken", FakePerception(image_size=84), Broken())
+    config = load_config(overrides=["env.task=reach-v3", "staleness.strategy=none"])
+    with (
+        AurasAgent(config, policy=broken) as agent,
+        make_env("reach-v3", horizon=40) as env,
+        pytest.raises(RuntimeError, match="generation actor died"),
+    ):
+        run_episode(agent, env, seed=100_000, clock="realtime")
 
 
 def test_a_paced_agent_streams_on_its_period():
