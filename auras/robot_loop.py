@@ -129,7 +129,7 @@ class RealTime:
     """Wall-clock pace: step ``t`` starts ``t * control_dt`` after the first; an overrun slips the
     schedule. ``ttl_s``: never take over an action older than this."""
 
-    deterministic = False
+    record_rows = False  # the rows applied are not kept (wall-clock timing makes them unrepeatable)
 
     def __init__(self, ttl_s: float = 0.25) -> None:
         self.ttl_s = float(ttl_s)
@@ -163,8 +163,6 @@ class Lockstep:
     steps after it was sent, the loop waiting (up to ``timeout_s`` of wall time) for the agent. Ages
     are counted in control steps (no wall clock), so nothing expires. ``record_rows``: keep every
     row applied (RobotEpisode.applied)."""
-
-    deterministic = True
 
     def __init__(self, delay_steps: int = 1, timeout_s: float = 120.0, record_rows: bool = True) -> None:
         if delay_steps < 1:
@@ -212,7 +210,7 @@ def run_robot_episode(
     link.reset()
     env.reset(seed=seed)
     executor.reset()
-    episode = RobotEpisode(seed=seed, applied=[] if getattr(clock, "record_rows", False) else None)
+    episode = RobotEpisode(seed=seed, applied=[] if clock.record_rows else None)
     dt = env.control_dt
     camera_every = max(1, round(1.0 / (camera_hz * dt)))
     standstill = np.zeros(env.action_space.shape, np.float32)
