@@ -86,6 +86,19 @@ def test_identical_documents_have_no_changes():
     assert format_comparison(diffs, "a", "b").row_count == 0
 
 
+def test_a_single_changed_action_changes_the_rows_actions_digest():
+    a = _doc()
+    for row in a["results"]:
+        row["episodes"] = [{"seed": 100000 + i, "success": True, "actions_sha": f"{i:040x}"} for i in range(3)]
+    same, changed = copy.deepcopy(a), copy.deepcopy(a)
+    changed["results"][1]["episodes"][2]["actions_sha"] = "f" * 40  # one episode acted differently
+
+    assert [d for d in compare_documents(a, same) if d["field"] == "actions_sha" and d["a"] != d["b"]] == []
+    (diff,) = [d for d in compare_documents(a, changed) if d["field"] == "actions_sha" and d["a"] != d["b"]]
+    assert diff["row"] == "tiny-dp button-press-v3 auras 1x5"
+    assert format_comparison([diff], "before", "after").row_count == 1
+
+
 def test_format_comparison_table():
     a, b = _pair()
     diffs = compare_documents(a, b)

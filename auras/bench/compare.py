@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -17,6 +18,7 @@ __all__ = ["compare_documents", "format_comparison", "load_results"]
 
 RUN_ROW = "(run)"
 ROW_FIELD = "(row)"
+ACTIONS_FIELD = "actions_sha"  # a digest of every action the row's episodes applied (frame and virtual clocks)
 HIGHLIGHT = 0.10  # ratios beyond ±10% are coloured
 
 # Fields where a decrease is an improvement (matched as a dotted-name prefix).
@@ -131,7 +133,9 @@ def compare_documents(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, An
     First the run context (config_hash, clock, episodes, versions.*, machine.cpu_model/cpu_count) as row
     "(run)", only where it differs (delta/ratio None). Then, per row matched on (policy, task, mode, label),
     every numeric metric (nested dicts flattened: ``latency_ms.p50``) with a, b, delta = b - a and
-    ratio = b / a (None when undefined). Rows on one side only get field "(row)" and ``only_in`` "A" or "B".
+    ratio = b / a (None when undefined), and ``actions_sha``: one digest over the rows every episode
+    applied, so equal digests mean the two runs acted identically. Rows on one side only get field "(row)"
+    and ``only_in`` "A" or "B".
     """
     diffs: list[dict[str, Any]] = []
     ctx_a, ctx_b = _run_context(a), _run_context(b)
@@ -163,7 +167,19 @@ def compare_documents(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, An
             if va is None and vb is None:
                 continue
             diffs.append(_diff(name, field, va, vb))
+        actions_a, actions_b = _actions_digest(rows_a[key]), _actions_digest(rows_b[key])
+        if actions_a is not None or actions_b is not None:
+            diffs.append(_diff(name, ACTIONS_FIELD, actions_a, actions_b))
     return diffs
+
+
+def _actions_digest(row: dict[str, Any]) -> str | None:
+    """One digest over the row's episodes (seed and the SHA-1 of the rows applied); None without digests."""
+    episodes = [e for e in row.get("episodes") or [] if isinstance(e, dict) and e.get("actions_sha")]
+    if not episodes:
+        return None
+    combined = hashlib.sha1("".join(f"{e.get('seed')}:{e['actions_sha']};" for e in episodes).encode())
+    return combined.hexdigest()[:12]
 
 
 # ---------------------------------------------------------------- rendering
@@ -179,6 +195,8 @@ def _style(diff: dict[str, Any]) -> str:
         return "yellow"
     if "only_in" in diff:
         return "magenta"
+    if diff["field"] == ACTIONS_FIELD:
+        return "red" if diff["a"] != diff["b"] else ""
     ratio = diff["ratio"]
     if ratio is None or abs(ratio - 1.0) <= HIGHLIGHT:
         return ""

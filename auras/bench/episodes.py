@@ -7,6 +7,7 @@ not compete with inference.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ class EpisodeRecord:
     late_ms_max: float = 0.0  # realtime clock: the largest lag behind the wall-clock schedule
     idle_steps: int = 0  # realtime clock: control steps the robot held still (no valid action)
     expired: int = 0  # realtime clock: actions older than the TTL when the robot saw them (never applied)
+    actions_sha: str | None = None  # frame and virtual clocks: SHA-1 of every row applied, in order (float32 bytes)
 
 
 @dataclass
@@ -93,13 +95,15 @@ def run_episode(
     pacer = pacer_for(agent)  # its period, in robot time
     executor = ChunkExecutor.from_config(agent.config, agent.policy_spec)  # the robot side of the strategy
     standstill = np.zeros(env.action_space.shape, np.float32)  # before the first action
+    applied = hashlib.sha1()  # every row the robot applies: two runs acted alike iff the digests match
     current: Action | None = None
     t, done = 0, False
 
     def act() -> None:  # one control step with the executor's row for it
         nonlocal env_obs, info, t, done
-        values = executor.row(t)
-        env_obs, _, terminated, truncated, info = env.step(standstill if values is None else values)
+        values = standstill if (row := executor.row(t)) is None else row
+        applied.update(np.ascontiguousarray(values, dtype=np.float32).tobytes())
+        env_obs, _, terminated, truncated, info = env.step(values)
         t += 1
         result.steps = t
         if info["success"] and not result.success:
@@ -140,6 +144,7 @@ def run_episode(
             executor.accept(action, t)
             result.staleness_frames.append(t - _newest_input(action))  # when it takes over
             result.staleness_ms.append((t - _newest_input(action)) * dt_ms)
+    result.actions_sha = applied.hexdigest()
     return result
 
 

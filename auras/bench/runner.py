@@ -287,7 +287,8 @@ def _row(
             "latency_ms": [round(float(v), 3) for v in stream.latency_ms],
         },
         "episodes": [
-            {"seed": e.seed, "success": e.success, "steps": e.steps, "steps_to_success": e.steps_to_success}
+            {"seed": e.seed, "success": e.success, "steps": e.steps, "steps_to_success": e.steps_to_success,
+             "actions_sha": e.actions_sha}
             for e in episodes
         ],
     }
