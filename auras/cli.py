@@ -327,11 +327,16 @@ def tune(
     typer.echo(f"wrote {out / 'tune.json'} and {preset} (use: auras bench -c {preset})")
 
 
+SERVE_BIND = "tcp://127.0.0.1:5555"
+
+
 @app.command()
 def serve(
-    bind: Annotated[str, typer.Option(help="Service endpoint; data on PORT+1 (observations) and PORT+2 (actions).")] = (
-        "tcp://127.0.0.1:5555"
-    ),
+    bind: Annotated[
+        str,
+        typer.Option(help="zmq: the service endpoint, data on PORT+1 (observations) and PORT+2 (actions); openpi: "
+                     "ws://HOST:PORT (default ws://127.0.0.1:8000)."),
+    ] = SERVE_BIND,
     policy: Annotated[str | None, typer.Option("--policy", help="Policy type (policy.type).")] = None,
     mode: Annotated[str | None, typer.Option("--mode", help="Execution mode (pipeline.mode).")] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="local or ray (pipeline.backend).")] = None,
@@ -354,8 +359,18 @@ def serve(
         typer.Option(help="zmq (the auras bridge, docs/bridge.md) or openpi (openpi's websocket policy server; "
                      "--bind ws://HOST:PORT, default ws://127.0.0.1:8000)."),
     ] = "zmq",
-    max_message_mb: Annotated[float, typer.Option(min=0.01, help="Largest accepted message.")] = 16.0,
-    session_timeout: Annotated[float, typer.Option(min=0.5, help="Close a session silent this long (s).")] = 10.0,
+    max_message_mb: Annotated[
+        float | None, typer.Option(min=0.01, help="Largest accepted message, MiB (serve.max_message_mb; default 16).")
+    ] = None,
+    session_timeout: Annotated[
+        float | None, typer.Option(min=0.5, help="zmq: close a session silent this long, s (serve.session_timeout_s).")
+    ] = None,
+    max_sessions: Annotated[int | None, typer.Option(min=1, help="Most robots at once (serve.max_sessions).")] = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(help="openpi: a file holding the key robots must send (openpi's api_key, an "
+                     "'Authorization: Api-Key KEY' header)."),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -370,27 +385,28 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     overrides = list(set_ or [])
     for key, value in (("policy.type", policy), ("pipeline.mode", mode), ("pipeline.backend", backend),
-                       ("pipeline.ray_address", ray_address), ("serve.perception", perception)):  # fmt: skip
+                       ("pipeline.ray_address", ray_address), ("serve.perception", perception),
+                       ("serve.max_message_mb", max_message_mb), ("serve.session_timeout_s", session_timeout),
+                       ("serve.max_sessions", max_sessions)):  # fmt: skip
         if value is not None:
             overrides.append(f"{key}={value}")
     if protocol not in ("zmq", "openpi"):
         _fail(ConfigError(f"--protocol: expected zmq or openpi, got {protocol!r}"))
     if protocol == "openpi":
-        _serve_openpi(config, overrides, bind)
+        _serve_openpi(config, overrides, bind, api_key_file)
         return
     try:
         cfg = load_config(config, overrides)
         if authorized_clients is not None and curve_secret is None:
             raise ConfigError("--authorized-clients needs --curve-secret")
+        if api_key_file is not None:
+            raise ConfigError("--api-key-file is for --protocol openpi; the zmq bridge uses --curve-secret")
         curve = CurveKeys.load(curve_secret, authorized_clients) if curve_secret else None
-        host = bind.split("://", 1)[-1].rsplit(":", 1)[0]
-        if bind.startswith("tcp://") and host not in ("127.0.0.1", "localhost", "[::1]") and curve is None:
-            typer.echo(f"warning: {bind} is reachable from other machines without encryption or authentication; "
-                       "use --curve-secret (see `auras keys`)", err=True)  # fmt: skip
-        server = BridgeServer(cfg, bind, curve=curve, max_message_bytes=int(max_message_mb * 2**20),
-                              session_timeout_s=session_timeout)  # fmt: skip
+        server = BridgeServer(cfg, bind, curve=curve)
     except AurasError as exc:
         _fail(exc)
+    if server.warning:
+        typer.echo(f"warning: {server.warning}", err=True)
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     sharing = "shared" if server.batcher is not None else "separate"
     typer.echo(f"auras serve: {cfg.policy.type} in {cfg.pipeline.mode} mode, {sharing} perception, "
@@ -411,29 +427,42 @@ def serve(
     server.close()
 
 
-def _serve_openpi(config: str | None, overrides: list[str], bind: str) -> None:
+def _serve_openpi(config: str | None, overrides: list[str], bind: str, api_key_file: Path | None) -> None:
     """`auras serve --protocol openpi` until Ctrl-C or SIGTERM."""
     import logging
     import signal
 
-    from auras.bridge.openpi import OpenpiServer
+    from auras.bridge.openpi import OpenpiServer, parse_ws_address
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    address = "ws://127.0.0.1:8000" if bind.startswith("tcp://") else bind
-    host, _, port = address.removeprefix("ws://").rpartition(":")
     try:
-        if not address.startswith("ws://") or not port.isdigit():
-            raise ConfigError(f"--bind: expected ws://HOST:PORT with --protocol openpi, got {bind!r}")
+        host, port = parse_ws_address("ws://127.0.0.1:8000" if bind == SERVE_BIND else bind)
+        api_key = _read_api_key(api_key_file) if api_key_file is not None else None
         cfg = load_config(config, overrides)
-        server = OpenpiServer(cfg, host, int(port))
-    except (AurasError, OSError) as exc:
+        server = OpenpiServer(cfg, host, port, api_key=api_key)
+    except AurasError as exc:
         _fail(exc)
+    except OSError as exc:
+        _fail(ConfigError(f"--bind {bind}: cannot listen there ({exc})"))
+    if server.warning:
+        typer.echo(f"warning: {server.warning}", err=True)
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     typer.echo(f"auras serve: {cfg.policy.type} in {cfg.pipeline.mode} mode, openpi protocol on {server.address} "
                f"(keys {cfg.serve.openpi_keys})", err=True)  # fmt: skip
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
     server.close()
+
+
+def _read_api_key(path: Path) -> str:
+    try:
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"--api-key-file {path}: cannot read it ({exc})") from None
+    if not key or len(key) < 16 or any(c.isspace() for c in key):
+        raise ConfigError(f"--api-key-file {path}: expected one key of at least 16 characters without spaces, got "
+                          f"{len(key)} characters")  # fmt: skip
+    return key
 
 
 @app.command("robot-sim")

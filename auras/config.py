@@ -313,27 +313,39 @@ class ServeConfig(_Section):
     perception: Literal["auto", "separate", "shared"] = Field(
         "auto",
         description="separate: each session runs its own copy of perception; shared: one perception model "
-        "serves every session, its calls batched across robots (auras/perception/shared.py; needs the local "
+        "serves every session, its calls batched across robots (auras/bridge/batcher.py; needs the local "
         "backend and pp_perception 1); auto: shared where it can run, else separate.",
     )
     batch_wait_ms: float = Field(
         10.0, ge=0.0, le=100.0, description="shared: longest a perception call waits for other robots' calls."
     )
     max_batch: int = Field(16, ge=1, le=256, description="shared: most observations in one perception call.")
+    max_sessions: int = Field(
+        16, ge=1, le=1024, description="Most robot sessions at once, both protocols (one more is refused at once)."
+    )
+    session_timeout_s: float = Field(
+        10.0, ge=0.5, le=3600.0, description="zmq: close a session silent this long (its client sends heartbeats)."
+    )
+    openpi_idle_timeout_s: float = Field(
+        300.0, ge=0.5, le=86400.0, description="openpi: close a connection that sent nothing this long (openpi robots "
+        "send nothing between episodes, so this is generous).",
+    )
+    max_message_mb: float = Field(16.0, gt=0.0, le=1024.0, description="Largest message either protocol reads (MiB).")
     openpi_keys: dict[str, str] = Field(
         default_factory=lambda: {
             "image.front": "observation/image", "state": "observation/state", "instruction": "prompt"
         },
-        description="`auras serve --protocol openpi`: auras target (image.<camera>, state, instruction) -> openpi "
-        "observation key.",
+        description="`auras serve --protocol openpi`: auras target (image.<camera>, state, instruction, and "
+        "optionally step: the episode's step counter, whose restart resets the agent) -> openpi observation key.",
     )
 
     @field_validator("openpi_keys")
     @classmethod
     def _targets(cls, keys: dict[str, str]) -> dict[str, str]:
-        bad = [t for t in keys if t not in ("state", "instruction") and not (t.startswith("image.") and len(t) > 6)]
+        plain = ("state", "instruction", "step")
+        bad = [t for t in keys if t not in plain and not (t.startswith("image.") and len(t) > 6)]
         if bad:
-            raise ValueError(f"targets must be image.<camera>, state or instruction, got {bad}")
+            raise ValueError(f"targets must be image.<camera>, state, instruction or step, got {bad}")
         return keys
 
 

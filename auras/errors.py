@@ -63,3 +63,14 @@ def unknown_name_message(kind: str, name: str, choices: Iterable[str]) -> str:
     hint = f"; did you mean '{close[0]}'?" if close else ""
     listed = ", ".join(choices) if len(choices) <= 12 else ", ".join(choices[:12]) + ", ..."
     return f"unknown {kind} '{name}'{hint} Choices: {listed}"
+
+
+def clip(text: object, limit: int = 300) -> str:
+    """``str(text)`` in at most ``limit`` characters, its beginning and end kept: what a log line or an error
+    reply quotes of a message (an error's outcome is often at its end; a client's payload in the middle can
+    run to megabytes)."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    head = (limit - 5) // 2
+    return f"{text[:head]} ... {text[-(limit - 5 - head) :]}"

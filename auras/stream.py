@@ -24,10 +24,11 @@ With ``on_action`` each action is handed to that callback in the worker thread a
 ``get``/iteration then only wait for the end of the stream and raise its error. An exception from
 ``on_action`` ends the stream like an executor error.
 
-Accounting, exact in every mode: each submitted observation is ``dropped`` (replaced in the mailbox),
-``answered`` (the first action carrying its ``step_id``), ``unanswered`` (overtaken by a newer
-observation's action inside a pipeline, lost with a replaced worker, or still in the mailbox or the
-pipeline when the stream closed) or still in the agent. ``emitted - answered`` are repeats.
+Accounting, exact in every mode and at any moment (:meth:`ActionStream.counts`): each submitted observation
+is ``dropped`` (replaced in the mailbox), ``answered`` (the first action carrying its ``step_id``),
+``unanswered`` (overtaken by a newer observation's action inside a pipeline, lost with a replaced worker, or
+still in the mailbox or the pipeline when the stream closed or failed) or ``in_flight`` (in the mailbox or
+the agent now). ``emitted - answered`` are repeats.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from auras.errors import AgentClosedError, InvalidInputError, StepFailedError, WorkerRestartedError
+from auras.errors import AgentClosedError, InvalidInputError, StepFailedError, WorkerRestartedError, clip
 from auras.pipeline.pacing import pacer_for
 from auras.types import Action, Observation
 
@@ -121,12 +122,10 @@ class ActionStream:
                 with self._lock:
                     self.restarts += 1
                 if self._on_event is not None:
-                    self._on_event({"event": "worker_restarted", "step_id": obs.step_id, "message": _clip(str(exc))})
+                    self._on_event({"event": "worker_restarted", "step_id": obs.step_id, "message": clip(exc)})
                 continue
             except BaseException as exc:  # delivered to the consumer, never swallowed
-                with self._lock:
-                    self._error = exc
-                    self._closed = True
+                self._end(exc)
                 return
             with self._lock:
                 self.emitted += 1
@@ -138,10 +137,31 @@ class ActionStream:
                 try:
                     self._on_action(action)
                 except BaseException as exc:  # like an executor error: delivered to the consumer
-                    with self._lock:
-                        self._error = exc
-                        self._closed = True
+                    self._end(exc)
                     return
+
+    def _end(self, exc: BaseException) -> None:
+        """The stream ends with ``exc``: nothing still in the agent will be answered."""
+        with self._lock:
+            self._error = exc
+            self._closed = True
+            self._give_up_in_flight()
+
+    def _give_up_in_flight(self) -> None:  # with the lock held
+        if self._pending is not None:
+            self._pending = None
+            self.unanswered += 1
+        self.unanswered += len(self._outstanding)
+        self._outstanding.clear()
+
+    def counts(self) -> dict[str, int]:
+        """The accounting in one consistent snapshot: ``submitted = dropped + answered + unanswered +
+        in_flight`` at any moment (in_flight: in the mailbox or in the agent's pipeline now)."""
+        with self._lock:
+            in_flight = len(self._outstanding) + (self._pending is not None)
+            return {"submitted": self.submitted, "dropped": self.dropped, "answered": self.answered,
+                    "unanswered": self.unanswered, "in_flight": in_flight, "emitted": self.emitted,
+                    "restarts": self.restarts}  # fmt: skip
 
     def _account(self, step_id: object) -> None:
         """An action for ``step_id``: it is answered (once); older outstanding observations were overtaken."""
@@ -202,11 +222,7 @@ class ActionStream:
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=60)
         with self._lock:  # what never got its action: in the mailbox, or in the pipeline
-            if self._pending is not None:
-                self._pending = None
-                self.unanswered += 1
-            self.unanswered += len(self._outstanding)
-            self._outstanding.clear()
+            self._give_up_in_flight()
 
     def __enter__(self) -> ActionStream:
         return self
@@ -214,11 +230,3 @@ class ActionStream:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _clip(text: str, limit: int = 300) -> str:
-    """``text`` in at most ``limit`` characters, keeping its beginning and its end (a recovery's
-    message ends with its outcome; a worker's error in the middle can run to kilobytes)."""
-    if len(text) <= limit:
-        return text
-    head = (limit - 5) // 2
-    return f"{text[:head]} ... {text[-(limit - 5 - head) :]}"

@@ -94,11 +94,25 @@ class ObservationSpec:
     """What a policy needs from an observation: camera names and sizes, proprio size, extras.
 
     Cameras the robot sends beyond ``cameras`` are ignored, so a robot with an extra camera still works.
+    ``max_instruction_bytes``: the longest instruction (UTF-8 bytes) the policy reads; None when any length
+    is accepted (a tokenizer that truncates, or a policy without language).
     """
 
     cameras: Mapping[str, tuple[int, int]]
     state_dim: int
     extras: tuple[str, ...] = ()
+    max_instruction_bytes: int | None = None
+
+    def check_instruction(self, instruction: str) -> None:
+        """Raise InvalidInputError if the policy cannot read ``instruction`` (longer than it accepts)."""
+        if self.max_instruction_bytes is None:
+            return
+        size = len(instruction.encode("utf-8"))
+        if size > self.max_instruction_bytes:
+            raise InvalidInputError(
+                f"instruction: expected at most {self.max_instruction_bytes} UTF-8 bytes for this policy, "
+                f"got {size}: {instruction[:60]!r}{'...' if len(instruction) > 60 else ''}"
+            )
 
     def check(self, obs: Observation) -> None:
         """Raise InvalidInputError if ``obs`` does not fit this spec."""
@@ -117,6 +131,7 @@ class ObservationSpec:
             raise InvalidInputError(
                 f"Observation.state: expected shape ({self.state_dim},), got {tuple(obs.state.shape)}"
             )
+        self.check_instruction(obs.instruction)
         for key in self.extras:
             if key not in obs.extras:
                 raise InvalidInputError(

@@ -29,6 +29,7 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from auras.agent import AurasAgent
+from auras.bridge.limits import ServeLimits
 from auras.bridge.server import BridgeServer
 from auras.config import load_config
 from auras.errors import InvalidInputError
@@ -142,7 +143,7 @@ def bridge_campaign(per_class: int, flood: int) -> dict[str, Any]:
         return AurasAgent(load_config(), policy=Policy("fake", FakePerception(image_size=84), FakeGeneration()))
 
     address = "tcp://127.0.0.1:5901"
-    server = BridgeServer(bind=address, agent_factory=agent, max_message_bytes=4 * 2**20).start()
+    server = BridgeServer(bind=address, agent_factory=agent, limits=ServeLimits(max_message_bytes=4 * 2**20)).start()
     good = RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="x", robot="good")
     stop = threading.Event()
     good_actions: list[float] = []

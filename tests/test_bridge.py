@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auras.agent import AurasAgent
+from auras.bridge.limits import ServeLimits
 from auras.bridge.server import BridgeServer, CurveKeys
 from auras.config import load_config
 from auras.policies.base import Policy
@@ -37,7 +38,8 @@ def _fake_agent(delay_s: float = 0.0) -> AurasAgent:
 @pytest.fixture
 def server():
     address = f"tcp://127.0.0.1:{free_service_port()}"
-    with BridgeServer(bind=address, agent_factory=_fake_agent, session_timeout_s=DEADLINE_S).start() as srv:
+    limits = ServeLimits(session_timeout_s=DEADLINE_S)
+    with BridgeServer(bind=address, agent_factory=_fake_agent, limits=limits).start() as srv:
         yield srv
 
 
@@ -139,12 +141,12 @@ def test_accounting_every_observation_is_used_or_counted_as_dropped(server):
 
 
 def _all_accounted(c: dict) -> bool:
-    return c.get("answered", 0) + c.get("superseded", 0) + c.get("unanswered", 0) == c["submitted"]
+    return c.get("answered", 0) + c.get("superseded", 0) + c.get("unanswered", 0) + c["in_agent"] == c["submitted"]
 
 
 def test_accounting_holds_across_resets_that_stop_observations_in_flight():
     slow = BridgeServer(bind=f"tcp://127.0.0.1:{free_service_port()}", agent_factory=lambda: _fake_agent(0.3),
-                        session_timeout_s=DEADLINE_S)  # fmt: skip
+                        limits=ServeLimits(session_timeout_s=DEADLINE_S))  # fmt: skip
     with slow.start(), _client(slow) as robot:
         published = 0
         for _ in range(3):  # each reset stops the stream with one observation in the agent and, mostly, one waiting
@@ -203,7 +205,7 @@ def test_an_observation_completed_while_a_reset_runs_never_reaches_the_new_episo
                 encode_frame("joint_states", [np.zeros(4, np.float32)], seq=seq, stamp=time.time(), session=session)]
 
     srv = BridgeServer(bind=f"tcp://127.0.0.1:{free_service_port()}", agent_factory=agent,
-                       session_timeout_s=DEADLINE_S)  # fmt: skip
+                       limits=ServeLimits(session_timeout_s=DEADLINE_S))  # fmt: skip
     context = zmq.Context()
     push = context.socket(zmq.PUSH)  # a second sender of the robot's session: the wire protocol, seqs chosen here
     try:
@@ -402,7 +404,8 @@ def test_hostile_frames_do_not_disturb_a_well_behaved_robot(fuzz_target):
 
 def test_oversized_messages_are_refused(server):
     small = BridgeServer(
-        bind=f"tcp://127.0.0.1:{free_service_port()}", agent_factory=_fake_agent, max_message_bytes=10_000
+        bind=f"tcp://127.0.0.1:{free_service_port()}", agent_factory=_fake_agent,
+        limits=ServeLimits(max_message_bytes=10_000),
     )
     with small.start(), _client(small) as robot:
         robot.publish({"front": IMAGE}, np.zeros(4, np.float32))  # 21 KB image: dropped by ZMQ_MAXMSGSIZE

@@ -4,70 +4,18 @@ timing in each reply, errors as text then close 1011, GET /healthz, one session 
 
 from __future__ import annotations
 
-import functools
 import urllib.request
 
-import msgpack
 import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosedError
-from websockets.sync.client import connect
 
 from auras import AurasAgent, load_config
 from auras.bridge.openpi import OpenpiServer
 from auras.errors import ConfigError
 from auras.policies.base import Policy
 from tests.fakes import FakeDiffusion, FakeStagedPerception
-
-
-# -- openpi-client's msgpack_numpy, as its protocol defines it ------------------------------------------
-def _pack_array(obj):
-    if isinstance(obj, np.ndarray):
-        return {b"__ndarray__": True, b"data": obj.tobytes(), b"dtype": obj.dtype.str, b"shape": obj.shape}
-    if isinstance(obj, np.generic):
-        return {b"__npgeneric__": True, b"data": obj.item(), b"dtype": obj.dtype.str}
-    return obj
-
-
-def _unpack_array(obj):
-    if b"__ndarray__" in obj:
-        return np.ndarray(buffer=obj[b"data"], dtype=np.dtype(obj[b"dtype"]), shape=obj[b"shape"])
-    if b"__npgeneric__" in obj:
-        return np.dtype(obj[b"dtype"]).type(obj[b"data"])
-    return obj
-
-
-packb = functools.partial(msgpack.packb, default=_pack_array)
-unpackb = functools.partial(msgpack.unpackb, object_hook=_unpack_array)
-
-
-class OpenpiStyleClient:
-    """What openpi's WebsocketClientPolicy does: connect, read the metadata, then infer()."""
-
-    def __init__(self, uri: str) -> None:
-        self.ws = connect(uri, compression=None, max_size=None)
-        self.metadata = unpackb(self.ws.recv())
-
-    def infer(self, obs: dict) -> dict:
-        self.ws.send(packb(obs))
-        response = self.ws.recv()
-        if isinstance(response, str):
-            raise RuntimeError(f"Error in inference server:\n{response}")
-        return unpackb(response)
-
-    def close(self) -> None:
-        self.ws.close()
-
-
-def _libero_obs(i: int, size: int = 224) -> dict:
-    """An observation as openpi's LIBERO example builds it (224 px HWC uint8, state, prompt)."""
-    rng = np.random.default_rng(i)
-    return {
-        "observation/image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
-        "observation/wrist_image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
-        "observation/state": np.full(4, 0.1 * i, np.float32),
-        "prompt": "push the puck to the goal",
-    }
+from tests.openpi_client import OpenpiStyleClient, libero_obs
 
 
 @pytest.fixture
@@ -85,7 +33,7 @@ def test_an_openpi_client_gets_metadata_then_actions_with_timing(server):
     client = OpenpiStyleClient(server.address)
     try:
         assert client.metadata["policy"] == "fake-dp" and client.metadata["action_shape"][-1] == 4
-        replies = [client.infer(_libero_obs(i)) for i in range(4)]
+        replies = [client.infer(libero_obs(i)) for i in range(4)]
     finally:
         client.close()
     for reply in replies:
@@ -98,7 +46,7 @@ def test_an_openpi_client_gets_metadata_then_actions_with_timing(server):
 
 def test_bad_input_gets_the_error_as_text_then_a_1011_close_and_the_server_lives_on(server):
     client = OpenpiStyleClient(server.address)
-    obs = _libero_obs(0)
+    obs = libero_obs(0)
     del obs["observation/state"]
     with pytest.raises(RuntimeError, match="expected key 'observation/state'"):
         client.infer(obs)
@@ -107,8 +55,8 @@ def test_bad_input_gets_the_error_as_text_then_a_1011_close_and_the_server_lives
     assert closed.value.rcvd.code == 1011
     fresh = OpenpiStyleClient(server.address)  # the server keeps serving
     try:
-        assert fresh.infer(_libero_obs(1))["actions"].shape == (2, 4)
-        bad_image = _libero_obs(2)
+        assert fresh.infer(libero_obs(1))["actions"].shape == (2, 4)
+        bad_image = libero_obs(2)
         bad_image["observation/image"] = np.zeros((224, 224, 3), np.float64) + 7.0
         with pytest.raises(RuntimeError, match=r"expected uint8 \(or float in \[0, 1\]\)"):
             fresh.infer(bad_image)
@@ -124,18 +72,18 @@ def test_healthz_episode_control_and_concurrent_sessions(server):
     try:
         assert server.sessions == 2
         for i in range(3):
-            a.infer(_libero_obs(i))
-        first_b = b.infer(_libero_obs(10))  # b's own pipeline: its first action answers its first observation
+            a.infer(libero_obs(i))
+        first_b = b.infer(libero_obs(10))  # b's own pipeline: its first action answers its first observation
         assert first_b["step_id"] == 0
         assert a.infer({"__ctrl__": "episode_start"})["ok"]
-        assert a.infer(_libero_obs(20))["step_id"] == 3  # a reset pipeline refills from the next observation
+        assert a.infer(libero_obs(20))["step_id"] == 3  # a reset pipeline refills from the next observation
     finally:
         a.close()
         b.close()
 
 
 def test_openpi_keys_must_name_auras_targets():
-    with pytest.raises(ConfigError, match=r"targets must be image\.<camera>, state or instruction"):
+    with pytest.raises(ConfigError, match=r"targets must be image\.<camera>, state, instruction or step"):
         load_config(None, ["serve.openpi_keys={'wrist': 'observation/wrist_image'}"])
 
 
@@ -163,7 +111,7 @@ def test_auras_serve_speaks_openpi_with_a_shipped_policy():
                 assert time.monotonic() < deadline and server.poll() is None, server.stdout.read()
                 time.sleep(0.5)
         try:
-            reply = client.infer(_libero_obs(0))
+            reply = client.infer(libero_obs(0))
         finally:
             client.close()
     finally:

@@ -27,7 +27,8 @@ import numpy as np
 import psutil
 import pytest
 
-import auras.bridge.server as bridge_server
+from auras.bridge.health import HealthWatchdog
+from auras.bridge.limits import ServeLimits
 from auras.bridge.server import BridgeServer
 from auras.config import load_config
 from auras.errors import WorkerDiedError
@@ -316,12 +317,10 @@ def test_a_lost_ray_cluster_stops_the_server_with_its_cause_after_telling_the_ro
 
 
 @pytest.mark.parametrize("failure", ["problem", "no_answer"])
-def test_a_failed_health_check_is_fatal_announced_to_the_robot_and_raised(monkeypatch, failure):
+def test_a_failed_health_check_is_fatal_announced_to_the_robot_and_raised(failure):
     """The fatal path without Ray: a server (tiny-dp, local backend, in this process) whose health check
-    reports a problem, or stops answering for HEALTH_DEADLINE_S, publishes an `error` event to its robot
+    reports a problem, or stops answering for its deadline, publishes an `error` event to its robot
     and raises the cause from serve_forever (which `auras serve` turns into exit status 1)."""
-    monkeypatch.setattr(bridge_server, "HEALTH_PERIOD_S", 0.05)
-    monkeypatch.setattr(bridge_server, "HEALTH_DEADLINE_S", 1.0)
     broken, released = threading.Event(), threading.Event()
 
     def check() -> str | None:
@@ -333,7 +332,8 @@ def test_a_failed_health_check_is_fatal_announced_to_the_robot_and_raised(monkey
         return None
 
     server = BridgeServer(load_config("pipeline-tiny-dp"), f"tcp://127.0.0.1:{free_service_port()}",
-                          session_timeout_s=DEADLINE_S, health_check=check)  # fmt: skip
+                          limits=ServeLimits(session_timeout_s=DEADLINE_S),
+                          health_check=HealthWatchdog(check, period_s=0.05, deadline_s=1.0))  # fmt: skip
     raised: list[BaseException] = []
 
     def serve() -> None:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from auras.agent import AurasAgent
+from auras.bridge.batcher import PerceptionBatcher
 from auras.config import load_config
 from auras.errors import AgentClosedError, ConfigError, InvalidInputError
-from auras.perception.shared import PerceptionBatcher
 from auras.policies.base import Policy
 from tests.fakes import FakeDiffusion, FakePerception, FakeStagedPerception, fake_observation
 

@@ -19,37 +19,49 @@ dropped. One thread per session publishes that session's actions. Every bad mess
 service error reply, or an ``error`` event on the session's status topic) and counted; nothing a
 client sends can stop the server.
 
+Sessions (admission, building, streams, accounting, expiry) live in :mod:`auras.bridge.sessions`, the
+limits every protocol enforces in :mod:`auras.bridge.limits`; this module keeps the sockets, the loop,
+the dispatch of operations and the publishing.
+
 What can stop it is fatal: an exception escaping the loop, or (sessions on the Ray backend) the Ray
-cluster lost, which a watchdog thread checks every few seconds (:func:`ray_cluster_problem`). The
+cluster lost, which a watchdog thread checks every few seconds (:mod:`auras.bridge.health`). The
 server then logs the cause, publishes an ``error`` event (code ``internal``) to every session and
 raises it from :meth:`BridgeServer.serve_forever` (``auras serve`` exits with status 1).
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import itertools
 import logging
 import queue
-import secrets
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 
 from auras.bridge.assembler import ObservationAssembler, parse_part
-from auras.bridge.service import SLOW_OPS, check_op, parse_configure, parse_hello, parse_reset, parse_session_id
+from auras.bridge.health import HealthWatchdog
+from auras.bridge.limits import ServeLimits, exposure_warning, policy_limits
+from auras.bridge.service import (
+    SLOW_OPS,
+    check_layout,
+    check_op,
+    parse_configure,
+    parse_hello,
+    parse_reset,
+    parse_session_id,
+)
+from auras.bridge.sessions import Session, SessionHost, check_instruction
 from auras.bridge.transport import CurveKeys, SocketFactory, data_endpoints
 from auras.bridge.wiring import describe_workers, ray_cluster_problem, session_agents
-from auras.errors import AurasError, InvalidInputError, WorkerDiedError
+from auras.errors import AurasError, InvalidInputError, clip
 from auras.staleness import EXECUTOR_SETTINGS, resolve_strategy
 from auras.types import Observation
 from auras_client.protocol import (
-    MAX_MESSAGE_BYTES,
     SCHEMA_VERSION,
     ProtocolError,
     decode_frame,
@@ -64,54 +76,17 @@ __all__ = ["BridgeServer", "CurveKeys", "Session"]
 log = logging.getLogger("auras.bridge")
 PENDING_SEQS = 8  # incomplete sequence numbers kept per session before the oldest is dropped
 STATUS_PERIOD_S = 1.0
-HEALTH_PERIOD_S = 2.0  # the watchdog's check of the Ray cluster
-# A cluster whose checks fail or hang this long is lost (Ray itself ends a driver that cannot reach its
-# GCS after 60 s, without telling the robots: the server must stop first, and say why).
-HEALTH_DEADLINE_S = 20.0
 CLOSE_LINGER_MS = 500  # how long close() lets queued events (a fatal error) reach the robots
-
-
-@dataclass
-class Session:
-    """One robot's connection: its agent, stream, declared observation layout, the assembly of its
-    observations and counters."""
-
-    id: str
-    robot: str
-    cameras: dict[str, tuple[int, int]]
-    state_dim: int
-    instruction: str
-    agent: Any
-    assembler: ObservationAssembler
-    stream: Any = None
-    last_heard: float = field(default_factory=time.monotonic)
-    watcher: threading.Thread | None = None  # waits for the stream to end (see _watch_stream)
-    lock: threading.Lock = field(default_factory=threading.Lock)  # serializes reset/bye against submits
-    assembly: threading.Lock = field(default_factory=threading.Lock)  # the assembler: the loop adds, a reset restarts
-    state: str = "serving"
-    counters: collections.Counter = field(default_factory=collections.Counter)
-
-    def stats(self) -> dict[str, Any]:
-        """Counters. Every seq from the first seen to ``max_seen`` is exactly one of submitted,
-        dropped_incomplete, dropped_at_reset (completed while a reset ran), lost (never arrived) or
-        pending; every submitted one is answered (its first action), superseded (a newer observation
-        replaced it before the agent took it), unanswered (overtaken in a pipeline, lost with a
-        worker, or in flight when the stream stopped) or in the agent."""
-        c = dict(self.counters + self.assembler.counters)
-        if self.stream is not None:
-            for name, value in _stream_counters(self.stream).items():
-                if self.counters[name] + value:
-                    c[name] = self.counters[name] + value
-        c["pending"] = len(self.assembler.pending)
-        return {"session": self.id, "robot": self.robot, "state": self.state, "max_seen": self.assembler.max_seen,
-                "counters": c}  # fmt: skip
 
 
 class BridgeServer:
     """Serves ``agent_factory()`` agents (one per robot session) over ZeroMQ.
 
-    ``agent_factory`` builds a fresh :class:`~auras.agent.AurasAgent` (default: from ``config``).
-    Start with :meth:`start` (background thread) or :meth:`serve_forever`; stop with :meth:`close`.
+    ``agent_factory`` builds a fresh :class:`~auras.agent.AurasAgent` (default: from ``config``);
+    ``limits`` (default: ``config.serve``'s) caps sessions, silence and message sizes; ``health_check``
+    (a callable returning a problem or None, or a :class:`~auras.bridge.health.HealthWatchdog`; default on
+    the Ray backend: the cluster's health) is watched while serving. Start with :meth:`start` (background
+    thread) or :meth:`serve_forever`; stop with :meth:`close`.
     """
 
     def __init__(
@@ -121,38 +96,37 @@ class BridgeServer:
         *,
         agent_factory: Callable[[], Any] | None = None,
         curve: CurveKeys | None = None,
-        max_message_bytes: int = MAX_MESSAGE_BYTES,
-        session_timeout_s: float = 10.0,
-        max_sessions: int = 16,
-        health_check: Callable[[], str | None] | None = None,
+        limits: ServeLimits | None = None,
+        health_check: Callable[[], str | None] | HealthWatchdog | None = None,
     ) -> None:
-        self.batcher = None  # shared perception (config.serve.perception), if any
+        batcher = None
         if agent_factory is None:
-            agent_factory, self.batcher = session_agents(config)
+            agent_factory, batcher = session_agents(config)
+        if limits is None:
+            limits = ServeLimits.from_config(config.serve) if config is not None else ServeLimits()
+        self.limits = limits
+        self.host = SessionHost(agent_factory, batcher, limits)
         if health_check is None and config is not None and config.pipeline.backend == "ray":
             health_check = ray_cluster_problem
-        # Called by a watchdog thread while serving: a string (or failing or hanging calls for
-        # HEALTH_DEADLINE_S) is a fatal error, the server stops.
-        self._health_check = health_check
-        self._watchdog: dict[str, Any] = {"ok_at": time.monotonic(), "problem": None, "error": None}
+        if health_check is not None and not isinstance(health_check, HealthWatchdog):
+            health_check = HealthWatchdog(health_check)
+        self._health = health_check
         self.failure: BaseException | None = None  # the fatal error that stopped serve_forever
         self.bind = bind
         self.obs_endpoint, self.action_endpoint = data_endpoints(bind)
-        self._factory = agent_factory
-        self._max_bytes = max_message_bytes
-        self._session_timeout = session_timeout_s
-        self._max_sessions = max_sessions
-        self._sockets = SocketFactory(max_message_bytes, curve)
-        self._sessions: dict[str, Session] = {}
-        self._lock = threading.Lock()  # sessions dict + the PUB socket (used by session threads)
+        self._sockets = SocketFactory(limits.max_message_bytes, curve)
+        self._pub_lock = threading.Lock()  # the PUB socket (used by session threads)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop_thread: threading.Thread | None = None
         self._replies: queue.Queue[list[bytes]] = queue.Queue()
         self._status_seq = itertools.count()
-        self._build_lock = threading.Lock()
-        self.counters: collections.Counter = collections.Counter()
+        self.counters: Counter = self.host.counters
         self.started = time.monotonic()
+        host = bind.split("://", 1)[-1].rsplit(":", 1)[0]
+        self.warning = exposure_warning(bind, host, curve is not None, "use --curve-secret (see `auras keys`)")
+        if self.warning:
+            log.warning("bridge: %s", self.warning)
         try:
             self._router = self._sockets.bind(zmq.ROUTER, bind)
             self._pull = self._sockets.bind(zmq.PULL, self.obs_endpoint)
@@ -160,6 +134,11 @@ class BridgeServer:
         except InvalidInputError:
             self.close()
             raise
+
+    @property
+    def batcher(self) -> Any:
+        """The perception shared by the sessions (``serve.perception``), or None."""
+        return self.host.batcher
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> BridgeServer:
@@ -192,11 +171,13 @@ class BridgeServer:
                 return  # close() from another thread closed the sockets under the loop
             self._fail(exc)
             raise
+        finally:
+            if self._health is not None:
+                self._health.stop()
 
     def _serve_loop(self) -> None:
-        if self._health_check is not None:
-            self._watchdog["ok_at"] = time.monotonic()
-            threading.Thread(target=self._watch_health, name="auras-bridge-health", daemon=True).start()
+        if self._health is not None:
+            self._health.start()
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._pull, zmq.POLLIN)
@@ -212,33 +193,10 @@ class BridgeServer:
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + STATUS_PERIOD_S
-                self._check_health(now)
+                if self._health is not None:
+                    self._health.raise_if_lost()
                 self._expire(now)
                 self._publish_status()
-
-    def _watch_health(self) -> None:
-        """The watchdog thread: runs the health check every HEALTH_PERIOD_S until a problem is found."""
-        while not self._stop.wait(HEALTH_PERIOD_S):
-            try:
-                problem = self._health_check()
-            except Exception as exc:  # one failed check is not yet a lost cluster (see _check_health)
-                self._watchdog["error"] = f"{type(exc).__name__}: {exc}"
-                continue
-            if problem is not None:
-                self._watchdog["problem"] = problem
-                return
-            self._watchdog["ok_at"], self._watchdog["error"] = time.monotonic(), None
-
-    def _check_health(self, now: float) -> None:
-        if self._health_check is None:
-            return
-        problem = self._watchdog["problem"]
-        silent = now - self._watchdog["ok_at"]
-        if problem is None and silent > HEALTH_DEADLINE_S:
-            last = self._watchdog["error"] or "no answer"
-            problem = f"the Ray cluster did not answer health checks for {silent:.0f} s ({last}): its GCS is gone"
-        if problem is not None:
-            raise WorkerDiedError(problem)
 
     def _fail(self, exc: BaseException) -> None:
         """A fatal error: log it with its cause and tell every session's robot, before the loop ends."""
@@ -248,10 +206,8 @@ class BridgeServer:
             log.critical("bridge: fatal: %s; the server stops", exc)
         else:
             log.critical("bridge: fatal: unexpected %r; the server stops", exc, exc_info=exc)
-        message = f"the server stops: {type(exc).__name__}: {exc}"[:300]
-        with self._lock:
-            sessions = list(self._sessions.values())
-        for session in [*sessions, None]:  # None: the global status topic
+        message = clip(f"the server stops: {type(exc).__name__}: {exc}")
+        for session in [*self.host.sessions(), None]:  # None: the global status topic
             with contextlib.suppress(Exception):
                 self._publish_event(session, {"event": "error", "code": "internal", "message": message})
 
@@ -267,22 +223,14 @@ class BridgeServer:
                 handle(parts)
             except Exception as exc:  # a bug must not stop the server: count it, log it, go on
                 self.counters["internal_errors"] += 1
-                log.exception("bridge: unexpected error handling a message: %r", exc)
+                log.exception("bridge: unexpected error handling a message: %s", clip(repr(exc)))
 
     def close(self) -> None:
         """Stop serving, close every session's agent and the sockets. Idempotent."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
-        with self._lock:
-            sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
-            try:
-                self._close_session(session)
-            except Exception:  # one agent's failed teardown must not keep the others or the sockets open
-                log.exception("bridge: closing session %s failed", session.id)
-        if self.batcher is not None:
-            self.batcher.close()
+        self.host.close()
         for name in ("_router", "_pull", "_pub"):
             sock = getattr(self, name, None)
             if sock is not None:  # the PUB socket gets a moment to deliver the last events (a fatal error)
@@ -314,14 +262,14 @@ class BridgeServer:
             reply = self._serve(request)
         except ProtocolError as exc:
             self.counters[f"error_{exc.code}"] += 1
-            reply = error_reply(exc.code, exc.message)
+            reply = error_reply(exc.code, clip(exc.message))
         except AurasError as exc:
             self.counters["error_agent_error"] += 1
-            reply = error_reply("agent_error", str(exc))
+            reply = error_reply("agent_error", clip(exc))
         except Exception as exc:
             self.counters["internal_errors"] += 1
             log.exception("bridge: service request failed")
-            reply = error_reply("internal", f"{type(exc).__name__}: {exc}")
+            reply = error_reply("internal", clip(f"{type(exc).__name__}: {exc}"))
         if "id" in request:
             reply["id"] = request["id"]
         message = [*envelope, encode_map(reply)]
@@ -342,15 +290,14 @@ class BridgeServer:
         op = check_op(request)
         handler = {
             "hello": self._hello, "reset": self._reset, "configure": self._configure,
-            "health": self._health, "stats": self._stats, "bye": self._bye,
+            "health": self._health_op, "stats": self._stats, "bye": self._bye,
         }[op]  # fmt: skip
         self.counters[f"op_{op}"] += 1
         return {"v": SCHEMA_VERSION, "ok": True, **handler(request)}
 
     def _session(self, request: dict[str, Any]) -> Session:
         sid = parse_session_id(request)
-        with self._lock:
-            session = self._sessions.get(sid) if sid is not None else None
+        session = self.host.get(sid)
         if session is None:
             raise ProtocolError("unknown_session", f"no session {sid!r:.40}: say hello again")
         session.last_heard = time.monotonic()
@@ -358,52 +305,38 @@ class BridgeServer:
 
     def _hello(self, request: dict[str, Any]) -> dict[str, Any]:
         hello = parse_hello(request)
-        robot, cameras, extras, state_dim = hello.robot, hello.cameras, list(hello.extras), hello.state_dim
-        with self._lock:
-            if len(self._sessions) >= self._max_sessions:
-                raise ProtocolError("bad_request", f"server full: {self._max_sessions} sessions already")
-        with self._build_lock:  # one build at a time: lazy imports (diffusers) are not thread-safe
-            agent = self._factory()
-        spec = agent.spec
-        for cam, size in spec.cameras.items():
-            if cam not in cameras or tuple(cameras[cam]) != tuple(size):
-                agent.close()
-                raise ProtocolError(
-                    "bad_shape", f"the policy needs camera {cam!r} of {list(size)}, robot declares {cameras}"
-                )
-        if state_dim != spec.state_dim:
-            agent.close()
-            raise ProtocolError("bad_shape", f"the policy needs state_dim {spec.state_dim}, robot declares {state_dim}")
-        missing = sorted(set(spec.extras) - set(extras))
-        if missing:
-            agent.close()
-            raise ProtocolError("bad_request", f"the policy needs extras {missing} (simulator state: a real robot "
-                                f"cannot send it; serve a learned policy, e.g. `auras serve --policy tiny-dp`, or "
-                                f"run `auras robot-sim --privileged`); the robot declares {extras}")  # fmt: skip
-        session = Session(
-            id=secrets.token_hex(8), robot=robot, cameras=cameras, state_dim=state_dim, instruction=hello.instruction,
-            agent=agent, assembler=ObservationAssembler(tuple(spec.cameras), tuple(spec.extras), PENDING_SEQS),
-        )  # fmt: skip
-        self._open_stream(session)
-        with self._lock:
-            self._sessions[session.id] = session
+        with self.host.admission() as place:
+            agent = self.host.build_agent(hello.instruction)
+            try:
+                check_layout(agent.spec, hello)
+            except ProtocolError:
+                self.host.close_agent(agent)
+                raise
+            spec = agent.spec
+            session = self.host.add(
+                place, hello.robot, agent, hello.instruction, cameras=hello.cameras, state_dim=hello.state_dim,
+                assembler=ObservationAssembler(tuple(spec.cameras), tuple(spec.extras), PENDING_SEQS),
+            )  # fmt: skip
+            self._open_stream(session)
         workers = describe_workers(agent)
-        log.info("bridge: session %s for robot %r%s", session.id, robot, f" on workers: {workers}" if workers else "")
+        log.info("bridge: session %s for robot %r%s", session.id, clip(hello.robot, 64),
+                 f" on workers: {workers}" if workers else "")  # fmt: skip
         return {
             "session": session.id, "schema": hello.schema, "publish_to": self.obs_endpoint,
             "subscribe_to": self.action_endpoint, "action_topic": f"action/{session.id}",
             "status_topic": f"status/{session.id}", "needs_extras": list(spec.extras),
-            "max_message_bytes": self._max_bytes, "session_timeout_s": self._session_timeout,
+            "max_message_bytes": self.limits.max_message_bytes, "session_timeout_s": self.limits.session_timeout_s,
             "action_shape": list(agent.policy_spec.action_shape), "execute_steps": agent.policy_spec.execute_steps,
             "staleness_strategy": resolve_strategy(agent.config.staleness.strategy, agent.config.pipeline.mode).name,
             "staleness_settings": {key: getattr(agent.config.staleness, key) for key in EXECUTOR_SETTINGS},
+            "limits": policy_limits(agent.policy_spec),
         }  # fmt: skip
 
     def _reset(self, request: dict[str, Any]) -> dict[str, Any]:
         session = self._session(request)
         from_seq = parse_reset(request)
         with session.lock:
-            self._stop_stream(session)
+            session.stop_stream()
             session.agent.reset()
             with session.assembly:
                 session.assembler.restart(from_seq)
@@ -413,25 +346,25 @@ class BridgeServer:
 
     def _configure(self, request: dict[str, Any]) -> dict[str, Any]:
         session = self._session(request)
-        session.instruction = parse_configure(request, session.instruction)
+        instruction = parse_configure(request, session.instruction)
+        check_instruction(session.agent, instruction)
+        session.instruction = instruction
         return {"session": session.id, "instruction": session.instruction}
 
-    def _health(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _health_op(self, request: dict[str, Any]) -> dict[str, Any]:
         reply: dict[str, Any] = {"status": "serving", "uptime_s": time.monotonic() - self.started}
         if "session" in request:
             session = self._session(request)  # also the heartbeat
             reply["session_state"] = session.state
             if request.get("echo"):  # lets a client check that its action subscription is live
                 self._publish_event(session, {"event": "echo", "id": request.get("id")})
-        with self._lock:
-            reply["sessions"] = len(self._sessions)
+        reply["sessions"] = len(self.host)
         return reply
 
     def _stats(self, request: dict[str, Any]) -> dict[str, Any]:
         if "session" in request:
             return self._session(request).stats()
-        with self._lock:
-            sessions = [{k: v for k, v in s.stats().items() if k != "session"} for s in self._sessions.values()]
+        sessions = [{k: v for k, v in s.stats().items() if k != "session"} for s in self.host.sessions()]
         reply = {"server": dict(self.counters), "sessions": sessions}  # ids are capabilities: never listed
         if self.batcher is not None:
             reply["shared_perception"] = self.batcher.stats()
@@ -439,10 +372,8 @@ class BridgeServer:
 
     def _bye(self, request: dict[str, Any]) -> dict[str, Any]:
         session = self._session(request)
-        with self._lock:
-            self._sessions.pop(session.id, None)
-        with session.lock:
-            self._close_session(session)
+        if self.host.remove(session):
+            self.host.close_session(session)
         return {"session": session.id}
 
     # -- observations -------------------------------------------------------------------------------
@@ -450,12 +381,11 @@ class BridgeServer:
         self.counters["messages"] += 1
         session = None
         try:
-            frame = decode_frame(parts, self._max_bytes)
+            frame = decode_frame(parts, self.limits.max_message_bytes)
             sid = frame.header.get("session")
             if not isinstance(sid, str):
                 raise ProtocolError("bad_message", f"data header needs 'session' (the id from hello), got {sid!r:.40}")
-            with self._lock:
-                session = self._sessions.get(sid)
+            session = self.host.get(sid)
             if session is None:
                 raise ProtocolError("unknown_session", f"no session {sid!r:.40}: say hello again")
             session.last_heard = time.monotonic()
@@ -474,8 +404,7 @@ class BridgeServer:
             sid = decode_map(bytes(parts[1])).get("session") if len(parts) > 1 else None
         except ProtocolError:
             return None
-        with self._lock:
-            return self._sessions.get(sid) if isinstance(sid, str) else None
+        return self.host.get(sid)
 
     def _accept(self, session: Session, frame: Any) -> None:
         part = parse_part(frame, session.cameras, session.state_dim)
@@ -497,8 +426,7 @@ class BridgeServer:
                     images=slot.images, state=slot.state, instruction=session.instruction, step_id=seq,
                     capture_time=time.monotonic(), extras=slot.extras,
                 )  # fmt: skip
-                session.stream.submit(obs)
-                session.counters["submitted"] += 1
+                session.stream.submit(obs)  # the stream counts it submitted
             except InvalidInputError as exc:
                 session.counters["rejected"] += 1
                 raise ProtocolError("bad_shape", str(exc)) from None
@@ -509,16 +437,11 @@ class BridgeServer:
 
     # -- publishing ---------------------------------------------------------------------------------
     def _open_stream(self, session: Session) -> None:
-        """The session's stream: its actions are published from the stream's own thread as they come
-        (no hand-off on the hot path); a watcher thread waits for the stream's end to report a failure."""
-        session.stream = session.agent.stream(
-            on_event=lambda event: self._on_stream_event(session, event),
+        session.open_stream(
             on_action=lambda action: self._publish_action(session, action),
+            on_event=lambda event: self._on_stream_event(session, event),
+            on_failure=lambda exc: self._on_agent_failure(session, exc),
         )
-        session.watcher = threading.Thread(
-            target=self._watch_stream, args=(session, session.stream), name=f"auras-bridge-{session.id}", daemon=True
-        )
-        session.watcher.start()
 
     def _on_stream_event(self, session: Session, event: dict[str, Any]) -> None:
         """A stream's event (a worker replaced) to the robot and the log. Runs in the stream's thread,
@@ -526,21 +449,18 @@ class BridgeServer:
         try:
             if event.get("event") == "worker_restarted":
                 log.warning("bridge: session %s: workers replaced; now on workers: %s; cause: %s", session.id,
-                            describe_workers(session.agent), event.get("message"))  # fmt: skip
+                            describe_workers(session.agent), clip(event.get("message")))  # fmt: skip
             self._publish_event(session, event)
         except Exception as exc:
             self.counters["internal_errors"] += 1
             log.exception("bridge: session %s: publishing %s failed: %r", session.id, event.get("event"), exc)
 
-    def _stop_stream(self, session: Session) -> None:
-        stream = session.stream
-        if stream is not None:
-            stream.close()
-        if session.watcher is not None:
-            session.watcher.join(timeout=30)
-        session.stream = session.watcher = None
-        if stream is not None:
-            session.counters.update({k: v for k, v in _stream_counters(stream).items() if v})
+    def _on_agent_failure(self, session: Session, exc: BaseException) -> None:
+        """The robot hears of its agent's failure as an ``agent_error`` event; the server keeps serving."""
+        if self._stop.is_set():
+            return
+        log.warning("bridge: session %s agent failed: %s", session.id, clip(repr(exc)))
+        self._publish_event(session, {"event": "error", "code": "agent_error", "message": clip(exc)})
 
     def _publish_action(self, session: Session, action: Any) -> None:
         """One action to ``action/<session>``, with the robot stamps of its request and its context."""
@@ -554,70 +474,36 @@ class BridgeServer:
             latency_ms=action.timings.latency_ms, stages_ms=dict(action.timings.stages_ms),
             sent_monotonic=time.monotonic(),
         )  # fmt: skip
-        with self._lock:
+        with self._pub_lock:
             self._pub.send_multipart(frames)
         session.counters["actions"] += 1
-
-    def _watch_stream(self, session: Session, stream: Any) -> None:
-        """Waits for the stream's end: a close (reset, bye, expiry) or an agent failure, which the
-        robot hears of as an ``agent_error`` event while the server keeps serving."""
-        try:
-            for _ in stream:  # actions go out through _publish_action; nothing is queued here
-                pass
-        except Exception as exc:
-            if self._stop.is_set():
-                return
-            session.state = "failed"
-            session.counters["agent_failures"] += 1
-            log.warning("bridge: session %s agent failed: %r", session.id, exc)
-            self._publish_event(session, {"event": "error", "code": "agent_error", "message": str(exc)})
 
     def _publish_event(self, session: Session | None, event: dict[str, Any]) -> None:
         topic = f"status/{session.id}" if session is not None else "status"
         frames = encode_frame(topic, seq=next(self._status_seq), stamp=time.monotonic(), **event)
-        with self._lock:
+        with self._pub_lock:
             if not self._stop.is_set():
                 self._pub.send_multipart(frames)
 
     def _publish_error(self, session: Session | None, code: str, message: str, parts: list[Any]) -> None:
         topic = bytes(parts[0])[:64].decode("utf-8", "replace") if parts else ""
-        self._publish_event(session, {"event": "error", "code": code, "message": message[:300], "source_topic": topic})
+        self._publish_event(session, {"event": "error", "code": code, "message": clip(message),
+                                      "source_topic": topic})  # fmt: skip
 
     def _publish_status(self) -> None:
-        with self._lock:
-            sessions = list(self._sessions.values())
+        sessions = self.host.sessions()
         self._publish_event(None, {"event": "status", "uptime_s": time.monotonic() - self.started,
                                    "sessions": len(sessions), "counters": dict(self.counters)})  # fmt: skip
         for session in sessions:
             self._publish_event(session, {"event": "status", **session.stats()})
 
     def _expire(self, now: float) -> None:
-        with self._lock:
-            gone = [s for s in self._sessions.values() if now - s.last_heard > self._session_timeout]
-            for session in gone:
-                self._sessions.pop(session.id, None)
-        for session in gone:
-            self.counters["sessions_expired"] += 1
-            log.info("bridge: session %s expired (silent for %.1f s)", session.id, self._session_timeout)
-            self._publish_event(session, {"event": "expired", "message": f"silent for {self._session_timeout} s"})
+        timeout = self.limits.session_timeout_s
+        for session in self.host.expired(now, timeout):
+            log.info("bridge: session %s expired (silent for %.1f s)", session.id, timeout)
+            self._publish_event(session, {"event": "expired", "message": f"silent for {timeout} s"})
             try:
-                with session.lock:
-                    self._close_session(session)
+                self.host.close_session(session)
             except Exception as exc:  # its agent's teardown failed: the session is gone all the same
                 self.counters["internal_errors"] += 1
                 log.exception("bridge: closing expired session %s failed: %r", session.id, exc)
-
-    def _close_session(self, session: Session) -> None:
-        self._stop_stream(session)
-        session.agent.close()
-        perception = getattr(session.agent.hosted_policy, "perception", None)
-        close_view = getattr(perception, "close", None)  # a shared perception's view
-        if callable(close_view):
-            close_view()
-        session.state = "closed"
-
-
-def _stream_counters(stream: Any) -> dict[str, int]:
-    """A session stream's share of the session counters (added to the session's at each stop)."""
-    return {"superseded": stream.dropped, "answered": stream.answered, "unanswered": stream.unanswered,
-            "worker_restarts": stream.restarts}  # fmt: skip

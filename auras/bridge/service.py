@@ -14,6 +14,7 @@ __all__ = [
     "OPS",
     "SLOW_OPS",
     "Hello",
+    "check_layout",
     "check_op",
     "parse_configure",
     "parse_hello",
@@ -120,3 +121,21 @@ def parse_configure(request: dict[str, Any], current_instruction: str) -> str:
     if unknown:
         raise ProtocolError("bad_request", f"configure: unknown settings {unknown}; known: instruction")
     return _instruction(request.get("instruction", current_instruction))
+
+
+def check_layout(spec: Any, hello: Hello) -> None:
+    """ProtocolError unless the robot's declared cameras, state and extras are what the policy's observation
+    ``spec`` needs."""
+    for cam, size in spec.cameras.items():
+        if cam not in hello.cameras or tuple(hello.cameras[cam]) != tuple(size):
+            raise ProtocolError(
+                "bad_shape", f"the policy needs camera {cam!r} of {list(size)}, robot declares {hello.cameras}"
+            )
+    if hello.state_dim != spec.state_dim:
+        needs = f"the policy needs state_dim {spec.state_dim}"
+        raise ProtocolError("bad_shape", f"{needs}, robot declares {hello.state_dim}")
+    missing = sorted(set(spec.extras) - set(hello.extras))
+    if missing:
+        raise ProtocolError("bad_request", f"the policy needs extras {missing} (simulator state: a real robot "
+                            f"cannot send it; serve a learned policy, e.g. `auras serve --policy tiny-dp`, or "
+                            f"run `auras robot-sim --privileged`); robot declares {list(hello.extras)}")  # fmt: skip

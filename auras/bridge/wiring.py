@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from auras.agent import AurasAgent
+from auras.bridge.batcher import PerceptionBatcher
 from auras.errors import ConfigError
-from auras.perception.shared import PerceptionBatcher
 from auras.pipeline.ray_backend import ensure_ray, use_cluster
 from auras.policies import build_policy
 from auras.policies.base import Policy
@@ -37,7 +37,7 @@ def perception_sharing(config: Any) -> str:
 def session_agents(config: Any) -> tuple[Callable[[], Any], Any]:
     """``(agent_factory, batcher)`` for ``config.serve.perception``. separate: every session builds its
     own policy (batcher None). shared: one perception model, built now, serves every session through a
-    :class:`~auras.perception.shared.PerceptionBatcher`; each session still gets its own generation and
+    :class:`~auras.bridge.batcher.PerceptionBatcher`; each session still gets its own generation and
     pipeline. Measured in docs/reliability.md (shared: 1.1x the frames of separate pipelines for the
     shipped policies with 4 robots on 2 cores, 1.5x with an 8x larger vision encoder)."""
 

@@ -144,6 +144,7 @@ class FileTokenizer:
         from tokenizers import Tokenizer
 
         self.length = length
+        self.max_bytes = None  # longer instructions are truncated to ``length`` tokens, as LeRobot does
         self._tokenizer = Tokenizer.from_file(str(file))
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -174,6 +175,7 @@ class ByteTokenizer:
 
     def __init__(self, length: int) -> None:
         self.length = length
+        self.max_bytes = length  # one id per byte: a longer instruction is refused
 
     def __call__(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         ids = _cached_instruction(text, self.length)
@@ -284,7 +286,8 @@ class SmolVLAPerception(_Part, Perception):
 
     def __init__(self, model: SmolVLA) -> None:
         self.model = model
-        self._spec = ObservationSpec(dict(model.cameras), state_dim=model.state_dim)
+        self._spec = ObservationSpec(dict(model.cameras), state_dim=model.state_dim,
+                                     max_instruction_bytes=model.tokenizer.max_bytes)  # fmt: skip
         self._calls = self._tensor_functions(lambda fn: fn)
 
     def _tensor_functions(self, wrap: Callable[[Callable], Callable]) -> dict[str, Any]:

@@ -419,7 +419,8 @@ class TinyDPPerception(ModelPart, Perception):
     def __init__(self, model: TinyDP) -> None:
         self.model = model
         size = int(model.config["image_size"])
-        self._spec = ObservationSpec({CAMERA: (size, size)}, state_dim=int(model.config["state_dim"]))
+        self._spec = ObservationSpec({CAMERA: (size, size)}, state_dim=int(model.config["state_dim"]),
+                                     max_instruction_bytes=model.max_instruction_bytes)  # fmt: skip
         self._text_cache: dict[str, torch.Tensor] = {}
         self._blocks: list[Callable[..., torch.Tensor]] = list(model.encoder.blocks)  # one per stage
         self._fuse: Callable[..., torch.Tensor] = model.encoder.fuse

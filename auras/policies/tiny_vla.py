@@ -438,7 +438,8 @@ class _VLAPerception(ModelPart, Perception):
     def __init__(self, model: TinyVLA) -> None:
         self.model = model
         size = model.config["image_size"]
-        self._spec = ObservationSpec({"front": (size, size)}, state_dim=model.config["action_dim"])
+        self._spec = ObservationSpec({"front": (size, size)}, state_dim=model.config["action_dim"],
+                                     max_instruction_bytes=model.max_instruction_bytes)  # fmt: skip
         self._stages = self._build_stages()  # built once: perceive runs them every request
 
     def compile(self, mode: str, batch: int = 1) -> None:

@@ -146,7 +146,11 @@ class RobotClient:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if connect:
-            self.connect()
+            try:
+                self.connect()
+            except BaseException:  # a refused hello must not leave sockets behind (their context would hang
+                self.close()  # the interpreter when collected)
+                raise
 
     # -- sockets ------------------------------------------------------------------------------------
     def _socket(self, kind: int) -> zmq.Socket:
