@@ -25,10 +25,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from auras.clock import SYSTEM_CLOCK, Clock
 from auras.config import AurasConfig
 from auras.devices import DeviceProbe
 from auras.errors import AgentClosedError, ConfigError, InvalidInputError
 from auras.pipeline import build_executor
+from auras.pipeline.base import Executor
 from auras.policies.base import Policy, PolicySpec
 from auras.stream import ActionStream
 from auras.types import Action, Observation, ObservationSpec
@@ -45,6 +47,8 @@ class AurasAgent:
         *,
         policy: Policy | None = None,
         device_probe: DeviceProbe | None = None,
+        executor: Executor | None = None,
+        clock: Clock | None = None,
     ) -> None:
         """Build the agent of ``config`` (defaults: AurasConfig()).
 
@@ -53,7 +57,10 @@ class AurasAgent:
         built by the workers that host it. ``policy``: run this prebuilt perception/generation pair
         instead (shipped to the workers as is). ``device_probe``: what torch sees, for the device
         checks (default: ask torch where the policy runs; tests inject one to exercise GPU placement
-        without CUDA).
+        without CUDA). ``executor``: run this executor (built with :func:`auras.pipeline.build_executor`,
+        or one of your own that keeps the :class:`~auras.pipeline.base.Executor` contract) instead of
+        building one. ``clock``: the time pacing, streams and the adaptive controller read and wait on
+        (default: the system's; :class:`auras.clock.FakeClock` makes timing exact in tests).
         """
         self.config = config if config is not None else AurasConfig()
         if not isinstance(self.config, AurasConfig):
@@ -63,7 +70,16 @@ class AurasAgent:
             )
         if policy is not None and not isinstance(policy, Policy):
             raise InvalidInputError(f"AurasAgent(policy=...): expected an auras Policy, got {type(policy).__name__}")
-        self._executor = build_executor(self.config, policy, device_probe)
+        if executor is not None and (policy is not None or device_probe is not None):
+            raise InvalidInputError("AurasAgent: give an executor, or a policy / device_probe to build one, not both")
+        if executor is not None and not isinstance(executor, Executor):
+            got = type(executor).__name__
+            raise InvalidInputError(f"AurasAgent(executor=...): expected an auras Executor, got {got}")
+        self._clock = clock if clock is not None else SYSTEM_CLOCK
+        if not isinstance(self._clock, Clock):
+            raise InvalidInputError(f"AurasAgent(clock=...): expected now() and sleep(), got {clock!r:.60}")
+        self._executor = executor if executor is not None else build_executor(self.config, policy, device_probe,
+                                                                               self._clock)  # fmt: skip
         self._lock = threading.Lock()
         self._closed = False
 
@@ -149,20 +165,30 @@ class AurasAgent:
             "context_transport": transport,
             "compile": self.config.policy.compile,
             "compile_ms": sum(w.get("compile_ms", 0.0) for w in workers),
-            "startup_ms": getattr(self._executor, "startup_ms", None),
+            "startup_ms": self._executor.startup_ms,
             "restarts": self.restarts,
-            "controller": controller() if (controller := getattr(self._executor, "controller_stats", None)) else None,
+            "controller": self._executor.controller_stats(),
         }
 
     @property
     def frame_period_s(self) -> float | None:
         """The adaptive controller's frame period (``pipeline.controller: adaptive``), else None."""
-        return getattr(self._executor, "frame_period_s", None)
+        return self._executor.frame_period_s
 
     @property
     def restarts(self) -> int:
         """How many times a dead (or hung) worker was replaced (Ray backend, every mode)."""
-        return getattr(self._executor, "restarts", 0)
+        return self._executor.restarts
+
+    @property
+    def executor(self) -> Executor:
+        """The executor that schedules the policy's perception and generation (auras.pipeline)."""
+        return self._executor
+
+    @property
+    def clock(self) -> Clock:
+        """The time this agent reads and waits on (pacing, streams, the controller)."""
+        return self._clock
 
     def reset(self) -> None:
         """Start a new episode: drop in-flight work and per-episode policy state."""

@@ -114,9 +114,9 @@ class ActionStream:
                 self.admitted += 1
                 self._outstanding[obs.step_id] = None
             try:
-                start = time.monotonic()
+                start = self._agent.clock.now()
                 action = self._agent.step(obs)
-                self.pacer.record(time.monotonic() - start)
+                self.pacer.record(self._agent.clock.now() - start)
                 self.pacer.release()  # on_tick: the action goes out at the next tick
             except WorkerRestartedError as exc:  # recovered: this observation is lost, the stream goes on
                 with self._lock:

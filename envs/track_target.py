@@ -161,6 +161,16 @@ class TrackTargetEnv(AurasTaskEnv):
         self._streak = 0
 
     @property
+    def hand(self) -> np.ndarray:
+        """The hand's position (x, y, z); assign one to place the hand (a scripted start, a test). It takes
+        effect with the next step."""
+        return self._hand.copy()
+
+    @hand.setter
+    def hand(self, xyz: Any) -> None:
+        self._hand = np.clip(np.asarray(xyz, np.float64).reshape(3), WORKSPACE_LOW, WORKSPACE_HIGH)
+
+    @property
     def _mj(self) -> tuple[Any, Any]:
         return self._model, self._data
 

@@ -169,3 +169,39 @@ def movable_fake_policy(config=None) -> Policy:
     generation = FakeDiffusion(12)
     generation.to = _Movable().to  # the fake diffusion is built lazily; give the instance a recording to()
     return Policy("fake-movable", MovablePerception(4), generation)
+
+
+class HookedExecutor:
+    """An executor that calls ``before(obs)`` ahead of every step of ``inner`` (a slow or failing step,
+    injected through AurasAgent(executor=...)); everything else is ``inner``'s."""
+
+    def __new__(cls, inner, before):
+        from auras.pipeline.base import Executor
+
+        class _Hooked(Executor):
+            def __init__(self) -> None:
+                super().__init__(inner.spec)
+                self.inner = inner
+
+            def step(self, obs):
+                before(obs)
+                return inner.step(obs)
+
+            def reset(self) -> None:
+                inner.reset()
+
+            def close(self) -> None:
+                inner.close()
+
+            @property
+            def hosted_policy(self):
+                return inner.hosted_policy
+
+            def workers(self):
+                return inner.workers()
+
+            @property
+            def context_transport(self) -> str:
+                return inner.context_transport
+
+        return _Hooked()

@@ -105,26 +105,26 @@ def test_envs_lists_tasks():
 
 @pytest.mark.mujoco
 def test_virtual_clock_lets_the_robot_keep_moving_while_a_slow_agent_computes():
-    """Under the virtual clock a 40 ms agent gets one action in per ceil(40 / 12.5) = 4 control steps;
-    under the frame clock the env waits, one step per action."""
+    """On a fake clock each step of the agent takes exactly 40 ms. Under the virtual clock an action lands
+    ceil(40 / 12.5) = 4 control steps after its frame (the robot keeps running the old chunk meanwhile), so
+    there is one action per 4 steps, each exactly 4 steps stale; under the frame clock the env waits, one
+    step per action."""
     from auras import AurasAgent, load_config
     from auras.bench.episodes import run_episode
+    from auras.clock import FakeClock
     from auras.envs import make_env
+    from auras.pipeline import build_executor
+    from tests.fakes import HookedExecutor
 
+    clock = FakeClock()
     config = load_config(overrides=["env.task=reach-v3"])
-    with AurasAgent(config) as agent, make_env("reach-v3", horizon=40) as env:
-        inner = agent._executor.step
-
-        def slow_step(obs):
-            time.sleep(0.04)
-            return inner(obs)
-
-        agent._executor.step = slow_step
+    executor = HookedExecutor(build_executor(config), before=lambda obs: clock.sleep(0.04))
+    with AurasAgent(config, executor=executor, clock=clock) as agent, make_env("reach-v3", horizon=40) as env:
         frame = run_episode(agent, env, seed=100_000, clock="frame")
         virtual = run_episode(agent, env, seed=100_000, clock="virtual")
     assert len(frame.latency_ms) == frame.steps  # one action per step
-    assert virtual.steps >= 4 * (len(virtual.latency_ms) - 1)  # >= 4 steps pass while each action computes
-    assert min(virtual.staleness_frames) >= 4  # so every action is at least 4 steps old when it lands
+    assert virtual.steps == 40 and len(virtual.latency_ms) == 10  # exactly one action per 4 steps
+    assert set(virtual.staleness_frames) == {4}  # each lands exactly 4 steps after its frame
     with pytest.raises(ValueError, match="clock: expected 'frame', 'virtual' or 'realtime', got 'sundial'"):
         run_episode(agent, env, seed=0, clock="sundial")
 
@@ -144,13 +144,24 @@ def test_realtime_clock_keeps_the_robot_moving_at_its_control_rate_while_the_age
     from auras import AurasAgent, load_config
     from auras.bench.episodes import run_episode
     from auras.envs import make_env
+    from auras.pipeline import build_executor
+    from tests.fakes import HookedExecutor
 
     lag, horizon = 4, 48
     config = load_config(overrides=["env.task=reach-v3"])
-    with AurasAgent(config) as agent, make_env("reach-v3", horizon=horizon, terminate_on_success=False) as env:
-        inner, inner_env_step = agent._executor.step, env.advance
-        stepped = threading.Condition()
-        env_steps, starved = [0], []
+    stepped = threading.Condition()
+    env_steps, starved = [0], []
+
+    def slow(obs) -> None:  # returns once the robot is lag steps on (or the episode is over)
+        target = min(obs.step_id + lag, horizon)
+        with stepped:  # 60 s only bounds a hang: a robot that waits for this agent never gets there
+            if not starved and not stepped.wait_for(lambda: env_steps[0] >= target, timeout=60):
+                starved.append(obs.step_id)
+
+    executor = HookedExecutor(build_executor(config), before=slow)
+    with AurasAgent(config, executor=executor) as agent, \
+            make_env("reach-v3", horizon=horizon, terminate_on_success=False) as env:  # fmt: skip
+        inner_env_step = env.advance
 
         def counting_env_step(values):
             out = inner_env_step(values)
@@ -159,15 +170,7 @@ def test_realtime_clock_keeps_the_robot_moving_at_its_control_rate_while_the_age
                 stepped.notify_all()
             return out
 
-        def slow_step(obs):  # returns once the robot is lag steps on (or the episode is over)
-            target = min(obs.step_id + lag, horizon)
-            with stepped:  # 60 s only bounds a hang: a robot that waits for this agent never gets there
-                if not starved and not stepped.wait_for(lambda: env_steps[0] >= target, timeout=60):
-                    starved.append(obs.step_id)
-            return inner(obs)
-
         env.advance = counting_env_step
-        agent._executor.step = slow_step
         start = time.perf_counter()
         record = run_episode(agent, env, seed=100_000, clock="realtime")
         wall = time.perf_counter() - start

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -48,6 +49,20 @@ def _client(server, **kwargs) -> RobotClient:
     kwargs.setdefault("timeout_s", DEADLINE_S)  # also how long connect() waits for the action subscription
     kwargs.setdefault("ttl_s", DEADLINE_S)  # else an action that took 0.25 s (e.g. a first PNG encode) never shows
     return RobotClient(server.bind, cameras={"front": (84, 84)}, state_dim=4, **kwargs)
+
+
+@contextlib.contextmanager
+def _raw_push(robot: RobotClient):
+    """A second PUSH socket to the server's observation endpoint: messages a robot's client would never send."""
+    context = zmq.Context()
+    push = context.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 1000)
+    push.connect(robot.server_info["publish_to"])
+    try:
+        yield push
+    finally:
+        push.close()
+        context.term()
 
 
 def _wait_action(client: RobotClient, seq: int, timeout: float = DEADLINE_S):
@@ -168,8 +183,9 @@ def test_observations_sent_before_a_reset_never_reach_the_new_episode(server):
         robot.reset()
         assert robot.latest_action() is None
         # a straggler from before the reset, as if it had been stuck in a queue
-        robot._push.send_multipart(encode_frame("joint_states", [np.zeros(4, np.float32)], seq=old, stamp=time.time(),
-                                                session=robot.session))  # fmt: skip
+        with _raw_push(robot) as push:
+            push.send_multipart(encode_frame("joint_states", [np.zeros(4, np.float32)], seq=old, stamp=time.time(),
+                                             session=robot.session))  # fmt: skip
         stats = _stats_once(robot, lambda c: c.get("before_reset", 0) >= 1, "the straggler counted")
         assert stats["counters"]["before_reset"] == 1
         fresh = robot.publish({"front": IMAGE}, np.zeros(4, np.float32))
@@ -273,9 +289,10 @@ def test_a_bad_observation_gets_an_error_event_and_the_session_keeps_serving(ser
         assert "bad_shape" in codes
         assert robot.stats()["counters"]["error_bad_shape"] >= 2
         # a header without a session is malformed; one naming no open session is unknown_session
-        robot._push.send_multipart(encode_frame("joint_states", [np.zeros(4, np.float32)], seq=1, stamp=0.0))
-        robot._push.send_multipart(encode_frame("joint_states", [np.zeros(4, np.float32)], seq=1, stamp=0.0,
-                                                session="0" * 16))  # fmt: skip
+        with _raw_push(robot) as push:
+            push.send_multipart(encode_frame("joint_states", [np.zeros(4, np.float32)], seq=1, stamp=0.0))
+            push.send_multipart(encode_frame("joint_states", [np.zeros(4, np.float32)], seq=1, stamp=0.0,
+                                             session="0" * 16))  # fmt: skip
         server_counters = _settled(lambda: robot.stats(server=True)["server"],
                                    lambda c: c.get("error_unknown_session", 0) >= 1, "both refused")  # fmt: skip
         assert server_counters["error_bad_message"] == 1 and server_counters["error_unknown_session"] == 1
@@ -320,7 +337,7 @@ def test_a_client_reusing_a_routing_id_takes_over_and_is_answered(server):
 def test_the_subscription_is_confirmed_only_by_an_echo_of_this_clients_own_request():
     client = RobotClient(f"tcp://127.0.0.1:{free_service_port()}", timeout_s=0.05, connect=False)  # nobody there
     client.events.append({"event": "echo", "id": 12345})  # someone else's echo, or an old one
-    client._wait_subscribed(deadline=time.monotonic() + 0.3)
+    assert client.wait_subscribed(0.3) is False
     client.close()
     assert client.counters["subscription_unconfirmed"] == 1
 
@@ -384,7 +401,7 @@ def test_fuzzed_data_frames_never_stop_the_server(fuzz_target, parts):
     req.send(encode_map({"v": 1, "op": "health"}))
     assert req.poll(int(DEADLINE_S * 1000)), "the server stopped answering after a hostile frame"
     assert decode_map(req.recv())["ok"]
-    assert srv._thread.is_alive() and srv.counters["internal_errors"] == 0
+    assert srv.serving and srv.counters["internal_errors"] == 0
 
 
 def test_hostile_frames_do_not_disturb_a_well_behaved_robot(fuzz_target):

@@ -98,10 +98,10 @@ def test_a_load_step_re_plans_the_running_pipeline_without_losing_or_repeating_a
     overrides = [f"pipeline.mode={mode}", "pipeline.controller=adaptive", "pipeline.target_hz=20",
                  "pipeline.controller_window=5"]  # fmt: skip
     with AurasAgent(load_config(None, overrides), policy=generation) as agent:
-        executor = agent._executor
+        executor = agent.executor
         made = [executor.current]
-        make = executor._make
-        executor._make = lambda shape: made.append(make(shape)) or made[-1]
+        make = executor.make_frames
+        executor.make_frames = lambda shape: made.append(make(shape)) or made[-1]
         actions = []
         for i in range(45):
             actions.append(agent.step(fake_observation(i)))
@@ -164,11 +164,11 @@ def test_a_draining_pipeline_reads_the_contexts_of_the_pipeline_replacing_it(fet
                  "pipeline.target_hz=1", "pipeline.controller_window=1000",
                  f"pipeline.fetch_offset={fetch_offset}"]  # fmt: skip
     with AurasAgent(load_config(None, overrides), policy=policy) as agent:
-        executor = agent._executor
+        executor = agent.executor
         for i in range(10):
             agent.step(fake_observation(i))
         old = executor.current
-        executor._switch(6)
+        executor.switch(6)
         drained = []
         for i in range(10, 30):
             emitted_before = old.emitted
@@ -193,9 +193,9 @@ def test_going_down_to_a_one_frame_pipeline_admits_again_once_the_old_one_is_emp
     overrides = ["pipeline.mode=auras", "pipeline.controller=adaptive", "pipeline.pp_generation=3",
                  "pipeline.target_hz=1", "pipeline.controller_window=1000"]  # fmt: skip
     with AurasAgent(load_config(None, overrides), policy=policy) as agent:
-        executor = agent._executor
+        executor = agent.executor
         actions = [agent.step(fake_observation(i)) for i in range(6)]
-        executor._switch(1)
+        executor.switch(1)
         actions += [agent.step(fake_observation(i)) for i in range(6, 12)]
         assert executor.draining is None and executor.shape.pp_generation == 1
     steps = [a.step_id for a in actions]

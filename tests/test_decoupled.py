@@ -32,7 +32,7 @@ def test_perception_keeps_running_on_the_newest_observation():
     with _agent(perception_s=0.002, generation_s=0.02) as agent:
         for i in range(5):
             agent.step(fake_observation(i))
-        assert agent._executor.perceptions > 5  # wasted perception work, as in the paper's DEC
+        assert agent.executor.perceptions > 5  # wasted perception work, as in the paper's DEC
 
 
 def test_close_stops_the_perception_thread():

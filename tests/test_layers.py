@@ -37,6 +37,7 @@ LAYERS: Sequence[tuple[str, tuple[str, ...]]] = (
             "auras.partition",
             "auras.tasks",
             "auras.staleness",
+            "auras.clock",
         ),
     ),
     # 1 parts: the models (perception, generation), the public context, demonstration data, and the task

@@ -143,7 +143,7 @@ def test_the_pacing_settings_reach_the_pacer_and_the_adaptive_controller():
     assert pacer.period_s == pytest.approx(0.015)
     adaptive = ["pipeline.mode=auras", "pipeline.controller=adaptive", "pipeline.target_hz=100", *settings[1:]]
     with AurasAgent(load_config(None, adaptive), policy=policy) as agent:
-        controller = agent._executor.controller
+        controller = agent.executor.controller
     for frame in [0.010, 0.020] * 5:
         controller.observe(frame, 1.0)
     assert controller.period_s == pytest.approx(0.015)

@@ -20,7 +20,7 @@ def _agent(workers: int, delay_s: float = 0.0, backend: str = "local") -> AurasA
 def test_every_action_is_new_traces_to_an_observation_and_step_ids_increase(workers):
     with _agent(workers, delay_s=0.002) as agent:
         actions = [agent.step(fake_observation(i)) for i in range(30)]
-        executor = agent._executor
+        executor = agent.executor
     step_ids = [a.step_id for a in actions]
     assert step_ids == sorted(step_ids)  # never backwards
     new = [a for i, a in enumerate(actions) if i == 0 or a.step_id != actions[i - 1].step_id]
@@ -40,7 +40,7 @@ def test_workers_overlap_without_coordination():
     with _agent(3, delay_s=0.01) as agent:
         for i in range(20):
             agent.step(fake_observation(i))
-        executor = agent._executor
+        executor = agent.executor
         assert executor.max_inflight == 3
         assert executor.superseded + executor.repeats > 0
 

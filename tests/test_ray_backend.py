@@ -85,7 +85,7 @@ def test_close_leaves_no_actor_or_reservation_behind(ray_cluster, mode, extra):
     config = load_config(overrides=[f"pipeline.mode={mode}", "pipeline.backend=ray", *extra])
     agent = AurasAgent(config, policy=_fake_policy())
     agent.step(fake_observation(0))
-    executor = agent._executor
+    executor = agent.executor
     pool = getattr(executor, "runner", None) or executor.pool
     actors = list(pool.actors)
     assert actors and not _all_cpus_free(ray_cluster)
@@ -154,14 +154,14 @@ def test_a_killed_actor_is_replaced_and_no_action_comes_from_before_the_failure(
     with AurasAgent(config, policy=_fake_policy()) as agent:
         for i in range(8):
             agent.step(fake_observation(i))
-        runner = agent._executor.runner
+        runner = agent.executor.runner
         os.kill(runner.pids[victim], signal.SIGKILL)
         start = time.monotonic()
         with pytest.raises(WorkerRestartedError, match="replaced"):
             agent.step(fake_observation(8))
         assert time.monotonic() - start < 60
-        assert agent.restarts == 1 and agent._executor.runner is not runner
-        assert set(agent._executor.runner.pids).isdisjoint(runner.pids)
+        assert agent.restarts == 1 and agent.executor.runner is not runner
+        assert set(agent.executor.runner.pids).isdisjoint(runner.pids)
         after = [agent.step(fake_observation(i)) for i in range(9, 20)]
     assert all(a.step_id >= 9 and a.context_step_id >= 9 for a in after)
     assert [a.step_id for a in after] == sorted(a.step_id for a in after)
@@ -192,7 +192,7 @@ def _kill_then_step_until_restarted(agent, pid: int, first: int, within_s: float
 
 def _workers(agent):
     """The two actors' owner: decoupled's policy parts, or sequential's one-frame runner (replaced on restart)."""
-    executor = agent._executor
+    executor = agent.executor
     return executor.parts if hasattr(executor, "parts") else executor.runner
 
 
@@ -221,7 +221,7 @@ def test_parallel_mode_replaces_only_the_killed_worker(ray_cluster):
     with AurasAgent(config, policy=fake_policy(generation_s=0.05)) as agent:
         for i in range(6):
             agent.step(fake_observation(i))
-        pool = agent._executor.pool
+        pool = agent.executor.pool
         actors = list(pool.actors)
         pids = ray_cluster.get([a.ready.remote() for a in actors])
         resumed = _kill_then_step_until_restarted(agent, pids[0], 6)
@@ -247,7 +247,7 @@ def test_a_hung_worker_is_replaced_after_the_deadline(ray_cluster, mode):
                 agent.step(fake_observation(i))
                 time.sleep(0.02)
         assert time.monotonic() - start < 120 and agent.restarts == 1  # deadline + starting new actors
-        assert agent._executor.incidents[0]["step_id"] == 3
+        assert agent.executor.incidents[0]["step_id"] == 3
         later = [agent.step(fake_observation(i)) for i in range(5000, 5006)]
     assert later[-1].step_id >= 5000
 

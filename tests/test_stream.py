@@ -92,24 +92,25 @@ def test_an_executor_error_reaches_the_consumer():
 
 def test_a_replaced_worker_is_reported_and_the_stream_goes_on():
     from auras.errors import WorkerRestartedError
+    from auras.pipeline import build_executor
+    from tests.fakes import HookedExecutor
 
-    events = []
-    with _agent("auras") as agent:
-        real_step, calls = agent._executor.step, []
+    events, calls = [], []
 
-        def step(obs):
-            calls.append(obs.step_id)
-            if len(calls) == 2:
-                raise WorkerRestartedError("generation worker replaced")
-            return real_step(obs)
+    def before(obs) -> None:
+        calls.append(obs.step_id)
+        if len(calls) == 2:
+            raise WorkerRestartedError("generation worker replaced")
 
-        agent._executor.step = step
-        with agent.stream(on_event=events.append) as stream:
-            for i in range(3):
-                stream.submit(fake_observation(i))
-                while len(calls) <= i:
-                    time.sleep(0.001)
-            first, third = stream.get(timeout=30), stream.get(timeout=30)
+    config = load_config(overrides=["pipeline.mode=auras", "pipeline.pp_generation=3"])
+    inner = build_executor(config, Policy("fake-dp", FakeStagedPerception(4), FakeDiffusion(12)))
+    with AurasAgent(config, executor=HookedExecutor(inner, before)) as agent, \
+            agent.stream(on_event=events.append) as stream:  # fmt: skip
+        for i in range(3):
+            stream.submit(fake_observation(i))
+            while len(calls) <= i:
+                time.sleep(0.001)
+        first, third = stream.get(timeout=30), stream.get(timeout=30)
     assert (first.step_id, third.step_id) != (None, None) and stream.restarts == 1
     assert [e["event"] for e in events] == ["worker_restarted"] and events[0]["step_id"] == 1
 

@@ -111,7 +111,7 @@ def test_stages_compose_to_perceive_and_cache_instructions():
     expected = perception.perceive(observations)
     assert set(carry) == {"H_o"} and carry["H_o"].shape == (2, model.config["obs_dim"])
     torch.testing.assert_close(carry["H_o"], expected["H_o"])
-    assert set(perception._text_cache) == {"push the puck", "press the button"}
+    assert perception.cached_instructions == ["press the button", "push the puck"]
     # Batching observations changes nothing per observation; a different instruction changes H_o.
     torch.testing.assert_close(perception.perceive(observations[:1])["H_o"], expected["H_o"][:1], atol=1e-5, rtol=0)
     other = perception.perceive([observation(1, instruction="press the button")])["H_o"]

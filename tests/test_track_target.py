@@ -132,7 +132,7 @@ def test_success_needs_consecutive_steps_in_radius(env):
     env.reset(seed=2)
     streaks, successes = [], []
     for _ in range(SUCCESS_STEPS):
-        env._hand[:2] = env.privileged_state()[3:5]  # teleport onto the ball, then take a zero step
+        env.hand = [*env.privileged_state()[3:5], env.hand[2]]  # teleport onto the ball, then take a zero step
         _, _, terminated, _, info = env.step(np.zeros(4, dtype=np.float32))
         streaks.append(info["privileged_state"][10])
         successes.append(info["success"])

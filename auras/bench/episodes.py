@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -43,7 +42,7 @@ class EpisodeRecord:
 
 @dataclass
 class StreamRecord:
-    output_times: list[float]  # perf_counter seconds at each action out, warm-up excluded
+    output_times: list[float]  # the agent's clock, seconds, at each action out, warm-up excluded
     latency_ms: list[float]
     stage_ms: dict[str, list[float]]
     startup_ms: float  # reset -> first action out
@@ -93,6 +92,7 @@ def run_episode(
     execute = agent.execute_steps
     dt_ms = env.control_dt * 1e3
     pacer = pacer_for(agent)  # its period, in robot time
+    time_of = agent.clock.now  # the agent's clock: its compute time (the virtual clock advances by it)
     executor = ChunkExecutor.from_config(agent.config, agent.policy_spec)  # the robot side of the strategy
     standstill = np.zeros(env.action_space.shape, np.float32)  # before the first action
     applied = hashlib.sha1()  # every row the robot applies: two runs acted alike iff the digests match
@@ -114,12 +114,12 @@ def run_episode(
         if not executor.wants_request(t):  # chunk_blend: the queue is long enough; the robot just runs it
             act()
             continue
-        obs = to_observation(env_obs, info, t, time.monotonic(), privileged=agent.privileged)
+        obs = to_observation(env_obs, info, t, time_of(), privileged=agent.privileged)
         if record is not None:
             record(obs)
-        start = time.perf_counter()
+        start = time_of()
         action: Action = agent.step(executor.prepare(obs))
-        compute_ms = (time.perf_counter() - start) * 1e3
+        compute_ms = (time_of() - start) * 1e3
         period_ms = pacer.period_s * 1e3  # the period this frame was planned with
         pacer.record(compute_ms / 1e3)
         is_new = action is not current  # modes that may return the previous action again (parallel)
@@ -135,7 +135,7 @@ def run_episode(
             count = max(1, math.ceil(max(compute_ms, period_ms) / dt_ms))
         for _ in range(count):
             if clock == "frame":
-                result.staleness_ms.append((time.monotonic() - action.capture_time) * 1e3)
+                result.staleness_ms.append((time_of() - action.capture_time) * 1e3)
                 result.staleness_frames.append(t - _newest_input(action))  # env steps since its newest input
             act()
             if done:
@@ -182,19 +182,20 @@ def run_stream(agent: AurasAgent, observations: Sequence[Observation], warmup: i
     Only new actions count: a step that hands back the previous action again is not an output."""
     agent.reset()
     pacer = pacer_for(agent)
+    clock = agent.clock
     output_times: list[float] = []
     latency_ms: list[float] = []
     stage_ms: dict[str, list[float]] = {}
-    start = time.perf_counter()
+    start = clock.now()
     startup_ms = float("nan")
     previous = None
     for i, recorded in enumerate(observations):
         pacer.wait()
-        obs = replace(recorded, step_id=i, capture_time=time.monotonic())
+        obs = replace(recorded, step_id=i, capture_time=clock.now())
         action = agent.step(obs)
-        pacer.record(time.monotonic() - obs.capture_time)
+        pacer.record(clock.now() - obs.capture_time)
         pacer.release()  # on_tick: the action goes out at the next tick
-        now = time.perf_counter()
+        now = clock.now()
         if i == 0:
             startup_ms = (now - start) * 1e3
         is_new, previous = action is not previous, action

@@ -82,7 +82,15 @@ class LocalPolicyParts:
 
 
 class Executor(ABC):
-    """``spec`` describes the policy the executor's workers host (the driver holds no weights)."""
+    """``spec`` describes the policy the executor's workers host (the driver holds no weights).
+
+    What the agent asks of every executor: ``step``, ``reset``, ``close``, ``workers()``,
+    ``context_transport``, ``hosted_policy``, ``restarts`` and ``incidents`` (worker replacements),
+    ``startup_ms`` (the pipeline's serial startup, once it ran; else None), ``frame_period_s`` (the period
+    an adaptive controller asks frames to start on; None without one) and ``controller_stats()`` (None
+    without a controller)."""
+
+    startup_ms: float | None = None
 
     def __init__(self, spec: PolicySpec) -> None:
         self.spec = spec
@@ -119,6 +127,15 @@ class Executor(ABC):
     def context_transport(self) -> str:
         """How contexts reach generation (a key of ``auras.context.tensors.TRANSPORTS``)."""
         return "in-process"
+
+    @property
+    def frame_period_s(self) -> float | None:
+        """The period frames should start on, as an adaptive controller plans it; None without one."""
+        return None
+
+    def controller_stats(self) -> dict[str, Any] | None:
+        """The adaptive controller's depth, measurements and re-plans; None without one."""
+        return None
 
     @abstractmethod
     def step(self, obs: Observation) -> Action:

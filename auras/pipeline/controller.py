@@ -42,13 +42,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from auras.clock import SYSTEM_CLOCK, Clock
 from auras.errors import ConfigError
 from auras.pipeline.base import Executor
 from auras.pipeline.frames import FrameExecutor, FrameShape
@@ -213,9 +213,10 @@ class AdaptiveFrameExecutor(Executor):
     """A frame pipeline whose generation depth a :class:`DepthController` changes while it runs."""
 
     def __init__(self, make_frames: Callable[[FrameShape], FrameExecutor], shape: FrameShape,
-                 controller: DepthController) -> None:  # fmt: skip
-        """``make_frames(shape)``: a FrameExecutor of that shape over the same policy (local backend)."""
-        self._make, self.controller, self.base = make_frames, controller, shape
+                 controller: DepthController, clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
+        """``make_frames(shape)``: a FrameExecutor of that shape over the same policy (local backend);
+        ``clock``: what each frame's time is measured with."""
+        self.make_frames, self.controller, self.base, self.clock = make_frames, controller, shape, clock
         self.current = make_frames(self._shape(controller.depth))
         super().__init__(self.current.spec)
         self.draining: FrameExecutor | None = None
@@ -236,20 +237,22 @@ class AdaptiveFrameExecutor(Executor):
         return self.controller.period_s
 
     def step(self, obs: Observation) -> Action:
-        start = time.perf_counter()
+        start = self.clock.now()
         filling = self._last is None  # the first step after construction or reset fills the pipeline
         action = self.current.step(obs) if self.draining is None else self._transition_frame(obs)
         self._last = action
         settling = filling or self.draining is not None or self._settle > 0
         self._settle = max(0, self._settle - 1)
         staleness = action.staleness_ms if action.staleness_ms is not None else 0.0
-        new = self.controller.observe(time.perf_counter() - start, staleness, measured=not settling)
+        new = self.controller.observe(self.clock.now() - start, staleness, measured=not settling)
         if new is not None:
-            self._switch(new)
+            self.switch(new)
         return action
 
-    def _switch(self, depth: int) -> None:
-        self.draining, self.current = self.current, self._make(self._shape(depth))
+    def switch(self, depth: int) -> None:
+        """Re-plan to generation depth ``depth`` now: a new pipeline of that depth takes over while the
+        current one drains (no admitted request is lost or answered twice). The controller calls it."""
+        self.draining, self.current = self.current, self.make_frames(self._shape(depth))
         self._admitting = False
 
     def _transition_frame(self, obs: Observation) -> Action:

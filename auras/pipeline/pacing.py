@@ -140,12 +140,14 @@ def make_pacer(frame_period_ms: float | str, **kwargs: object) -> FramePacer:
 
 
 def pacer_for(agent: Any) -> FramePacer:
-    """The pacer of an agent: its ``pipeline.frame_period_ms``; with the adaptive controller and no fixed
-    period, the controller's period (read at every tick: it follows the depth the controller picks)."""
+    """The pacer of an agent on the agent's clock: its ``pipeline.frame_period_ms``; with the adaptive
+    controller and no fixed period, the controller's period (read at every tick: it follows the depth the
+    controller picks)."""
     pipeline = agent.config.pipeline
     period = pipeline.frame_period_ms
-    source = getattr(agent, "frame_period_s", None)
+    clock = agent.clock
     on_tick = pipeline.release == "on_tick"
-    if pipeline.controller == "adaptive" and period in (0, 0.0, "auto") and source is not None:
-        return FramePacer(0.0, source=lambda: agent.frame_period_s, on_tick=on_tick)
-    return make_pacer(period, on_tick=on_tick, quantile=pipeline.pacing_quantile, margin=pipeline.pacing_margin)
+    if pipeline.controller == "adaptive" and period in (0, 0.0, "auto") and agent.frame_period_s is not None:
+        return FramePacer(0.0, clock.now, clock.sleep, source=lambda: agent.frame_period_s, on_tick=on_tick)
+    return make_pacer(period, now=clock.now, sleep=clock.sleep, on_tick=on_tick, quantile=pipeline.pacing_quantile,
+                      margin=pipeline.pacing_margin)  # fmt: skip

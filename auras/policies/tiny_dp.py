@@ -421,10 +421,15 @@ class TinyDPPerception(ModelPart, Perception):
         size = int(model.config["image_size"])
         self._spec = ObservationSpec({CAMERA: (size, size)}, state_dim=int(model.config["state_dim"]),
                                      max_instruction_bytes=model.max_instruction_bytes)  # fmt: skip
-        self._text_cache: dict[str, torch.Tensor] = {}
+        self._text_cache: dict[str, torch.Tensor] = {}  # instruction -> its embedding (see cached_instructions)
         self._blocks: list[Callable[..., torch.Tensor]] = list(model.encoder.blocks)  # one per stage
         self._fuse: Callable[..., torch.Tensor] = model.encoder.fuse
 
+
+    @property
+    def cached_instructions(self) -> list[str]:
+        """The instructions whose embeddings are cached (each is embedded once per device and dtype)."""
+        return sorted(self._text_cache)
     def compile(self, mode: str, batch: int = 1) -> None:
         """Each CNN block (a stage) and the fusing head, compiled."""
         self._blocks = [CompiledStage(block, mode, batch) for block in self.model.encoder.blocks]

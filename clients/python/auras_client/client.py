@@ -258,12 +258,14 @@ class RobotClient:
         self.hello()
         self._thread = threading.Thread(target=self._run, name="auras-robot-client", daemon=True)
         self._thread.start()
-        self._wait_subscribed(deadline=time.monotonic() + self.timeout_s)
+        self.wait_subscribed(self.timeout_s)
         return self
 
-    def _wait_subscribed(self, deadline: float) -> None:
-        """Ask the server for echo events until one arrives: from then on no action can be missed
-        because the subscription was still travelling (PUB/SUB's slow joiner)."""
+    def wait_subscribed(self, timeout_s: float) -> bool:
+        """Ask the server for echo events until one of this client's own arrives (up to ``timeout_s``): from
+        then on no action can be missed because the subscription was still travelling (PUB/SUB's slow
+        joiner). ``connect`` calls it; False (and ``counters["subscription_unconfirmed"]``) if none came."""
+        deadline = time.monotonic() + timeout_s
         asked: set[int] = set()  # only an echo of one of these requests proves this subscription
         while time.monotonic() < deadline:
             request_id = next(self._ids)
@@ -273,9 +275,10 @@ class RobotClient:
             end = min(deadline, time.monotonic() + 0.1)
             while time.monotonic() < end:
                 if any(e.get("event") == "echo" and e.get("id") in asked for e in list(self.events)):
-                    return
+                    return True
                 time.sleep(0.005)
         self.counters["subscription_unconfirmed"] += 1
+        return False
 
     @property
     def connected(self) -> bool:
