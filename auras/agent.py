@@ -79,7 +79,7 @@ class AurasAgent:
         if not isinstance(self._clock, Clock):
             raise InvalidInputError(f"AurasAgent(clock=...): expected now() and sleep(), got {clock!r:.60}")
         self._executor = executor if executor is not None else build_executor(self.config, policy, device_probe,
-                                                                               self._clock)  # fmt: skip
+                                                                               self._clock)
         self._lock = threading.Lock()
         self._closed = False
 

@@ -198,7 +198,7 @@ def bench(
     console = Console(stderr=True)
     try:
         flags = dict(pp_perception=pp_perception, pp_generation=pp_generation, fetch_offset=fetch_offset,
-                     alpha=alpha, scale_perception=scale_perception, scale_generation=scale_generation)  # fmt: skip
+                     alpha=alpha, scale_perception=scale_perception, scale_generation=scale_generation)
         overrides, sweep_values = settings_and_sweep(flags, list(delay_ms or []), list(sweep or []))
         overrides += list(set_ or [])
         for key, value in (
@@ -305,7 +305,7 @@ def tune(
             fetch_offsets=[int(f) for f in _split_values(fetch_offsets)],
             max_rate_cost=max_rate_cost,
             source=config, overrides=list(set_ or []), log=lambda line: typer.echo(line, err=True),
-        )  # fmt: skip
+        )
     except (AurasError, ValueError) as exc:
         _fail(exc)
     table = Table(title=f"auras tune {policy}: Pareto set (throughput vs success) on {task}")
@@ -314,10 +314,10 @@ def tune(
     for p in result["pareto"]:
         name = "sequential" if p["mode"] == "sequential" else (
             f"auras {p['pp_perception']}x{p['pp_generation']} alpha {p['alpha']:g} offset {p['fetch_offset']}"
-        )  # fmt: skip
+        )
         lo, hi = p["success_ci95"]
         table.add_row(name, f"{p['throughput_hz']:.1f}", f"{p['success_rate']:.0%}", f"{lo:.0%}-{hi:.0%}",
-                      "*" if p == result["chosen"] else "")  # fmt: skip
+                      "*" if p == result["chosen"] else "")
     Console(width=max(Console().width, 110)).print(table)
     out.mkdir(parents=True, exist_ok=True)
     (out / "tune.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -387,7 +387,7 @@ def serve(
     for key, value in (("policy.type", policy), ("pipeline.mode", mode), ("pipeline.backend", backend),
                        ("pipeline.ray_address", ray_address), ("serve.perception", perception),
                        ("serve.max_message_mb", max_message_mb), ("serve.session_timeout_s", session_timeout),
-                       ("serve.max_sessions", max_sessions)):  # fmt: skip
+                       ("serve.max_sessions", max_sessions)):
         if value is not None:
             overrides.append(f"{key}={value}")
     if protocol not in ("zmq", "openpi"):
@@ -411,7 +411,7 @@ def serve(
     sharing = "shared" if server.batcher is not None else "separate"
     typer.echo(f"auras serve: {cfg.policy.type} in {cfg.pipeline.mode} mode, {sharing} perception, "
                f"on {bind} "
-               f"(observations {server.obs_endpoint}, actions {server.action_endpoint})", err=True)  # fmt: skip
+               f"(observations {server.obs_endpoint}, actions {server.action_endpoint})", err=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -448,7 +448,7 @@ def _serve_openpi(config: str | None, overrides: list[str], bind: str, api_key_f
         typer.echo(f"warning: {server.warning}", err=True)
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     typer.echo(f"auras serve: {cfg.policy.type} in {cfg.pipeline.mode} mode, openpi protocol on {server.address} "
-               f"(keys {cfg.serve.openpi_keys})", err=True)  # fmt: skip
+               f"(keys {cfg.serve.openpi_keys})", err=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
     server.close()
@@ -461,7 +461,7 @@ def _read_api_key(path: Path) -> str:
         raise ConfigError(f"--api-key-file {path}: cannot read it ({exc})") from None
     if not key or len(key) < 16 or any(c.isspace() for c in key):
         raise ConfigError(f"--api-key-file {path}: expected one key of at least 16 characters without spaces, got "
-                          f"{len(key)} characters")  # fmt: skip
+                          f"{len(key)} characters")
     return key
 
 
@@ -500,7 +500,7 @@ def robot_sim(
         client = RobotClient(connect, cameras={"front": (environment.image_size, environment.image_size)},
                              state_dim=4, instruction=environment.instruction, robot=f"robot-sim-{task}"[:64],
                              extras=("privileged_state",) if privileged else (),
-                             ttl_s=ttl_ms / 1e3, encoding=encoding, **keys)  # fmt: skip
+                             ttl_s=ttl_ms / 1e3, encoding=encoding, **keys)
     except (AurasError, TimeoutError) as exc:
         _fail(exc)
     reports = []
@@ -556,9 +556,9 @@ def keys(
     typer.echo(f"server: {server_secret} (keep secret), {server_public} (give to robots)")
     typer.echo(f"client: {client_secret} (on the robot), {clients / Path(client_public).name} (authorized)")
     typer.echo(f"serve:  auras serve --policy tiny-dp --bind tcp://0.0.0.0:5555 --curve-secret {server_secret} "
-               f"--authorized-clients {clients}")  # fmt: skip
+               f"--authorized-clients {clients}")
     typer.echo(f"robot:  auras robot-sim --connect tcp://HOST:5555 --server-key {server_public} "
-               f"--client-key {client_secret}")  # fmt: skip
+               f"--client-key {client_secret}")
 
 
 @app.command()
@@ -650,7 +650,7 @@ def train(
 
             summary = run_train(policy, data, out, task, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                 threads=threads, eval_every=eval_every, eval_episodes=eval_episodes,
-                                max_minutes=max_minutes, overrides=overrides, init=init, progress=report)  # fmt: skip
+                                max_minutes=max_minutes, overrides=overrides, init=init, progress=report)
     except AurasError as exc:
         _fail(exc)
     typer.echo(f"best mean eval success {summary['best_eval_mean']:.2f}; checkpoints in {out}/best and {out}/last")

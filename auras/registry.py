@@ -177,7 +177,7 @@ POLICIES.register("tiny-flow", "auras.policies.tiny_flow:TinyFlow", builtin=True
 FAMILIES: Registry[Any] = Registry("generation family", "auras.families", _check_family_entry)
 """Generation family name -> its driver class (auras.generation.families)."""
 for _family, _driver in (("oneshot", "OneShotDriver"), ("denoising", "DenoisingDriver"),
-                         ("autoregressive", "AutoregressiveDriver")):  # fmt: skip
+                         ("autoregressive", "AutoregressiveDriver")):
     FAMILIES.register(_family, f"auras.generation.families:{_driver}", builtin=True)
 
 

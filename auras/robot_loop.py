@@ -292,7 +292,7 @@ class AgentLink:
         with self._cond:
             self._stamps[t] = time.monotonic()
         obs = Observation(images={self.camera: image}, state=state, instruction=self.instruction, step_id=t,
-                          capture_time=self._stamps[t], extras=dict(extras))  # fmt: skip
+                          capture_time=self._stamps[t], extras=dict(extras))
         self._stream.submit(obs)
         return t
 
@@ -303,7 +303,7 @@ class AgentLink:
                 return
             received = LinkAction(np.asarray(action.values, np.float32).reshape(-1, action.values.shape[-1]),
                                   int(action.step_id), int(context), self._stamps.get(context, action.capture_time),
-                                  action.timings.latency_ms, time.monotonic)  # fmt: skip
+                                  action.timings.latency_ms, time.monotonic)
             if self._latest is None or received.order > self._latest.order:
                 self._latest = received
             self._answers += 1

@@ -175,7 +175,7 @@ class ChunkExecutor:
         section = config.staleness
         settings = {key: getattr(section, key) for key in EXECUTOR_SETTINGS}
         return cls(resolve_strategy(section.strategy, config.pipeline.mode), spec.execute_steps,
-                   (spec.chunk_horizon, spec.action_dim), **settings)  # fmt: skip
+                   (spec.chunk_horizon, spec.action_dim), **settings)
 
     def reset(self) -> None:
         self.chunk: np.ndarray | None = None  # (H, A)

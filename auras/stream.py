@@ -161,7 +161,7 @@ class ActionStream:
             in_flight = len(self._outstanding) + (self._pending is not None)
             return {"submitted": self.submitted, "dropped": self.dropped, "answered": self.answered,
                     "unanswered": self.unanswered, "in_flight": in_flight, "emitted": self.emitted,
-                    "restarts": self.restarts}  # fmt: skip
+                    "restarts": self.restarts}
 
     def _account(self, step_id: object) -> None:
         """An action for ``step_id``: it is answered (once); older outstanding observations were overtaken."""

@@ -23,7 +23,7 @@ METAWORLD_V3 = (
     "soccer-v3", "stick-push-v3", "stick-pull-v3", "push-v3", "push-wall-v3", "push-back-v3",
     "reach-v3", "reach-wall-v3", "shelf-place-v3", "sweep-into-v3", "sweep-v3", "window-open-v3",
     "window-close-v3",
-)  # fmt: skip
+)
 
 _INSTRUCTIONS = {
     "push-v3": "push the puck to the green goal",

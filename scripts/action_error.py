@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="An `auras collect` dataset.")
     parser.add_argument("--task", action="append", default=None, help="Only these tasks (default: all).")
     parser.add_argument("--policy", action="append", default=None,
-                        help="TYPE or TYPE=CHECKPOINT (default: tiny-vla and tiny-dp, shipped).")  # fmt: skip
+                        help="TYPE or TYPE=CHECKPOINT (default: tiny-vla and tiny-dp, shipped).")
     parser.add_argument("--samples", type=int, default=256)
     args = parser.parse_args()
 
@@ -45,7 +45,7 @@ def main() -> None:
             rows = range(start, min(args.samples, start + 32))
             observations = [Observation(images={"front": batch["image"][i]}, state=batch["state"][i],
                                         instruction=str(batch["instruction"][i]), step_id=i,
-                                        capture_time=time.monotonic()) for i in rows]  # fmt: skip
+                                        capture_time=time.monotonic()) for i in rows]
             predicted.append(np.asarray(policy.generation.generate(policy.perception.perceive(observations))))
         error = np.abs(np.concatenate(predicted) - batch["actions"])  # (N, H, A)
         first = error[:, : policy.execute_steps]
@@ -69,7 +69,7 @@ def token_report(model, batch: dict) -> str:
     first_bins = (greedy[:, 0] - targets[:, 0]).abs().float().mean().item()
     forced_acc, greedy_acc = (forced == targets).float().mean(), (greedy == targets).float().mean()
     return (f"token accuracy teacher-forced {forced_acc:.3f}, greedy {greedy_acc:.3f}; "
-            f"first token off by {first_bins:.1f} bins on average")  # fmt: skip
+            f"first token off by {first_bins:.1f} bins on average")
 
 
 if __name__ == "__main__":

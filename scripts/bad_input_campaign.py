@@ -45,7 +45,7 @@ STATE = np.zeros(4, np.float32)
 
 def _obs(**changes: Any) -> Observation:
     fields = {"images": {"front": IMAGE}, "state": STATE, "instruction": "press the button", "step_id": 0,
-              "capture_time": time.monotonic()} | changes  # fmt: skip
+              "capture_time": time.monotonic()} | changes
     return Observation(**fields)
 
 
@@ -83,14 +83,14 @@ def api_campaign(per_class: int) -> dict[str, Any]:
                 message = repr(exc)
         good = agent.step(_obs(step_id=1))  # the agent must still work
         results[name] = {"tried": sum(answers.values()), "answers": dict(answers), "message": message[:160],
-                         "agent_still_works": good.values.shape == (16, 4)}  # fmt: skip
+                         "agent_still_works": good.values.shape == (16, 4)}
     agent.close()
     return results
 
 
 def _header(**changes: Any) -> bytes:
     header = {"v": 1, "seq": 1, "stamp": time.time(), "session": "x",
-              "arrays": [{"dtype": "float32", "shape": [4], "encoding": "raw"}]} | changes  # fmt: skip
+              "arrays": [{"dtype": "float32", "shape": [4], "encoding": "raw"}]} | changes
     return msgpack.packb(header)
 
 
@@ -204,7 +204,7 @@ def bridge_campaign(per_class: int, flood: int) -> dict[str, Any]:
         "server_alive": alive, "internal_errors": server.counters["internal_errors"],
         "good_robot_actions": len(good_actions), "good_robot_actions_during_flood": len(good_actions) - before_flood,
         "good_robot_longest_gap_ms": float(gaps.max() * 1e3),
-    }  # fmt: skip
+    }
     for sock in (push, req):
         sock.close(0)
     ctx.term()

@@ -264,7 +264,7 @@ def open_client(bind: str, encoding: str, waiter: ActionWaiter) -> RobotClient:
     return RobotClient(
         bind, cameras={"front": (IMAGE_SIZE, IMAGE_SIZE)}, state_dim=STATE_DIM, instruction=INSTRUCTION,
         robot="bench", ttl_s=60.0, encoding=encoding, on_action=waiter,
-    )  # fmt: skip
+    )
 
 
 def wait_until_flowing(client: RobotClient, waiter: ActionWaiter, frame: np.ndarray, state: np.ndarray) -> None:
@@ -324,7 +324,7 @@ def round_trip(bind: str, transport: str, encoding: str, n: int, warmup: int) ->
         "server_submit_to_action_ms": percentiles(server_ms),
         "goal_median_ms": GOAL_MEDIAN_MS,
         "goal_met": overhead["median"] is not None and overhead["median"] <= GOAL_MEDIAN_MS,
-    }  # fmt: skip
+    }
 
 
 def bare_round_trip(bind: str, n: int, warmup: int) -> dict[str, Any]:
@@ -359,7 +359,7 @@ def bare_round_trip(bind: str, n: int, warmup: int) -> dict[str, Any]:
 STAT_KEYS = (
     "submitted", "superseded", "dropped_incomplete", "lost", "pending", "late_or_duplicate", "late_messages",
     "actions", "messages",
-)  # fmt: skip
+)
 
 
 def session_counters(client: RobotClient) -> dict[str, int]:
@@ -400,7 +400,7 @@ def camera_stream(bind: str, transport: str, encoding: str, seconds: float, hz: 
         ages = list(waiter.ages_ms)
     diff = {key: after[key] - before[key] for key in STAT_KEYS}
     client_diff = {key: client_after.get(key, 0) - client_before.get(key, 0)
-                   for key in ("actions", "dropped_at_client", "unsent")}  # fmt: skip
+                   for key in ("actions", "dropped_at_client", "unsent")}
     # Every seq the client numbered (published, or dropped at the client after taking a seq) is on the
     # server exactly one of: submitted, dropped incomplete, lost (a gap in the seqs that arrived) or
     # pending; what is left over vanished unseen (or is still in flight: at most one after the drain).
@@ -418,7 +418,7 @@ def camera_stream(bind: str, transport: str, encoding: str, seconds: float, hz: 
         "unaccounted": numbered - accounted, "accounting_ok": 0 <= numbered - accounted <= 1,
         "actions_sent": diff["actions"], "actions_received": client_diff["actions"],
         "frame_to_action_ms": percentiles(ages),
-    }  # fmt: skip
+    }
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -530,7 +530,7 @@ def main() -> None:
                   f"agent {fmt(row['agent_ms']['median'])} ms, refused {row['refused']}, lost {row['lost']}); "
                   f"bare ZeroMQ REQ/REP {fmt(row['bare_round_trip_ms']['median'])} ms "
                   f"(blocks {', '.join(fmt(b) for b in bare_ms)}), ratio {row['ratio_to_bare']:.2f}",
-                  flush=True)  # fmt: skip
+                  flush=True)
         if args.seconds <= 0:
             continue
         with ServerProcess(transport, args.agent_ms / 1e3) as server:
@@ -540,7 +540,7 @@ def main() -> None:
                 print(f"camera      {transport}/{encoding}: published {row['published']} at "
                       f"{fmt(row['publish_hz'], 1)} Hz, reached agent {row['reached_agent']}, server {row['server']}, "
                       f"unaccounted {row['unaccounted']}, actions received {row['actions_received']}",
-                      flush=True)  # fmt: skip
+                      flush=True)
 
     print()
     print(round_trip_table(round_trips, args.n))
@@ -557,7 +557,7 @@ def main() -> None:
                 "loadavg": os.getloadavg(), "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(),
             },
             "round_trip": round_trips, "camera_stream": streams, "elapsed_s": total,
-        }  # fmt: skip
+        }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")

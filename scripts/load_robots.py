@@ -73,7 +73,7 @@ def _robot(index: int, address: str, frames: int, hz: float, instruction: str, o
     rng = np.random.default_rng(index)
     bank = [rng.integers(0, 255, (84, 84, 3), dtype=np.uint8) for _ in range(8)]
     client = RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction=instruction,
-                         robot=f"load-{index}", ttl_s=5.0, on_action=on_action)  # fmt: skip
+                         robot=f"load-{index}", ttl_s=5.0, on_action=on_action)
     published = refused = 0
     start = time.perf_counter()
     for i in range(frames):
@@ -109,7 +109,7 @@ def _robot(index: int, address: str, frames: int, hz: float, instruction: str, o
             "latency_ms": {f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)},
             "server_errors": {k: v for k, v in c.items() if k.startswith("error_")},
             "arrivals": arrivals,
-        })  # fmt: skip
+        })
 
 
 def sample_memory(pid: int, samples: list[tuple[float, float]], stop: threading.Event) -> None:
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace, perception: str) -> dict[str, Any]:
          "--mode", args.mode, "--perception", perception, "--session-timeout", "30",
          *(f"--set={kv}" for kv in args.set)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    )
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
     sampler = threading.Thread(target=sample_memory, args=(server.pid, samples, stop), daemon=True)
@@ -178,7 +178,7 @@ def run(args: argparse.Namespace, perception: str) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     procs = [ctx.Process(target=robot, args=(i, address, args.frames, args.hz, "press the button", out))
-             for i in range(args.robots)]  # fmt: skip
+             for i in range(args.robots)]
     started = time.time()
     for p in procs:
         p.start()
@@ -201,30 +201,30 @@ def run(args: argparse.Namespace, perception: str) -> dict[str, Any]:
         "start_mb": samples[0][1] if samples else None, "end_mb": samples[-1][1] if samples else None,
         "max_mb": max(m for _, m in samples) if samples else None, "slope_mb_per_min_second_half": slope,
         "samples": samples,
-    }  # fmt: skip
+    }
     result = {
         "perception": perception, "wall_s": time.time() - started, "server_crashed": crashed,
         "robots": sorted(reports, key=lambda r: r["robot"]), "memory": memory,
         "shared_perception": served.get("shared_perception"),
-    }  # fmt: skip
+    }
     print(f"\n## {perception} perception")
     print("| robot | frames | refused at robot | submitted | used by agent (Hz) | superseded | dropped incomplete "
-          "| lost | unaccounted | duplicate seqs | actions sent / received | latency p50 / p90 / p99 ms |")  # fmt: skip
+          "| lost | unaccounted | duplicate seqs | actions sent / received | latency p50 / p90 / p99 ms |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in result["robots"]:
         lat = r["latency_ms"]
         print(f"| {r['robot']} | {r['numbered']} | {r['refused_at_client']} | {r['submitted']} "
               f"| {r['used_by_agent']} ({r['used_per_s']:.1f}) | {r['superseded']} | {r['dropped_incomplete']} "
               f"| {r['lost']} | {r['unaccounted']} | {r['duplicates']} | {r['actions_sent']} / {r['actions_received']} "
-              f"| {lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f} |")  # fmt: skip
+              f"| {lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f} |")
     print(f"server RSS: start {memory['start_mb']:.0f} MB, end {memory['end_mb']:.0f} MB, "
           f"max {memory['max_mb']:.0f} MB, "
           f"slope over the second half {slope if slope is None else round(slope, 2)} MB/min; "
-          f"server crashed: {crashed}; wall {result['wall_s']:.0f} s")  # fmt: skip
+          f"server crashed: {crashed}; wall {result['wall_s']:.0f} s")
     if result["shared_perception"]:
         b = result["shared_perception"]
         print(f"shared perception: {b['observations']} observations in {b['batches']} batched calls "
-              f"(mean batch {b['mean_batch']:.2f})")  # fmt: skip
+              f"(mean batch {b['mean_batch']:.2f})")
     if crashed:
         print(stderr[-2000:])
     result["per_minute"] = per_minute(result["robots"], samples, time.monotonic() - (time.time() - started))
@@ -249,7 +249,7 @@ def summary(result: dict[str, Any]) -> dict[str, float]:
         "unaccounted": sum(r["unaccounted"] for r in result["robots"]),
         "duplicates": sum(r["duplicates"] for r in result["robots"]),
         "rss_max_mb": result["memory"]["max_mb"],
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -284,18 +284,18 @@ def main() -> None:
     if len(runs) > 1:
         print("\n## comparison (all robots)")
         print("| perception | frames used/s (total) | per robot min / max | latency p50 / worst p99 ms "
-              "| unaccounted | duplicates | server RSS max MB |")  # fmt: skip
+              "| unaccounted | duplicates | server RSS max MB |")
         print("|---|---|---|---|---|---|---|")
         for r in runs:
             s = r["summary"] = summary(r)
             print(f"| {r['perception']} | {s['used_per_s_total']:.1f} | {s['used_per_s_min']:.1f} / "
                   f"{s['used_per_s_max']:.1f} | {s['latency_p50_ms']:.1f} / {s['latency_p99_ms']:.1f} "
-                  f"| {s['unaccounted']} | {s['duplicates']} | {s['rss_max_mb']:.0f} |")  # fmt: skip
+                  f"| {s['unaccounted']} | {s['duplicates']} | {s['rss_max_mb']:.0f} |")
         base = runs[0]["summary"]
         for r in runs[1:]:
             print(f"{r['perception']} / {runs[0]['perception']}: throughput "
                   f"{r['summary']['used_per_s_total'] / base['used_per_s_total']:.2f}x, latency p50 "
-                  f"{r['summary']['latency_p50_ms'] / base['latency_p50_ms']:.2f}x")  # fmt: skip
+                  f"{r['summary']['latency_p50_ms'] / base['latency_p50_ms']:.2f}x")
     else:
         runs[0]["summary"] = summary(runs[0])
     if args.json:

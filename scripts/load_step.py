@@ -82,7 +82,7 @@ def run(config_overrides: list[str], frames: list[Any], after_ms: float, lend: b
                 "t": time.monotonic() - start, "frame": i, "after": i >= len(frames) // 2,
                 "staleness_ms": action.staleness_ms,
                 "depth": controller["pp_generation"] if controller else config.pipeline.pp_generation,
-            })  # fmt: skip
+            })
         stats = agent.stats()["controller"]
     for prev, row in itertools.pairwise(rows):
         row["interval_ms"] = (row["t"] - prev["t"]) * 1e3
@@ -117,7 +117,7 @@ def summary(rows: list[dict[str, Any]], skip: int, target_hz: float) -> dict[str
             "staleness_ms_p50": float(np.median([r["staleness_ms"] for r in mine])),
             "staleness_ms_max": float(max(r["staleness_ms"] for r in (whole if after else mine))),
             "depth_last": mine[-1]["depth"],
-        }  # fmt: skip
+        }
     return out
 
 
@@ -137,7 +137,7 @@ def plot(results: dict[str, list[dict[str, Any]]], step_frame: int, path: Path) 
         axes[2].plot(frames, [r["staleness_ms"] for r in rows], label=name, lw=0.8)
         axes[3].step(frames, [r["depth"] for r in rows], label=name, where="post")
     for ax, label in zip(axes, ("rate (Hz, 10-action mean)", "interval (ms)", "staleness (ms)", "pp_generation"),
-                         strict=True):  # fmt: skip
+                         strict=True):
         ax.axvline(step_frame, color="grey", ls="--", lw=0.8)
         ax.set_ylabel(label, fontsize=8)
     axes[0].legend(fontsize=8)
@@ -167,7 +167,7 @@ def main() -> None:
     preset = policy_preset(args.policy).get("pipeline", {})
     static_depth = args.static_depth or int(preset.get("pp_generation", 1))
     common = [f"policy.type={args.policy}", "pipeline.mode=auras", f"policy.delay_generation_ms={args.before_ms}",
-              f"pipeline.alpha={preset.get('alpha', 0.0)}", "policy.torch_threads=1"]  # fmt: skip
+              f"pipeline.alpha={preset.get('alpha', 0.0)}", "policy.torch_threads=1"]
     frames = observations(args.task, args.steps)
     static = [*common, f"pipeline.pp_generation={static_depth}"]
     adaptive = [*static, "pipeline.controller=adaptive", f"pipeline.target_hz={args.target_hz}"]

@@ -99,7 +99,7 @@ def modes_table(paths: list[str]) -> None:
 def rows_table(paths: list[str]) -> None:
     """One row per result row (cell) of each document: the README Results table."""
     print("| policy | task | mode | throughput Hz | speedup | of bound | latency p50 / p99 ms | interval_cv "
-          "| staleness p50 ms | success (95% CI) | relative accuracy |")  # fmt: skip
+          "| staleness p50 ms | success (95% CI) | relative accuracy |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for doc in (json.loads(Path(p).read_text()) for p in paths):
         for r in doc["results"]:

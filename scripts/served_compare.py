@@ -62,7 +62,7 @@ def run_setup(policy: str, setup: str, tasks: list[str], args: argparse.Namespac
     server = subprocess.Popen(
         [str(BIN / "auras"), "serve", "-c", f"pipeline-{policy}", "--mode", mode, *sets, "--bind", endpoint],
         stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    )
     rows = []
     try:
         for task in tasks:
@@ -72,7 +72,7 @@ def run_setup(policy: str, setup: str, tasks: list[str], args: argparse.Namespac
                 [str(BIN / "auras"), "robot-sim", "--task", task, "--connect", endpoint, "--episodes",
                  str(args.episodes), "--seed", str(args.seed), "--camera-hz", str(args.camera_hz), "--json", str(out)],
                 capture_output=True, text=True, timeout=args.episodes * 30 + 120,
-            )  # fmt: skip
+            )
             if done.returncode != 0:
                 print(f"{policy} {setup} {task}: robot-sim failed: {done.stderr[-2000:]}", flush=True)
                 continue
@@ -108,14 +108,14 @@ def summarize(policy: str, mode: str, strategy: str, task: str, episodes: list[d
         "chunks_per_s": round(float(np.median(rates)), 1) if rates else None,
         "age_ms_p50": round(float(np.median(ages)), 1) if ages else None,
         "idle_steps_mean": round(float(np.mean([e["idle_steps"] for e in episodes])), 1),
-    }  # fmt: skip
+    }
 
 
 def markdown(rows: list[dict[str, Any]], tasks: list[str]) -> str:
     lines = []
     for policy in dict.fromkeys(r["policy"] for r in rows):
         lines += [f"### {policy}", "", "| setup | " + " | ".join(tasks) + " | total | chunks/s | age p50 ms |",
-                  "|---|" + "---|" * (len(tasks) + 3)]  # fmt: skip
+                  "|---|" + "---|" * (len(tasks) + 3)]
         setups = dict.fromkeys((r["mode"], r["strategy"]) for r in rows if r["policy"] == policy)
         for mode, strategy in setups:
             cells = {r["task"]: r for r in rows if (r["policy"], r["mode"], r["strategy"]) == (policy, mode, strategy)}

@@ -37,7 +37,7 @@ def observation(step: int, size: int) -> Observation:
         images={"front": rng.integers(0, 255, (size, size, 3), dtype=np.uint8)},
         state=rng.normal(size=4).astype(np.float32), instruction="push the puck to the goal", step_id=step,
         capture_time=time.monotonic(),
-    )  # fmt: skip
+    )
 
 
 def measure(overrides: list[str], steps: int, warmup: int) -> dict[str, Any]:
@@ -83,12 +83,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     base = ["policy.type=smolvla", f"policy.device={args.device}", f"policy.dtype={args.dtype}",
-            f"policy.torch_threads={args.threads}", f"policy.compile={args.compile}"]  # fmt: skip
+            f"policy.torch_threads={args.threads}", f"policy.compile={args.compile}"]
     modes = {
         "sequential": ["pipeline.mode=sequential"],
         "auras": ["pipeline.mode=auras", f"pipeline.pp_perception={args.pp_perception}",
                   f"pipeline.pp_generation={args.pp_generation}", f"pipeline.fetch_offset={args.fetch_offset}"],
-    }  # fmt: skip
+    }
     result: dict[str, Any] = {"command": sys.argv, "settings": vars(args) | {"json": str(args.json)}, "modes": {}}
     for mode, overrides in modes.items():
         result["modes"][mode] = measure([*base, *overrides], args.steps, args.warmup)
@@ -106,7 +106,7 @@ def main() -> None:
         p50 = f"{stages.get('perception', 0):.0f} | {stages.get('generation', 0):.0f}"
         print(f"| {name} | {m['throughput_hz']:.3f} | {p50} |")
     print(f"speedup auras / sequential: {result['speedup']:.2f}x; perception share of a sequential request: "
-          f"{result['perception_share']:.0%}")  # fmt: skip
+          f"{result['perception_share']:.0%}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

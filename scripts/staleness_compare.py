@@ -89,7 +89,7 @@ def run_cell(policy: str, task: str, delay: float, setup: str, episodes: int, se
         "successes": successes, "success": successes / episodes, "ci95": [low, high],
         "staleness_steps_p50": float(np.median(staleness)) if staleness else None,
         "requests_per_episode": float(np.mean(requests)), "wall_s": time.perf_counter() - start,
-    }  # fmt: skip
+    }
 
 
 def _run(args: tuple) -> dict[str, Any] | None:
@@ -111,13 +111,13 @@ def markdown(cells: list[dict[str, Any]]) -> str:
             delays = sorted({c["delay_ms"] for c in mine})
             lines += [f"\n**{policy} on {task}** (success, 95% interval; median staleness at takeover in steps)\n",
                       "| setup | " + " | ".join(f"{d:g} ms" for d in delays) + " | all |",
-                      "|---|" + "---|" * (len(delays) + 1)]  # fmt: skip
+                      "|---|" + "---|" * (len(delays) + 1)]
             for setup in setup_order(mine):
                 row, done = [], [c for c in mine if c["setup"] == setup]
                 for d in delays:
                     c = next((c for c in done if c["delay_ms"] == d), None)
                     row.append("" if c is None else f"{c['successes']}/{c['episodes']} "
-                               f"({c['ci95'][0]:.0%}-{c['ci95'][1]:.0%}); {c['staleness_steps_p50']:g}")  # fmt: skip
+                               f"({c['ci95'][0]:.0%}-{c['ci95'][1]:.0%}); {c['staleness_steps_p50']:g}")
                 total = f"{sum(c['successes'] for c in done)}/{sum(c['episodes'] for c in done)}"
                 lines.append(f"| {setup} | " + " | ".join(row) + f" | {total} |")
     return "\n".join(lines) + "\n"
@@ -135,13 +135,13 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
     palette = plt.get_cmap("tab20" if len(setups) > 10 else "tab10")
     colors = {setup: palette(i) for i, setup in enumerate(setups)}  # one colour per setup in every panel
     fig, axes = plt.subplots(len(policies), len(tasks), figsize=(5.5 * len(tasks), 3.8 * len(policies)),
-                             squeeze=False)  # fmt: skip
+                             squeeze=False)
     for (i, policy), (j, task) in ((p, t) for p in enumerate(policies) for t in enumerate(tasks)):
         ax, mine = axes[i][j], [c for c in cells if (c["policy"], c["task"]) == (policy, task)]
         for setup in setup_order(mine):
             row = sorted((c for c in mine if c["setup"] == setup), key=lambda c: c["delay_ms"])
             ax.plot([c["delay_ms"] for c in row], [c["success"] for c in row], marker="o", label=setup,
-                    color=colors[setup])  # fmt: skip
+                    color=colors[setup])
         ax.set_title(f"{policy} / {task}", fontsize=9)
         ax.set_xlabel("injected generation delay (ms)")
         ax.set_ylabel("success")
@@ -182,7 +182,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default="runs/staleness")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
-                        help="run nothing: combine these result files (later cells win) into --out")  # fmt: skip
+                        help="run nothing: combine these result files (later cells win) into --out")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -190,7 +190,7 @@ def main() -> None:
         write_results(merged(args.merge), args, out, final=True)
         return
     jobs = [(p, t, float(d), s, args.episodes, args.seed) for p in args.policies.split(",")
-            for t in args.tasks.split(",") for d in args.delays.split(",") for s in args.setups.split(",")]  # fmt: skip
+            for t in args.tasks.split(",") for d in args.delays.split(",") for s in args.setups.split(",")]
     cells = []
     with mp.get_context("spawn").Pool(args.jobs) as pool:
         for cell in pool.imap(_run, jobs):

@@ -45,7 +45,7 @@ def main() -> None:
             image = np.random.default_rng(seed).integers(0, 255, (84, 84, 3), dtype=np.uint8)
             state = np.array([0.0, 0.6, 0.2, 1.0], np.float32)
             obs = Observation(images={"front": image}, state=state, instruction="push the puck to the goal",
-                              step_id=0, capture_time=time.monotonic())  # fmt: skip
+                              step_id=0, capture_time=time.monotonic())
             chunks.append(np.asarray(policy.generation.generate(policy.perception.perceive([obs])))[0])
         spread = float(np.stack(chunks).std(axis=0).max())
         verdict = "IGNORES the image" if spread < 1e-6 else "depends on the image"
@@ -53,7 +53,7 @@ def main() -> None:
         if args.data:
             own, shuffled = shuffled_image_losses(policy_type, args.checkpoint or policy_type, args.data, args.samples)
             print(f"{policy_type}: BC loss over {args.samples} steps of {args.data}: own images {own:.4f}, "
-                  f"shuffled images {shuffled:.4f} (x{shuffled / own:.2f})")  # fmt: skip
+                  f"shuffled images {shuffled:.4f} (x{shuffled / own:.2f})")
 
 
 def shuffled_image_losses(policy_type: str, checkpoint: str, data: str, samples: int) -> tuple[float, float]:

@@ -73,7 +73,7 @@ def main() -> None:
         error = ridge_error(train_x, train_y, test_x, test_y)
         zero = np.abs(test_y).mean(0)
         print(f"{spec}: held-out L1 of the xyz action from vision features {[round(float(v), 3) for v in error]}, "
-              f"predicting zero {[round(float(v), 3) for v in zero]}")  # fmt: skip
+              f"predicting zero {[round(float(v), 3) for v in zero]}")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def observation(step: int, size: int) -> Observation:
     return Observation(
         images={"front": rng.integers(0, 255, (size, size, 3), dtype=np.uint8)},
         state=np.zeros(4, np.float32), instruction="pick up the cup", step_id=step, capture_time=time.monotonic(),
-    )  # fmt: skip
+    )
 
 
 def _sync(device: str) -> None:
@@ -97,7 +97,7 @@ def model_shape(scale: float) -> dict[str, Any]:
     with torch.device("meta"):
         model = TinyVLA(config)
     return {"parameters": model.num_parameters(), "tokens_per_request": model.num_action_tokens,
-            "image_size": config["image_size"], "config": config}  # fmt: skip
+            "image_size": config["image_size"], "config": config}
 
 
 def build_model_on(scale: float, device: str) -> TinyVLA:
@@ -141,7 +141,7 @@ def compile_supported() -> bool:
 def overrides_for(
     mode: str, *, device: str, dtype: str, backend: str, compile: str, pp_perception: int, pp_generation: int,
     policy_type: str | None = None,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """The ``--set``-style overrides of one configuration."""
     out = [f"policy.device={device}", f"policy.dtype={dtype}", f"pipeline.backend={backend}"]
     if policy_type is not None:
@@ -151,7 +151,7 @@ def overrides_for(
     if mode == "sequential":
         return [*out, "pipeline.mode=sequential"]
     return [*out, "pipeline.mode=auras", f"pipeline.pp_perception={pp_perception}",
-            f"pipeline.pp_generation={pp_generation}", "pipeline.emit=public"]  # fmt: skip
+            f"pipeline.pp_generation={pp_generation}", "pipeline.emit=public"]
 
 
 def _jsonable(value: Any) -> Any:
@@ -201,7 +201,7 @@ def gpu_memory_used_gb() -> list[float] | None:
         return None
     try:
         out = subprocess.run([smi, "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=20, check=True).stdout  # fmt: skip
+                             capture_output=True, text=True, timeout=20, check=True).stdout
         return [float(line) / 1024 for line in out.split() if line.strip()]
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
@@ -221,7 +221,7 @@ def placement_name(backend: str, device: str, gpus: int) -> str:
 
 def measure(
     config: AurasConfig, policy: Policy | None, *, steps: int, warmup: int, size: int
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Run one agent: construction, ``warmup`` untimed steps, ``steps`` timed steps."""
     import torch
 
@@ -294,7 +294,7 @@ def benchmark(
     scale: float, device: str, dtype: str, steps: int, warmup: int, pp_generation: int, *,
     backend: str = "local", compile_modes: Sequence[str] = ("off",), modes: Sequence[str] = MODES,
     pp_perception: int = 1, deadline_s: float | None = None, json_path: Path | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Every (compile, mode) configuration on one placement; failures are recorded, not raised."""
     import torch
 
@@ -315,7 +315,7 @@ def benchmark(
         "torch": torch.__version__, "cuda": torch.version.cuda, "steps": steps, "warmup": warmup,
         "pp_perception": pp_perception, "pp_generation": pp_generation, "compile_supported": compile_supported(),
         "build_s": None, "configs": [], "speedups": [],
-    }  # fmt: skip
+    }
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -343,7 +343,7 @@ def benchmark(
     for compile_mode in compile_modes:
         for mode in modes:
             record: dict[str, Any] = {"placement": doc["placement"], "gpus": gpus, "backend": backend,
-                                      "device": device, "compile": compile_mode, "mode": mode}  # fmt: skip
+                                      "device": device, "compile": compile_mode, "mode": mode}
             if build_error is not None:
                 record.update(status="error", error=build_error)
             elif compile_mode != "off" and not doc["compile_supported"]:
@@ -359,13 +359,13 @@ def benchmark(
                     overrides = overrides_for(
                         mode, device=device, dtype=dtype, backend=backend, compile=compile_mode,
                         pp_perception=pp_perception, pp_generation=pp_generation, policy_type=policy_type,
-                    )  # fmt: skip
+                    )
                     if compile_mode != "off" and backend == "local":
                         torch.compiler.reset()  # each compiled configuration pays (and reports) its own compile
                     # Fresh policy parts over the same weights: compiling a configuration wraps its parts' stages.
                     policy = model.as_policy() if model is not None else None
                     record.update(measure(load_config(overrides=overrides), policy, steps=steps, warmup=warmup,
-                                          size=shape["image_size"]))  # fmt: skip
+                                          size=shape["image_size"]))
                 except Exception as exc:
                     traceback.print_exc()  # the whole story goes to the stage's log
                     record.update(status="error", error=f"{type(exc).__name__}: {exc}"[:2000])
@@ -373,14 +373,14 @@ def benchmark(
             save()
             print(f"[{doc['placement']} compile={compile_mode} {mode}] {record['status']}"
                   + (f" {record['throughput_hz']:.2f} Hz" if record["status"] == "ok" else f": {record['error']}"),
-                  flush=True)  # fmt: skip
+                  flush=True)
     return doc
 
 
 def run(
     scale: float, device: str, dtype: str, steps: int, warmup: int, pp_generation: int, *,
     backend: str = "local", compile: str = "off",
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """One placement and compile setting, both modes; raises if a mode failed. Returns ``modes``
     (mode -> its measurement) and ``speedup`` (auras / sequential) besides the run's description."""
     doc = benchmark(scale, device, dtype, steps, warmup, pp_generation, backend=backend, compile_modes=(compile,))
@@ -400,7 +400,7 @@ def speedups(configs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """auras / sequential for each (placement, compile); compiled over not compiled per mode; auras
     compiled over sequential not compiled; auras on two GPUs over sequential on one."""
     hz = {(c["placement"], c["compile"], c["mode"]): c["throughput_hz"]
-          for c in configs if c.get("status") == "ok"}  # fmt: skip
+          for c in configs if c.get("status") == "ok"}
     out: list[dict[str, Any]] = []
 
     def add(what: str, num: tuple[str, str, str], den: tuple[str, str, str], **where: str) -> None:
@@ -441,10 +441,10 @@ def markdown(summary: dict[str, Any]) -> str:
     if bench.get("configs"):
         gpus = ", ".join(bench.get("gpu_names") or []) or "no GPU"
         columns = ["placement", "compile", "mode", "Hz", "step p50 ms", "stage p50 ms", "startup s", "compile s",
-                   "peak GB", "devices", "transport", "status"]  # fmt: skip
+                   "peak GB", "devices", "transport", "status"]
         lines += ["", f"tiny-vla large_config({bench.get('scale')}): {_params(bench.get('parameters'))} parameters, "
                   f"{bench.get('dtype')}, {gpus}, torch {bench.get('torch')} (CUDA {bench.get('cuda')})",
-                  "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]  # fmt: skip
+                  "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
         for c in bench["configs"]:
             stages = ", ".join(f"{k} {v:.1f}" for k, v in (c.get("stage_ms_p50") or {}).items()) or "-"
             devices = ", ".join(f"{k} {v}" for k, v in (c.get("devices") or {}).items()) or "-"
@@ -455,7 +455,7 @@ def markdown(summary: dict[str, Any]) -> str:
             lines.append(f"| {c['placement']} | {c['compile']} | {c['mode']} | {_fmt(c.get('throughput_hz'), 2)} "
                          f"| {_fmt(c.get('step_ms_p50'))} | {stages} | {_fmt(c.get('startup_ms'), 1, 1e-3)} "
                          f"| {_fmt(c.get('compile_ms'), 1, 1e-3)} | {_fmt(memory)} | {devices} "
-                         f"| {c.get('context_transport') or '-'} | {status.replace('|', '/')} |")  # fmt: skip
+                         f"| {c.get('context_transport') or '-'} | {status.replace('|', '/')} |")
     if bench.get("speedups"):
         lines += ["", "| speedup | where | x |", "|---|---|---|"]
         for s in bench["speedups"]:
@@ -472,7 +472,7 @@ def read_stages(path: Path) -> list[dict[str, Any]]:
         stages.append({"name": name, "status": status, "rc": int(rc) if rc.lstrip("-").isdigit() else None,
                        "elapsed_s": float(elapsed) if elapsed else None,
                        "timeout_s": float(timeout) if timeout else None, "log": log or None,
-                       "detail": detail or None})  # fmt: skip
+                       "detail": detail or None})
     return stages
 
 
@@ -487,7 +487,7 @@ def read_junit(path: Path) -> dict[str, Any] | None:
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     counts = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
     failed = [f"{case.get('classname')}::{case.get('name')}" for case in root.iter("testcase")
-              if case.find("failure") is not None or case.find("error") is not None]  # fmt: skip
+              if case.find("failure") is not None or case.find("error") is not None]
     counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
     return {**counts, "failed": failed}
 
@@ -495,7 +495,7 @@ def read_junit(path: Path) -> dict[str, Any] | None:
 def summarize(
     out: Path, stages_path: Path, env_path: Path | None, tests_path: Path | None, bench_paths: Sequence[Path],
     meta: dict[str, str],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """One JSON summary of a gpu_check.sh run (written to ``out``)."""
     stages = read_stages(stages_path)
     env = json.loads(env_path.read_text()) if env_path is not None and env_path.exists() else None
@@ -509,12 +509,12 @@ def summarize(
             s["log_tail"] = Path(s["log"]).read_text(errors="replace").splitlines()[-40:]
     first = runs[0] if runs else {}
     keys = ("scale", "parameters", "tokens_per_request", "dtype", "gpu_names", "torch", "cuda", "steps", "warmup",
-            "pp_perception", "pp_generation", "compile_supported")  # fmt: skip
+            "pp_perception", "pp_generation", "compile_supported")
     bench = {k: first.get(k) for k in keys} if runs else {}
     bench.update(configs=configs, speedups=speedups(configs),
-                 runs=[{k: v for k, v in r.items() if k not in ("configs", "speedups")} for r in runs])  # fmt: skip
+                 runs=[{k: v for k, v in r.items() if k not in ("configs", "speedups")} for r in runs])
     bench["headline"] = [s for s in bench["speedups"]
-                         if s["what"] == "auras / sequential" and s.get("compile") != "off"]  # fmt: skip
+                         if s["what"] == "auras / sequential" and s.get("compile") != "off"]
     tests = read_junit(tests_path) if tests_path is not None else None
     for s in stages:
         if s["name"] == "tests" and not s["detail"] and tests and "tests" in tests:
@@ -524,14 +524,14 @@ def summarize(
     failed = [s["name"] for s in stages if s["status"] not in ("ok", "skipped", "not-run")]
     not_run = [s["name"] for s in stages if s["status"] == "not-run"]
     not_run += [f"benchmark {c['placement']} compile={c['compile']} {c['mode']}" for c in configs
-                if c["status"] == "skipped"]  # fmt: skip
+                if c["status"] == "skipped"]
     failed += [f"benchmark {c['placement']} compile={c['compile']} {c['mode']}" for c in configs
-               if c["status"] == "error"]  # fmt: skip
+               if c["status"] == "error"]
     summary = {
         "schema": SUMMARY_SCHEMA, **meta, "ok": not failed and not not_run, "failed": failed, "not_run": not_run,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": env, "stages": stages,
         "tests": tests, "benchmark": bench,
-    }  # fmt: skip
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
     return summary
@@ -540,7 +540,7 @@ def summarize(
 def probe() -> dict[str, Any]:
     """What this machine's Python, torch and GPUs are (the summary's ``host``)."""
     info: dict[str, Any] = {"python": sys.version.split()[0], "executable": sys.executable,
-                            "platform": platform.platform(), "cpus": os.cpu_count()}  # fmt: skip
+                            "platform": platform.platform(), "cpus": os.cpu_count()}
     try:
         import torch
 
@@ -550,7 +550,7 @@ def probe() -> dict[str, Any]:
         for i in range(count):
             p = torch.cuda.get_device_properties(i)
             gpus.append({"name": p.name, "memory_gb": round(p.total_memory / 2**30, 1),
-                         "capability": f"{p.major}.{p.minor}", "multiprocessors": p.multi_processor_count})  # fmt: skip
+                         "capability": f"{p.major}.{p.minor}", "multiprocessors": p.multi_processor_count})
         info.update(gpu_count=count, gpus=gpus, bf16=bool(count) and torch.cuda.is_bf16_supported())
     except Exception as exc:
         info.update(torch_error=f"{type(exc).__name__}: {exc}", cuda_available=False, gpu_count=0, gpus=[])
@@ -564,13 +564,13 @@ def probe() -> dict[str, Any]:
         try:
             q = "--query-gpu=name,driver_version,memory.total"
             info["nvidia_smi"] = subprocess.run([smi, q, "--format=csv,noheader"], capture_output=True, text=True,
-                                                timeout=20).stdout.strip().splitlines()  # fmt: skip
+                                                timeout=20).stdout.strip().splitlines()
         except (OSError, subprocess.SubprocessError) as exc:
             info["nvidia_smi"] = f"failed: {exc}"
     try:
         root = Path(__file__).resolve().parents[1]
         info["auras_commit"] = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                              text=True, timeout=10).stdout.strip() or None  # fmt: skip
+                                              text=True, timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         info["auras_commit"] = None
     return info
@@ -618,7 +618,7 @@ def _main_summarize(argv: list[str]) -> None:
     verdict = "ok" if summary["ok"] else "; ".join(
         f"{label}: {', '.join(summary[key])}" for label, key in (("FAILED", "failed"), ("NOT RUN", "not_run"))
         if summary[key]
-    )  # fmt: skip
+    )
     print(f"\n{verdict}; summary: {args.out}")
     if not summary["ok"]:
         sys.exit(1)
@@ -649,7 +649,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         doc = benchmark(args.scale, args.device, args.dtype, args.steps, args.warmup, args.pp_generation,
                         backend=args.backend, compile_modes=args.compile, modes=args.modes,
-                        pp_perception=args.pp_perception, deadline_s=args.deadline_s, json_path=args.json)  # fmt: skip
+                        pp_perception=args.pp_perception, deadline_s=args.deadline_s, json_path=args.json)
     finally:
         if args.backend == "ray" and "ray" in sys.modules and sys.modules["ray"].is_initialized():
             sys.modules["ray"].shutdown()

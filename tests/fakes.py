@@ -128,7 +128,7 @@ class FakeDiffusion:
                 self.calls.append(
                     {"batch": len(sample), "step_index": step_index.tolist(), "num_steps": num_steps.tolist(),
                      "h_o": h_o[:, 0].tolist()}
-                )  # fmt: skip
+                )
                 return sample + num_steps[:, None, None] * 1000 + h_o[:, :1, None]
 
             def to_actions(self, sample):

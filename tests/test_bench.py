@@ -160,7 +160,7 @@ def test_realtime_clock_keeps_the_robot_moving_at_its_control_rate_while_the_age
 
     executor = HookedExecutor(build_executor(config), before=slow)
     with AurasAgent(config, executor=executor) as agent, \
-            make_env("reach-v3", horizon=horizon, terminate_on_success=False) as env:  # fmt: skip
+            make_env("reach-v3", horizon=horizon, terminate_on_success=False) as env:
         inner_env_step = env.advance
 
         def counting_env_step(values):

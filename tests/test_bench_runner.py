@@ -47,7 +47,7 @@ def test_cells_take_each_policys_preset_and_a_sweep_adds_only_cells_that_differ(
         ("tiny-dp", "sequential chunk_blend"), ("tiny-dp", "auras 1x2 chunk_blend"),
         ("tiny-dp", "auras 1x4 chunk_blend"),
         ("tiny-vla", "sequential"), ("tiny-vla", "auras 1x2"), ("tiny-vla", "auras 1x4"),
-    ]  # fmt: skip
+    ]
     vla = next(c.config for c in cells if c.config.policy.type == "tiny-vla" and c.config.pipeline.mode == "auras")
     assert vla.pipeline.emit == "public"  # from configs/pipeline-tiny-vla.yaml
     assert all(c.config.env.task == "push-v3" for c in cells)
@@ -114,7 +114,7 @@ def test_smoke_bench_with_fake_stages_writes_a_valid_document_and_plots(fake_lea
         "--delay-ms", "perception=2", "--set", "bench.stream_steps=20", "--set", "env.horizon=20",
         "--set", "bench.warmup_steps=5", "--set", "staleness.strategy=none", "--out", str(tmp_path),
         "--no-progress",
-    ])  # fmt: skip
+    ])
     assert result.exit_code == 0, result.output
     document = json.loads((tmp_path / "results.json").read_text())
     jsonschema.validate(document, _schema())
@@ -138,12 +138,12 @@ def test_bench_prints_a_progress_line_per_episode_when_not_on_a_terminal(fake_le
         "bench", "--env", "mujoco", "--policy", "tiny-dp", "-t", "reach-v3", "--modes", "sequential", "-n", "2",
         "--clock", "frame", "--set", "bench.stream_steps=10", "--set", "env.horizon=10", "--set",
         "bench.warmup_steps=2", "--set", "staleness.strategy=none", "--out", str(tmp_path), "--no-plots",
-    ])  # fmt: skip
+    ])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if " s  [1/1] tiny-dp reach-v3 sequential" in line]
     assert [line.split(" s  ", 1)[1] for line in lines] == [
         "[1/1] tiny-dp reach-v3 sequential: episodes 1/3", "[1/1] tiny-dp reach-v3 sequential: episodes 2/3",
-        "[1/1] tiny-dp reach-v3 sequential: throughput 3/3"], result.output  # fmt: skip
+        "[1/1] tiny-dp reach-v3 sequential: throughput 3/3"], result.output
 
 
 @pytest.mark.mujoco
@@ -156,12 +156,12 @@ def test_served_bench_runs_its_episodes_through_an_auras_serve_process(tmp_path)
         "--clock", "realtime", "--sweep", "bench.served=false,true", "--set", "bench.stream_steps=10",
         "--set", "bench.warmup_steps=2", "--set", "env.horizon=120", "--out", str(tmp_path), "--no-progress",
         "--no-plots",
-    ])  # fmt: skip
+    ])
     assert result.exit_code == 0, result.output
     document = json.loads((tmp_path / "results.json").read_text())
     jsonschema.validate(document, _schema())
     assert [(r["label"], r["served"]) for r in document["results"]] == [("sequential", False),
-                                                                       ("sequential served", True)]  # fmt: skip
+                                                                       ("sequential served", True)]
     for row in document["results"]:
         assert row["metrics"]["episodes"] == 2 and row["metrics"]["successes"] == 2, row["metrics"]
     assert "session" in (tmp_path / "serve-2.log").read_text()
@@ -212,7 +212,7 @@ def test_write_preset_round_trips_through_load_config(tmp_path):
     chosen = TunePoint("auras", 1, 4, alpha=1.0, throughput_hz=44.0, successes=9, episodes=10).as_dict()
     seq = TunePoint("sequential", 1, 1, throughput_hz=20.0, successes=10, episodes=10).as_dict()
     result = {"policy": "tiny-dp", "task": "button-press-v3", "target_hz": 40.0, "l_max": 6, "episodes": 10,
-              "chosen": chosen, "sequential": seq}  # fmt: skip
+              "chosen": chosen, "sequential": seq}
     path = write_preset(result, tmp_path / "tuned.yaml")
     config = load_config(path)
     assert (config.pipeline.mode, config.pipeline.pp_generation, config.pipeline.alpha) == ("auras", 4, 1.0)
@@ -228,7 +228,7 @@ def test_tune_finds_a_faster_setting_on_fake_stages(fake_learned_policy, tmp_pat
         "--alphas", "1", "--set", "policy.delay_generation_ms=10",
         "--set", "bench.stream_steps=20", "--set", "env.horizon=40", "--set", "bench.warmup_steps=2",
         "--set", "staleness.strategy=none", "--out", str(tmp_path),
-    ])  # fmt: skip
+    ])
     assert result.exit_code == 0, result.output
     tuned = json.loads((tmp_path / "tune.json").read_text())
     shapes = {(p["pp_perception"], p["pp_generation"]) for p in tuned["points"] if p["mode"] == "auras"}
@@ -304,7 +304,7 @@ def test_results_document_samples_are_plain_numbers():
 
 def test_a_pacing_sweep_gives_each_period_its_own_labelled_cell():
     _, cells = plan_cells("default", ["bench.policies=[tiny-dp]", "bench.modes=[auras]"],
-                          {"pipeline.frame_period_ms": [0, 30, "auto"]})  # fmt: skip
+                          {"pipeline.frame_period_ms": [0, 30, "auto"]})
     labels = ["auras 1x5 chunk_blend", "auras 1x5 paced 30 ms chunk_blend", "auras 1x5 paced auto chunk_blend"]
     assert [c.label for c in cells] == labels
     assert [c.config.pipeline.frame_period_ms for c in cells] == [0, 30, "auto"]

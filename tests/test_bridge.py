@@ -148,7 +148,7 @@ def test_accounting_every_observation_is_used_or_counted_as_dropped(server):
         time.sleep(0.5)
         # once the agent is idle, every submitted observation is answered or superseded (never lost)
         stats = _stats_once(robot, lambda c: c.get("answered", 0) + c.get("superseded", 0) == c["submitted"],
-                            "submitted observations all answered or superseded")  # fmt: skip
+                            "submitted observations all answered or superseded")
     c = stats["counters"]
     unseen_tail = 199 - stats["max_seen"]  # published after the last one that arrived (none, on loopback)
     assert c["submitted"] + c.get("dropped_incomplete", 0) + c.get("lost", 0) + c["pending"] + unseen_tail == 200
@@ -161,7 +161,7 @@ def _all_accounted(c: dict) -> bool:
 
 def test_accounting_holds_across_resets_that_stop_observations_in_flight():
     slow = BridgeServer(bind=f"tcp://127.0.0.1:{free_service_port()}", agent_factory=lambda: _fake_agent(0.3),
-                        limits=ServeLimits(session_timeout_s=DEADLINE_S))  # fmt: skip
+                        limits=ServeLimits(session_timeout_s=DEADLINE_S))
     with slow.start(), _client(slow) as robot:
         published = 0
         for _ in range(3):  # each reset stops the stream with one observation in the agent and, mostly, one waiting
@@ -185,7 +185,7 @@ def test_observations_sent_before_a_reset_never_reach_the_new_episode(server):
         # a straggler from before the reset, as if it had been stuck in a queue
         with _raw_push(robot) as push:
             push.send_multipart(encode_frame("joint_states", [np.zeros(4, np.float32)], seq=old, stamp=time.time(),
-                                             session=robot.session))  # fmt: skip
+                                             session=robot.session))
         stats = _stats_once(robot, lambda c: c.get("before_reset", 0) >= 1, "the straggler counted")
         assert stats["counters"]["before_reset"] == 1
         fresh = robot.publish({"front": IMAGE}, np.zeros(4, np.float32))
@@ -221,7 +221,7 @@ def test_an_observation_completed_while_a_reset_runs_never_reaches_the_new_episo
                 encode_frame("joint_states", [np.zeros(4, np.float32)], seq=seq, stamp=time.time(), session=session)]
 
     srv = BridgeServer(bind=f"tcp://127.0.0.1:{free_service_port()}", agent_factory=agent,
-                       limits=ServeLimits(session_timeout_s=DEADLINE_S))  # fmt: skip
+                       limits=ServeLimits(session_timeout_s=DEADLINE_S))
     context = zmq.Context()
     push = context.socket(zmq.PUSH)  # a second sender of the robot's session: the wire protocol, seqs chosen here
     try:
@@ -231,7 +231,7 @@ def test_an_observation_completed_while_a_reset_runs_never_reaches_the_new_episo
             push.connect(srv.obs_endpoint)
             armed.set()
             resetting = threading.Thread(target=robot.request, args=("reset",),
-                                         kwargs={"timeout_s": DEADLINE_S, "from_seq": first + 2})  # fmt: skip
+                                         kwargs={"timeout_s": DEADLINE_S, "from_seq": first + 2})
             resetting.start()
             assert entered.wait(DEADLINE_S), "the reset never reached the policy"
             for frames in observation(first + 1, robot.session):  # the old episode's, completed during the reset
@@ -257,7 +257,7 @@ def test_a_policy_needing_simulator_state_refuses_a_robot_that_cannot_send_it():
         with pytest.raises(ServiceError, match="needs extras \\['privileged_state'\\]"):
             RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="x")
         with RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="x",
-                         extras=("privileged_state",)) as robot:  # fmt: skip
+                         extras=("privileged_state",)) as robot:
             assert robot.connected
 
 
@@ -292,9 +292,9 @@ def test_a_bad_observation_gets_an_error_event_and_the_session_keeps_serving(ser
         with _raw_push(robot) as push:
             push.send_multipart(encode_frame("joint_states", [np.zeros(4, np.float32)], seq=1, stamp=0.0))
             push.send_multipart(encode_frame("joint_states", [np.zeros(4, np.float32)], seq=1, stamp=0.0,
-                                             session="0" * 16))  # fmt: skip
+                                             session="0" * 16))
         server_counters = _settled(lambda: robot.stats(server=True)["server"],
-                                   lambda c: c.get("error_unknown_session", 0) >= 1, "both refused")  # fmt: skip
+                                   lambda c: c.get("error_unknown_session", 0) >= 1, "both refused")
         assert server_counters["error_bad_message"] == 1 and server_counters["error_unknown_session"] == 1
         assert "session" not in robot.stats(server=True) and robot.stats()["session"] == robot.session
 
@@ -305,7 +305,7 @@ def test_every_server_socket_has_a_bounded_queue():
     factory = SocketFactory(max_message_bytes=1 << 20)
     port = free_service_port()
     sockets = {kind: factory.bind(kind, f"tcp://127.0.0.1:{port + i}")
-               for i, kind in enumerate((zmq.ROUTER, zmq.PULL, zmq.PUB))}  # fmt: skip
+               for i, kind in enumerate((zmq.ROUTER, zmq.PULL, zmq.PUB))}
     try:
         assert sockets[zmq.ROUTER].getsockopt(zmq.RCVHWM) == 100 and sockets[zmq.PULL].getsockopt(zmq.RCVHWM) == 100
         assert sockets[zmq.PUB].getsockopt(zmq.SNDHWM) == 100
@@ -359,7 +359,7 @@ def fuzz_target():
 
 
 _values = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(), st.text(max_size=20),
-                    st.binary(max_size=20), st.lists(st.integers(-5, 100), max_size=6))  # fmt: skip
+                    st.binary(max_size=20), st.lists(st.integers(-5, 100), max_size=6))
 _requests = st.dictionaries(
     st.sampled_from(["v", "op", "session", "versions", "cameras", "state_dim", "instruction", "robot", "id"]),
     st.one_of(_values, st.sampled_from(["hello", "reset", "configure", "health", "stats", "bye"])),
@@ -411,7 +411,7 @@ def test_hostile_frames_do_not_disturb_a_well_behaved_robot(fuzz_target):
         for i in range(50):
             pub.send_multipart([b"camera/front", encode_map({"v": 1, "seq": i, "stamp": 0.0, "session": robot.session,
                                                              "arrays": [{"dtype": "uint8", "shape": [84, 84, 3],
-                                                                         "encoding": "raw"}]}), b"short"])  # fmt: skip
+                                                                         "encoding": "raw"}]}), b"short"])
             pub.send_multipart([b"joint_states", b"\xc1"])
             seq = robot.publish({"front": IMAGE}, np.zeros(4, np.float32)) or seq
             time.sleep(0.002)
@@ -438,7 +438,7 @@ def test_the_client_says_hello_again_after_a_server_restart():
     address = f"tcp://127.0.0.1:{free_service_port()}"
     first = BridgeServer(bind=address, agent_factory=_fake_agent).start()
     robot = RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="x", heartbeat_s=0.1,
-                        timeout_s=0.3, ttl_s=DEADLINE_S)  # fmt: skip
+                        timeout_s=0.3, ttl_s=DEADLINE_S)
     try:
         old = robot.session
         _publish_until_served(robot)  # connect() waited only timeout_s for its action subscription
@@ -472,16 +472,16 @@ def test_curve_encryption_admits_authorized_robots_only(tmp_path):
         server_key = zmq.auth.load_certificate(server_public)[0]
         client_keys = zmq.auth.load_certificate(client_secret)
         with RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="x", timeout_s=DEADLINE_S,
-                         ttl_s=DEADLINE_S, server_public_key=server_key, client_keys=client_keys) as robot:  # fmt: skip
+                         ttl_s=DEADLINE_S, server_public_key=server_key, client_keys=client_keys) as robot:
             assert _wait_action(robot, robot.publish({"front": IMAGE}, np.zeros(4, np.float32)))
         stranger = RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="x",
-                               server_public_key=server_key, connect=False, timeout_s=0.5)  # fmt: skip
+                               server_public_key=server_key, connect=False, timeout_s=0.5)
         stranger.hello_timeout_s = 0.5
         with pytest.raises(TimeoutError):
             stranger.hello()
         stranger.close()
         plain = RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="x", connect=False,
-                            timeout_s=0.5)  # fmt: skip
+                            timeout_s=0.5)
         plain.hello_timeout_s = 0.5
         with pytest.raises(TimeoutError):
             plain.hello()
@@ -519,7 +519,7 @@ def test_the_robot_client_runs_without_torch_ray_or_opencv(server):
 def _start(args: list[str]) -> subprocess.Popen:
     env = dict(os.environ, MUJOCO_GL="egl")
     return subprocess.Popen([sys.executable, "-m", "auras.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+                            stderr=subprocess.STDOUT, text=True)
 
 
 @pytest.mark.mujoco
@@ -528,7 +528,7 @@ def test_robot_sim_and_serve_as_separate_processes_complete_push_episodes(tmp_pa
     server = _start(["serve", "--bind", address, "--policy", "expert"])
     try:
         sim = _start(["robot-sim", "--connect", address, "-t", "push-v3", "-n", "2", "--privileged",
-                      "--camera-hz", "80", "--json", str(tmp_path / "sim.json")])  # fmt: skip
+                      "--camera-hz", "80", "--json", str(tmp_path / "sim.json")])
         output, _ = sim.communicate(timeout=120)
         assert sim.returncode == 0, output
         import json
@@ -588,7 +588,7 @@ def test_a_simulated_robot_runs_the_servers_rtc_strategy_and_its_guide_shapes_th
     from auras.staleness import GUIDE_ACTIONS, GUIDE_WEIGHTS, soft_mask
 
     config = load_config(overrides=["policy.type=tiny-dp", "pipeline.mode=sequential", "staleness.strategy=rtc",
-                                     "staleness.execution_horizon=4", "staleness.blend_old=0.4"])  # fmt: skip
+                                     "staleness.execution_horizon=4", "staleness.blend_old=0.4"])
     address = f"tcp://127.0.0.1:{free_service_port()}"
     with (
         BridgeServer(config, address).start(),
@@ -603,7 +603,7 @@ def test_a_simulated_robot_runs_the_servers_rtc_strategy_and_its_guide_shapes_th
         guide = np.linspace(-0.5, 0.5, 64, dtype=np.float32).reshape(16, 4)
         obs = env.observe()
         seq = client.publish({"front": obs["image"]}, obs["state"],
-                             extras={GUIDE_ACTIONS: guide, GUIDE_WEIGHTS: soft_mask(16, 3, 8)})  # fmt: skip
+                             extras={GUIDE_ACTIONS: guide, GUIDE_WEIGHTS: soft_mask(16, 3, 8)})
         deadline = time.monotonic() + 30
         while (action := client.latest_action()) is None or action.seq < seq:
             assert time.monotonic() < deadline, "no action for the guided observation"
@@ -670,9 +670,9 @@ def test_a_filling_pipelines_actions_for_one_request_with_newer_contexts_are_eac
         for _ in range(3):
             seq = client.publish({"front": image}, state)
             taken.append(_settled(client.take_action, lambda a, seq=seq: a is not None and a.context_seq == seq,
-                                  f"the action conditioned on seq {seq}"))  # fmt: skip
+                                  f"the action conditioned on seq {seq}"))
     assert [(a.seq, a.context_seq) for a in taken] == [(first, first), (first, first + 1), (first, first + 2),
-                                                       (first + 1, first + 3)]  # fmt: skip
+                                                       (first + 1, first + 3)]
     assert "not_newer" not in client.counters, dict(client.counters)
 
 

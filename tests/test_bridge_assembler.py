@@ -60,7 +60,7 @@ def test_parts_are_checked_against_the_declared_layout():
 
 def test_service_requests_are_validated_before_anything_runs():
     hello = parse_hello({"versions": [1], "robot": "arm", "cameras": {"front": [84, 84]}, "state_dim": 4,
-                         "instruction": "push"})  # fmt: skip
+                         "instruction": "push"})
     assert hello.cameras == {"front": (84, 84)} and hello.schema == 1 and hello.extras == ()
     bad = [
         ({"versions": [99], "cameras": {"front": [84, 84]}, "state_dim": 4, "instruction": "x"}, "bad_version"),

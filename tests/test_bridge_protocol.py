@@ -170,7 +170,7 @@ def test_an_image_that_claims_a_different_size_is_refused_before_decoding(encodi
     """A decompression bomb: a small file whose own header declares a huge image."""
     big = encode_frame("c", [np.zeros((512, 512, 3), np.uint8)], seq=0, stamp=0, encoding=encoding)
     header = msgpack.packb({"v": 1, "seq": 0, "stamp": 0.0,
-                            "arrays": [{"dtype": "uint8", "shape": [84, 84, 3], "encoding": encoding}]})  # fmt: skip
+                            "arrays": [{"dtype": "uint8", "shape": [84, 84, 3], "encoding": encoding}]})
     with pytest.raises(ProtocolError, match="header says \\(512, 512\\)") as err:
         decode_frame([big[0], header, big[2]])
     assert err.value.code == "bad_encoding"
@@ -190,7 +190,7 @@ def test_a_jpeg_with_large_metadata_before_its_frame_header_decodes():
 
 def test_an_image_over_the_pixel_cap_is_refused_before_its_header_is_read():
     header = msgpack.packb({"v": 1, "seq": 0, "stamp": 0.0,
-                            "arrays": [{"dtype": "uint8", "shape": [4097, 4096], "encoding": "png"}]})  # fmt: skip
+                            "arrays": [{"dtype": "uint8", "shape": [4097, 4096], "encoding": "png"}]})
     with pytest.raises(ProtocolError, match="exceeds") as err:
         decode_frame([b"c", header, b"\x89PNG"])
     assert err.value.code == "too_large"

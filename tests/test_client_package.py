@@ -44,7 +44,7 @@ def test_the_client_package_installs_alone_and_drives_a_real_server(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", str(ROOT / "clients" / "python")],
-                             capture_output=True, text=True, timeout=500)  # fmt: skip
+                             capture_output=True, text=True, timeout=500)
     assert install.returncode == 0, install.stdout + install.stderr
     frozen = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True, text=True).stdout.lower()
     names = {line.split("==")[0].split(" @ ")[0].strip() for line in frozen.splitlines() if line.strip()}
@@ -53,10 +53,10 @@ def test_the_client_package_installs_alone_and_drives_a_real_server(tmp_path):
     address = f"tcp://127.0.0.1:{free_service_port()}"
     server = subprocess.Popen([sys.executable, "-m", "auras.cli", "serve", "--bind", address, "--policy", "tiny-dp"],
                               env=dict(os.environ, MUJOCO_GL="egl"), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+                              stderr=subprocess.STDOUT, text=True)
     try:
         robot = subprocess.run([str(python), "-c", ROBOT, address], capture_output=True, text=True, timeout=240,
-                               cwd=tmp_path)  # fmt: skip
+                               cwd=tmp_path)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -39,7 +39,7 @@ def test_collect_appends_and_cli_reports(tmp_path):
     runner = CliRunner()
     for seed in ("0", "10"):
         result = runner.invoke(app, ["collect", "--task", "button-press-v3", "-n", "1", "--out", str(out),
-                                     "--seed", seed, "--horizon", "30"])  # fmt: skip
+                                     "--seed", seed, "--horizon", "30"])
         assert result.exit_code == 0, result.output
     assert "dataset now has 2 episodes" in result.output
     data = ReplayDataset(out)
@@ -64,7 +64,7 @@ def test_collecting_seeds_a_store_already_has_is_refused_with_the_next_free_seed
 def test_dataset_rejects_bad_episodes_and_missing_store(tmp_path):
     data = ReplayDataset(tmp_path / "d", mode="a", image_size=8)
     good = dict(images=np.zeros((3, 8, 8, 3), np.uint8), state=np.zeros((3, 4), np.float32),
-                action=np.zeros((3, 4), np.float32))  # fmt: skip
+                action=np.zeros((3, 4), np.float32))
     data.append_episode("reach-v3", "reach", 0, True, **good)
     with pytest.raises(InvalidInputError, match=r"append_episode images: expected shape \(3, 16, 16, 3\)"):
         ReplayDataset(tmp_path / "e", mode="a", image_size=16).append_episode("reach-v3", "reach", 0, True, **good)

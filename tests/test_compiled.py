@@ -107,7 +107,7 @@ def test_smolvla_compiles_each_layer_and_the_flow_step_and_acts_as_eager(countin
     from tests.test_smolvla import CHECKPOINT, _observation
 
     base = ["policy.type=smolvla", f"policy.checkpoint={CHECKPOINT}", "pipeline.mode=auras",
-            "pipeline.pp_perception=3", "pipeline.pp_generation=5"]  # fmt: skip
+            "pipeline.pp_perception=3", "pipeline.pp_generation=5"]
     results = {}
     for mode in ("off", "default"):
         with AurasAgent(load_config(overrides=[*base, f"policy.compile={mode}"])) as agent:

@@ -96,7 +96,7 @@ def test_a_load_step_re_plans_the_running_pipeline_without_losing_or_repeating_a
     request's action comes out exactly once, in order, through every switch."""
     generation = with_injected_delay(Policy("fake-dp", FakeStagedPerception(2), FakeDiffusion(12)), 0.0, 120.0)
     overrides = [f"pipeline.mode={mode}", "pipeline.controller=adaptive", "pipeline.target_hz=20",
-                 "pipeline.controller_window=5"]  # fmt: skip
+                 "pipeline.controller_window=5"]
     with AurasAgent(load_config(None, overrides), policy=generation) as agent:
         executor = agent.executor
         made = [executor.current]
@@ -162,7 +162,7 @@ def test_a_draining_pipeline_reads_the_contexts_of_the_pipeline_replacing_it(fet
     policy = Policy("fake-dp", FakeStagedPerception(2), generation)
     overrides = ["pipeline.mode=auras", "pipeline.controller=adaptive", "pipeline.pp_generation=4",
                  "pipeline.target_hz=1", "pipeline.controller_window=1000",
-                 f"pipeline.fetch_offset={fetch_offset}"]  # fmt: skip
+                 f"pipeline.fetch_offset={fetch_offset}"]
     with AurasAgent(load_config(None, overrides), policy=policy) as agent:
         executor = agent.executor
         for i in range(10):
@@ -191,7 +191,7 @@ def test_going_down_to_a_one_frame_pipeline_admits_again_once_the_old_one_is_emp
     robot the same action forever)."""
     policy = Policy("fake-dp", FakeStagedPerception(2), FakeDiffusion(12))
     overrides = ["pipeline.mode=auras", "pipeline.controller=adaptive", "pipeline.pp_generation=3",
-                 "pipeline.target_hz=1", "pipeline.controller_window=1000"]  # fmt: skip
+                 "pipeline.target_hz=1", "pipeline.controller_window=1000"]
     with AurasAgent(load_config(None, overrides), policy=policy) as agent:
         executor = agent.executor
         actions = [agent.step(fake_observation(i)) for i in range(6)]

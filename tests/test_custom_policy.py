@@ -46,7 +46,7 @@ def example_policy() -> metadata.EntryPoint:
     otherwise it is installed now), found by its entry point alone."""
     if NAME not in _entry_points():
         pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(EXAMPLE)],
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
+                             capture_output=True, text=True, timeout=300)
         assert pip.returncode == 0, pip.stdout[-2000:] + pip.stderr[-2000:]
         site.addsitedir(sysconfig.get_paths()["purelib"])  # run the new .pth file: the editable install's finder
         importlib.invalidate_caches()
@@ -87,7 +87,7 @@ def test_the_agent_builds_it_from_the_config_and_reset_reseeds_it(example_policy
     with AurasAgent(config) as agent:
         spec = agent.policy_spec
         assert (spec.family, spec.action_shape, spec.perception_stages, spec.generation_iterations) == (
-            "denoising", (8, 4), 2, 10)  # fmt: skip
+            "denoising", (8, 4), 2, 10)
         assert spec.observation.cameras == {"front": (64, 64)} and spec.execute_steps == 3
         first = agent.step(_observation(0, 64)).values
         agent.reset()
@@ -104,7 +104,7 @@ def _bench(tmp_path: Path, *extra: str) -> list[dict]:
         "bench", "--env", "mujoco", "--policy", NAME, "--modes", "sequential,auras", "--pp-perception", "2",
         "--pp-generation", "2", "-t", "reach-v3", "-n", "1", *FAST, "--out", str(tmp_path), "--no-progress",
         "--no-plots", *extra,
-    ])  # fmt: skip
+    ])
     assert result.exit_code == 0, result.output
     return json.loads((tmp_path / "results.json").read_text())["results"]
 
@@ -131,7 +131,7 @@ def test_tune_searches_its_pipeline_settings_and_writes_a_preset(example_policy,
     result = CliRunner().invoke(app, [
         "tune", "--policy", NAME, "--target-hz", "1", "--l-max", "3", "-n", "1", "-t", "reach-v3", "--alphas", "1",
         "--max-accuracy", "1", *FAST, "--out", str(tmp_path),
-    ])  # fmt: skip
+    ])
     assert result.exit_code == 0, result.output
     tuned = json.loads((tmp_path / "tune.json").read_text())
     shapes = {(p["pp_perception"], p["pp_generation"]) for p in tuned["points"] if p["mode"] == "auras"}
@@ -156,7 +156,7 @@ def _first_chunk(robot: RobotClient) -> np.ndarray:
 def test_serve_command_answers_a_robot_with_action_chunks(example_policy):
     address = f"tcp://127.0.0.1:{free_service_port()}"
     server = _start(["serve", "--bind", address, "--policy", NAME, "--mode", "auras",
-                     "--set", "pipeline.pp_perception=2", "--set", "pipeline.pp_generation=2"])  # fmt: skip
+                     "--set", "pipeline.pp_perception=2", "--set", "pipeline.pp_generation=2"])
     try:
         with _robot(address) as robot:
             assert _first_chunk(robot).shape == (8, 4)
@@ -168,7 +168,7 @@ def test_serve_command_answers_a_robot_with_action_chunks(example_policy):
 @pytest.mark.ray
 def test_a_bridge_server_on_the_ray_backend_serves_its_chunks(example_policy, ray_cluster):  # noqa: F811
     config = load_config(overrides=[f"policy.type={NAME}", "pipeline.backend=ray", "pipeline.mode=auras",
-                                    "pipeline.pp_perception=2", "pipeline.pp_generation=2"])  # fmt: skip
+                                    "pipeline.pp_perception=2", "pipeline.pp_generation=2"])
     address = f"tcp://127.0.0.1:{free_service_port()}"
     with BridgeServer(config, address).start(), _robot(address) as robot:
         assert _first_chunk(robot).shape == (8, 4)
@@ -181,7 +181,7 @@ def test_serve_command_on_the_ray_backend_keeps_serving(example_policy):
     server = _start(["serve", "--bind", address, "--policy", NAME, "--backend", "ray", "--mode", "auras"])
     try:
         robot = RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="reach", ttl_s=60.0,
-                            connect=False)  # fmt: skip
+                            connect=False)
         robot.hello_timeout_s = 120.0  # the first hello starts the session's actors
         with robot.connect():
             assert _first_chunk(robot).shape == (8, 4)
@@ -208,7 +208,7 @@ def test_a_policy_registered_at_run_time_reaches_the_ray_actors(example_policy, 
         for backend in ("local", "ray"):
             config = load_config(overrides=["policy.type=my-fake", f"pipeline.backend={backend}",
                                             "pipeline.mode=auras", "pipeline.pp_perception=2",
-                                            "pipeline.pp_generation=2"])  # fmt: skip
+                                            "pipeline.pp_generation=2"])
             with AurasAgent(config) as agent:
                 assert agent.policy_spec.name == "my-fake"
                 assert (agent.hosted_policy is None) == (backend == "ray")  # on ray the actors built it

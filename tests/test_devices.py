@@ -85,7 +85,7 @@ def test_bfloat16_actions_stay_close_to_float32_for_tiny_dp():
 @pytest.mark.ray
 def test_bfloat16_contexts_cross_between_ray_actors_intact(ray_cluster):
     overrides = ["policy.type=tiny-dp", "policy.dtype=bfloat16", "pipeline.backend=ray", "pipeline.mode=auras",
-                 "pipeline.pp_generation=2"]  # fmt: skip
+                 "pipeline.pp_generation=2"]
     with AurasAgent(load_config(overrides=overrides)) as agent:
         actions = [agent.step(fake_observation(i, image_size=84)) for i in range(4)]
         assert agent.hosted_policy is None  # the driver holds only the spec

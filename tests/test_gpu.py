@@ -51,7 +51,7 @@ def test_a_policy_on_the_gpu_acts_as_on_the_cpu(policy):
 
 def test_concurrent_perception_and_generation_on_one_gpu_use_two_streams():
     base = ["policy.type=tiny-dp", "pipeline.mode=auras", "pipeline.pp_perception=2", "pipeline.pp_generation=3",
-            "pipeline.fetch_offset=-1"]  # fmt: skip
+            "pipeline.fetch_offset=-1"]
     cpu, _, _ = _run(base)
     gpu, _, agent = _run([*base, "policy.device=cuda"])
     streams = agent.executor.runner.streams

@@ -21,7 +21,7 @@ SCRIPT = ROOT / "scripts" / "gpu_check.sh"
 
 def _check(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
 def _benchmark_module():
@@ -40,7 +40,7 @@ def test_the_dry_run_prints_the_install_tests_and_both_placements_and_runs_nothi
         "-m venv --system-site-packages", "-m pip install --quiet torch==2.13.0", "-m pip install --quiet -e '.[dev]'",
         "-m pytest -m gpu", "--backend local --device cuda", "--backend ray --device cuda --modes sequential,auras",
         "--dtype bfloat16 --scale 0.5", "--compile off,reduce-overhead", "summarize --out " + str(out),
-    ):  # fmt: skip
+    ):
         assert expected in text, f"{expected!r} not in the dry run:\n{text}"
     assert "constraints-cpu" not in text  # a CUDA machine gets the default index's CUDA torch
     assert not out.exists() and not (tmp_path / "summary.d").exists()
@@ -99,12 +99,12 @@ def test_the_cpu_smoke_runs_the_whole_path_and_writes_one_summary(tmp_path):
 
 def _config(placement: str, compile: str, mode: str, hz: float | None, status: str = "ok") -> dict:
     record = {"placement": placement, "gpus": 2 if placement == "2gpu" else 1, "compile": compile, "mode": mode,
-              "status": status, "backend": "ray" if placement == "2gpu" else "local", "device": "cuda"}  # fmt: skip
+              "status": status, "backend": "ray" if placement == "2gpu" else "local", "device": "cuda"}
     if status == "ok":
         record.update(throughput_hz=hz, step_ms_p50=1000 / hz, stage_ms_p50={"perception": 5.0, "generation": 9.0},
                       startup_ms=40_000.0 if compile != "off" else 900.0, compile_ms=30_000.0 if compile != "off"
                       else 0.0, peak_memory_gb=2.0, devices={"perception": "cuda", "generation": "cuda"},
-                      context_transport="in-process" if placement == "1gpu" else "pinned-host")  # fmt: skip
+                      context_transport="in-process" if placement == "1gpu" else "pinned-host")
     elif status == "skipped":
         record["error"] = "deadline: 180 s spent before it started"
     return record
@@ -116,10 +116,10 @@ def test_the_summary_of_a_gpu_shaped_run_has_every_speedup_and_names_what_failed
            "dtype": "bfloat16", "gpu_names": ["GPU A", "GPU A"], "torch": "2.13.0+cu130", "cuda": "13.0",
            "configs": [_config("1gpu", "off", "sequential", 10.0), _config("1gpu", "off", "auras", 20.0),
                        _config("1gpu", "reduce-overhead", "sequential", 25.0),
-                       _config("1gpu", "reduce-overhead", "auras", 40.0)]}  # fmt: skip
+                       _config("1gpu", "reduce-overhead", "auras", 40.0)]}
     two = {**one, "configs": [_config("2gpu", "off", "sequential", 9.0), _config("2gpu", "off", "auras", 30.0),
                               _config("2gpu", "reduce-overhead", "sequential", None, status="running"),
-                              _config("2gpu", "reduce-overhead", "auras", None, status="skipped")]}  # fmt: skip
+                              _config("2gpu", "reduce-overhead", "auras", None, status="skipped")]}
     (tmp_path / "b1.json").write_text(json.dumps(one))
     (tmp_path / "b2.json").write_text(json.dumps(two))
     (tmp_path / "tests.log").write_text("E   AssertionError: streams overlapped\n")
@@ -137,13 +137,13 @@ def test_the_summary_of_a_gpu_shaped_run_has_every_speedup_and_names_what_failed
     )
     out = tmp_path / "summary.json"
     summary = bench.summarize(out, tmp_path / "stages.tsv", None, tmp_path / "tests.xml",
-                              [tmp_path / "b1.json", tmp_path / "b2.json"], {"mode": "gpu"})  # fmt: skip
+                              [tmp_path / "b1.json", tmp_path / "b2.json"], {"mode": "gpu"})
     assert json.loads(out.read_text()) == summary
     assert not summary["ok"] and summary["failed"] == [
-        "tests", "bench-2gpu", "benchmark 2gpu compile=reduce-overhead sequential"]  # fmt: skip
+        "tests", "bench-2gpu", "benchmark 2gpu compile=reduce-overhead sequential"]
     assert summary["not_run"] == ["benchmark 2gpu compile=reduce-overhead auras"]
     assert summary["tests"] == {"tests": 3, "failures": 1, "errors": 0, "skipped": 0, "passed": 2,
-                                "failed": ["tests.test_streams::test_overlap"]}  # fmt: skip
+                                "failed": ["tests.test_streams::test_overlap"]}
     tests_stage = summary["stages"][1]
     assert tests_stage["log_tail"] == ["E   AssertionError: streams overlapped"]
     stopped = summary["benchmark"]["configs"][6]
@@ -158,7 +158,7 @@ def test_the_summary_of_a_gpu_shaped_run_has_every_speedup_and_names_what_failed
     assert speedups[("auras 2gpu / sequential 1gpu", None, "off")] == 3.0
     assert ("auras / sequential", "2gpu", "reduce-overhead") not in speedups  # neither half measured
     assert summary["benchmark"]["headline"] == [
-        {"what": "auras / sequential", "placement": "1gpu", "compile": "reduce-overhead", "value": 1.6}]  # fmt: skip
+        {"what": "auras / sequential", "placement": "1gpu", "compile": "reduce-overhead", "value": 1.6}]
 
     table = bench.markdown(summary)
     assert "| 1gpu | reduce-overhead | auras | 40.00 |" in table

@@ -65,7 +65,7 @@ HEAVY = frozenset(
         "torch", "ray", "mujoco", "transformers", "diffusers", "metaworld",
         "zarr", "cv2", "zmq", "matplotlib", "gymnasium",
     }
-)  # fmt: skip
+)
 # Importers that must stay cheaper still: for their function-local imports these libraries count as heavy too.
 # auras.cli: `auras --help` loads no numpy (numpy alone is most of the cost of importing auras.cli).
 CHEAP = {"auras.cli": frozenset({"numpy"})}
@@ -222,7 +222,7 @@ def layer_problems(
 ) -> list[str]:
     """Modules in no layer, and every import of a higher layer: "importer (layer) -> imported (layer)"."""
     problems = [f"{name} is in no layer (add it to LAYERS)" for name in modules if name not in exempt
-                and layer_of(name, layers) is None]  # fmt: skip
+                and layer_of(name, layers) is None]
 
     def label(name: str) -> str:
         index = layer_of(name, layers)
@@ -345,7 +345,7 @@ def needless_local_imports(
             needless.append(f"{imp.where}: {imp.importer} imports {imp.target} in a function; it loads nothing heavy")
         elif imp.target in loads[imp.importer]:
             needless.append(f"{imp.where}: {imp.importer} imports {imp.target} in a function; it is loaded at "
-                            f"module level anyway ({loads[imp.importer][imp.target]})")  # fmt: skip
+                            f"module level anyway ({loads[imp.importer][imp.target]})")
     return needless
 
 

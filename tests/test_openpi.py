@@ -100,7 +100,7 @@ def test_auras_serve_speaks_openpi_with_a_shipped_policy():
     port = free_service_port()
     server = subprocess.Popen([sys.executable, "-m", "auras.cli", "serve", "--protocol", "openpi", "--bind",
                                f"ws://127.0.0.1:{port}", "--policy", "tiny-dp"], env=dict(os.environ, MUJOCO_GL="egl"),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
         while True:

@@ -150,7 +150,7 @@ def test_a_killed_actor_is_replaced_and_no_action_comes_from_before_the_failure(
     from auras.errors import WorkerRestartedError
 
     config = load_config(overrides=["pipeline.mode=auras", "pipeline.backend=ray", "pipeline.pp_perception=2",
-                                    "pipeline.pp_generation=3", "pipeline.worker_timeout_s=20"])  # fmt: skip
+                                    "pipeline.pp_generation=3", "pipeline.worker_timeout_s=20"])
     with AurasAgent(config, policy=_fake_policy()) as agent:
         for i in range(8):
             agent.step(fake_observation(i))
@@ -217,7 +217,7 @@ def test_parallel_mode_replaces_only_the_killed_worker(ray_cluster):
     from tests.fakes import fake_policy
 
     config = load_config(overrides=["pipeline.mode=parallel", "pipeline.backend=ray", "pipeline.workers=3",
-                                    "pipeline.worker_timeout_s=20"])  # fmt: skip
+                                    "pipeline.worker_timeout_s=20"])
     with AurasAgent(config, policy=fake_policy(generation_s=0.05)) as agent:
         for i in range(6):
             agent.step(fake_observation(i))
@@ -239,7 +239,7 @@ def test_a_hung_worker_is_replaced_after_the_deadline(ray_cluster, mode):
     from tests.fakes import FakePerception, HangingGeneration
 
     config = load_config(overrides=[f"pipeline.mode={mode}", "pipeline.backend=ray", "pipeline.workers=2",
-                                    "pipeline.worker_timeout_s=2"])  # fmt: skip
+                                    "pipeline.worker_timeout_s=2"])
     with AurasAgent(config, policy=Policy("hangs", FakePerception(), HangingGeneration(hang_at=3))) as agent:
         start = time.monotonic()
         with pytest.raises(WorkerRestartedError, match=r"did not answer|deadline"):

@@ -84,7 +84,7 @@ def _start_node(ray_cli: str, args: list[str], temp_dir: str, name: str, env: di
     log = Path(temp_dir, f"{name}.log")
     with log.open("w") as out:
         node = subprocess.Popen([ray_cli, "start", "--block", *args], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+                                start_new_session=True)
     nodes.append(node)
     deadline = time.monotonic() + 180  # bounds a hang only
     while "Ray runtime started" not in log.read_text():
@@ -145,7 +145,7 @@ def test_perception_and_generation_run_on_different_nodes_of_a_two_node_cluster(
     # ports are fixed by default (44227, 44217).
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_TMPDIR=temp_dir, RAY_AUTH_MODE="token",
                RAY_AUTH_TOKEN=secrets.token_hex(32), DASHBOARD_METRIC_PORT=str(dashboard_metrics),
-               AUTOSCALER_METRIC_PORT=str(autoscaler_metrics))  # fmt: skip
+               AUTOSCALER_METRIC_PORT=str(autoscaler_metrics))
     workers = _free_range(2 * WORKER_PORTS)
 
     def node_args(i: int) -> list[str]:  # every port a node opens, so that it cannot meet another cluster's
@@ -155,16 +155,16 @@ def test_perception_and_generation_run_on_different_nodes_of_a_two_node_cluster(
                 f"--object-manager-port={object_manager}", f"--min-worker-port={first}",
                 f"--max-worker-port={first + WORKER_PORTS - 1}", f"--dashboard-agent-listen-port={agent_http}",
                 f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={runtime_env}",
-                f"--metrics-export-port={metrics}"]  # fmt: skip
+                f"--metrics-export-port={metrics}"]
 
     nodes: list[subprocess.Popen] = []
     try:
         head = ["--head", f"--port={gcs}", f"--ray-client-server-port={client_server}", "--include-dashboard=false",
-                f"--dashboard-port={dashboard}"]  # fmt: skip
+                f"--dashboard-port={dashboard}"]
         _start_node(ray_cli, [*head, *node_args(0)], temp_dir, "head", env, nodes)
         _start_node(ray_cli, [f"--address=127.0.0.1:{gcs}", *node_args(1)], temp_dir, "worker", env, nodes)
         out = subprocess.run([sys.executable, "-c", AGENT, f"127.0.0.1:{gcs}"], env=env, capture_output=True,
-                             text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+                             text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
         assert out.returncode == 0, out.stderr[-3000:]
         result = json.loads(out.stdout.split("RESULT", 1)[1])
     finally:

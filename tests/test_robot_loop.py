@@ -116,14 +116,14 @@ def test_the_camera_rate_limits_what_the_robot_sends():
 def test_chunk_blend_sends_only_when_the_queue_is_short():
     env, link = CountingEnv(horizon=10), ScriptedLink()
     run_robot_episode(link, env, 0, ChunkExecutor("chunk_blend", 1, (H, A), queue_threshold=0.5), camera_hz=1000,
-                      clock=Lockstep(1))  # fmt: skip
+                      clock=Lockstep(1))
     assert link.sent == [0, 2, 4, 6, 8]  # 4 rows a chunk: the next request once 2 are left
 
 
 def test_realtime_never_applies_an_action_older_than_the_ttl():
     env, link = CountingEnv(horizon=5), ScriptedLink(age_s=1.0)
     robot = run_robot_episode(link, env, 0, ChunkExecutor("none", 1, (H, A)), camera_hz=1000,
-                              clock=RealTime(ttl_s=0.5))  # fmt: skip
+                              clock=RealTime(ttl_s=0.5))
     assert robot.actions_applied == 0 and robot.expired == 4 and robot.idle_steps == 5  # seen at steps 1-4
     assert _rows(env) == [None] * 5
 
@@ -139,7 +139,7 @@ def test_a_failed_agent_surfaces_in_the_robot_loop():
     agent = AurasAgent(load_config(), policy=Policy("fake", FakePerception(image_size=8), Failing()))
     with agent, AgentLink(agent, "x") as link, pytest.raises(RuntimeError, match="generation broke"):
         run_robot_episode(link, CountingEnv(horizon=50), 0, ChunkExecutor("none", 1, (1, A)), camera_hz=1000,
-                          clock=Lockstep(1, timeout_s=30))  # fmt: skip
+                          clock=Lockstep(1, timeout_s=30))
 
 
 def test_an_agent_that_failed_on_the_server_surfaces_in_the_robot_loop():

@@ -157,7 +157,7 @@ def test_openpi_bind_addresses_are_parsed_or_refused_clearly():
     assert parse_ws_address("ws://[::1]:9000") == ("::1", 9000)
     form = "expected ws://HOST:PORT"
     for bad, why in (("tcp://127.0.0.1:5555", form), ("ws://127.0.0.1:70000", "0..65535"), ("ws://127.0.0.1", form),
-                     ("ws://:80", form)):  # fmt: skip
+                     ("ws://:80", form)):
         with pytest.raises(ConfigError, match=why):
             parse_ws_address(bad)
 
@@ -232,7 +232,7 @@ def test_openpi_resets_the_agent_on_a_new_prompt_on_a_restarted_step_counter_and
 def _robot(server: BridgeServer, **kwargs) -> RobotClient:
     kwargs.setdefault("instruction", "push the puck")
     return RobotClient(server.bind, cameras={"front": (84, 84)}, state_dim=4, timeout_s=DEADLINE_S,
-                       ttl_s=DEADLINE_S, **kwargs)  # fmt: skip
+                       ttl_s=DEADLINE_S, **kwargs)
 
 
 def _refused(server: BridgeServer, **kwargs) -> ServiceError:

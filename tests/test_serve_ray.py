@@ -172,7 +172,7 @@ class Robot:
                     return action
             time.sleep(0.05)
         raise AssertionError(f"{what}: no action for an observation after seq {after} within {DEADLINE_S} s; "
-                             f"client counters {dict(self.client.counters)}\n{server.output()[-3000:]}")  # fmt: skip
+                             f"client counters {dict(self.client.counters)}\n{server.output()[-3000:]}")
 
     def wait_event(self, name: str, server: Served | InProcess, **fields: object) -> dict:
         """The first status event ``name`` on this robot's session topic with these ``fields``."""
@@ -183,7 +183,7 @@ class Robot:
                     return event
             time.sleep(0.05)
         raise AssertionError(f"no {name!r} event {fields} within {DEADLINE_S} s; events "
-                             f"{self.events[-5:]}\n{server.output()[-3000:]}")  # fmt: skip
+                             f"{self.events[-5:]}\n{server.output()[-3000:]}")
 
 
 @contextlib.contextmanager
@@ -193,7 +193,7 @@ def robot(server: Served | InProcess, name: str = "robot", brightness: int = 0) 
     events: list[dict] = []
     client = RobotClient(server.address, cameras={"front": CAMERA}, state_dim=4, instruction="press the button",
                          robot=name, ttl_s=DEADLINE_S, timeout_s=REQUEST_TIMEOUT_S, on_action=actions.append,
-                         on_status=events.append, connect=False)  # fmt: skip
+                         on_status=events.append, connect=False)
     client.hello_timeout_s = DEADLINE_S  # the first hello starts the session's two actors
     try:
         client.connect()
@@ -262,7 +262,7 @@ def test_a_sigkilled_generation_actor_is_replaced_and_the_session_keeps_serving(
         assert stats["state"] == "serving" and stats["counters"]["worker_restarts"] == 1
         assert server.alive() and not psutil.pid_exists(old["generation"])
         restarted = re.search(rf"session {bot.client.session}: workers replaced; now on workers: (.*?); cause:",
-                              server.output())  # fmt: skip
+                              server.output())
         assert restarted, server.output()[-3000:]  # the server's log says so, with the new workers
         new = {role: int(pid) for role, pid in re.findall(r"(\w+) pid (\d+)", restarted.group(1))}
         assert set(new) == {"perception", "generation"} and set(new.values()).isdisjoint(old.values())
@@ -333,7 +333,7 @@ def test_a_failed_health_check_is_fatal_announced_to_the_robot_and_raised(failur
 
     server = BridgeServer(load_config("pipeline-tiny-dp"), f"tcp://127.0.0.1:{free_service_port()}",
                           limits=ServeLimits(session_timeout_s=DEADLINE_S),
-                          health_check=HealthWatchdog(check, period_s=0.05, deadline_s=1.0))  # fmt: skip
+                          health_check=HealthWatchdog(check, period_s=0.05, deadline_s=1.0))
     raised: list[BaseException] = []
 
     def serve() -> None:

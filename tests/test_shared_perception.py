@@ -125,14 +125,14 @@ def test_agents_on_shared_perception_act_as_agents_with_their_own(mode):
     overrides = [f"pipeline.mode={mode}", "pipeline.pp_generation=3"]
     batcher = PerceptionBatcher(FakeStagedPerception(1, 0.001))
     shared = [AurasAgent(load_config(None, overrides), policy=Policy("f", batcher.view(), FakeDiffusion(12, 0.001)))
-              for _ in range(3)]  # fmt: skip
+              for _ in range(3)]
     alone = [AurasAgent(load_config(None, overrides), policy=Policy("f", FakeStagedPerception(1), FakeDiffusion(12)))
-             for _ in range(3)]  # fmt: skip
+             for _ in range(3)]
     got: dict[int, list] = {}
 
     def run(i):
         got[i] = [(a.step_id, a.values.tolist()) for a in (shared[i].step(fake_observation(100 * i + t))
-                                                            for t in range(20))]  # fmt: skip
+                                                            for t in range(20))]
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
     [t.start() for t in threads]
@@ -140,7 +140,7 @@ def test_agents_on_shared_perception_act_as_agents_with_their_own(mode):
     try:
         for i in range(3):
             want = [(a.step_id, a.values.tolist()) for a in (alone[i].step(fake_observation(100 * i + t))
-                                                              for t in range(20))]  # fmt: skip
+                                                              for t in range(20))]
             assert got[i] == want
     finally:
         for agent in shared + alone:
@@ -174,7 +174,7 @@ def test_shipped_perception_batched_across_robots_equals_one_robot_at_a_time(pol
             assert set(got[i]) == set(want)
             for name in want:
                 torch.testing.assert_close(torch.as_tensor(got[i][name]), torch.as_tensor(want[name]),
-                                           rtol=1e-4, atol=1e-5)  # fmt: skip
+                                           rtol=1e-4, atol=1e-5)
     finally:
         batcher.close()
 
@@ -190,7 +190,7 @@ def test_the_server_shares_perception_where_it_can_and_refuses_an_explicit_share
         session_agents(load_config(None, ["serve.perception=shared", "pipeline.backend=ray", "policy.type=tiny-dp"]))
     with pytest.raises(ConfigError, match="pp_perception=1"):
         session_agents(load_config(None, ["serve.perception=shared", "pipeline.mode=auras",
-                                          "pipeline.pp_perception=2", "policy.type=tiny-dp"]))  # fmt: skip
+                                          "pipeline.pp_perception=2", "policy.type=tiny-dp"]))
 
 
 def test_two_robots_are_served_through_one_shared_tiny_dp_perception():
@@ -201,7 +201,7 @@ def test_two_robots_are_served_through_one_shared_tiny_dp_perception():
     config = load_config("pipeline-tiny-dp", ["serve.perception=shared"])
     with BridgeServer(config, f"tcp://127.0.0.1:{free_service_port()}").start() as server:
         robots = [RobotClient(server.bind, instruction="press the button", robot=f"r{i}", ttl_s=30.0)
-                  for i in range(2)]  # fmt: skip
+                  for i in range(2)]
         try:
             image = np.zeros((84, 84, 3), np.uint8)
             for _ in range(40):

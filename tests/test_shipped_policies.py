@@ -32,7 +32,7 @@ def test_shipped_checkpoint_loads_and_acts(name):
 @pytest.mark.parametrize("name", POLICIES)
 def test_bench_runs_a_shipped_policy(name, tmp_path):
     args = ["bench", "--policy", name, "-t", "reach-v3", "-n", "1", "--out", str(tmp_path), "--no-progress",
-            "--modes", "sequential", "--set", "bench.stream_steps=20", "--set", "bench.warmup_steps=2"]  # fmt: skip
+            "--modes", "sequential", "--set", "bench.stream_steps=20", "--set", "bench.warmup_steps=2"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert name in result.output
@@ -45,7 +45,7 @@ def test_bench_runs_auras_mode_with_a_shipped_policy(name, tmp_path):
 
     args = ["bench", "--policy", name, "-t", "reach-v3", "-n", "1", "--out", str(tmp_path), "--no-progress",
             "--modes", "auras", "--set", "pipeline.pp_generation=2", "--set", "pipeline.fetch_offset=-1",
-            "--set", "bench.stream_steps=20", "--set", "bench.warmup_steps=4"]  # fmt: skip
+            "--set", "bench.stream_steps=20", "--set", "bench.warmup_steps=4"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     row = json.loads((tmp_path / "results.json").read_text())["results"][0]

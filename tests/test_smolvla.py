@@ -66,7 +66,7 @@ def test_the_prefix_cache_and_the_actions_match_lerobot(model, reference):
     for index in range(4):
         for part in ("key", "value"):
             torch.testing.assert_close(context[f"kv.{index}.{part}"], reference[f"kv.{index}.{part}"],
-                                       atol=1e-5, rtol=0)  # fmt: skip
+                                       atol=1e-5, rtol=0)
     policy = model.as_policy()
     noise = reference["input.noise"]
     steps = torch.full((2,), 10)
@@ -106,7 +106,7 @@ def test_the_policys_perception_from_observations_computes_that_prefix_padded_to
         Observation(images={c: images[c][b].permute(1, 2, 0).numpy() for c in CAMERAS},
                     state=reference["input.state"][b].numpy(), instruction=tasks[b], step_id=b, capture_time=0.0)
         for b in range(2)
-    ]  # fmt: skip
+    ]
     context = model.as_policy().perception.perceive(observations)
     expected = _prefix_cache(model, {**reference, **{f"input.image.{c}": images[c].float() / 255 for c in CAMERAS}})
     for b in range(2):
@@ -122,7 +122,7 @@ def _observation(step: int, size: dict[str, tuple[int, int]]) -> Observation:
     return Observation(
         images={c: rng.integers(0, 255, (*hw, 3), dtype=np.uint8) for c, hw in size.items()},
         state=rng.normal(size=4).astype(np.float32), instruction="push the puck", step_id=step, capture_time=0.0,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize(

@@ -181,7 +181,7 @@ def test_rtc_in_a_pipeline_follows_the_guide_of_the_context_generation_reads(ref
     pipeline: each request keeps its own. Fails if the guide bypasses the public context."""
     strategy = "public_context+rtc" if mode == "auras" else "rtc"
     overrides = ["policy.type=tiny-dp", f"pipeline.mode={mode}", "pipeline.pp_generation=2",
-                 f"staleness.strategy={strategy}"]  # fmt: skip
+                 f"staleness.strategy={strategy}"]
     with AurasAgent(load_config(None, overrides)) as agent:
         actions = [agent.step(_guided(i, reference_chunks[i], delay=2)) for i in range(6)]
     for action in actions[1:]:
@@ -197,7 +197,7 @@ def test_rtc_needs_a_denoising_chunk_policy_and_a_well_formed_guide():
     with AurasAgent(config) as agent:
         with pytest.raises(InvalidInputError, match="rtc guide must be finite with weights in"):
             agent.step(_obs(0, extras={GUIDE_ACTIONS: np.zeros((16, 4), np.float32),
-                                        GUIDE_WEIGHTS: np.full(16, 2.0, np.float32)}))  # fmt: skip
+                                        GUIDE_WEIGHTS: np.full(16, 2.0, np.float32)}))
         with pytest.raises(InvalidInputError, match=r"expected 'guide_actions' \(16, 4\)"):
             agent.step(_obs(0, extras={GUIDE_ACTIONS: np.zeros((3, 4), np.float32), GUIDE_WEIGHTS: np.ones(16)}))
         assert agent.step(_obs(1)).chunk.shape == (16, 4)  # still usable

@@ -105,7 +105,7 @@ def test_a_replaced_worker_is_reported_and_the_stream_goes_on():
     config = load_config(overrides=["pipeline.mode=auras", "pipeline.pp_generation=3"])
     inner = build_executor(config, Policy("fake-dp", FakeStagedPerception(4), FakeDiffusion(12)))
     with AurasAgent(config, executor=HookedExecutor(inner, before)) as agent, \
-            agent.stream(on_event=events.append) as stream:  # fmt: skip
+            agent.stream(on_event=events.append) as stream:
         for i in range(3):
             stream.submit(fake_observation(i))
             while len(calls) <= i:
@@ -176,9 +176,9 @@ def test_an_error_in_on_action_ends_the_stream_and_reaches_the_consumer():
 
 def test_release_on_tick_holds_each_paced_action_for_its_tick():
     overrides = ["pipeline.mode=auras", "pipeline.pp_generation=3", "pipeline.frame_period_ms=40",
-                 "pipeline.release=on_tick"]  # fmt: skip
+                 "pipeline.release=on_tick"]
     agent = AurasAgent(load_config(overrides=overrides),
-                       policy=Policy("fake-dp", FakeStagedPerception(4), FakeDiffusion(12, 0.002)))  # fmt: skip
+                       policy=Policy("fake-dp", FakeStagedPerception(4), FakeDiffusion(12, 0.002)))
     with agent, agent.stream() as stream:
         for i in range(5):
             stream.submit(fake_observation(i))

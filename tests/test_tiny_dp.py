@@ -15,7 +15,7 @@ from auras.types import Observation
 
 # Small widths keep every test fast; the structure (3 CNN blocks, 3 U-Net levels) is the default one.
 SMALL = {"cnn_channels": [8, 16, 16], "num_keypoints": 8, "text_dim": 8, "obs_dim": 32, "down_dims": [16, 32, 64],
-         "step_embed_dim": 16, "num_inference_steps": 20}  # fmt: skip
+         "step_embed_dim": 16, "num_inference_steps": 20}
 
 
 @pytest.fixture(autouse=True)
@@ -174,7 +174,7 @@ def test_bad_inputs_are_rejected_with_clear_messages():
 
 def test_large_config_wires_up_shrunken():
     shrunk = {"cnn_channels": [8, 8, 16, 16], "num_keypoints": 4, "text_dim": 8, "obs_dim": 16,
-              "down_dims": [16, 32, 64], "step_embed_dim": 16, "num_inference_steps": 4}  # fmt: skip
+              "down_dims": [16, 32, 64], "step_embed_dim": 16, "num_inference_steps": 4}
     model = TinyDP.large(**shrunk).eval()
     assert len(model.encoder.blocks) == 4 and TinyDP.LARGE["down_dims"] == [256, 512, 1024]
     policy = model.as_policy()

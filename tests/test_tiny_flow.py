@@ -43,7 +43,7 @@ def test_normalisation_is_fitted_to_the_data_and_the_loss_trains_the_expert_and_
     flow = model.vla.model
     for name, param in (("expert", flow.vlm_with_expert.lm_expert.layers[1].self_attn.k_proj.weight),
                         ("prefix", flow.text_layers[0].self_attn.q_proj.weight),
-                        ("vision", flow.vision.encoder.layers[0].self_attn.q_proj.weight)):  # fmt: skip
+                        ("vision", flow.vision.encoder.layers[0].self_attn.q_proj.weight)):
         assert param.grad is not None and param.grad.abs().sum() > 0, f"no gradient reaches the {name}"
 
 
@@ -62,14 +62,14 @@ def test_a_checkpoint_round_trips_and_acts_the_same(tmp_path):
 @pytest.mark.ray
 def test_auras_train_runs_it_and_the_checkpoint_serves_in_every_frame_mode_and_on_ray(demos, tmp_path):
     result = train("tiny-flow", demos, tmp_path / "run", steps=2, batch_size=4, eval_every=100, eval_episodes=1,
-                   overrides=SMALL)  # fmt: skip
+                   overrides=SMALL)
     assert result["steps_done"] == 2
     checkpoint = tmp_path / "run" / "last"
     runs = [("sequential", "local"), ("pipeline", "local"), ("auras", "local"), ("auras", "ray")]
     for mode, backend in runs:  # on Ray the actors build it by name from the checkpoint path
         config = load_config(overrides=["policy.type=tiny-flow", f"policy.checkpoint={checkpoint}",
                                         f"pipeline.mode={mode}", f"pipeline.backend={backend}",
-                                        "pipeline.pp_perception=2", "pipeline.pp_generation=5"])  # fmt: skip
+                                        "pipeline.pp_perception=2", "pipeline.pp_generation=5"])
         with AurasAgent(config) as agent:
             assert agent.policy_spec.name == "tiny-flow" and agent.policy_spec.action_shape == (16, 4)
             actions = [agent.step(observation(i, 84)).values for i in range(4)]

@@ -14,7 +14,7 @@ from auras.policies.tiny_vla import TinyVLA
 from auras.types import Observation
 
 SMALL = {"vit_hidden": 32, "vit_layers": 2, "vit_heads": 2, "vit_intermediate": 64, "lm_hidden": 48,
-         "lm_layers": 2, "lm_heads": 2, "lm_intermediate": 96}  # fmt: skip
+         "lm_layers": 2, "lm_heads": 2, "lm_intermediate": 96}
 
 
 def _model(**extra) -> TinyVLA:

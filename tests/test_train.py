@@ -29,7 +29,7 @@ def test_a_run_continues_from_its_checkpoint_with_new_training_only_settings(dem
     first = _run(demos, tmp_path / "first", overrides=SMALL)
     assert first["steps_done"] == 2 and (tmp_path / "first" / "last" / "model.safetensors").exists()
     second = _run(demos, tmp_path / "second", init=tmp_path / "first" / "last",
-                  overrides={"token_corruption": 0.2, "label_sigma": 1.0})  # fmt: skip
+                  overrides={"token_corruption": 0.2, "label_sigma": 1.0})
     assert second["init"] == str(tmp_path / "first" / "last")
     config = json.loads((tmp_path / "second" / "last" / "config.json").read_text())
     assert config["token_corruption"] == 0.2 and config["label_sigma"] == 1.0

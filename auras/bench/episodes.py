@@ -149,7 +149,7 @@ def run_episode(
 
 
 def run_episode_realtime(agent: AurasAgent, env: AurasTaskEnv, seed: int, camera_hz: float = 30.0,
-                         ttl_s: float = 0.25) -> EpisodeRecord:  # fmt: skip
+                         ttl_s: float = 0.25) -> EpisodeRecord:
     """One episode with the env at wall-clock pace, as on a real robot: the robot side of
     :mod:`auras.robot_loop` (the same loop `auras robot-sim` runs against `auras serve`) with the
     agent in this process behind its ActionStream, as on the server. The camera runs at
@@ -158,7 +158,7 @@ def run_episode_realtime(agent: AurasAgent, env: AurasTaskEnv, seed: int, camera
     executor = ChunkExecutor.from_config(agent.config, agent.policy_spec)
     with AgentLink(agent, env.instruction) as link:
         robot = run_robot_episode(link, env, seed, executor, camera_hz=camera_hz, clock=RealTime(ttl_s),
-                                  privileged=agent.privileged)  # fmt: skip
+                                  privileged=agent.privileged)
     return episode_record(robot)
 
 
@@ -169,7 +169,7 @@ def episode_record(robot: RobotEpisode) -> EpisodeRecord:
         latency_ms=list(robot.latency_ms), staleness_ms=list(robot.action_age_ms),
         staleness_frames=list(robot.staleness_steps), overruns=robot.overruns, late_ms_max=robot.late_ms_max,
         idle_steps=robot.idle_steps, expired=robot.expired,
-    )  # fmt: skip
+    )
 
 
 def _newest_input(action: Action) -> int:

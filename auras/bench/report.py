@@ -102,7 +102,7 @@ def results_table(document: dict[str, Any]):
     episodes = f"{document['episodes']} episodes per cell" if document["episodes"] else "throughput only"
     table = Table(title=f"auras bench ({document['clock']} clock, {episodes})")
     columns = ("task", "policy", "mode", "success", "95% CI", "rel. acc", "throughput Hz", "speedup",
-               "of bound", "latency p50/p99 ms", "interval cv", "staleness p50 ms")  # fmt: skip
+               "of bound", "latency p50/p99 ms", "interval cv", "staleness p50 ms")
     for col in columns:
         table.add_column(col, justify="left" if col in ("task", "policy", "mode") else "right")
     for row in document["results"]:

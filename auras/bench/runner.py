@@ -53,7 +53,7 @@ ProgressFn = Callable[..., None]  # (label, done, total)
 Sweep = Mapping[str, Sequence[Any]]  # dotted config key -> values
 
 FRAME_KEYS = ("pipeline.pp_perception", "pipeline.pp_generation", "pipeline.fetch_offset", "pipeline.alpha",
-              "pipeline.emit")  # fmt: skip
+              "pipeline.emit")
 """Settings that only the frame modes (pipeline, auras) read."""
 _FRAME_MODES = ("pipeline", "auras")
 
@@ -159,7 +159,7 @@ def record_stream(config: AurasConfig, task: str, length: int) -> list[Observati
         "staleness.strategy=auto",
         "policy.delay_perception_ms=0", "policy.delay_generation_ms=0", "policy.scale_perception=1",
         "policy.scale_generation=1",
-    ])  # fmt: skip
+    ])
     recorded: list[Observation] = []
 
     def keep(obs: Observation) -> None:
@@ -256,7 +256,7 @@ def _settings(config: AurasConfig) -> dict[str, Any]:
         "delay_ms_generation": q.delay_generation_ms, "scale_perception": q.scale_perception,
         "scale_generation": q.scale_generation,
         "staleness_strategy": resolve_strategy(config.staleness.strategy, p.mode).name,
-    }  # fmt: skip
+    }
 
 
 def _row(

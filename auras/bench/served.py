@@ -49,7 +49,7 @@ def serve_process(config: AurasConfig, log_path: Path | None = None) -> Iterator
         log_file = log_path or folder / "serve.log"
         with open(log_file, "w") as out:
             command = [sys.executable, "-c", "from auras.cli import app; app()", "serve", "-c", str(config_file),
-                       "--bind", endpoint]  # fmt: skip
+                       "--bind", endpoint]
             server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         try:
             _wait_listening(server, port)
@@ -104,20 +104,20 @@ def measure_accuracy_served(
     needs the simulator state."""
     bench = config.bench
     env = make_env(config.env.task, horizon=config.env.horizon, image_size=config.env.image_size,
-                   terminate_on_success=config.env.terminate_on_success)  # fmt: skip
+                   terminate_on_success=config.env.terminate_on_success)
     episodes: list[EpisodeRecord] = []
     with env, serve_process(config, log_path) as endpoint:
         client = RobotClient(endpoint, cameras={"front": (env.image_size, env.image_size)}, state_dim=4,
                              instruction=env.instruction, robot=f"bench-{config.env.task}"[:64],
                              extras=("privileged_state",) if privileged else (), ttl_s=bench.action_ttl_ms / 1e3,
-                             timeout_s=30.0, connect=False)  # fmt: skip
+                             timeout_s=30.0, connect=False)
         client.hello_timeout_s = SERVER_START_S  # the hello builds the agent
         try:
             client.connect()
             executor = executor_for(client)
             for i in range(bench.episodes):
                 robot = run_robot(client, env, bench.seed + i, bench.camera_hz, privileged, executor,
-                                  RealTime(client.ttl_s))  # fmt: skip
+                                  RealTime(client.ttl_s))
                 episodes.append(episode_record(robot))
                 if progress:
                     progress(i + 1)

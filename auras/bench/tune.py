@@ -62,20 +62,20 @@ class TunePoint:
     def overrides(self) -> list[str]:
         return [f"pipeline.mode={self.mode}", f"pipeline.pp_perception={self.pp_perception}",
                 f"pipeline.pp_generation={self.pp_generation}", f"pipeline.alpha={self.alpha}",
-                f"pipeline.fetch_offset={self.fetch_offset}"]  # fmt: skip
+                f"pipeline.fetch_offset={self.fetch_offset}"]
 
     def as_dict(self) -> dict[str, Any]:
         lo_hi = wilson_interval(self.successes, self.episodes) if self.successes is not None else None
         return {"mode": self.mode, "pp_perception": self.pp_perception, "pp_generation": self.pp_generation,
                 "alpha": self.alpha, "fetch_offset": self.fetch_offset, "throughput_hz": self.throughput_hz,
-                "success_rate": self.success_rate, "success_ci95": lo_hi, "episodes": self.episodes}  # fmt: skip
+                "success_rate": self.success_rate, "success_ci95": lo_hi, "episodes": self.episodes}
 
 
 def _limits(config: AurasConfig) -> tuple[int, int, bool]:
     """(most perception stages, most generation stages) the policy can be cut into, and whether its
     generation family has a step skew (alpha) to tune; asked of the policy's own workers."""
     with AurasAgent(config.model_copy(update={"pipeline": config.pipeline.model_copy(update={"mode": "sequential"})})
-                    ) as agent:  # fmt: skip
+                    ) as agent:
         spec = agent.policy_spec
     driver = driver_for(spec.family)
     if spec.generation_iterations < 2 and spec.perception_stages < 2:
@@ -144,10 +144,10 @@ def tune(
     base = load_config(
         source, [*overrides, f"policy.type={policy}", f"env.task={task}", f"bench.episodes={episodes}"],
         base=policy_preset(policy),
-    )  # fmt: skip
+    )
     if base.bench.served:
         raise ConfigError("bench.served: auras tune evaluates agents in its own process; measure a served "
-                          "setting with `auras bench --served`")  # fmt: skip
+                          "setting with `auras bench --served`")
 
     def config_for(point: TunePoint) -> AurasConfig:
         return load_config(base=base.model_dump(mode="json"), overrides=point.overrides())
@@ -162,7 +162,7 @@ def tune(
     for i, point in enumerate(candidates):  # stage 1: throughput of every point
         point.throughput_hz = _measure_throughput(config_for(point), stream)
         log(f"[{i + 1}/{len(candidates)}] auras {point.pp_perception}x{point.pp_generation} "
-            f"offset {point.fetch_offset}: {point.throughput_hz:.1f} Hz")  # fmt: skip
+            f"offset {point.fetch_offset}: {point.throughput_hz:.1f} Hz")
     fast = sorted((p for p in candidates if (p.throughput_hz or 0) >= target_hz), key=lambda p: -p.throughput_hz)
     if not fast:
         best = max(candidates, key=lambda p: p.throughput_hz or 0)
@@ -181,17 +181,17 @@ def tune(
             if (point.throughput_hz or 0) >= target_hz:
                 point.successes, point.episodes = _measure_success(config_for(point))
             evaluated_text = (f"success {point.successes}/{point.episodes}" if point.successes is not None
-                              else f"below {target_hz:g} Hz, success not evaluated")  # fmt: skip
+                              else f"below {target_hz:g} Hz, success not evaluated")
             log(f"alpha {alpha}: {point.throughput_hz:.1f} Hz, {evaluated_text}")
             tuned_alpha.append(point)
     trade = [
         {"alpha": p.alpha, "success_gain": p.success_rate - best.success_rate, "rate_paid_hz": best.throughput_hz
          - p.throughput_hz, "rate_paid": 1.0 - p.throughput_hz / best.throughput_hz}
         for p in tuned_alpha if p.success_rate is not None and best.throughput_hz
-    ]  # fmt: skip
+    ]
     for t in trade:
         log(f"alpha {t['alpha']:g} against 0: {t['success_gain']:+.0%} success for {t['rate_paid_hz']:.1f} Hz "
-            f"({t['rate_paid']:.0%} of the rate)")  # fmt: skip
+            f"({t['rate_paid']:.0%} of the rate)")
     everything = [sequential, *candidates, *tuned_alpha]
     meeting = [p for p in everything if p.mode == "auras" and p.success_rate is not None]
     meeting = [p for p in meeting if p.throughput_hz >= target_hz] or meeting

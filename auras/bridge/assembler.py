@@ -81,7 +81,7 @@ class ObservationAssembler:
     seq needs to be complete; other declared cameras and extras are kept but not waited for."""
 
     def __init__(self, needed_cameras: tuple[str, ...], needed_extras: tuple[str, ...] = (), max_pending: int = 8,
-                 max_stamps: int = 4096) -> None:  # fmt: skip
+                 max_stamps: int = 4096) -> None:
         self.needed_cameras, self.needed_extras = tuple(needed_cameras), tuple(needed_extras)
         self.max_pending, self.max_stamps = max_pending, max_stamps
         self.pending: dict[int, Slot] = {}

@@ -78,7 +78,7 @@ class PerceptionBatcher:
         return {
             "batches": self.batches, "observations": self.observations, "retried_alone": self.retried_alone,
             "mean_batch": self.observations / self.batches if self.batches else 0.0,
-        }  # fmt: skip
+        }
 
     def perceive(self, view: int, observations: Sequence[Observation]) -> Context:
         """Encode ``observations`` for ``view`` within a shared batch (blocks until done)."""

@@ -20,7 +20,7 @@ __all__ = ["HealthWatchdog"]
 
 class HealthWatchdog:
     def __init__(self, check: Callable[[], str | None], period_s: float = 2.0, deadline_s: float = 20.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.check, self.period_s, self.deadline_s, self.clock = check, period_s, deadline_s, clock
         self.ok_at = clock()
         self.problem: str | None = None

@@ -39,7 +39,7 @@ class ServeLimits:
         return cls(
             max_sessions=serve.max_sessions, session_timeout_s=serve.session_timeout_s,
             openpi_idle_timeout_s=serve.openpi_idle_timeout_s, max_message_bytes=int(serve.max_message_mb * 2**20),
-        )  # fmt: skip
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -58,7 +58,7 @@ def exposure_warning(address: str, host: str, secured: bool, remedy: str) -> str
     if secured or is_loopback(host):
         return None
     return (f"{address} is reachable from other machines and nothing authenticates the robots: anyone who "
-            f"reaches it can drive the policy; {remedy}")  # fmt: skip
+            f"reaches it can drive the policy; {remedy}")
 
 
 def policy_limits(policy_spec: Any) -> dict[str, Any]:

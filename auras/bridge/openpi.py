@@ -92,7 +92,7 @@ def unpack(data: bytes, limits: ServeLimits | None = None) -> Any:
     try:
         message = msgpack.unpackb(data, object_hook=_unpack_array, max_map_len=limits.max_map_keys,
                                   max_array_len=limits.max_array_len, max_str_len=len(data), max_bin_len=len(data),
-                                  max_ext_len=0)  # fmt: skip
+                                  max_ext_len=0)
     except InvalidInputError:
         raise
     except (ValueError, TypeError, msgpack.exceptions.ExtraData, msgpack.exceptions.StackError) as exc:
@@ -150,7 +150,7 @@ def observation_from(message: Mapping[str, Any], keys: Mapping[str, str], spec: 
     if isinstance(prompt, bytes):
         prompt = prompt.decode("utf-8", "replace")
     return Observation(images=images, state=state, instruction=str(prompt), step_id=step_id,
-                       capture_time=time.monotonic())  # fmt: skip
+                       capture_time=time.monotonic())
 
 
 def _field(message: Mapping[str, Any], key: str) -> Any:
@@ -206,10 +206,10 @@ class OpenpiServer:
         self._api_key = api_key
         self.counters = self.host_sessions.counters
         self._server = serve(self._handle, host, port, process_request=self._admit, compression=None,
-                             max_size=limits.max_message_bytes)  # fmt: skip
+                             max_size=limits.max_message_bytes)
         self.host, self.port = host, self._server.socket.getsockname()[1]
         self.warning = exposure_warning(self.address, host, api_key is not None,
-                                        "give the robots a key with --api-key-file (openpi's api_key)")  # fmt: skip
+                                        "give the robots a key with --api-key-file (openpi's api_key)")
         if self.warning:
             log.warning("openpi: %s", self.warning)
         self._thread: threading.Thread | None = None
@@ -243,14 +243,14 @@ class OpenpiServer:
                 self.counters["refused_unauthorized"] += 1
                 log.warning("openpi: refused a connection from %s without the API key", _peer(connection))
                 return connection.respond(http.HTTPStatus.UNAUTHORIZED,
-                                          "auras: this server needs an API key (openpi's api_key)\n")  # fmt: skip
+                                          "auras: this server needs an API key (openpi's api_key)\n")
         if len(self.host_sessions) >= self.limits.max_sessions:
             self.counters["refused_full"] += 1
             log.warning("openpi: refused a connection from %s: server full (%d sessions)", _peer(connection),
-                        self.limits.max_sessions)  # fmt: skip
+                        self.limits.max_sessions)
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE,
                                       f"auras: server full: {self.limits.max_sessions} sessions already "
-                                      "(serve.max_sessions)\n")  # fmt: skip
+                                      "(serve.max_sessions)\n")
         return None
 
     def _handle(self, websocket: Any) -> None:
@@ -269,7 +269,7 @@ class OpenpiServer:
             spec = agent.policy_spec
             websocket.send(pack({"policy": spec.name, "action_shape": list(spec.action_shape),
                                  "execute_steps": spec.execute_steps, "mode": agent.config.pipeline.mode,
-                                 "server": "auras", "limits": policy_limits(spec)}))  # fmt: skip
+                                 "server": "auras", "limits": policy_limits(spec)}))
             self._serve(websocket, session)
         finally:
             if self.host_sessions.remove(session):
@@ -286,7 +286,7 @@ class OpenpiServer:
             except TimeoutError:
                 self.counters["sessions_expired"] += 1
                 self._close(websocket, GOING_AWAY, f"idle for {self.limits.openpi_idle_timeout_s:g} s "
-                            "(serve.openpi_idle_timeout_s)")  # fmt: skip
+                            "(serve.openpi_idle_timeout_s)")
                 return
             except ConnectionClosed as exc:
                 if exc.rcvd is None and exc.sent is not None and exc.sent.code == MESSAGE_TOO_BIG:
@@ -315,7 +315,7 @@ class OpenpiServer:
                     "actions": np.asarray(action.chunk, np.float32), "server_timing": timing,
                     "policy_timing": dict(action.timings.stages_ms), "step_id": action.step_id,
                     "context_step_id": action.context_step_id, "staleness_ms": action.staleness_ms,
-                }  # fmt: skip
+                }
                 websocket.send(pack(reply))
                 counters["requests"] += 1
                 self.counters["requests"] += 1
@@ -337,10 +337,10 @@ class OpenpiServer:
             return {"ok": True, "__ctrl__": control}
         session.counters["error_unknown_control"] += 1
         return {"ok": False, "__ctrl__": clip(control, 40),
-                "error": f"__ctrl__: expected episode_start or episode_end, got {clip(repr(control), 60)}"}  # fmt: skip
+                "error": f"__ctrl__: expected episode_start or episode_end, got {clip(repr(control), 60)}"}
 
     def _new_episode_check(self, session: Session, obs: Observation, message: Mapping[str, Any],
-                           last_step: int | None) -> int | None:  # fmt: skip
+                           last_step: int | None) -> int | None:
         """Reset the agent when the prompt changes or the robot's step counter does not increase; returns
         the step counter (None without ``openpi_keys.step``)."""
         if session.instruction and obs.instruction != session.instruction:
@@ -354,7 +354,7 @@ class OpenpiServer:
             step = int(np.asarray(value).reshape(()))
         except (TypeError, ValueError):
             raise InvalidInputError(f"openpi observation {key!r}: expected the episode's step counter (an int), "
-                                    f"got {clip(repr(value), 60)}") from None  # fmt: skip
+                                    f"got {clip(repr(value), 60)}") from None
         if last_step is not None and step <= last_step:
             self._reset(session, f"the step counter went from {last_step} to {step}")
         return step

@@ -59,7 +59,7 @@ class ClientLink:
             return None
         latency = action.header.get("latency_ms")
         return LinkAction(action.chunk, action.seq, action.context_seq, action.context_stamp,
-                          float(latency) if isinstance(latency, int | float) else None, time.time)  # fmt: skip
+                          float(latency) if isinstance(latency, int | float) else None, time.time)
 
     def answers(self) -> int:
         return self.client.episode_actions
@@ -70,7 +70,7 @@ class ClientLink:
             self._raise_failure()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the server answered {self.answers()} observations, expected {count}; "
-                                   f"client counters {dict(self.client.counters)}")  # fmt: skip
+                                   f"client counters {dict(self.client.counters)}")
             time.sleep(0.0005)
 
 
@@ -89,7 +89,7 @@ def run_robot(
     executor = executor if executor is not None else executor_for(client)
     clock = clock if clock is not None else RealTime(client.ttl_s)
     return run_robot_episode(ClientLink(client), env, seed, executor, camera_hz=camera_hz, clock=clock,
-                             privileged=privileged)  # fmt: skip
+                             privileged=privileged)
 
 
 def executor_for(client: RobotClient, strategy: str | None = None) -> ChunkExecutor:

@@ -291,7 +291,7 @@ class BridgeServer:
         handler = {
             "hello": self._hello, "reset": self._reset, "configure": self._configure,
             "health": self._health_op, "stats": self._stats, "bye": self._bye,
-        }[op]  # fmt: skip
+        }[op]
         self.counters[f"op_{op}"] += 1
         return {"v": SCHEMA_VERSION, "ok": True, **handler(request)}
 
@@ -316,11 +316,11 @@ class BridgeServer:
             session = self.host.add(
                 place, hello.robot, agent, hello.instruction, cameras=hello.cameras, state_dim=hello.state_dim,
                 assembler=ObservationAssembler(tuple(spec.cameras), tuple(spec.extras), PENDING_SEQS),
-            )  # fmt: skip
+            )
             self._open_stream(session)
         workers = describe_workers(agent)
         log.info("bridge: session %s for robot %r%s", session.id, clip(hello.robot, 64),
-                 f" on workers: {workers}" if workers else "")  # fmt: skip
+                 f" on workers: {workers}" if workers else "")
         return {
             "session": session.id, "schema": hello.schema, "publish_to": self.obs_endpoint,
             "subscribe_to": self.action_endpoint, "action_topic": f"action/{session.id}",
@@ -330,7 +330,7 @@ class BridgeServer:
             "staleness_strategy": resolve_strategy(agent.config.staleness.strategy, agent.config.pipeline.mode).name,
             "staleness_settings": {key: getattr(agent.config.staleness, key) for key in EXECUTOR_SETTINGS},
             "limits": policy_limits(agent.policy_spec),
-        }  # fmt: skip
+        }
 
     def _reset(self, request: dict[str, Any]) -> dict[str, Any]:
         session = self._session(request)
@@ -425,7 +425,7 @@ class BridgeServer:
                 obs = Observation(
                     images=slot.images, state=slot.state, instruction=session.instruction, step_id=seq,
                     capture_time=time.monotonic(), extras=slot.extras,
-                )  # fmt: skip
+                )
                 session.stream.submit(obs)  # the stream counts it submitted
             except InvalidInputError as exc:
                 session.counters["rejected"] += 1
@@ -449,7 +449,7 @@ class BridgeServer:
         try:
             if event.get("event") == "worker_restarted":
                 log.warning("bridge: session %s: workers replaced; now on workers: %s; cause: %s", session.id,
-                            describe_workers(session.agent), clip(event.get("message")))  # fmt: skip
+                            describe_workers(session.agent), clip(event.get("message")))
             self._publish_event(session, event)
         except Exception as exc:
             self.counters["internal_errors"] += 1
@@ -473,7 +473,7 @@ class BridgeServer:
             staleness_ms=action.staleness_ms, staleness_frames=action.staleness_frames,
             latency_ms=action.timings.latency_ms, stages_ms=dict(action.timings.stages_ms),
             sent_monotonic=time.monotonic(),
-        )  # fmt: skip
+        )
         with self._pub_lock:
             self._pub.send_multipart(frames)
         session.counters["actions"] += 1
@@ -488,12 +488,12 @@ class BridgeServer:
     def _publish_error(self, session: Session | None, code: str, message: str, parts: list[Any]) -> None:
         topic = bytes(parts[0])[:64].decode("utf-8", "replace") if parts else ""
         self._publish_event(session, {"event": "error", "code": code, "message": clip(message),
-                                      "source_topic": topic})  # fmt: skip
+                                      "source_topic": topic})
 
     def _publish_status(self) -> None:
         sessions = self.host.sessions()
         self._publish_event(None, {"event": "status", "uptime_s": time.monotonic() - self.started,
-                                   "sessions": len(sessions), "counters": dict(self.counters)})  # fmt: skip
+                                   "sessions": len(sessions), "counters": dict(self.counters)})
         for session in sessions:
             self._publish_event(session, {"event": "status", **session.stats()})
 

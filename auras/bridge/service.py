@@ -98,7 +98,7 @@ def parse_hello(request: dict[str, Any]) -> Hello:
         raise ProtocolError("bad_request", f"state_dim: expected an int in 1..1024, got {state_dim!r:.20}")
     instruction = _instruction(instruction)
     return Hello(common[-1], robot, {k: (v[0], v[1]) for k, v in cameras.items()}, tuple(extras), state_dim,
-                 instruction)  # fmt: skip
+                 instruction)
 
 
 def _instruction(instruction: Any) -> str:
@@ -138,4 +138,4 @@ def check_layout(spec: Any, hello: Hello) -> None:
     if missing:
         raise ProtocolError("bad_request", f"the policy needs extras {missing} (simulator state: a real robot "
                             f"cannot send it; serve a learned policy, e.g. `auras serve --policy tiny-dp`, or "
-                            f"run `auras robot-sim --privileged`); robot declares {list(hello.extras)}")  # fmt: skip
+                            f"run `auras robot-sim --privileged`); robot declares {list(hello.extras)}")

@@ -78,13 +78,13 @@ class Session:
 
     # -- the stream (streaming protocols) ------------------------------------------------------------
     def open_stream(self, on_action: Callable[[Any], None], on_event: Callable[[dict[str, Any]], None],
-                    on_failure: Callable[[BaseException], None]) -> None:  # fmt: skip
+                    on_failure: Callable[[BaseException], None]) -> None:
         """Start the session's stream: its actions go to ``on_action`` from the stream's own thread as they
         come (no hand-off on the hot path), its events (a worker replaced) to ``on_event``; a watcher thread
         waits for the stream's end and calls ``on_failure`` if the agent failed."""
         self.stream = stream = self.agent.stream(on_event=on_event, on_action=on_action)
         self.watcher = threading.Thread(target=self._watch, args=(stream, on_failure), name=f"auras-session-{self.id}",
-                                        daemon=True)  # fmt: skip
+                                        daemon=True)
         self.watcher.start()
 
     def _watch(self, stream: Any, on_failure: Callable[[BaseException], None]) -> None:
@@ -115,7 +115,7 @@ def stream_counts(stream: Any) -> dict[str, int]:
     counts = stream.counts()
     return {"submitted": counts["submitted"], "superseded": counts["dropped"], "answered": counts["answered"],
             "unanswered": counts["unanswered"], "in_agent": counts["in_flight"],
-            "worker_restarts": counts["restarts"]}  # fmt: skip
+            "worker_restarts": counts["restarts"]}
 
 
 @dataclass
@@ -144,7 +144,7 @@ class SessionHost:
             if self._admitted >= self.limits.max_sessions:
                 self.counters["refused_full"] += 1
                 raise ProtocolError("bad_request", f"server full: {self.limits.max_sessions} sessions already "
-                                    "(serve.max_sessions); try again when a robot leaves")  # fmt: skip
+                                    "(serve.max_sessions); try again when a robot leaves")
             self._admitted += 1
         place = _Place()
         try:

@@ -28,7 +28,7 @@ def perception_sharing(config: Any) -> str:
         blockers.append(f"needs pipeline.pp_perception=1, got {pipe.pp_perception}")
     if wanted == "shared" and blockers:
         raise ConfigError(f"serve.perception=shared runs perception as one batched call per frame in the server's "
-                          f"process: {'; '.join(blockers)} (or use serve.perception=separate)")  # fmt: skip
+                          f"process: {'; '.join(blockers)} (or use serve.perception=separate)")
     if wanted == "auto":
         return "separate" if blockers else "shared"
     return wanted
@@ -75,7 +75,7 @@ def ray_cluster_problem() -> str | None:
     if any(info.get("NodeID") == node and info.get("Alive") for info in nodes):
         return None
     return (f"the server's Ray node {node[:12]} is dead (its raylet was killed, ran out of memory or crashed; "
-            "Ray's own log lines above say more): no session can run a worker")  # fmt: skip
+            "Ray's own log lines above say more): no session can run a worker")
 
 
 def describe_workers(agent: Any) -> str:

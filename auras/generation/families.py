@@ -66,7 +66,7 @@ class FamilyDriver(ABC):
     tunes_alpha: ClassVar[bool] = False  # does the step skew alpha change anything?
 
     def __init__(self, generation: Any, pp_generation: int, alpha: float = 0.0, emit: str = "own",
-                 store: PublicContextStore | None = None) -> None:  # fmt: skip
+                 store: PublicContextStore | None = None) -> None:
         """``store``: the public context store in ``auras`` mode, None in ``pipeline`` mode (private)."""
         self.check(generation, pp_generation, emit)
         self.gen, self.store = generation, store
@@ -152,7 +152,7 @@ class DenoisingDriver(FamilyDriver):
     tunes_alpha = True
 
     def __init__(self, generation: Any, pp_generation: int, alpha: float = 0.0, emit: str = "own",
-                 store: PublicContextStore | None = None) -> None:  # fmt: skip
+                 store: PublicContextStore | None = None) -> None:
         super().__init__(generation, pp_generation, alpha, emit, store)
         self.steps = skewed_steps(generation.num_inference_steps, pp_generation, alpha)
         self.first_step = np.concatenate([[0], np.cumsum(self.steps)[:-1]]).astype(np.int64)
@@ -191,7 +191,7 @@ class AutoregressiveDriver(FamilyDriver):
     family = "autoregressive"
 
     def __init__(self, generation: Any, pp_generation: int, alpha: float = 0.0, emit: str = "own",
-                 store: PublicContextStore | None = None) -> None:  # fmt: skip
+                 store: PublicContextStore | None = None) -> None:
         super().__init__(generation, pp_generation, alpha, emit, store)
         self.blocks = split_evenly(generation.num_action_tokens, pp_generation)
         # private contexts have no public tokens to emit: each request emits its own

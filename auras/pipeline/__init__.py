@@ -69,7 +69,7 @@ def build_executor(
                 pipe.target_hz, local.spec.generation_iterations, pipe.pp_generation,
                 window=pipe.controller_window, staleness_bound_ms=pipe.staleness_bound_ms,
                 margin=pipe.pacing_margin, quantile=pipe.pacing_quantile,
-            )  # fmt: skip
+            )
             return AdaptiveFrameExecutor(frames, shape, controller, clock)
         return frames(shape)
     if pipe.mode == "parallel":

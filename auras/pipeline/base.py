@@ -26,7 +26,7 @@ def local_worker(role: str, since: CompileStats | None = None) -> dict[str, Any]
     by every agent in it)."""
     now, base = compile_stats(), since or CompileStats(0, 0.0)
     return {"role": role, "pid": os.getpid(), "device": None, "compile_graphs": now.graphs - base.graphs,
-            "compile_ms": now.compile_ms - base.compile_ms}  # fmt: skip
+            "compile_ms": now.compile_ms - base.compile_ms}
 
 
 class PolicyParts(Protocol):
@@ -106,7 +106,7 @@ class Executor(ABC):
         replace()
         self.restarts += 1
         self.incidents.append({**where, "step_id": lost, "cause": str(cause)[:300],
-                               "recovery_ms": (time.perf_counter() - start) * 1e3})  # fmt: skip
+                               "recovery_ms": (time.perf_counter() - start) * 1e3})
         return WorkerRestartedError(
             f"a worker died or missed its deadline ({cause}); it was replaced and serving resumes on the next "
             f"step; observation {lost} produced no action"

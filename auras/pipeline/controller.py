@@ -213,7 +213,7 @@ class AdaptiveFrameExecutor(Executor):
     """A frame pipeline whose generation depth a :class:`DepthController` changes while it runs."""
 
     def __init__(self, make_frames: Callable[[FrameShape], FrameExecutor], shape: FrameShape,
-                 controller: DepthController, clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
+                 controller: DepthController, clock: Clock = SYSTEM_CLOCK) -> None:
         """``make_frames(shape)``: a FrameExecutor of that shape over the same policy (local backend);
         ``clock``: what each frame's time is measured with."""
         self.make_frames, self.controller, self.base, self.clock = make_frames, controller, shape, clock

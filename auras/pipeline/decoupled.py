@@ -34,7 +34,7 @@ __all__ = ["DecoupledExecutor"]
 
 class DecoupledExecutor(Executor):
     def __init__(self, policy: Policy | None = None, parts: PolicyParts | None = None,
-                 first_context_timeout_s: float = 30.0) -> None:  # fmt: skip
+                 first_context_timeout_s: float = 30.0) -> None:
         """Run ``policy`` in this process, or the policy hosted by ``parts``."""
         if parts is None:
             if policy is None:

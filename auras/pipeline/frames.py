@@ -139,7 +139,7 @@ class LocalFrameRunner:
     generation runs in the caller's, and on a GPU each on its own CUDA stream (``device``)."""
 
     def __init__(self, policy: Policy, shape: FrameShape, public: bool, alpha: float, emit: str,
-                 device: str = "cpu") -> None:  # fmt: skip
+                 device: str = "cpu") -> None:
         self.concurrent = shape.fetch_offset == -1
         self.streams = StagePairStreams(device if self.concurrent else "cpu")
         self.policy, self.spec = policy, policy.spec

@@ -150,4 +150,4 @@ def pacer_for(agent: Any) -> FramePacer:
     if pipeline.controller == "adaptive" and period in (0, 0.0, "auto") and agent.frame_period_s is not None:
         return FramePacer(0.0, clock.now, clock.sleep, source=lambda: agent.frame_period_s, on_tick=on_tick)
     return make_pacer(period, now=clock.now, sleep=clock.sleep, on_tick=on_tick, quantile=pipeline.pacing_quantile,
-                      margin=pipeline.pacing_margin)  # fmt: skip
+                      margin=pipeline.pacing_margin)

@@ -274,7 +274,7 @@ class WorkerActor:
 
         stats = compile_stats()
         return {"gpu_ids": self.gpu_ids, "device": self.device, "node": ray.get_runtime_context().get_node_id(),
-                "pid": os.getpid(), "compile_graphs": stats.graphs, "compile_ms": stats.compile_ms}  # fmt: skip
+                "pid": os.getpid(), "compile_graphs": stats.graphs, "compile_ms": stats.compile_ms}
 
     def ready(self) -> int:
         """The actor's pid once its policy is built; raises the construction error otherwise."""
@@ -306,7 +306,7 @@ class RayFrameRunner:
     def __init__(
         self, source: PolicySource, shape: Any, public: bool, alpha: float, emit: str,
         timeout_s: float = FRAME_TIMEOUT_S,
-    ) -> None:  # fmt: skip
+    ) -> None:
         ray = ensure_ray()
         self.timeout_s = timeout_s
         from ray.dag import InputNode, MultiOutputNode

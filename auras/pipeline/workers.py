@@ -160,7 +160,7 @@ class GenerationWorker:
     """
 
     def __init__(self, policy: Policy, pp_generation: int, public: bool, alpha: float, emit: str,
-                 device: str | None = None, transport: str = "in-process") -> None:  # fmt: skip
+                 device: str | None = None, transport: str = "in-process") -> None:
         self.policy, self.public, self.device = policy, public, device
         self.pinned = transport == "pinned-host"
         self.store = PublicContextStore()

@@ -68,7 +68,7 @@ FULL_SIZE: dict[str, Any] = {
     "num_expert_layers": -1, "num_vlm_layers": 16, "self_attn_every_n_layers": 2,
     "expert_width_multiplier": 0.75, "min_period": 4e-3, "max_period": 4.0, "add_image_special_tokens": False,
     "normalization_mapping": {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"},
-}  # fmt: skip
+}
 """LeRobot's SmolVLA defaults with one 84 px camera and 4-dim state and actions (auras' tasks)."""
 
 _NORMALIZER_GLOB = "policy_preprocessor_step_*_normalizer_processor.safetensors"
@@ -188,7 +188,7 @@ class SmolVLA(nn.Module):
     policy_type: ClassVar[str] = "smolvla"
 
     def __init__(self, config: dict[str, Any], vlm_config: Any, tokenizer: Callable[[str], Any],
-                 stats: dict[str, Any] | None = None) -> None:  # fmt: skip
+                 stats: dict[str, Any] | None = None) -> None:
         """``config``: LeRobot's SmolVLA config keys (see FULL_SIZE); ``vlm_config``: a SmolVLMConfig;
         ``tokenizer``: instruction -> (tokens, mask) of ``tokenizer_max_length``; ``stats``: feature ->
         mean/std/min/max tensors (required for every normalised feature)."""
@@ -217,7 +217,7 @@ class SmolVLA(nn.Module):
         from transformers import SmolVLMConfig
 
         config = {**FULL_SIZE, **(config or {}), "normalization_mapping": {"VISUAL": "IDENTITY",
-                  "STATE": "IDENTITY", "ACTION": "IDENTITY"}}  # fmt: skip
+                  "STATE": "IDENTITY", "ACTION": "IDENTITY"}}
         return cls(config, SmolVLMConfig(**SMOLVLM2_500M), ByteTokenizer(int(config["tokenizer_max_length"])))
 
     @classmethod
@@ -268,7 +268,7 @@ class SmolVLA(nn.Module):
         """Perception and generation halves over these weights; ``name``: the registry name (smolvla)."""
         self.eval()
         steps = int(self.config.get("n_action_steps", self.config["chunk_size"]) if execute_steps is None
-                    else execute_steps)  # fmt: skip
+                    else execute_steps)
         if not 1 <= steps <= int(self.config["chunk_size"]):
             raise InvalidInputError(f"execute_steps: expected 1..{self.config['chunk_size']}, got {steps}")
         return Policy(name or self.policy_type, SmolVLAPerception(self), SmolVLAGeneration(self), execute_steps=steps)
@@ -287,7 +287,7 @@ class SmolVLAPerception(_Part, Perception):
     def __init__(self, model: SmolVLA) -> None:
         self.model = model
         self._spec = ObservationSpec(dict(model.cameras), state_dim=model.state_dim,
-                                     max_instruction_bytes=model.tokenizer.max_bytes)  # fmt: skip
+                                     max_instruction_bytes=model.tokenizer.max_bytes)
         self._calls = self._tensor_functions(lambda fn: fn)
 
     def _tensor_functions(self, wrap: Callable[[Callable], Callable]) -> dict[str, Any]:
@@ -480,6 +480,6 @@ def build_smolvla(config: AurasConfig) -> Policy:
         full = {"input_features": {
             "observation.images.front": {"type": "VISUAL", "shape": [3, size, size]},
             "observation.state": {"type": "STATE", "shape": [4]},
-        }}  # fmt: skip
+        }}
         model = SmolVLA.random_full_size(full).eval()
     return model.as_policy(config.policy.execute_steps)

@@ -59,7 +59,7 @@ SMOLVLM2_500M: dict[str, Any] = {
         "image_size": 512, "patch_size": 16,
     },
     "scale_factor": 4, "image_token_id": 49190, "tie_word_embeddings": False,
-}  # fmt: skip
+}
 """HuggingFaceTB/SmolVLM2-500M-Video-Instruct's configuration: the VLM of SmolVLA checkpoints."""
 
 ROPE_WAVELENGTH = 10_000.0
@@ -154,7 +154,7 @@ class VLMWithExpert(nn.Module):
     """The SmolVLM (``vlm``) and the action expert (``lm_expert``), built from the VLM's config."""
 
     def __init__(self, vlm_config: Any, num_vlm_layers: int, num_expert_layers: int, self_attn_every_n_layers: int,
-                 expert_width_multiplier: float, attention_mode: str = "cross_attn") -> None:  # fmt: skip
+                 expert_width_multiplier: float, attention_mode: str = "cross_attn") -> None:
         from transformers import LlamaModel, SmolVLMForConditionalGeneration
 
         super().__init__()
@@ -206,7 +206,7 @@ class SmolVLAFlow(nn.Module):
             vlm_config, int(config["num_vlm_layers"]), int(config["num_expert_layers"]),
             int(config["self_attn_every_n_layers"]), float(config["expert_width_multiplier"]),
             str(config["attention_mode"]),
-        )  # fmt: skip
+        )
         width, expert = vlm_config.text_config.hidden_size, self.vlm_with_expert.expert_width
         self.state_proj = nn.Linear(int(config["max_state_dim"]), width)
         self.action_in_proj = nn.Linear(int(config["max_action_dim"]), expert)
@@ -273,7 +273,7 @@ class SmolVLAFlow(nn.Module):
         length = int(self.config.get("prefix_length", -1))
         if h.shape[1] < length:
             h, pad, blocks = (F.pad(t, (0, 0, 0, length - t.shape[1])) if t.dim() == 3 else
-                              F.pad(t, (0, length - t.shape[1])) for t in (h, pad, blocks))  # fmt: skip
+                              F.pad(t, (0, length - t.shape[1])) for t in (h, pad, blocks))
         return {"h": h, "pad": pad, "mask": causal_blocks_mask(pad, blocks), "positions": torch.cumsum(pad, 1) - 1}
 
     def prefix_layer(self, index: int, prefix: dict[str, torch.Tensor], last: bool = False) -> tuple[Any, Any, Any]:
@@ -299,7 +299,7 @@ class SmolVLAFlow(nn.Module):
         return self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([emb, t], dim=2))))
 
     def velocity(self, actions: torch.Tensor, time: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]],
-                 prefix_pad: torch.Tensor) -> torch.Tensor:  # fmt: skip
+                 prefix_pad: torch.Tensor) -> torch.Tensor:
         """The flow's velocity (B, H, max_action_dim) at ``actions`` and ``time`` given the prefix cache
         ``kv`` (per text layer: keys (B, N, Hkv, D) rotated, values) and its pad mask (B, N)."""
         model = self.vlm_with_expert

@@ -349,7 +349,7 @@ class TinyDP(LearnedPolicy):
 
     @classmethod
     def from_samples(cls, actions: np.ndarray, states: np.ndarray, instructions: list[str],
-                     **overrides: Any) -> TinyDP:  # fmt: skip
+                     **overrides: Any) -> TinyDP:
         """A fresh model with action/state min-max bounds fitted to ``actions`` (N, A) and ``states`` (N, S)."""
         config = {**cls.DEFAULTS, **overrides}
         actions, states = checked_samples(actions, states, instructions, config)
@@ -420,7 +420,7 @@ class TinyDPPerception(ModelPart, Perception):
         self.model = model
         size = int(model.config["image_size"])
         self._spec = ObservationSpec({CAMERA: (size, size)}, state_dim=int(model.config["state_dim"]),
-                                     max_instruction_bytes=model.max_instruction_bytes)  # fmt: skip
+                                     max_instruction_bytes=model.max_instruction_bytes)
         self._text_cache: dict[str, torch.Tensor] = {}  # instruction -> its embedding (see cached_instructions)
         self._blocks: list[Callable[..., torch.Tensor]] = list(model.encoder.blocks)  # one per stage
         self._fuse: Callable[..., torch.Tensor] = model.encoder.fuse

@@ -45,7 +45,7 @@ class TinyFlow(LearnedPolicy):
         "expert_width_multiplier": 0.75, "self_attn_every_n_layers": 2,
         "shift_pad": 4,
         "state_mean": [0.0] * 4, "state_std": [1.0] * 4, "action_mean": [0.0] * 4, "action_std": [1.0] * 4,
-    }  # fmt: skip
+    }
     TRAINING_KEYS: ClassVar[frozenset[str]] = frozenset({"shift_pad"})
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -70,7 +70,7 @@ class TinyFlow(LearnedPolicy):
                 "image_size": c["resize"], "patch_size": c["patch_size"],
             },
             scale_factor=c["scale_factor"], image_token_id=PAD_ID, tie_word_embeddings=False,
-        )  # fmt: skip
+        )
         size, state_dim, action_dim = int(c["image_size"]), int(c["state_dim"]), int(c["action_dim"])
         smolvla = {
             **FULL_SIZE,
@@ -85,7 +85,7 @@ class TinyFlow(LearnedPolicy):
             "num_vlm_layers": c["text_layers"], "num_expert_layers": -1,
             "self_attn_every_n_layers": c["self_attn_every_n_layers"],
             "expert_width_multiplier": c["expert_width_multiplier"],
-        }  # fmt: skip
+        }
         stats = {
             "observation.state": {"mean": torch.tensor(c["state_mean"]), "std": torch.tensor(c["state_std"])},
             "action": {"mean": torch.tensor(c["action_mean"]), "std": torch.tensor(c["action_std"])},
@@ -94,7 +94,7 @@ class TinyFlow(LearnedPolicy):
 
     @classmethod
     def from_samples(cls, actions: np.ndarray, states: np.ndarray, instructions: list[str],
-                     **overrides: Any) -> TinyFlow:  # fmt: skip
+                     **overrides: Any) -> TinyFlow:
         """A fresh model whose state and action normalisation is fitted to ``actions`` (N, A), ``states`` (N, S)."""
         config = {**cls.DEFAULTS, **overrides}
         actions, states = checked_samples(actions, states, instructions, config)
@@ -144,4 +144,4 @@ class TinyFlow(LearnedPolicy):
     def as_policy(self, execute_steps: int | None = None) -> Policy:
         self.eval()
         return self.vla.as_policy(self.config["execute_steps"] if execute_steps is None else execute_steps,
-                                  name=self.policy_type)  # fmt: skip
+                                  name=self.policy_type)

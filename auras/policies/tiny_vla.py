@@ -151,7 +151,7 @@ class TinyVLA(LearnedPolicy):
                 intermediate_size=c["vit_intermediate"], hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
             ),
             add_pooling_layer=False,
-        )  # fmt: skip
+        )
         if c["vit_position_init"] == "sincos":
             with torch.no_grad():
                 grid = c["image_size"] // c["patch_size"]
@@ -212,7 +212,7 @@ class TinyVLA(LearnedPolicy):
                 num_key_value_heads=c["lm_heads"], max_position_embeddings=256, tie_word_embeddings=False,
                 bos_token_id=c["n_bins"], eos_token_id=c["n_bins"], pad_token_id=c["n_bins"],
             )
-        )  # fmt: skip
+        )
         self.register_buffer("state_mean", torch.tensor(c["state_mean"], dtype=torch.float32), persistent=False)
         self.register_buffer("state_std", torch.tensor(c["state_std"], dtype=torch.float32), persistent=False)
         self.tokenizer = ActionTokenizer(np.array(c["action_low"]), np.array(c["action_high"]), c["n_bins"])
@@ -248,7 +248,7 @@ class TinyVLA(LearnedPolicy):
             "vit_heads": max(1, width(1024) // 64), "vit_intermediate": width(4096), "lm_hidden": width(4096, 128),
             "lm_layers": max(2, round(32 * scale)), "lm_heads": max(1, width(4096, 128) // 128),
             "lm_intermediate": width(11008, 128), "chunk_horizon": 1, "execute_steps": 1,
-        }  # fmt: skip
+        }
 
     @classmethod
     def scaled_config(cls, config: dict[str, Any], perception: float, generation: float) -> dict[str, Any]:
@@ -397,7 +397,7 @@ class TinyVLA(LearnedPolicy):
         if self.training and self.config["label_sigma"] > 0:
             log_p = nn.functional.log_softmax(logits, dim=-1)
             return -(soft_bin_targets(targets.reshape(-1), self.config["n_bins"], self.config["label_sigma"],
-                                      logits.shape[-1]) * log_p).sum(-1).mean()  # fmt: skip
+                                      logits.shape[-1]) * log_p).sum(-1).mean()
         return nn.functional.cross_entropy(logits, targets.reshape(-1))
 
     def as_policy(self, execute_steps: int | None = None) -> Policy:
@@ -413,7 +413,7 @@ def sincos_2d(grid: int, dim: int) -> torch.Tensor:
         raise ValueError(f"sincos_2d: expected a width divisible by 4, got {dim}")
     freq = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))  # (dim/4,)
     rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
-                                indexing="ij")  # fmt: skip
+                                indexing="ij")
     parts = []
     for coordinate in (rows.reshape(-1), cols.reshape(-1)):
         angle = coordinate[:, None] * freq[None]  # (grid*grid, dim/4)
@@ -439,7 +439,7 @@ class _VLAPerception(ModelPart, Perception):
         self.model = model
         size = model.config["image_size"]
         self._spec = ObservationSpec({"front": (size, size)}, state_dim=model.config["action_dim"],
-                                     max_instruction_bytes=model.max_instruction_bytes)  # fmt: skip
+                                     max_instruction_bytes=model.max_instruction_bytes)
         self._stages = self._build_stages()  # built once: perceive runs them every request
 
     def compile(self, mode: str, batch: int = 1) -> None:

@@ -154,7 +154,7 @@ class LearnedPolicy(nn.Module):
     @classmethod
     @abstractmethod
     def from_samples(cls, actions: np.ndarray, states: np.ndarray, instructions: list[str],
-                     **overrides: Any) -> LearnedPolicy:  # fmt: skip
+                     **overrides: Any) -> LearnedPolicy:
         """A fresh model whose normalisation / tokenizer bounds are fitted to training data."""
 
     @abstractmethod

@@ -46,7 +46,7 @@ def policy_class(name: str) -> Any:
 
 
 def evaluate(model: Any, tasks: Sequence[str], episodes: int, seed: int = VALIDATION_SEED,
-             horizon: int = 200) -> dict[str, float]:  # fmt: skip
+             horizon: int = 200) -> dict[str, float]:
     """Closed-loop success rate per task (sequential agent, frame clock)."""
     import torch
 
@@ -139,7 +139,7 @@ def train(
         "policy": policy, "data": str(data), "tasks": samples.tasks, "episodes": samples.episodes,
         "samples": len(samples), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
         "ema_decay": ema_decay, "parameters": model.num_parameters(), "init": str(init) if init else None,
-    }  # fmt: skip
+    }
     log.write(json.dumps({"event": "start", **meta}) + "\n")
     log.flush()
     best, history, start = -1.0, [], time.monotonic()

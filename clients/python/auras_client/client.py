@@ -199,7 +199,7 @@ class RobotClient:
             "hello", timeout_s=max(self.timeout_s, self.hello_timeout_s), versions=list(SUPPORTED_VERSIONS),
             robot=self.robot, state_dim=self.state_dim, extras=list(self.extras),
             cameras={k: list(v) for k, v in self.cameras.items()}, instruction=self.instruction,
-        )  # fmt: skip
+        )
         with self._state_lock:
             self.session, self.server_info = reply["session"], reply
             endpoints = (self._reachable(reply["publish_to"]), self._reachable(reply["subscribe_to"]))
@@ -414,10 +414,10 @@ class RobotClient:
         stamp = time.time() if stamp is None else stamp
         state = np.asarray(state, dtype=np.float32)
         messages = [encode_frame(f"camera/{name}", [images[name]], seq=seq, stamp=stamp, session=session,
-                                 encoding=self.encoding) for name in self.cameras]  # fmt: skip
+                                 encoding=self.encoding) for name in self.cameras]
         for name, values in (extras or {}).items():
             messages.append(encode_frame(f"extras/{name}", [np.asarray(values, np.float64)], seq=seq, stamp=stamp,
-                                         session=session))  # fmt: skip
+                                         session=session))
         messages.append(encode_frame("joint_states", [state], seq=seq, stamp=stamp, session=session))
         with self._push_lock:
             self._push.getsockopt(zmq.EVENTS)  # let libzmq process pending queue-space updates first

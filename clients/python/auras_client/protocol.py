@@ -106,7 +106,7 @@ def decode_map(raw: bytes, max_bytes: int = MAX_HEADER_BYTES) -> dict[str, Any]:
         value = msgpack.unpackb(
             raw, raw=False, strict_map_key=True, max_str_len=max_bytes, max_bin_len=max_bytes,
             max_array_len=4096, max_map_len=256, max_ext_len=0,
-        )  # fmt: skip
+        )
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise ProtocolError("bad_message", f"not a msgpack map ({type(exc).__name__}: {exc})") from None
     if not isinstance(value, dict):
@@ -141,7 +141,7 @@ def _encode_array(array: np.ndarray, encoding: str, jpeg_quality: int) -> tuple[
         raise ProtocolError("bad_encoding", f"encoding {encoding!r} not in {ENCODINGS}")
     if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3))):
         raise ProtocolError("bad_encoding", f"{encoding} carries uint8 (H, W) or (H, W, 3) images, got "
-                            f"{array.dtype} {array.shape}")  # fmt: skip
+                            f"{array.dtype} {array.shape}")
     import cv2
 
     params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if encoding == "jpeg" else []

@@ -36,7 +36,7 @@ class FlowPerception(Perception):
     def __init__(self, image_size: int) -> None:
         self._spec = ObservationSpec({CAMERA: (image_size, image_size)}, state_dim=STATE_DIM)
         self.cnn = nn.Sequential(nn.Conv2d(3, 16, 5, stride=4), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2), nn.ReLU(),
-                                 nn.AdaptiveAvgPool2d(1), nn.Flatten())  # fmt: skip
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.mlp = nn.Sequential(nn.Linear(32 + STATE_DIM, FEATURES), nn.Tanh())
 
     @property
@@ -68,7 +68,7 @@ class FlowGeneration(DiffusionGeneration):
 
     def __init__(self) -> None:
         self.velocity = nn.Sequential(nn.Linear(HORIZON * ACTION_DIM + FEATURES + 1, 128), nn.SiLU(),
-                                      nn.Linear(128, HORIZON * ACTION_DIM))  # fmt: skip
+                                      nn.Linear(128, HORIZON * ACTION_DIM))
         self.reset()
 
     @property
