@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from auras.bench.compare import compare_documents, format_comparison, load_results
-from auras.bench.report import results_table, write_results
+from auras.bench.report import host_figures, results_table, write_results
 from auras.config import config_hash, load_config, preset_names
 from auras.errors import AurasError, ConfigError, unknown_name_message
 from auras.tasks import CORE_TASKS, TASKS
@@ -236,6 +236,8 @@ def bench(
     except AurasError as exc:
         _fail(exc)
     Console(width=max(Console().width, 160)).print(results_table(document))
+    for line in host_figures(document):
+        typer.echo(line)
     path = write_results(document, run.bench.out)
     typer.echo(f"wrote {path}")
     if run.bench.plots:

@@ -65,6 +65,7 @@ def test_bench_cli_writes_results_that_match_the_schema(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "reach-v3" in result.output and "100% (2/2)" in result.output
+    assert "host figure: one sequential expert request takes" in result.output
     document = json.loads((tmp_path / "results.json").read_text())
     jsonschema.validate(document, _schema())
     row = document["results"][0]

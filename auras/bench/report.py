@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCHEMA_VERSION", "machine_info", "package_versions", "results_table", "write_results"]
+__all__ = ["SCHEMA_VERSION", "host_figures", "machine_info", "package_versions", "results_table", "write_results"]
 
 SCHEMA_VERSION = 2
 _PACKAGES = (
@@ -122,3 +122,20 @@ def results_table(document: dict[str, Any]):
             _fmt(m["staleness_ms"]["p50"]),
         )
     return table
+
+
+def host_figures(document: dict[str, Any]) -> list[str]:
+    """One line per policy with a sequential row: what one request takes on this host (the sequential
+    latency p50), so results from another host can be scaled to this one (a host twice as slow per request
+    gives about half the rates)."""
+    machine = document.get("machine") or {}
+    where = f"{machine.get('cpu_model') or 'this CPU'}, {machine.get('cpu_count') or '?'} cores"
+    lines, seen = [], set()
+    for row in document["results"]:
+        p50 = row["metrics"]["latency_ms"]["p50"]
+        if row["mode"] != "sequential" or row["policy"] in seen or p50 is None:
+            continue
+        seen.add(row["policy"])
+        lines.append(f"host figure: one sequential {row['policy']} request takes {p50:.1f} ms here ({where}); "
+                     "compare it with the sequential latency p50 beside any published figure before comparing rates")
+    return lines
