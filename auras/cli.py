@@ -619,7 +619,11 @@ def train(
     eval_every: Annotated[int, typer.Option(min=1, help="Steps between closed-loop evaluations.")] = 2_000,
     eval_episodes: Annotated[int, typer.Option(min=1, help="Episodes per task per evaluation.")] = 5,
     max_minutes: Annotated[float | None, typer.Option(help="Stop (after a final evaluation) past this.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Model hyperparameter key=value.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Model hyperparameter KEY=V (or policy.model.KEY=V), checked against the "
+                     "policy's configuration class."),
+    ] = None,
     init: Annotated[
         str | None,
         typer.Option(

@@ -17,11 +17,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from auras.devices import DTYPES
 from auras.errors import ConfigError, unknown_name_message
-from auras.registry import POLICIES
+from auras.registry import POLICIES, policy_config_class
 from auras.staleness import Strategy, resolve_strategy
 from auras.tasks import TASKS  # pure-Python catalogue; no simulator import
 
@@ -108,10 +116,33 @@ class PolicyConfig(_Section):
         1.0, gt=0.0, le=64.0, description="Generation size factor (depth or width); != 1 builds RANDOM weights."
     )
 
+    model: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The policy's model settings, validated by its registered configuration class (keys and "
+        "defaults: auras/policies/<name>/configuration.py). On a trained checkpoint only the serving settings "
+        "may change (tiny-dp: num_inference_steps, execute_steps, ...); the others are set by `auras train --set`.",
+    )
+
     @field_validator("type")
     @classmethod
     def _registered(cls, name: str) -> str:
         return _registered_policy(name)
+
+    @field_validator("model")
+    @classmethod
+    def _model_settings(cls, model: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        policy = info.data.get("type")
+        if not model or policy is None:  # no settings, or the type itself was refused
+            return model
+        settings = policy_config_class(policy)
+        if settings is None:
+            raise ValueError(f"policy.model: policy {policy!r} has no model settings (register a configuration "
+                             f"class with register_policy(name, factory, config=...)); got {sorted(model)}")
+        try:
+            given = settings.parse(model).model_dump(mode="json")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return {key: given[key] for key in model}  # the validated values
 
     @field_validator("compile", mode="before")
     @classmethod
@@ -480,6 +511,9 @@ def _format_validation_error(exc: ValidationError) -> str:
             lines.append(f"{loc}: unknown field{hint} Allowed here: {', '.join(allowed)}")
             continue
         msg = err["msg"].removeprefix("Value error, ")
+        if loc and msg.startswith(loc):  # a section's own validator named the key already
+            lines.append(msg)
+            continue
         lines.append(f"{loc}: got {err['input']!r}; {msg}" if loc else msg)  # no loc: a rule across sections
     return "invalid configuration:\n  " + "\n  ".join(lines)
 

@@ -24,7 +24,17 @@ from typing import Any, Generic, TypeVar
 
 from auras.errors import ConfigError, InvalidInputError, unknown_name_message
 
-__all__ = ["FAMILIES", "POLICIES", "Registry", "load_object", "policy_names", "register_family", "register_policy"]
+__all__ = [
+    "FAMILIES",
+    "POLICIES",
+    "POLICY_CONFIGS",
+    "Registry",
+    "load_object",
+    "policy_config_class",
+    "policy_names",
+    "register_family",
+    "register_policy",
+]
 
 T = TypeVar("T")
 
@@ -169,10 +179,17 @@ POLICIES: Registry[Any] = Registry("policy", "auras.policies", _check_policy_ent
 """Policy name -> factory ``(AurasConfig) -> Policy`` (or a class with ``build_policy``); see
 auras.policies.build for how a worker builds one."""
 POLICIES.register("expert", "auras.policies.expert:build_expert", builtin=True)
-POLICIES.register("tiny-vla", "auras.policies.tiny_vla:TinyVLA", builtin=True)
-POLICIES.register("tiny-dp", "auras.policies.tiny_dp:TinyDP", builtin=True)
+POLICY_CONFIGS: Registry[Any] = Registry("policy configuration", "auras.policy_configs", None)
+"""Policy name -> its model configuration class (a pydantic model; ``policy.model`` in the config)."""
+for _name, _path in (("tiny-vla", "auras.policies.tiny_vla.configuration:TinyVLAConfig"),
+                     ("tiny-dp", "auras.policies.tiny_dp.configuration:TinyDPConfig"),
+                     ("tiny-flow", "auras.policies.tiny_flow.configuration:TinyFlowConfig"),
+                     ("smolvla", "auras.policies.smolvla_config:SmolVLAConfig")):
+    POLICY_CONFIGS.register(_name, _path, builtin=True)
+POLICIES.register("tiny-vla", "auras.policies.tiny_vla.modeling:TinyVLA", builtin=True)
+POLICIES.register("tiny-dp", "auras.policies.tiny_dp.modeling:TinyDP", builtin=True)
 POLICIES.register("smolvla", "auras.policies.smolvla:build_smolvla", builtin=True)
-POLICIES.register("tiny-flow", "auras.policies.tiny_flow:TinyFlow", builtin=True)
+POLICIES.register("tiny-flow", "auras.policies.tiny_flow.modeling:TinyFlow", builtin=True)
 
 FAMILIES: Registry[Any] = Registry("generation family", "auras.families", _check_family_entry)
 """Generation family name -> its driver class (auras.generation.families)."""
@@ -181,11 +198,24 @@ for _family, _driver in (("oneshot", "OneShotDriver"), ("denoising", "DenoisingD
     FAMILIES.register(_family, f"auras.generation.families:{_driver}", builtin=True)
 
 
-def register_policy(name: str, factory: Any, *, replace: bool = False) -> None:
+def register_policy(name: str, factory: Any, *, config: Any = None, replace: bool = False) -> None:
     """Make ``factory`` (``(AurasConfig) -> Policy``, or the import path 'module:attr' of one) runnable
     as ``policy.type = name`` everywhere: configs, ``auras bench/tune/serve``, both backends, every mode.
-    On the Ray backend the actors import it by its module and name, so define it at module level."""
+    On the Ray backend the actors import it by its module and name, so define it at module level.
+    ``config``: the policy's model configuration class (a subclass of
+    :class:`auras.policies.configuration.PolicyModelConfig`, or its import path), which validates
+    ``policy.model``; the factory reads the validated settings from ``config.policy.model``."""
     POLICIES.register(name, factory, replace=replace)
+    if config is not None:
+        POLICY_CONFIGS.register(name, config, replace=replace)
+
+
+def policy_config_class(name: str) -> Any:
+    """The model configuration class registered for policy ``name`` (or its factory's ``config_class``),
+    None when the policy has no model settings."""
+    if name in POLICY_CONFIGS.names():
+        return POLICY_CONFIGS.get(name)
+    return getattr(POLICIES.get(name), "config_class", None)
 
 
 def policy_names() -> list[str]:

@@ -7,7 +7,7 @@ For each policy (default: both shipped ones) prints the mean absolute error of t
 whole chunk and over the first ``execute_steps`` rows, per action dimension. For tiny-vla it also prints
 the token accuracy teacher-forced (what training optimises) and decoded greedily (what is served), and
 the mean bin error of the first token: a model that is accurate teacher-forced but not greedily copies
-the previous token instead of reading the image (docs/policies.md, round-3).
+the previous token instead of reading the image (auras/policies/checkpoints/tiny-vla/MODEL_CARD.md).
 
 Held-out demonstrations (`auras collect --seed 20000 ...`) next to training ones show over-fitting.
 """

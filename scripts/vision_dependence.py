@@ -5,8 +5,8 @@
 
 For each policy, feeds ``--images`` random 84x84 images with the same proprio state and instruction
 and prints the largest standard deviation of the predicted action chunk across them. 0.0 means the
-image is ignored: the policy acts from proprio and instruction alone (the first close-camera tiny-vla
-did, see docs/policies.md).
+image is ignored: the policy acts from proprio and instruction alone (a failure a checkpoint's model
+card records when it happened, auras/policies/checkpoints/<name>/MODEL_CARD.md).
 
 With ``--data`` (an `auras collect` dataset), also prints the behaviour-cloning loss on ``--samples``
 demonstration steps with their own images and with the images shuffled across the batch (same noise,

@@ -7,10 +7,9 @@ of X_V, without the proprio token; tiny-dp: the spatial-softmax keypoints) to th
 action (x, y, z) on ``--samples`` steps of ``--train``, and prints its mean absolute error on steps of
 ``--heldout`` next to that of predicting zero. The x action of push-v3 is the sign and size of the
 puck's offset from the hand, so a probe no better than zero there means the features do not locate
-the puck (push-v3, x: round-2 tiny-vla 0.227 against 0.234; round-3 tiny-vla 0.157-0.165; round-4
-tiny-vla with keypoints 0.121, with the convolutional stem and keypoints 0.133; tiny-dp 0.10; docs/policies.md).
+the puck (the figures of each checkpoint: auras/policies/checkpoints/<name>/MODEL_CARD.md).
 A linear probe is a lower bound on what the features hold, so compare policies with it, not against a
-threshold: the round-4 stem run has the worse x probe of the two and pushes 98% against 70%.
+threshold: a run with the worse x probe of two can still push more often.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:  # torch and auras are imported where they are used: `summarize` runs without them
     from auras.config import AurasConfig
     from auras.policies.base import Policy
-    from auras.policies.tiny_vla import TinyVLA
+    from auras.policies.tiny_vla.modeling import TinyVLA
     from auras.types import Observation
 
 MODES = ("sequential", "auras")
@@ -91,7 +91,7 @@ def model_shape(scale: float) -> dict[str, Any]:
     """Parameters and tokens per request of ``large_config(scale)``, counted without allocating weights."""
     import torch
 
-    from auras.policies.tiny_vla import TinyVLA
+    from auras.policies.tiny_vla.modeling import TinyVLA
 
     config = TinyVLA.large_config(scale)
     with torch.device("meta"):
@@ -104,7 +104,7 @@ def build_model_on(scale: float, device: str) -> TinyVLA:
     """A random-weight ``TinyVLA(large_config(scale))`` built directly on ``device`` (no host copy)."""
     import torch
 
-    from auras.policies.tiny_vla import TinyVLA
+    from auras.policies.tiny_vla.modeling import TinyVLA
 
     with torch.device(device):
         model = TinyVLA(TinyVLA.large_config(scale))

@@ -269,13 +269,13 @@ def test_injected_delay_adds_latency_and_changes_nothing_else():
 
 
 def test_scaled_configs_grow_depth_or_width_and_keep_normalisation():
-    from auras.policies.tiny_dp import TinyDP
-    from auras.policies.tiny_vla import TinyVLA
+    from auras.policies.tiny_dp.modeling import TinyDP
+    from auras.policies.tiny_vla.modeling import TinyVLA
 
-    dp = TinyDP.scaled_config(dict(TinyDP.DEFAULTS, action_min=[-2.0] * 4), perception=0.5, generation=2.0)
+    dp = TinyDP.scaled_config(dict(TinyDP.defaults(), action_min=[-2.0] * 4), perception=0.5, generation=2.0)
     assert dp["down_dims"] == [64, 128, 256] and dp["cnn_channels"] == [16, 32, 64]
     assert dp["action_min"] == [-2.0] * 4
-    vla = TinyVLA.scaled_config(dict(TinyVLA.DEFAULTS), perception=1.0, generation=2.0)
+    vla = TinyVLA.scaled_config(TinyVLA.defaults(), perception=1.0, generation=2.0)
     assert (vla["vit_layers"], vla["lm_layers"]) == (3, 12)
 
 

@@ -108,7 +108,7 @@ def _small_policy(kind: str) -> Policy:
     rng = np.random.default_rng(0)
     actions, states = rng.uniform(-1, 1, (50, 4)).astype(np.float32), rng.uniform(0, 1, (50, 4)).astype(np.float32)
     if kind.startswith("tiny-vla"):
-        from auras.policies.tiny_vla import TinyVLA
+        from auras.policies.tiny_vla.modeling import TinyVLA
         from tests.test_tiny_vla import SMALL
 
         sigma = 4.0 if kind == "tiny-vla-smoothed" else 0.0  # greedy over smoothed bins (decode_sigma)
@@ -117,7 +117,7 @@ def _small_policy(kind: str) -> Policy:
             .eval()
             .as_policy()
         )
-    from auras.policies.tiny_dp import TinyDP
+    from auras.policies.tiny_dp.modeling import TinyDP
 
     return TinyDP.from_samples(actions, states, ["x"], num_inference_steps=5).eval().as_policy()
 

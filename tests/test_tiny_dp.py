@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from auras.agent import AurasAgent
-from auras.errors import InvalidInputError
-from auras.policies.tiny_dp import TinyDP, ddim_step
+from auras.errors import ConfigError, InvalidInputError
+from auras.policies.tiny_dp.adapter import ddim_step
+from auras.policies.tiny_dp.modeling import TinyDP
 from auras.types import Observation
 
 # Small widths keep every test fast; the structure (3 CNN blocks, 3 U-Net levels) is the default one.
@@ -166,9 +167,9 @@ def test_bad_inputs_are_rejected_with_clear_messages():
         gen.denoise(noise, torch.tensor([15, 0]), torch.tensor([6, 1]), {"H_o": h_o})
     with pytest.raises(InvalidInputError, match=r"H_o.*: expected"):
         gen.denoise(noise, torch.tensor([0, 0]), torch.tensor([1, 1]), {"H_o": torch.zeros(2, 7)})
-    with pytest.raises(InvalidInputError, match="unknown keys"):
+    with pytest.raises(ConfigError, match=r"unknown key 'down_dim' \(did you mean 'down_dims'\?\)"):
         TinyDP({"down_dim": [8]})
-    with pytest.raises(InvalidInputError, match="chunk_horizon"):
+    with pytest.raises(ConfigError, match="chunk_horizon: expected a positive multiple of 4"):
         TinyDP({"chunk_horizon": 10})
 
 

@@ -8,7 +8,7 @@ import torch
 
 from auras import AurasAgent, load_config
 from auras.data.collect import collect
-from auras.policies.tiny_flow import TinyFlow
+from auras.policies.tiny_flow.modeling import TinyFlow
 from auras.training.train import train
 from tests.test_tiny_dp import observation
 

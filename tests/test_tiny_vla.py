@@ -10,7 +10,7 @@ import torch
 
 from auras import AurasAgent
 from auras.errors import InvalidInputError
-from auras.policies.tiny_vla import TinyVLA
+from auras.policies.tiny_vla.modeling import TinyVLA
 from auras.types import Observation
 
 SMALL = {"vit_hidden": 32, "vit_layers": 2, "vit_heads": 2, "vit_intermediate": 64, "lm_hidden": 48,
@@ -90,7 +90,7 @@ def test_checkpoint_round_trip(tmp_path, extra):
 def test_wrong_checkpoint_type_and_missing_checkpoint(tmp_path):
     model = _model()
     model.save_pretrained(tmp_path / "ckpt")
-    from auras.policies.tiny_dp import TinyDP
+    from auras.policies.tiny_dp.modeling import TinyDP
 
     with pytest.raises(InvalidInputError, match="expected a tiny-dp checkpoint, got policy_type='tiny-vla'"):
         TinyDP.from_pretrained(tmp_path / "ckpt")
@@ -152,7 +152,7 @@ def test_proprio_dropout_swaps_the_proprio_token_in_training_only():
 
 def test_proprio_dropout_default_keeps_the_old_parameter_set_and_bad_settings_are_refused():
     assert not hasattr(_model(), "no_proprio")  # checkpoints trained without it load strictly, unchanged
-    with pytest.raises(ValueError, match=r"proprio_dropout: expected a probability in \[0, 1\), got 1.5"):
+    with pytest.raises(ValueError, match=r"proprio_dropout: expected a value < 1.0, got 1.5"):
         _model(proprio_dropout=1.5)
     with pytest.raises(ValueError, match="use_proprio=False needs a model trained with proprio_dropout > 0"):
         _model(use_proprio=False)
@@ -193,7 +193,7 @@ def test_token_corruption_replaces_inputs_in_training_only_and_never_the_targets
 
 
 def test_soft_targets_are_gaussians_over_the_action_bins_and_eval_loss_stays_plain_cross_entropy():
-    from auras.policies.tiny_vla import soft_bin_targets
+    from auras.policies.tiny_vla.modeling import soft_bin_targets
 
     soft = soft_bin_targets(torch.tensor([0, 100, 255]), n_bins=256, sigma=2.0, vocab=257)
     torch.testing.assert_close(soft.sum(-1), torch.ones(3))
@@ -213,9 +213,9 @@ def test_soft_targets_are_gaussians_over_the_action_bins_and_eval_loss_stays_pla
 
 
 def test_bad_training_settings_are_refused_with_what_was_expected():
-    with pytest.raises(ValueError, match=r"token_corruption: expected a probability in \[0, 1\), got 1.0"):
+    with pytest.raises(ValueError, match=r"token_corruption: expected a value < 1.0, got 1.0"):
         _model(token_corruption=1.0)
-    with pytest.raises(ValueError, match="label_sigma: expected a width in bins >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"label_sigma: expected a value >= 0\.0, got -1"):
         _model(label_sigma=-1)
 
 
@@ -246,12 +246,12 @@ def test_kv_cached_decoding_uses_the_installed_transformers_cache_keyword():
 
 
 def test_decode_sigma_is_validated():
-    with pytest.raises(ValueError, match="decode_sigma: expected a width in bins >= 0, got -2"):
+    with pytest.raises(ValueError, match=r"decode_sigma: expected a value >= 0\.0, got -2"):
         _model(decode_sigma=-2)
 
 
 def test_sincos_position_init_gives_each_patch_a_distinct_position_and_bad_values_are_refused():
-    from auras.policies.tiny_vla import sincos_2d
+    from auras.policies.tiny_vla.modeling import sincos_2d
 
     table = sincos_2d(7, 32)  # (49, 32)
     assert table.shape == (49, 32)
@@ -281,7 +281,7 @@ def test_vision_keypoints_follow_the_patch_that_stands_out_and_bad_counts_are_re
         xy = model.keypoint_positions(tokens)[0, 0]  # (2,)
     step = 2.0 / (grid - 1)
     torch.testing.assert_close(xy, torch.tensor([-1.0 + col * step, -1.0 + row * step]))
-    with pytest.raises(ValueError, match="vision_keypoints: expected a count >= 0, got -1"):
+    with pytest.raises(ValueError, match="vision_keypoints: expected a value >= 0, got -1"):
         _model(vision_keypoints=-1)
 
 

@@ -45,6 +45,7 @@ from auras.generation.guidance import guide_velocity, read_guide
 from auras.perception.base import Context, Perception
 from auras.perception.text import PAD_ID, encode_instruction
 from auras.policies.base import Policy
+from auras.policies.smolvla_config import SmolVLAConfig
 from auras.policies.smolvla_model import SMOLVLM2_500M, SmolVLAFlow, pad_last_dim, resize_with_pad
 from auras.types import Observation, ObservationSpec
 
@@ -482,4 +483,7 @@ def build_smolvla(config: AurasConfig) -> Policy:
             "observation.state": {"type": "STATE", "shape": [4]},
         }}
         model = SmolVLA.random_full_size(full).eval()
+    settings = SmolVLAConfig.parse(config.policy.model)
+    if settings.num_steps is not None:
+        model.config["num_steps"] = settings.num_steps
     return model.as_policy(config.policy.execute_steps)

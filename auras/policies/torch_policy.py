@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -21,6 +21,7 @@ from auras.errors import InvalidInputError
 from auras.perception.text import encode_instruction
 from auras.policies.base import Policy
 from auras.policies.checkpoint import load_checkpoint, save_checkpoint
+from auras.policies.configuration import PolicyModelConfig
 from auras.types import Observation
 
 if TYPE_CHECKING:
@@ -141,15 +142,21 @@ class LearnedPolicy(nn.Module):
     """Base of tiny-vla and tiny-dp. Subclasses define the model, the loss and the split."""
 
     policy_type: ClassVar[str]
-    DEFAULTS: ClassVar[dict[str, Any]]  # hyperparameters; must include chunk_horizon, max_instruction_bytes
-    # Config keys that only change training (augmentation, loss): a run continuing from a checkpoint may set them.
-    TRAINING_KEYS: ClassVar[frozenset[str]] = frozenset()
+    # The typed hyperparameters (auras.policies.configuration); must include chunk_horizon, max_instruction_bytes.
+    config_class: ClassVar[type[PolicyModelConfig]]
     # Buffers that stay float32 in any serving dtype (normalisation bounds the actions' precision depends on).
     FLOAT32_BUFFERS: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        """``config``: hyperparameters (missing ones take their defaults), validated by ``config_class``
+        (ConfigError naming the key); ``self.config`` holds every key as plain JSON values."""
         super().__init__()
-        self.config = config
+        self.config = self.config_class.parse(config, where=f"{self.policy_type} config").model_dump(mode="json")
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every hyperparameter with its default value."""
+        return cls.config_class.defaults()
 
     @classmethod
     @abstractmethod
@@ -168,9 +175,11 @@ class LearnedPolicy(nn.Module):
     @classmethod
     def build_policy(cls, config: AurasConfig) -> Policy:
         """The registry's factory: ``config.policy.checkpoint`` (default: the shipped checkpoint named like
-        the policy), resized by the scale factors (random weights when they are not 1), as a Policy.
-        The hosting worker moves it to ``policy.device`` / ``policy.dtype``."""
-        model = cls.from_pretrained(config.policy.checkpoint or cls.policy_type)
+        the policy) with ``policy.model``'s serving settings, resized by the scale factors (random weights
+        when they are not 1), as a Policy. The hosting worker moves it to ``policy.device`` / ``policy.dtype``."""
+        checkpoint = config.policy.checkpoint or cls.policy_type
+        cls.config_class.check_overrides_of_trained(config.policy.model, checkpoint)
+        model = cls.from_pretrained(checkpoint, **config.policy.model)
         model = model.scaled(config.policy.scale_perception, config.policy.scale_generation)
         return model.as_policy(config.policy.execute_steps)
 

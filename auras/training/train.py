@@ -105,19 +105,21 @@ def train(
     import torch
 
     cls = policy_class(policy)
+    overrides = {key.removeprefix("policy.model."): value for key, value in (overrides or {}).items()}
+    cls.config_class.parse(overrides, where="--set")  # unknown keys and bad values fail here, before any data loads
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
 
-    horizon = (overrides or {}).get("chunk_horizon", cls.DEFAULTS["chunk_horizon"])
+    horizon = (overrides or {}).get("chunk_horizon", cls.defaults()["chunk_horizon"])
     samples = ChunkSamples(ReplayDataset(data), horizon, tasks)
     # A stopped run (max_minutes) ends its cosine schedule early: size ``steps`` to the time budget.
     if init is not None:  # continue from a checkpoint (its normalisation and tokenizer bounds stay)
-        if fixed := sorted(set(overrides or {}) - cls.TRAINING_KEYS):
+        if fixed := sorted(set(overrides or {}) - cls.config_class.TRAINING_KEYS):
             raise ConfigError(
                 f"model overrides {fixed} cannot change a model loaded from --init {init}; continuing a run may "
-                f"only set training-only keys: {sorted(cls.TRAINING_KEYS)}"
+                f"only set training-only keys: {sorted(cls.config_class.TRAINING_KEYS)}"
             )
         model = cls.from_pretrained(init, **(overrides or {}))
     else:

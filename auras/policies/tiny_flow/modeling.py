@@ -17,6 +17,7 @@ shifted by up to ``shift_pad`` pixels.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,6 +28,7 @@ from auras.perception.text import PAD_ID, VOCAB_SIZE
 from auras.policies.base import Policy
 from auras.policies.smolvla import FULL_SIZE, ByteTokenizer, SmolVLA
 from auras.policies.smolvla_model import pad_last_dim, resize_with_pad
+from auras.policies.tiny_flow.configuration import TinyFlowConfig
 from auras.policies.torch_policy import LearnedPolicy, checked_samples, image_to_tensor, random_shift
 
 __all__ = ["TinyFlow"]
@@ -36,26 +38,13 @@ class TinyFlow(LearnedPolicy):
     """tiny-flow's weights: ``vla`` is a :class:`~auras.policies.smolvla.SmolVLA` of this config's size."""
 
     policy_type: ClassVar[str] = "tiny-flow"
-    DEFAULTS: ClassVar[dict[str, Any]] = {
-        "chunk_horizon": 16, "execute_steps": 8, "image_size": 84, "resize": 96, "max_instruction_bytes": 64,
-        "action_dim": 4, "state_dim": 4, "num_steps": 10,
-        "vision_hidden": 64, "vision_layers": 3, "vision_heads": 4, "vision_intermediate": 128, "patch_size": 12,
-        "scale_factor": 2,
-        "text_hidden": 128, "text_layers": 4, "text_heads": 4, "text_kv_heads": 2, "text_intermediate": 256,
-        "expert_width_multiplier": 0.75, "self_attn_every_n_layers": 2,
-        "shift_pad": 4,
-        "state_mean": [0.0] * 4, "state_std": [1.0] * 4, "action_mean": [0.0] * 4, "action_std": [1.0] * 4,
-    }
-    TRAINING_KEYS: ClassVar[frozenset[str]] = frozenset({"shift_pad"})
+    config_class: ClassVar[type[TinyFlowConfig]] = TinyFlowConfig
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: Mapping[str, Any]) -> None:
         from transformers import SmolVLMConfig
 
-        config = {**self.DEFAULTS, **config}
-        super().__init__(config)
-        c = config
-        if not 1 <= int(c["execute_steps"]) <= int(c["chunk_horizon"]):
-            raise ValueError(f"execute_steps: expected 1..{c['chunk_horizon']}, got {c['execute_steps']}")
+        super().__init__(config)  # validated by TinyFlowConfig
+        c = self.config
         vlm = SmolVLMConfig(
             text_config={
                 "model_type": "llama", "hidden_size": c["text_hidden"], "intermediate_size": c["text_intermediate"],
@@ -96,7 +85,7 @@ class TinyFlow(LearnedPolicy):
     def from_samples(cls, actions: np.ndarray, states: np.ndarray, instructions: list[str],
                      **overrides: Any) -> TinyFlow:
         """A fresh model whose state and action normalisation is fitted to ``actions`` (N, A), ``states`` (N, S)."""
-        config = {**cls.DEFAULTS, **overrides}
+        config = {**cls.defaults(), **overrides}
         actions, states = checked_samples(actions, states, instructions, config)
         for name, values in (("action", actions), ("state", states)):
             config[f"{name}_mean"] = values.mean(0).tolist()

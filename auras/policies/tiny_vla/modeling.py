@@ -12,8 +12,8 @@ spatial-softmax keypoints over the patch grid), plus one proprio token -> ``X_V`
 instruction is padded to a fixed length), so no attention mask is needed. The ViT layers are cut into
 ``perception_stages`` stages of equal depth.
 
-Why so few tokens: the policy must train on a 2-core CPU in about 30 minutes; LM training cost
-grows with sequence length, and 116 tokens (all patches and bytes) cost ~1.7 s a step.
+Why so few tokens: the policy trains on a CPU; LM training cost grows with sequence length, and 116
+tokens (all patches and bytes) would cost several times as much per step.
 
 Generation (iterative): a Llama causal LM (``transformers`` LlamaForCausalLM from a LlamaConfig)
 driven through ``inputs_embeds = [X_V, X_L, BOS, X_A]``. Actions are discretised OpenVLA-style
@@ -33,29 +33,26 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from auras.compiled import CompiledStage
-from auras.generation.base import AutoregressiveGeneration
 from auras.generation.tokenizer import ActionTokenizer
-from auras.perception.base import Context, Perception
+from auras.perception.base import Context
 from auras.perception.text import VOCAB_SIZE as BYTE_VOCAB
 from auras.policies.base import Policy
+from auras.policies.tiny_vla.adapter import TinyVLAGeneration, TinyVLAPerception
+from auras.policies.tiny_vla.configuration import TinyVLAConfig
 from auras.policies.torch_policy import (
     ConvBlock,
     LearnedPolicy,
-    ModelPart,
     SpatialSoftmax,
     image_to_tensor,
-    observations_to_batch,
     random_shift,
 )
-from auras.types import Observation, ObservationSpec
 
 __all__ = ["TinyVLA"]
 
@@ -71,79 +68,13 @@ def _cache_keyword() -> str:
 
 class TinyVLA(LearnedPolicy):
     policy_type: ClassVar[str] = "tiny-vla"
-    DEFAULTS: ClassVar[dict[str, Any]] = {
-        "image_size": 84,
-        "patch_size": 12,  # 7 x 7 = 49 patches + CLS
-        "vit_hidden": 64,
-        "vit_layers": 3,
-        "vit_heads": 4,
-        "vit_intermediate": 128,
-        "vision_tokens": 8,
-        # Initial ViT position embeddings: "random" (transformers' default, std 0.02, tiny next to the patch
-        # embeddings) or "sincos" (fixed-form 2-D sine-cosine, as MAE, then learned): a strong signal of where each
-        # patch is from the first step, for a policy that must locate small objects.
-        "vit_position_init": "random",
-        # Spatial keypoints (Diffusion Policy's spatial softmax, over the ViT's patch grid): K maps over the patches,
-        # each softmax-normalised, give K expected (x, y) positions, projected into one extra X_V token. 0 (the
-        # default) builds the model without them, so older checkpoints load unchanged.
-        "vision_keypoints": 0,
-        # How pixels become patch tokens: "patch" (the ViT's own linear patch embedding) or "conv" (a convolutional
-        # stem, as the original ViT paper's hybrids and Xiao et al. 2021, "Early convolutions help transformers see
-        # better": a 3x3 conv block at half resolution, then a patch_size/2 patchifying conv). Convolutions give
-        # the few-data ViT the locality prior that lets tiny-dp's CNN find the puck. "patch" keeps older checkpoints.
-        "vit_stem": "patch",
-        "stem_channels": 32,
-        "text_pool": 6,  # bytes per language token
-        "lm_hidden": 128,
-        "lm_layers": 6,
-        "lm_heads": 4,
-        "lm_intermediate": 256,
-        "n_bins": 256,
-        "action_dim": 4,
-        "chunk_horizon": 8,
-        "execute_steps": 4,
-        "max_instruction_bytes": 48,
-        "perception_stages": 2,
-        "augment_shift": 4,
-        # Training only: the probability that a sample's proprio token is replaced by a learned "no proprio"
-        # token. Without it the LM identifies each demonstration by its proprio trajectory, never needs the
-        # image, and the ViT collapses to a constant (the first close-camera checkpoint did: its loss was the
-        # same to 6 digits with the batch's images shuffled). 0 keeps the model exactly as before.
-        "proprio_dropout": 0.0,
-        # Training only: the probability that an input action token of the teacher-forced pass is replaced by a
-        # random bin (the target stays). Without it 31 of the 32 targets are predictable by copying the previous
-        # step's token (chunks are smooth): the shipped round-2 model got 95% of tokens right teacher-forced but
-        # 58% decoding greedily, and its first token (x of step 0, the one that must come from the image) was
-        # off by 29 bins on average. Corrupted inputs make every position read the image and instruction.
-        "token_corruption": 0.0,
-        # Training only: soft targets, a Gaussian of this many bins around the true bin (0: one-hot cross
-        # entropy). Bins are ordered, so a prediction one bin off should cost less than one 30 bins off.
-        "label_sigma": 0.0,
-        # Serving: greedy decoding picks the bin with the highest probability after smoothing the next-token
-        # distribution with a Gaussian of this many bins (0: the plain argmax). Bins are ordered; an uncertain
-        # model spreads a moderate value over many bins while saturated actions (-1, +1) pile onto one, so the
-        # plain argmax jumps to a saturated bin (round-3: the shipped model's first token was 33 bins off with
-        # the argmax, 21 with sigma 4). Deterministic, and the same rule in the classic and merged paths.
-        "decode_sigma": 0.0,
-        # Serving: False always uses the no-proprio token (a model trained with proprio_dropout > 0 then acts
-        # from image and instruction alone, as OpenVLA does).
-        "use_proprio": True,
-        "state_mean": [0.0, 0.6, 0.15, 0.5],
-        "state_std": [0.1, 0.1, 0.1, 0.5],
-        "action_low": [-1.0, -1.0, -1.0, -1.0],
-        "action_high": [1.0, 1.0, 1.0, 1.0],
-    }
+    config_class: ClassVar[type[TinyVLAConfig]] = TinyVLAConfig
 
-    TRAINING_KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"augment_shift", "token_corruption", "label_sigma", "decode_sigma"}
-    )  # decode_sigma changes serving only: a later round may set it too
-
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: Mapping[str, Any]) -> None:
         from transformers import LlamaConfig, LlamaForCausalLM, ViTConfig, ViTModel
 
-        config = {**self.DEFAULTS, **config}
-        super().__init__(config)
-        c = config
+        super().__init__(config)  # validated by TinyVLAConfig
+        c = config = self.config
         self.vit = ViTModel(
             ViTConfig(
                 image_size=c["image_size"], patch_size=c["patch_size"], num_channels=3, hidden_size=c["vit_hidden"],
@@ -157,51 +88,26 @@ class TinyVLA(LearnedPolicy):
                 grid = c["image_size"] // c["patch_size"]
                 self.vit.embeddings.position_embeddings[0, 1:] = sincos_2d(grid, c["vit_hidden"])
                 self.vit.embeddings.position_embeddings[0, 0] = 0.0  # CLS
-        elif c["vit_position_init"] != "random":
-            raise ValueError(f"vit_position_init: expected 'random' or 'sincos', got {c['vit_position_init']!r}")
         if c["vit_stem"] == "conv":
-            if c["patch_size"] % 2:
-                raise ValueError(f"vit_stem='conv': expected an even patch_size, got {c['patch_size']}")
             half = c["patch_size"] // 2
             self.vit.embeddings.patch_embeddings.projection = nn.Sequential(
                 ConvBlock(3, c["stem_channels"], n_groups=8),  # (B, C, S/2, S/2)
                 nn.Conv2d(c["stem_channels"], c["vit_hidden"], kernel_size=half, stride=half),  # (B, H, S/p, S/p)
             )
-        elif c["vit_stem"] != "patch":
-            raise ValueError(f"vit_stem: expected 'patch' or 'conv', got {c['vit_stem']!r}")
         d = c["lm_hidden"]
         self.vision_proj = nn.Linear(c["vit_hidden"], d)
         self.queries = nn.Parameter(torch.randn(c["vision_tokens"], d) * 0.02)
         self.resampler = nn.MultiheadAttention(d, c["lm_heads"], batch_first=True)
         self.resampler_norm = nn.LayerNorm(d)
         self.resampler_mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
-        if c["vision_keypoints"] < 0:
-            raise ValueError(f"vision_keypoints: expected a count >= 0, got {c['vision_keypoints']}")
         if c["vision_keypoints"]:  # tiny-dp's readout, over the ViT's patch grid instead of a CNN feature map
             self.keypoint_softmax = SpatialSoftmax(
                 c["vit_hidden"], c["vision_keypoints"], c["image_size"] // c["patch_size"]
             )
             self.keypoint_proj = nn.Sequential(nn.Linear(2 * c["vision_keypoints"], d), nn.GELU(), nn.Linear(d, d))
         self.proprio_proj = nn.Sequential(nn.Linear(c["action_dim"], d), nn.GELU(), nn.Linear(d, d))
-        if not 0.0 <= c["proprio_dropout"] < 1.0:
-            raise ValueError(f"proprio_dropout: expected a probability in [0, 1), got {c['proprio_dropout']}")
-        if not 0.0 <= c["token_corruption"] < 1.0:
-            raise ValueError(f"token_corruption: expected a probability in [0, 1), got {c['token_corruption']}")
-        if not c["decode_sigma"] >= 0.0:
-            raise ValueError(f"decode_sigma: expected a width in bins >= 0, got {c['decode_sigma']}")
-        if not c["label_sigma"] >= 0.0:
-            raise ValueError(f"label_sigma: expected a width in bins >= 0, got {c['label_sigma']}")
-        if c["proprio_dropout"] > 0:  # only models trained with it carry the token (older checkpoints load as-is)
+        if c["proprio_dropout"] > 0:  # only models trained with it carry the token
             self.no_proprio = nn.Parameter(torch.randn(d) * 0.02)
-        elif not c["use_proprio"]:
-            raise ValueError(
-                "use_proprio=False needs a model trained with proprio_dropout > 0 (it has no no-proprio token)"
-            )
-        if c["max_instruction_bytes"] % c["text_pool"]:
-            raise ValueError(
-                f"max_instruction_bytes: expected a multiple of text_pool ({c['text_pool']}), "
-                f"got {c['max_instruction_bytes']}"
-            )
         self.byte_embed = nn.Embedding(BYTE_VOCAB, d)
         self.text_pos = nn.Parameter(torch.zeros(c["max_instruction_bytes"], d))
         self.text_pool = nn.Conv1d(d, d, kernel_size=c["text_pool"], stride=c["text_pool"])
@@ -224,7 +130,7 @@ class TinyVLA(LearnedPolicy):
     def from_samples(
         cls, actions: np.ndarray, states: np.ndarray, instructions: list[str], **overrides: Any
     ) -> TinyVLA:
-        tokenizer = ActionTokenizer.fit(actions, overrides.get("n_bins", cls.DEFAULTS["n_bins"]))
+        tokenizer = ActionTokenizer.fit(actions, overrides.get("n_bins", cls.defaults()["n_bins"]))
         stats = {
             "state_mean": states.mean(0).tolist(),
             "state_std": np.maximum(states.std(0), 1e-3).tolist(),
@@ -403,7 +309,7 @@ class TinyVLA(LearnedPolicy):
     def as_policy(self, execute_steps: int | None = None) -> Policy:
         self.eval()
         steps = execute_steps if execute_steps is not None else self.config["execute_steps"]
-        return Policy(self.policy_type, _VLAPerception(self), _VLAGeneration(self), execute_steps=int(steps))
+        return Policy(self.policy_type, TinyVLAPerception(self), TinyVLAGeneration(self), execute_steps=int(steps))
 
 
 def sincos_2d(grid: int, dim: int) -> torch.Tensor:
@@ -432,104 +338,3 @@ def soft_bin_targets(targets: torch.Tensor, n_bins: int, sigma: float, vocab: in
     ``n_bins`` action bins only (the other ids, e.g. BOS, get 0)."""
     weights = bin_gaussians(targets, n_bins, sigma)
     return nn.functional.pad(weights / weights.sum(-1, keepdim=True), (0, vocab - n_bins))
-
-
-class _VLAPerception(ModelPart, Perception):
-    def __init__(self, model: TinyVLA) -> None:
-        self.model = model
-        size = model.config["image_size"]
-        self._spec = ObservationSpec({"front": (size, size)}, state_dim=model.config["action_dim"],
-                                     max_instruction_bytes=model.max_instruction_bytes)
-        self._stages = self._build_stages()  # built once: perceive runs them every request
-
-    def compile(self, mode: str, batch: int = 1) -> None:
-        """Each stage's ViT layer range and the context head (projection, resampler, proprio, text), compiled."""
-        self._stages = self._build_stages(lambda fn: CompiledStage(fn, mode, batch))
-
-    @property
-    def spec(self) -> ObservationSpec:
-        return self._spec
-
-    def perceive(self, observations: Sequence[Observation]) -> Context:
-        x: Any = observations
-        for stage in self._stages:
-            x = stage(x)
-        return x
-
-    def stages(self) -> list[Callable[[Any], Any]]:
-        """``perception_stages`` stages: ViT layer ranges; the first also reads the observations, the last
-        also projects and adds the proprio and language tokens."""
-        return list(self._stages)
-
-    def _build_stages(self, wrap: Callable[[Callable], Callable] = lambda fn: fn) -> list[Callable[[Any], Any]]:
-        """The stages around the model's tensor functions, each passed through ``wrap`` (compile)."""
-        model = self.model
-        vit = [wrap(stage) for stage in model.vision_stages(model.config["perception_stages"])]
-        finish = wrap(model._finish_context)
-
-        def first(observations: Sequence[Observation]) -> dict[str, Any]:
-            param = next(model.parameters())  # the model's device and dtype (cuda, bfloat16, ...)
-            batch = {
-                k: v.to(param.device)
-                for k, v in observations_to_batch(observations, model.max_instruction_bytes).items()
-            }
-            batch["state"] = batch["state"].to(param.dtype)
-            with torch.inference_mode():
-                return {"tokens": vit[0](image_to_tensor(batch["image"]).to(param.dtype)), "batch": batch}
-
-        def middle(stage: Callable) -> Callable[[dict[str, Any]], dict[str, Any]]:
-            def run(x: dict[str, Any]) -> dict[str, Any]:
-                with torch.inference_mode():
-                    return {"tokens": stage(x["tokens"]), "batch": x["batch"]}
-
-            return run
-
-        def last(x: dict[str, Any]) -> Context:
-            with torch.inference_mode():
-                return finish(x["tokens"], x["batch"])
-
-        return [first, *(middle(s) for s in vit[1:]), last] if len(vit) > 1 else [first, last]
-
-
-class _VLAGeneration(ModelPart, AutoregressiveGeneration):
-    def __init__(self, model: TinyVLA) -> None:
-        self.model = model
-        self._merged_logits: Callable[..., torch.Tensor] = model.merged_logits  # one merged causal pass
-
-    def compile(self, mode: str, batch: int = 1) -> None:
-        """The merged causal pass, compiled for ``batch`` rows. The KV-cached classic decode (one block,
-        and the startup decode) stays eager: its cache grows by one position per token."""
-        self._merged_logits = CompiledStage(self.model.merged_logits, mode, batch)
-
-    @property
-    def action_dim(self) -> int:
-        return self.model.config["action_dim"]
-
-    @property
-    def action_shape(self) -> tuple[int, ...]:
-        return (self.model.chunk_horizon, self.action_dim)
-
-    @property
-    def num_action_tokens(self) -> int:
-        return self.model.num_action_tokens
-
-    def decode_classic(self, context: Context) -> torch.Tensor:
-        """Token ids (B, l_a) on the CPU, wherever the model runs."""
-        with torch.inference_mode():
-            return self.model.decode_classic(context).cpu()
-
-    def merged_logits(self, context: Context, action_tokens: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return self._merged_logits(context, self._on_device(action_tokens))
-
-    def next_tokens(self, context: Context, action_tokens: torch.Tensor) -> torch.Tensor:
-        """Greedy ids (B, l_a) on the CPU (the driver keeps token state in numpy)."""
-        with torch.inference_mode():
-            logits = self._merged_logits(context, self._on_device(action_tokens))  # (B, l_a, V)
-            return self.model.select_tokens(logits).cpu()  # BOS is never chosen
-
-    def _on_device(self, tokens: Any) -> torch.Tensor:
-        return torch.as_tensor(tokens, device=next(self.model.parameters()).device)
-
-    def detokenize(self, token_ids: torch.Tensor) -> np.ndarray:
-        return self.model.detokenize(torch.as_tensor(token_ids))

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -50,26 +50,22 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from auras.compiled import CompiledStage
 from auras.errors import InvalidInputError
-from auras.generation.base import DiffusionGeneration
-from auras.generation.guidance import guide_epsilon, read_guide
-from auras.perception.base import Context, Perception
-from auras.perception.text import PAD_ID, VOCAB_SIZE, encode_instruction
+from auras.perception.text import PAD_ID, VOCAB_SIZE
 from auras.policies.base import Policy
+from auras.policies.tiny_dp.adapter import TinyDPGeneration, TinyDPPerception
+from auras.policies.tiny_dp.configuration import TinyDPConfig
 from auras.policies.torch_policy import (
     ConvBlock,
     LearnedPolicy,
-    ModelPart,
     SpatialSoftmax,
     checked_samples,
     group_count,
     image_to_tensor,
     random_shift,
 )
-from auras.types import Observation, ObservationSpec
 
-__all__ = ["TinyDP", "TinyDPGeneration", "TinyDPPerception"]
+__all__ = ["TinyDP"]
 
 CAMERA = "front"
 
@@ -231,29 +227,6 @@ def _fit_range(values: np.ndarray) -> tuple[list[float], list[float]]:
     return lo.tolist(), hi.tolist()
 
 
-def ddim_step(
-    alphas_cumprod: torch.Tensor,
-    final_alpha_cumprod: torch.Tensor,
-    step_ratio: int,
-    model_output: torch.Tensor,
-    timesteps: torch.Tensor,
-    sample: torch.Tensor,
-    clip_sample: float | None = 1.0,
-) -> torch.Tensor:
-    """``DDIMScheduler.step`` (epsilon prediction, eta = 0) with one timestep per request.
-
-    model_output, sample (B, H, A); timesteps (B,) int64; the previous timestep is ``t - step_ratio``
-    (diffusers: ``num_train_timesteps // num_inference_steps``), ``final_alpha_cumprod`` below 0.
-    """
-    prev = timesteps - step_ratio
-    alpha_t = alphas_cumprod[timesteps]
-    alpha_prev = torch.where(prev >= 0, alphas_cumprod[prev.clamp_min(0)], final_alpha_cumprod)
-    alpha_t, alpha_prev = alpha_t[:, None, None], alpha_prev[:, None, None]
-    beta_t = 1 - alpha_t
-    pred_x0 = (sample - beta_t**0.5 * model_output) / alpha_t**0.5
-    if clip_sample is not None:
-        pred_x0 = pred_x0.clamp(-clip_sample, clip_sample)
-    return alpha_prev**0.5 * pred_x0 + (1 - alpha_prev) ** 0.5 * model_output
 
 
 # ----------------------------------------------------------------------------------------------
@@ -265,35 +238,8 @@ class TinyDP(LearnedPolicy):
     """Diffusion Policy: CNN + proprio + instruction encoder -> H_o; 1-D U-Net denoiser over (H, A) chunks."""
 
     policy_type: ClassVar[str] = "tiny-dp"
-    TRAINING_KEYS: ClassVar[frozenset[str]] = frozenset({"shift_pad"})
+    config_class: ClassVar[type[TinyDPConfig]] = TinyDPConfig
     FLOAT32_BUFFERS: ClassVar[tuple[str, ...]] = ("action_lo", "action_span")
-    DEFAULTS: ClassVar[dict[str, Any]] = {
-        "chunk_horizon": 16,  # H, actions predicted per request
-        "execute_steps": 8,  # actions executed before the next observation is used
-        "action_dim": 4,
-        "state_dim": 4,
-        "image_size": 84,
-        "max_instruction_bytes": 64,
-        "cnn_channels": [32, 64, 128],  # one stride-2 conv block each
-        "num_keypoints": 32,  # spatial-softmax keypoints (2 features each)
-        "text_dim": 32,  # byte-embedding width
-        "obs_dim": 128,  # D, width of H_o
-        "down_dims": [32, 64, 128],  # U-Net widths per level
-        "kernel_size": 5,
-        "n_groups": 8,
-        "step_embed_dim": 64,
-        "num_train_timesteps": 100,
-        "num_inference_steps": 25,
-        "beta_schedule": "squaredcos_cap_v2",
-        "timestep_spacing": "trailing",  # inference starts at t = T - 1 (pure noise)
-        "clip_sample": True,
-        "shift_pad": 4,  # random-shift augmentation in training (pixels)
-        "noise_seed": 0,  # seed of generate()'s initial noise (reseeded on reset)
-        "action_min": None,  # per-dimension normalisation bounds, fitted in from_samples
-        "action_max": None,
-        "state_min": None,
-        "state_max": None,
-    }
     LARGE: ClassVar[dict[str, Any]] = {
         "cnn_channels": [64, 128, 256, 256],
         "num_keypoints": 64,
@@ -304,28 +250,12 @@ class TinyDP(LearnedPolicy):
         "num_inference_steps": 50,
     }
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        config = {**self.DEFAULTS, **config}
-        unknown = sorted(set(config) - set(self.DEFAULTS))
-        if unknown:
-            raise InvalidInputError(f"tiny-dp config: unknown keys {unknown}; known: {sorted(self.DEFAULTS)}")
-        horizon, levels = int(config["chunk_horizon"]), len(config["down_dims"])
-        if horizon < 1 or horizon % 2 ** (levels - 1):
-            raise InvalidInputError(
-                f"tiny-dp chunk_horizon: expected a positive multiple of {2 ** (levels - 1)} "
-                f"(U-Net with {levels} levels), got {horizon}"
-            )
-        if not 1 <= int(config["execute_steps"]) <= horizon:
-            raise InvalidInputError(f"tiny-dp execute_steps: expected 1..{horizon}, got {config['execute_steps']}")
-        n, t_train = int(config["num_inference_steps"]), int(config["num_train_timesteps"])
-        if not 1 <= n <= t_train:
-            raise InvalidInputError(f"tiny-dp num_inference_steps: expected 1..{t_train}, got {n}")
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)  # validated by TinyDPConfig
+        config = self.config
         for kind, dim in (("action", "action_dim"), ("state", "state_dim")):
-            if config[f"{kind}_min"] is None:
+            if config[f"{kind}_min"] is None:  # unfitted: the identity normalisation
                 config[f"{kind}_min"], config[f"{kind}_max"] = [-1.0] * config[dim], [1.0] * config[dim]
-            if len(config[f"{kind}_min"]) != config[dim] or len(config[f"{kind}_max"]) != config[dim]:
-                raise InvalidInputError(f"tiny-dp {kind}_min/{kind}_max: expected {config[dim]} values each")
-        super().__init__(config)
         self.encoder = ObsEncoder(config)
         self.unet = ConditionalUnet1D(config)
         for kind in ("action", "state"):
@@ -333,6 +263,7 @@ class TinyDP(LearnedPolicy):
             hi = torch.tensor(config[f"{kind}_max"], dtype=torch.float32)
             self.register_buffer(f"{kind}_lo", lo, persistent=False)
             self.register_buffer(f"{kind}_span", hi - lo, persistent=False)
+        n, t_train = int(config["num_inference_steps"]), int(config["num_train_timesteps"])
         from diffusers import DDIMScheduler, DDPMScheduler
 
         common = {
@@ -351,7 +282,7 @@ class TinyDP(LearnedPolicy):
     def from_samples(cls, actions: np.ndarray, states: np.ndarray, instructions: list[str],
                      **overrides: Any) -> TinyDP:
         """A fresh model with action/state min-max bounds fitted to ``actions`` (N, A) and ``states`` (N, S)."""
-        config = {**cls.DEFAULTS, **overrides}
+        config = {**cls.defaults(), **overrides}
         actions, states = checked_samples(actions, states, instructions, config)
         config["action_min"], config["action_max"] = _fit_range(actions)
         config["state_min"], config["state_max"] = _fit_range(states)
@@ -411,167 +342,3 @@ class TinyDP(LearnedPolicy):
         if not 1 <= steps <= self.chunk_horizon:
             raise InvalidInputError(f"execute_steps: expected 1..{self.chunk_horizon}, got {steps}")
         return Policy(self.policy_type, TinyDPPerception(self), TinyDPGeneration(self), execute_steps=steps)
-
-
-class TinyDPPerception(ModelPart, Perception):
-    """Observations -> {"H_o": (B, D) float tensor}. Cut into one stage per CNN block (the last also fuses)."""
-
-    def __init__(self, model: TinyDP) -> None:
-        self.model = model
-        size = int(model.config["image_size"])
-        self._spec = ObservationSpec({CAMERA: (size, size)}, state_dim=int(model.config["state_dim"]),
-                                     max_instruction_bytes=model.max_instruction_bytes)
-        self._text_cache: dict[str, torch.Tensor] = {}  # instruction -> its embedding (see cached_instructions)
-        self._blocks: list[Callable[..., torch.Tensor]] = list(model.encoder.blocks)  # one per stage
-        self._fuse: Callable[..., torch.Tensor] = model.encoder.fuse
-
-
-    @property
-    def cached_instructions(self) -> list[str]:
-        """The instructions whose embeddings are cached (each is embedded once per device and dtype)."""
-        return sorted(self._text_cache)
-    def compile(self, mode: str, batch: int = 1) -> None:
-        """Each CNN block (a stage) and the fusing head, compiled."""
-        self._blocks = [CompiledStage(block, mode, batch) for block in self.model.encoder.blocks]
-        self._fuse = CompiledStage(self.model.encoder.fuse, mode, batch)
-
-    @property
-    def spec(self) -> ObservationSpec:
-        return self._spec
-
-    def _param(self) -> torch.Tensor:
-        return self.model.action_lo
-
-    def moved(self) -> None:
-        self._text_cache.clear()  # embeddings of the old device and dtype
-
-    def _instruction(self, text: str) -> torch.Tensor:
-        """(E,) embedding of one instruction, computed once per distinct string."""
-        cached = self._text_cache.get(text)
-        if cached is None:
-            ids = torch.from_numpy(encode_instruction(text, self.model.max_instruction_bytes))[None]
-            cached = self.model.encoder.embed_instruction(ids.to(self._param().device))[0]
-            self._text_cache[text] = cached
-        return cached
-
-    @torch.no_grad()
-    def _prepare(self, observations: Sequence[Observation]) -> dict[str, torch.Tensor]:
-        if not observations:
-            raise InvalidInputError("perceive: expected at least one observation, got none")
-        device = self._param().device
-        dtype = self.model.encoder.head[0].weight.dtype
-        images = np.stack([obs.images[CAMERA] for obs in observations])  # (B, S, S, 3) uint8
-        states = torch.from_numpy(np.stack([obs.state for obs in observations])).to(device)  # (B, 4)
-        return {
-            "x": image_to_tensor(images).to(device, dtype),  # (B, 3, S, S)
-            "state": self.model.normalize_state(states),
-            "text": torch.stack([self._instruction(obs.instruction) for obs in observations]),  # (B, E)
-        }
-
-    def _block(self, index: int, last: bool) -> Callable[[dict[str, torch.Tensor]], Any]:
-        @torch.no_grad()
-        def run(carry: dict[str, torch.Tensor]) -> Any:
-            x = self._blocks[index](carry["x"])
-            if last:
-                return {"H_o": self._fuse(x, carry["state"], carry["text"])}
-            return {**carry, "x": x}
-
-        return run
-
-    def stages(self) -> list[Callable[[Any], Any]]:
-        """[prepare + block 0, block 1, ..., last block + keypoints + head]: one stage per CNN block."""
-        count = len(self.model.encoder.blocks)
-        blocks = [self._block(i, i == count - 1) for i in range(count)]
-        first = blocks[0]
-        blocks[0] = lambda observations: first(self._prepare(observations))
-        return blocks
-
-    def perceive(self, observations: Sequence[Observation]) -> Context:
-        carry: Any = observations
-        for stage in self.stages():
-            carry = stage(carry)
-        return carry
-
-
-class TinyDPGeneration(ModelPart, DiffusionGeneration):
-    """DDIM denoising of (B, H, A) action chunks conditioned on H_o; see the module docstring for step indices."""
-
-    def __init__(self, model: TinyDP) -> None:
-        self.model = model
-        sched = model.scheduler
-        self._timesteps = sched.timesteps.to(torch.int64)  # (n,): step index k -> timestep
-        self._alphas = sched.alphas_cumprod.to(torch.float32)
-        self._final_alpha = torch.as_tensor(sched.final_alpha_cumprod, dtype=torch.float32)
-        self._step_ratio = sched.config.num_train_timesteps // sched.num_inference_steps
-        self._clip = float(sched.config.clip_sample_range) if sched.config.clip_sample else None
-        self._seed = int(model.config["noise_seed"])
-        self._generator = torch.Generator().manual_seed(self._seed)
-        self._step_net: Callable[..., torch.Tensor] = model.unet  # one denoising step's network
-
-    def compile(self, mode: str, batch: int = 1) -> None:
-        """The U-Net of one denoising step, compiled for ``batch`` rows (every in-flight request)."""
-        self._step_net = CompiledStage(self.model.unet, mode, batch)
-
-    @property
-    def action_dim(self) -> int:
-        return int(self.model.config["action_dim"])
-
-    @property
-    def action_shape(self) -> tuple[int, ...]:
-        return (self.model.chunk_horizon, self.action_dim)
-
-    @property
-    def num_inference_steps(self) -> int:
-        return len(self._timesteps)
-
-    def reset(self) -> None:
-        """Reseed the initial noise of ``generate`` (episodes are reproducible)."""
-        self._generator = torch.Generator().manual_seed(self._seed)
-
-    def initial_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        shape = (batch, self.model.chunk_horizon, self.action_dim)
-        return torch.randn(shape, generator=generator if generator is not None else self._generator)
-
-    @torch.no_grad()
-    def denoise(self, sample: Any, step_index: Any, num_steps: Any, context: Context) -> torch.Tensor:
-        """Advance request b from step ``step_index[b]`` by ``num_steps[b]`` DDIM steps (k -> timesteps[k]),
-        conditioned on ``context["H_o"][b]``."""
-        device = self.model.action_lo.device
-        dtype = self.model.encoder.head[0].weight.dtype
-        x = torch.as_tensor(sample, dtype=torch.float32).to(device).clone()
-        k0 = torch.as_tensor(step_index, dtype=torch.int64).reshape(-1).cpu()
-        count = torch.as_tensor(num_steps, dtype=torch.int64).reshape(-1).cpu()
-        cond = torch.as_tensor(context["H_o"]).to(device, dtype)
-        batch, n = x.shape[0], self.num_inference_steps
-        horizon, dim = self.model.chunk_horizon, self.action_dim
-        if x.shape != (batch, horizon, dim):
-            raise InvalidInputError(f"denoise sample: expected (B, {horizon}, {dim}), got {tuple(x.shape)}")
-        obs_dim = int(self.model.config["obs_dim"])
-        if cond.shape != (batch, obs_dim):
-            raise InvalidInputError(f"denoise context['H_o']: expected ({batch}, {obs_dim}), got {tuple(cond.shape)}")
-        if k0.shape != (batch,) or count.shape != (batch,):
-            raise InvalidInputError(
-                f"denoise step_index/num_steps: expected ({batch},) each, "
-                f"got {tuple(k0.shape)} and {tuple(count.shape)}"
-            )
-        if bool((k0 < 0).any() or (count < 0).any() or (k0 + count > n).any()):
-            raise InvalidInputError(
-                f"denoise: expected 0 <= step_index and step_index + num_steps <= {n}, "
-                f"got step_index={k0.tolist()} num_steps={count.tolist()}"
-            )
-        alphas, final = self._alphas.to(device), self._final_alpha.to(device)
-        guide = read_guide(context, self.model.normalize_actions, device)  # rtc
-        for it in range(int(count.max()) if batch else 0):
-            active = torch.nonzero(count > it).flatten()  # requests that still need a step
-            t = self._timesteps[k0[active] + it].to(device)  # (b,) per-request timesteps
-            idx = active.to(device)
-            eps = self._step_net(x[idx].to(dtype), t, cond[idx]).float()
-            if guide is not None:
-                eps = guide_epsilon(eps, x[idx], alphas[t], (guide[0][idx], guide[1][idx]))
-            x[idx] = ddim_step(alphas, final, self._step_ratio, eps, t, x[idx], self._clip)
-        return x
-
-    @torch.no_grad()
-    def to_actions(self, sample: Any) -> np.ndarray:
-        """Unnormalise a denoised (B, H, A) sample to env units, float32 numpy."""
-        return self.model.unnormalize_actions(torch.as_tensor(sample)).float().cpu().numpy()
