@@ -13,8 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from auras.bench.runner import plan_cells, with_relative_figures
+from auras.bench.sweep import settings_and_sweep
 from auras.bench.tune import TunePoint, grid, pareto, write_preset
-from auras.cli import app, settings_and_sweep
+from auras.cli import app
 from auras.config import load_config
 from auras.errors import ConfigError
 from auras.policies.base import Policy

@@ -67,7 +67,7 @@ HEAVY = frozenset(
     }
 )
 # Importers that must stay cheaper still: for their function-local imports these libraries count as heavy too.
-# auras.cli: `auras --help` loads no numpy (numpy alone is most of the cost of importing auras.cli).
+# auras.cli (and its modules): `auras --help` loads no numpy (numpy alone is most of the cost of importing auras.cli).
 CHEAP = {"auras.cli": frozenset({"numpy"})}
 
 
@@ -341,12 +341,20 @@ def needless_local_imports(
     for imp in imports:
         if not imp.local or imp.via or imp.target in exempt:
             continue
-        if imp.target not in reasons[cheap.get(imp.importer, frozenset())]:
+        if imp.target not in reasons[_cheap_for(imp.importer, cheap)]:
             needless.append(f"{imp.where}: {imp.importer} imports {imp.target} in a function; it loads nothing heavy")
         elif imp.target in loads[imp.importer]:
             needless.append(f"{imp.where}: {imp.importer} imports {imp.target} in a function; it is loaded at "
                             f"module level anyway ({loads[imp.importer][imp.target]})")
     return needless
+
+
+def _cheap_for(importer: str, cheap: Mapping[str, frozenset[str]]) -> frozenset[str]:
+    """The extra heavy libraries of ``importer``: its entry in ``cheap`` or that of a package above it."""
+    for name, extra in cheap.items():
+        if importer == name or importer.startswith(name + "."):
+            return extra
+    return frozenset()
 
 
 def _analyse(sources: Mapping[str, Path], root: Path = ROOT) -> tuple[dict[str, Module], list[Import]]:
