@@ -300,3 +300,16 @@ def test_shipped_policies_built_by_name_in_the_actors_act_as_in_process(ray_clus
     assert [w["role"] for w in workers] == ["perception", "generation"]
     assert len({w["pid"] for w in workers} | {os.getpid()}) == 3  # two actor processes, not this one
     assert stats["ray"]["context_transport"] == "host" and stats["local"]["context_transport"] == "in-process"
+
+
+def test_the_ray_cluster_is_an_object_built_from_the_config():
+    from auras.config import load_config
+    from auras.errors import ConfigError
+    from auras.pipeline.ray_backend import RayCluster
+
+    spread = RayCluster.from_config(load_config(None, ["pipeline.placement=spread",
+                                                      "pipeline.ray_address=auto"]).pipeline)
+    assert (spread.address, spread.strategy) == ("auto", "STRICT_SPREAD")
+    assert RayCluster().strategy == "PACK" and RayCluster().address is None
+    with pytest.raises(ConfigError, match="pipeline.placement: expected one of"):
+        RayCluster(placement="scatter")

@@ -9,7 +9,7 @@ from typing import Any
 from auras.agent import AurasAgent
 from auras.bridge.batcher import PerceptionBatcher
 from auras.errors import ConfigError
-from auras.pipeline.ray_backend import ensure_ray, use_cluster
+from auras.pipeline.ray_backend import RayCluster
 from auras.policies import build_policy
 from auras.policies.base import Policy
 
@@ -44,8 +44,7 @@ def session_agents(config: Any) -> tuple[Callable[[], Any], Any]:
     if config.pipeline.backend == "ray":
         # Ray's own processes (GCS, raylet) die with the thread that started them (PR_SET_PDEATHSIG):
         # start or join Ray here, in the thread that builds the server, never in a session's hello thread.
-        use_cluster(config.pipeline.ray_address, config.pipeline.placement)
-        ensure_ray()
+        RayCluster.from_config(config.pipeline).connect()
     if perception_sharing(config) == "separate":
         return (lambda: AurasAgent(config)), None
     shared = build_policy(config)

@@ -20,7 +20,7 @@ from auras.pipeline.controller import AdaptiveFrameExecutor, DepthController
 from auras.pipeline.decoupled import DecoupledExecutor
 from auras.pipeline.frames import FrameExecutor, FrameShape
 from auras.pipeline.parallel import ParallelExecutor, RayWorkerPool, ThreadWorkerPool
-from auras.pipeline.ray_backend import RayFrameRunner, RayPolicyParts, use_cluster
+from auras.pipeline.ray_backend import RayCluster, RayFrameRunner, RayPolicyParts
 from auras.pipeline.sequential import SequentialExecutor
 from auras.pipeline.source import PolicySource
 from auras.policies.build import build_policy, compile_policy, with_staleness_inputs
@@ -81,7 +81,7 @@ def build_executor(
 
 def _ray_executor(config: AurasConfig, source: PolicySource) -> Executor:
     pipe = config.pipeline
-    use_cluster(pipe.ray_address, pipe.placement)
+    cluster = RayCluster.from_config(pipe)
     if pipe.mode in ("pipeline", "auras", "sequential"):
         if pipe.mode == "sequential":
             shape, public = FrameShape(1, 1, 0), False
@@ -89,9 +89,9 @@ def _ray_executor(config: AurasConfig, source: PolicySource) -> Executor:
             shape, public = FrameShape(pipe.pp_perception, pipe.pp_generation, pipe.fetch_offset), pipe.mode == "auras"
 
         def make_runner(shape: FrameShape, public: bool, alpha: float, emit: str) -> RayFrameRunner:
-            return RayFrameRunner(source, shape, public, alpha, emit, timeout_s=pipe.worker_timeout_s)
+            return RayFrameRunner(source, shape, public, alpha, emit, timeout_s=pipe.worker_timeout_s, cluster=cluster)
 
         return FrameExecutor(None, shape, public, pipe.alpha, pipe.emit, make_runner)
     if pipe.mode == "parallel":
-        return ParallelExecutor(RayWorkerPool(source, pipe.workers, pipe.worker_timeout_s))
-    return DecoupledExecutor(parts=RayPolicyParts(source, pipe.worker_timeout_s))
+        return ParallelExecutor(RayWorkerPool(source, pipe.workers, pipe.worker_timeout_s, cluster))
+    return DecoupledExecutor(parts=RayPolicyParts(source, pipe.worker_timeout_s, cluster))

@@ -28,9 +28,10 @@ from auras.compiled import compile_stats
 from auras.errors import StepFailedError, WorkerDiedError
 from auras.pipeline.base import Executor, local_worker
 from auras.pipeline.ray_backend import (
+    LOCAL_CLUSTER,
+    RayCluster,
     WorkerActor,
     actor_workers,
-    ensure_ray,
     place_actors,
     release,
     replace_actor,
@@ -158,12 +159,15 @@ class RayWorkerPool(_Slots):
     for the next call) and ``replace(worker)`` starts a fresh actor in its bundle.
     """
 
-    def __init__(self, source: Any, size: int, timeout_s: float = RESULT_TIMEOUT_S) -> None:
-        """``source``: the :class:`~auras.pipeline.ray_backend.PolicySource` each actor builds from."""
-        self.size, self.timeout_s = size, timeout_s
+    def __init__(self, source: Any, size: int, timeout_s: float = RESULT_TIMEOUT_S,
+                 cluster: RayCluster = LOCAL_CLUSTER) -> None:
+        """``source``: the :class:`~auras.pipeline.ray_backend.PolicySource` each actor builds from;
+        ``cluster``: where the actors go."""
+        self.size, self.timeout_s, self.cluster = size, timeout_s, cluster
         self._args = (source, _make_sequential_worker)
-        self.placement, self.actors = place_actors(WorkerActor, [self._args for _ in range(size)], source.device)
-        self.spec = ensure_ray().get(self.actors[0].spec.remote(), timeout=timeout_s)
+        self.placement, self.actors = place_actors(WorkerActor, [self._args for _ in range(size)], source.device,
+                                                   cluster=cluster)
+        self.spec = cluster.connect().get(self.actors[0].spec.remote(), timeout=timeout_s)
         self._busy: dict[int, Any] = {}  # worker -> ObjectRef
         self._held: dict[int, tuple[int, float]] = {}  # worker -> (step id, monotonic when handed)
         self._kept: list[Action] = []  # finished alongside a failure; returned by the next collect
@@ -176,7 +180,7 @@ class RayWorkerPool(_Slots):
         self._held[worker] = (obs.step_id, time.monotonic())
 
     def collect(self, block: bool) -> list[Action]:
-        ray = ensure_ray()
+        ray = self.cluster.connect()
         if not self._busy:
             return self._take_kept()
         refs = list(self._busy.values())
@@ -216,7 +220,7 @@ class RayWorkerPool(_Slots):
 
     def reset(self) -> list[PoolWorkerDiedError]:
         """Wait for busy workers, then reset every worker; returns the dead ones (for ``replace``)."""
-        ray = ensure_ray()
+        ray = self.cluster.connect()
         dead: list[PoolWorkerDiedError] = []
         for i in range(self.size):
             try:

@@ -54,6 +54,8 @@ from auras.pipeline.workers import (
 from auras.policies.base import Policy, PolicySpec
 
 __all__ = [
+    "LOCAL_CLUSTER",
+    "RayCluster",
     "RayFrameRunner",
     "RayPlacement",
     "RayPolicyParts",
@@ -63,49 +65,69 @@ __all__ = [
     "kill_actors",
     "place_actors",
     "release",
-    "use_cluster",
     "worker_errors",
 ]
 
 ACTOR_START_TIMEOUT_S = 120.0
 FRAME_TIMEOUT_S = 300.0
 _init_lock = threading.Lock()
-_cluster: dict[str, Any] = {"address": None, "strategy": "PACK"}
+STRATEGIES = {"pack": "PACK", "spread": "STRICT_SPREAD"}
 
 
-def use_cluster(address: str | None = None, placement: str = "pack") -> None:
-    """Where the next actors go: ``address`` of a running Ray cluster (``auto``, ``HOST:PORT`` or
-    ``ray://HOST:PORT``; None starts a local one) and ``placement``: ``pack`` (side by side when one
-    node holds both) or ``spread`` (perception and generation on different nodes)."""
-    _cluster["address"] = address
-    _cluster["strategy"] = {"pack": "PACK", "spread": "STRICT_SPREAD"}[placement]
+@dataclasses.dataclass(frozen=True)
+class RayCluster:
+    """Where a backend's actors go: ``address`` of a running Ray cluster (``auto``, ``HOST:PORT`` or
+    ``ray://HOST:PORT``; None starts a local one) and ``placement``: ``pack`` (side by side when one node
+    holds both) or ``spread`` (perception and generation on different nodes). Passed to every placement;
+    Ray itself connects once per process, so the first :meth:`connect` decides the cluster."""
+
+    address: str | None = None
+    placement: str = "pack"
+
+    def __post_init__(self) -> None:
+        if self.placement not in STRATEGIES:
+            raise ConfigError(f"pipeline.placement: expected one of {sorted(STRATEGIES)}, got {self.placement!r}")
+
+    @classmethod
+    def from_config(cls, pipeline: Any) -> RayCluster:
+        """The cluster ``config.pipeline`` names (``ray_address``, ``placement``)."""
+        return cls(pipeline.ray_address, pipeline.placement)
+
+    @property
+    def strategy(self) -> str:
+        """The placement-group strategy of ``placement``."""
+        return STRATEGIES[self.placement]
+
+    def connect(self) -> Any:
+        """Import Ray and connect to this cluster (or start a local one) unless this process is connected
+        already; return the ``ray`` module."""
+        try:
+            import ray
+        except ImportError as exc:  # pragma: no cover - ray is a core dependency
+            raise MissingDependencyError("pipeline.backend='ray' needs Ray: pip install 'ray[default]'") from exc
+        with _init_lock:
+            if not ray.is_initialized():
+                if self.address:
+                    ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+                else:
+                    ray.init(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
+                             configure_logging=False)
+        return ray
 
 
-def ensure_ray() -> Any:
-    """Import Ray and connect to the configured cluster (or start a local one); return the module."""
-    try:
-        import ray
-    except ImportError as exc:  # pragma: no cover - ray is a core dependency
-        raise MissingDependencyError("pipeline.backend='ray' needs Ray: pip install 'ray[default]'") from exc
-    with _init_lock:
-        if not ray.is_initialized():
-            if _cluster["address"]:
-                ray.init(address=_cluster["address"], log_to_driver=False, configure_logging=False)
-            else:
-                ray.init(
-                    num_cpus=max(4, os.cpu_count() or 1),
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    configure_logging=False,
-                )
-    return ray
+LOCAL_CLUSTER = RayCluster()
+
+
+def ensure_ray(cluster: RayCluster = LOCAL_CLUSTER) -> Any:
+    """The ``ray`` module, connected (to ``cluster`` unless this process is connected already)."""
+    return cluster.connect()
 
 
 class RayPlacement:
-    """A placement group with ``count`` bundles for actors on ``device`` (``cpu`` or ``cuda``)."""
+    """A placement group on ``cluster`` with ``count`` bundles for actors on ``device`` (``cpu`` or ``cuda``)."""
 
-    def __init__(self, count: int, device: str = "cpu") -> None:
-        ray = ensure_ray()
+    def __init__(self, count: int, device: str = "cpu", cluster: RayCluster = LOCAL_CLUSTER) -> None:
+        ray = cluster.connect()
         from ray.util.placement_group import placement_group
 
         gpus = ray.cluster_resources().get("GPU", 0.0)
@@ -127,7 +149,8 @@ class RayPlacement:
             )
         self.device = device
         self.bundle = bundle
-        self.strategy = _cluster["strategy"]
+        self.cluster = cluster
+        self.strategy = cluster.strategy
         self.group = placement_group([dict(bundle) for _ in range(count)], strategy=self.strategy)
         try:
             ray.get(self.group.ready(), timeout=ACTOR_START_TIMEOUT_S)
@@ -158,12 +181,14 @@ class RayPlacement:
 
 
 def place_actors(
-    actor_class: type, args: Sequence[tuple[Any, ...]], device: str = "cpu", max_concurrency: int = 1
+    actor_class: type, args: Sequence[tuple[Any, ...]], device: str = "cpu", max_concurrency: int = 1,
+    cluster: RayCluster = LOCAL_CLUSTER,
 ) -> tuple[RayPlacement, list[Any]]:
-    """Start one ``actor_class(*a)`` per entry of ``args``, each in its own bundle for ``device``; wait
-    until all are built. On failure nothing is left behind and the actor's own error is raised."""
-    ray = ensure_ray()
-    placement = RayPlacement(len(args), device)
+    """Start one ``actor_class(*a)`` per entry of ``args`` on ``cluster``, each in its own bundle for
+    ``device``; wait until all are built. On failure nothing is left behind and the actor's own error is
+    raised."""
+    ray = cluster.connect()
+    placement = RayPlacement(len(args), device, cluster)
     actors: list[Any] = []
     try:
         for index, a in enumerate(args):
@@ -182,7 +207,7 @@ def replace_actor(
     kill_actors([old])
     actor = _start_actor(actor_class, placement, index, args, max_concurrency)
     try:
-        ensure_ray().get(actor.ready.remote(), timeout=ACTOR_START_TIMEOUT_S)
+        placement.cluster.connect().get(actor.ready.remote(), timeout=ACTOR_START_TIMEOUT_S)
     except BaseException as exc:
         kill_actors([actor])
         _raise_constructor_error(exc)
@@ -192,7 +217,7 @@ def replace_actor(
 def _start_actor(
     actor_class: type, placement: RayPlacement, index: int, args: tuple[Any, ...], concurrency: int = 1
 ) -> Any:
-    remote = ensure_ray().remote(actor_class)
+    remote = placement.cluster.connect().remote(actor_class)
     return remote.options(max_concurrency=concurrency, **placement.options(index)).remote(*args)
 
 
@@ -229,8 +254,10 @@ def actor_workers(actors: Sequence[Any], roles: Sequence[str], timeout_s: float)
     """``Executor.workers`` entries of live ``actors`` (``WorkerActor``), one per role."""
     if not actors:
         return []
+    import ray
+
     with worker_errors("ray backend: worker report"):
-        reports = ensure_ray().get([actor.placement.remote() for actor in actors], timeout=timeout_s)
+        reports = ray.get([actor.placement.remote() for actor in actors], timeout=timeout_s)
     return [{"role": role, **report} for role, report in zip(roles, reports, strict=True)]
 
 
@@ -305,9 +332,9 @@ class RayFrameRunner:
 
     def __init__(
         self, source: PolicySource, shape: Any, public: bool, alpha: float, emit: str,
-        timeout_s: float = FRAME_TIMEOUT_S,
+        timeout_s: float = FRAME_TIMEOUT_S, cluster: RayCluster = LOCAL_CLUSTER,
     ) -> None:
-        ray = ensure_ray()
+        ray = cluster.connect()
         self.timeout_s = timeout_s
         from ray.dag import InputNode, MultiOutputNode
 
@@ -325,7 +352,7 @@ class RayFrameRunner:
             return GenerationWorker(policy, shape.pp_generation, public, alpha, emit, on, transport=transport)
 
         self.placement, self.actors = place_actors(
-            WorkerActor, [(source, make_perception), (source, make_generation)], source.device
+            WorkerActor, [(source, make_perception), (source, make_generation)], source.device, cluster=cluster
         )
         self.device = self.placement.device
         self.pids = ray.get([actor.ready.remote() for actor in self.actors])
@@ -416,8 +443,9 @@ class RayPolicyParts:
     replaces both actors.
     """
 
-    def __init__(self, source: PolicySource, timeout_s: float = FRAME_TIMEOUT_S) -> None:
-        self._source, self.timeout_s = source, timeout_s
+    def __init__(self, source: PolicySource, timeout_s: float = FRAME_TIMEOUT_S,
+                 cluster: RayCluster = LOCAL_CLUSTER) -> None:
+        self._source, self.timeout_s, self.cluster = source, timeout_s, cluster
         self._start()
 
     def _start(self) -> None:
@@ -425,8 +453,9 @@ class RayPolicyParts:
             WorkerActor,
             [(self._source, _PerceiveWorker), (self._source, _GenerateWorker)],
             self._source.device,
+            cluster=self.cluster,
         )
-        ray = ensure_ray()
+        ray = self.cluster.connect()
         self.pids = ray.get([actor.ready.remote() for actor in self.actors])
         self.spec: PolicySpec = ray.get(self.actors[0].spec.remote(), timeout=self.timeout_s)
 
@@ -461,7 +490,7 @@ class RayPolicyParts:
         if not self.actors:
             raise WorkerDiedError("ray backend is closed; build a new agent")
         with worker_errors("ray backend: reset"):
-            ensure_ray().get([actor.reset.remote() for actor in self.actors], timeout=self.timeout_s)
+            self.cluster.connect().get([actor.reset.remote() for actor in self.actors], timeout=self.timeout_s)
 
     def restart(self) -> None:
         """Kill both actors (dead or alive) and start fresh ones; raises if none can be started."""
