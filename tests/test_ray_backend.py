@@ -311,5 +311,5 @@ def test_the_ray_cluster_is_an_object_built_from_the_config():
                                                       "pipeline.ray_address=auto"]).pipeline)
     assert (spread.address, spread.strategy) == ("auto", "STRICT_SPREAD")
     assert RayCluster().strategy == "PACK" and RayCluster().address is None
-    with pytest.raises(ConfigError, match="pipeline.placement: expected one of"):
+    with pytest.raises(ConfigError, match=r"pipeline\.placement: expected one of"):
         RayCluster(placement="scatter")
