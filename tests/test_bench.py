@@ -206,18 +206,25 @@ def test_realtime_clock_surfaces_an_agent_error_instead_of_running_on_blind():
 
 
 def test_a_paced_agent_streams_on_its_period():
-    """The bench's throughput stream with frame_period_ms 30: outputs come 30 ms apart on average (give or
-    take one frame's jitter) though a frame takes ~2 ms (unpaced they come back to back)."""
+    """The bench's throughput stream with frame_period_ms 30, on a fake clock where a frame takes 2 ms:
+    outputs come exactly 30 ms apart (unpaced: 2 ms apart)."""
     from auras import AurasAgent, load_config
     from auras.bench.episodes import run_stream
+    from auras.clock import FakeClock
     from auras.policies.base import Policy
+    from auras.policies.delay import with_injected_delay
     from tests.fakes import FakeDiffusion, FakeStagedPerception, fake_observation
 
-    config = load_config(overrides=["pipeline.mode=auras", "pipeline.pp_generation=3", "pipeline.frame_period_ms=30"])
-    with AurasAgent(config, policy=Policy("fake-dp", FakeStagedPerception(4), FakeDiffusion(12, 0.002))) as agent:
-        record = run_stream(agent, [fake_observation(i) for i in range(12)], warmup=4)
-    intervals = np.diff(record.output_times)
-    assert len(intervals) >= 6 and intervals.mean() >= 0.029 and np.median(intervals) >= 0.025, intervals
+    for period_ms, expected_s in ((30, 0.030), (0, 0.002)):
+        clock = FakeClock()
+        policy = with_injected_delay(Policy("fake-dp", FakeStagedPerception(4), FakeDiffusion(12)), 0.0, 6.0,
+                                     sleep=clock.sleep)  # 6 ms per request over 3 frames: 2 ms per frame
+        config = load_config(overrides=["pipeline.mode=auras", "pipeline.pp_generation=3",
+                                         f"pipeline.frame_period_ms={period_ms}"])
+        with AurasAgent(config, policy=policy, clock=clock) as agent:
+            record = run_stream(agent, [fake_observation(i) for i in range(12)], warmup=4)
+        intervals = np.diff(record.output_times)
+        assert len(intervals) == 7 and intervals == pytest.approx([expected_s] * 7, abs=1e-9), (period_ms, intervals)
 
 
 @pytest.mark.mujoco

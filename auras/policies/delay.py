@@ -25,32 +25,29 @@ from auras.types import Observation
 __all__ = ["with_injected_delay"]
 
 
-def with_injected_delay(policy: Policy, perception_ms: float = 0.0, generation_ms: float = 0.0) -> Policy:
-    """``policy`` with ``perception_ms`` / ``generation_ms`` of sleep added per request (see module doc)."""
+def with_injected_delay(policy: Policy, perception_ms: float = 0.0, generation_ms: float = 0.0,
+                        sleep: Callable[[float], None] = time.sleep) -> Policy:
+    """``policy`` with ``perception_ms`` / ``generation_ms`` of ``sleep`` added per request (see module doc);
+    ``sleep``: a clock's (an agent on :class:`auras.clock.FakeClock` then sees exactly these costs)."""
     if perception_ms < 0 or generation_ms < 0:
         raise ValueError(f"injected delays must be >= 0 ms, got perception {perception_ms}, generation {generation_ms}")
     perception, generation = policy.perception, policy.generation
     if perception_ms > 0:
-        perception = _DelayedPerception(perception, perception_ms / 1e3)
+        perception = _DelayedPerception(perception, perception_ms / 1e3, sleep)
     if generation_ms > 0:
-        generation = _DelayedGeneration(generation, generation_ms / 1e3)
+        generation = _DelayedGeneration(generation, generation_ms / 1e3, sleep)
     return replace(policy, perception=perception, generation=generation)
-
-
-def _sleep(seconds: float) -> None:
-    if seconds > 0:
-        time.sleep(seconds)
 
 
 class _DelayedPerception(ForwardingPerception):
     """The wrapped perception, each call sleeping ``injected_s`` first (spread over the stages)."""
 
-    def __init__(self, inner: Perception, seconds: float) -> None:
+    def __init__(self, inner: Perception, seconds: float, sleep: Callable[[float], None]) -> None:
         super().__init__(inner)
-        self.injected_s = seconds
+        self.injected_s, self._sleep = seconds, sleep
 
     def perceive(self, observations: Sequence[Observation]) -> Context:
-        _sleep(self.injected_s)
+        self._sleep(self.injected_s)
         return self._inner.perceive(observations)
 
     def stages(self) -> list[Callable[[Any], Any]]:
@@ -59,7 +56,7 @@ class _DelayedPerception(ForwardingPerception):
 
         def delayed(stage: Callable[[Any], Any]) -> Callable[[Any], Any]:
             def run(x: Any) -> Any:
-                _sleep(share)
+                self._sleep(share)
                 return stage(x)
 
             return run
@@ -71,13 +68,13 @@ class _DelayedGeneration:
     """The wrapped generation, every attribute forwarded; the methods its family driver names in
     ``cost_shares`` sleep their share of ``seconds`` first. Reads as the same family."""
 
-    def __init__(self, inner: Any, seconds: float) -> None:
+    def __init__(self, inner: Any, seconds: float, sleep: Callable[[float], None]) -> None:
         self._inner = inner
-        self.injected_s = seconds
+        self.injected_s, self._sleep = seconds, sleep
         self._shares = driver_for(inner).cost_shares(inner)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_inner", "injected_s", "_shares"):
+        if name.startswith("__") or name in ("_inner", "injected_s", "_shares", "_sleep"):
             raise AttributeError(name)
         value = getattr(self._inner, name)
         share = self._shares.get(name)
@@ -85,7 +82,7 @@ class _DelayedGeneration:
             return value
 
         def delayed(*args: Any, **kwargs: Any) -> Any:
-            _sleep(self.injected_s * share(*args, **kwargs))
+            self._sleep(self.injected_s * share(*args, **kwargs))
             return value(*args, **kwargs)
 
         return delayed
