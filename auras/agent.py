@@ -78,8 +78,8 @@ class AurasAgent:
         self._clock = clock if clock is not None else SYSTEM_CLOCK
         if not isinstance(self._clock, Clock):
             raise InvalidInputError(f"AurasAgent(clock=...): expected now() and sleep(), got {clock!r:.60}")
-        self._executor = executor if executor is not None else build_executor(self.config, policy, device_probe,
-                                                                               self._clock)
+        self._executor = executor if executor is not None else build_executor(self.config, policy, device_probe)
+        self._executor.clock = self._clock  # latency, staleness and the controller's frame times
         self._lock = threading.Lock()
         self._closed = False
 

@@ -143,7 +143,8 @@ def bridge_campaign(per_class: int, flood: int) -> dict[str, Any]:
         return AurasAgent(load_config(), policy=Policy("fake", FakePerception(image_size=84), FakeGeneration()))
 
     address = "tcp://127.0.0.1:5901"
-    server = BridgeServer(bind=address, agent_factory=agent, limits=ServeLimits(max_message_bytes=4 * 2**20)).start()
+    limits = ServeLimits(max_message_bytes=4 * 2**20)
+    server = BridgeServer(bind=address, agent_factory=agent, limits=limits).start()
     good = RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="x", robot="good")
     stop = threading.Event()
     good_actions: list[float] = []

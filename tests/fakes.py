@@ -187,6 +187,14 @@ class HookedExecutor:
                 before(obs)
                 return inner.step(obs)
 
+            @property
+            def clock(self):
+                return inner.clock
+
+            @clock.setter
+            def clock(self, clock) -> None:
+                inner.clock = clock
+
             def reset(self) -> None:
                 inner.reset()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from auras import AurasAgent, load_config
 from auras.errors import AgentClosedError, InvalidInputError
+from auras.policies.base import Policy
 from tests.fakes import fake_observation, fake_policy
 
 
@@ -95,3 +97,22 @@ def test_stats_say_where_the_policy_runs_and_how_contexts_travel_in_process():
         ("perception+generation", "cpu", os.getpid())
     ]
     assert stats["compile"] == "off" and stats["compile_ms"] == 0
+
+
+@pytest.mark.parametrize("mode", ["sequential", "auras"])
+def test_latency_and_staleness_are_stamped_on_the_agents_clock(mode):
+    """On a fake clock a request whose generation costs exactly 40 ms (perception 10 ms) is answered 50 ms
+    after its capture, whatever the machine did meanwhile."""
+    from auras.clock import FakeClock
+    from auras.policies.delay import with_injected_delay
+    from tests.fakes import FakeDiffusion, FakeStagedPerception
+
+    clock = FakeClock()
+    policy = with_injected_delay(Policy("fake-dp", FakeStagedPerception(2), FakeDiffusion(12)), 10.0, 40.0,
+                                 sleep=clock.sleep)
+    config = load_config(None, [f"pipeline.mode={mode}", "pipeline.pp_generation=1"])
+    with AurasAgent(config, policy=policy, clock=clock) as agent:
+        obs = fake_observation(0)
+        action = agent.step(dataclasses.replace(obs, capture_time=clock.now()))
+    assert action.timings.latency_ms == pytest.approx(50.0, abs=1e-6)
+    assert action.staleness_ms == pytest.approx(50.0, abs=1e-6)

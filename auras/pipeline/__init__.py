@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from auras.clock import SYSTEM_CLOCK, Clock
 from auras.config import AurasConfig
 from auras.devices import DeviceProbe, check_device
 from auras.errors import ConfigError, unknown_name_message
@@ -34,8 +33,7 @@ MODES = ("sequential", "decoupled", "parallel", "pipeline", "auras")
 
 
 def build_executor(
-    config: AurasConfig, policy: Policy | None = None, device_probe: DeviceProbe | None = None,
-    clock: Clock = SYSTEM_CLOCK,
+    config: AurasConfig, policy: Policy | None = None, device_probe: DeviceProbe | None = None
 ) -> Executor:
     """The executor of ``config.pipeline.mode`` on ``config.pipeline.backend``.
 
@@ -44,7 +42,7 @@ def build_executor(
     own copies (from the config through the registry, or this object shipped as is) and this process
     keeps only the weightless :class:`~auras.policies.base.PolicySpec` (``executor.spec``).
     ``device_probe``: what torch sees, for the device checks (default: ask torch where the policy runs).
-    ``clock``: what the adaptive controller measures frames with.
+    The executor reads the system clock until its owner sets ``executor.clock`` (the agent does).
     """
     pipe = config.pipeline
     if pipe.mode not in MODES:
@@ -70,7 +68,7 @@ def build_executor(
                 window=pipe.controller_window, staleness_bound_ms=pipe.staleness_bound_ms,
                 margin=pipe.pacing_margin, quantile=pipe.pacing_quantile,
             )
-            return AdaptiveFrameExecutor(frames, shape, controller, clock)
+            return AdaptiveFrameExecutor(frames, shape, controller)
         return frames(shape)
     if pipe.mode == "parallel":
         return ParallelExecutor(ThreadWorkerPool(local, pipe.workers))

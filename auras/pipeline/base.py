@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from auras.clock import SYSTEM_CLOCK, Clock
 from auras.compiled import CompileStats, compile_stats
 from auras.errors import WorkerRestartedError
 from auras.policies.base import Policy, PolicySpec
@@ -91,6 +92,7 @@ class Executor(ABC):
     without a controller)."""
 
     startup_ms: float | None = None
+    clock: Clock = SYSTEM_CLOCK  # what latency and staleness are stamped with (the agent sets its own)
 
     def __init__(self, spec: PolicySpec) -> None:
         self.spec = spec

@@ -216,13 +216,26 @@ class AdaptiveFrameExecutor(Executor):
                  controller: DepthController, clock: Clock = SYSTEM_CLOCK) -> None:
         """``make_frames(shape)``: a FrameExecutor of that shape over the same policy (local backend);
         ``clock``: what each frame's time is measured with."""
-        self.make_frames, self.controller, self.base, self.clock = make_frames, controller, shape, clock
+        self.make_frames, self.controller, self.base = make_frames, controller, shape
         self.current = make_frames(self._shape(controller.depth))
         super().__init__(self.current.spec)
+        self.clock = clock
         self.draining: FrameExecutor | None = None
         self._admitting = True  # the current pipeline admits (false while a shallower one waits its turn)
         self._settle = 0  # frames after a transition that are not measured (the new pipeline fills)
         self._last: Action | None = None
+
+    @property
+    def clock(self) -> Clock:
+        """The time frames are measured with; setting it reaches the pipelines it runs."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self._clock = clock
+        for frames in (self.current, getattr(self, "draining", None)):
+            if frames is not None:
+                frames.clock = clock
 
     def _shape(self, depth: int) -> FrameShape:
         return FrameShape(self.base.pp_perception, depth, self.base.fetch_offset)
@@ -253,6 +266,7 @@ class AdaptiveFrameExecutor(Executor):
         """Re-plan to generation depth ``depth`` now: a new pipeline of that depth takes over while the
         current one drains (no admitted request is lost or answered twice). The controller calls it."""
         self.draining, self.current = self.current, self.make_frames(self._shape(depth))
+        self.current.clock = self.clock
         self._admitting = False
 
     def _transition_frame(self, obs: Observation) -> Action:

@@ -110,7 +110,7 @@ class DecoupledExecutor(Executor):
             raise self.recover(exc, obs.step_id, self._replace_workers) from exc
 
     def _step(self, obs: Observation) -> Action:
-        start = time.perf_counter()
+        start = self.clock.now()
         deadline = time.monotonic() + self._timeout
         with self._cond:
             if self._error is not None or not self._thread.is_alive():
@@ -125,9 +125,9 @@ class DecoupledExecutor(Executor):
             if self._error is not None:
                 raise WorkerDiedError(f"decoupled perception worker died: {self._error!r}")
             context, source, perception_ms = self._latest
-        generated = time.perf_counter()
+        generated = self.clock.now()
         actions = self.parts.generate(context)
-        done = time.perf_counter()
+        done = self.clock.now()
         return Action(
             actions[0],
             obs.step_id,
@@ -137,7 +137,7 @@ class DecoupledExecutor(Executor):
                 latency_ms=(done - start) * 1e3,
             ),
             context_step_id=source.step_id,
-            staleness_ms=(time.monotonic() - source.capture_time) * 1e3,
+            staleness_ms=(done - source.capture_time) * 1e3,
         )
 
     def workers(self) -> list[dict[str, Any]]:

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -179,7 +178,7 @@ class _Admitted:
     step_id: int
     capture_time: float
     frame: int
-    at: float  # perf_counter at admission
+    at: float  # the executor's clock at admission
 
 
 class FrameExecutor(Executor):
@@ -241,7 +240,7 @@ class FrameExecutor(Executor):
             request = self._next_request
             self._next_request += 1
             self._inflight.append((request, frame))
-            self._remember(request, _Admitted(obs.step_id, obs.capture_time, frame, time.perf_counter()))
+            self._remember(request, _Admitted(obs.step_id, obs.capture_time, frame, self.clock.now()))
             self.admitted += 1
         self.max_inflight = max(self.max_inflight, len(self._inflight))
         generation, finishing = [], None
@@ -284,7 +283,7 @@ class FrameExecutor(Executor):
             self.startup_ms = emitted.startup_ms
         own, newest = self._admitted[emitted.request], self._admitted.get(emitted.context_request)
         newest = newest if newest is not None else own
-        now = time.perf_counter()
+        now = self.clock.now()
         action = Action(
             values=emitted.values,
             step_id=own.step_id,
@@ -295,7 +294,7 @@ class FrameExecutor(Executor):
             ),
             context_step_id=newest.step_id,
             staleness_frames=frame - newest.frame,
-            staleness_ms=(time.monotonic() - newest.capture_time) * 1e3,
+            staleness_ms=(now - newest.capture_time) * 1e3,
             frame=frame,
         )
         self.emitted += 1

@@ -287,14 +287,14 @@ class ParallelExecutor(Executor):
                 return self._last  # type: ignore[return-value]
 
     def _hand(self, worker: int, obs: Observation, call: int) -> None:
-        self._handed[obs.step_id] = _Handed(call, time.perf_counter())
+        self._handed[obs.step_id] = _Handed(call, self.clock.now())
         self.pool.submit(worker, obs)
 
     def _finish(self, action: Action, call: int) -> Action:
         handed = self._handed.pop(action.step_id, None)
         for step_id in [s for s in self._handed if s < action.step_id]:
             del self._handed[step_id]  # overtaken; keeps the table small
-        now = time.perf_counter()
+        now = self.clock.now()
         self._last = replace(
             action,
             timings=StepTimings(
@@ -303,7 +303,7 @@ class ParallelExecutor(Executor):
             ),
             context_step_id=action.step_id,
             staleness_frames=call - handed.call if handed else None,
-            staleness_ms=(time.monotonic() - action.capture_time) * 1e3,
+            staleness_ms=(now - action.capture_time) * 1e3,
             frame=call,
         )
         return self._last

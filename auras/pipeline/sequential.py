@@ -7,8 +7,6 @@ is replaced and the step raises WorkerRestartedError (nothing is in flight, so n
 
 from __future__ import annotations
 
-import time
-
 from auras.errors import WorkerDiedError
 from auras.pipeline.base import Executor, LocalPolicyParts, PolicyParts
 from auras.policies.base import Policy
@@ -25,17 +23,17 @@ class SequentialExecutor(Executor):
         self.frame = 0  # step calls so far: in sequential mode one frame is one whole request
 
     def step(self, obs: Observation) -> Action:
-        start = time.perf_counter()
+        start = self.clock.now()
         try:
             context = self.parts.perceive([obs])
-            perceived = time.perf_counter()
+            perceived = self.clock.now()
             actions = self.parts.generate(context)  # (1, A) or (1, H, A)
         except WorkerDiedError as exc:
             restart = getattr(self.parts, "restart", None)
             if restart is None:
                 raise
             raise self.recover(exc, obs.step_id, restart, frame=self.frame) from exc
-        done = time.perf_counter()
+        done = self.clock.now()
         timings = StepTimings(
             stages_ms={"perception": (perceived - start) * 1e3, "generation": (done - perceived) * 1e3},
             latency_ms=(done - start) * 1e3,
@@ -48,7 +46,7 @@ class SequentialExecutor(Executor):
             context_step_id=obs.step_id,
             staleness_frames=0,
             frame=self._next_frame(),
-            staleness_ms=(time.monotonic() - obs.capture_time) * 1e3,
+            staleness_ms=(done - obs.capture_time) * 1e3,
         )
 
     def _next_frame(self) -> int:
