@@ -43,7 +43,7 @@ from typing import Any
 
 import zmq
 
-from auras.bridge.assembler import ObservationAssembler, parse_part
+from auras.bridge.assembler import ObservationAssembler
 from auras.bridge.health import HealthWatchdog
 from auras.bridge.limits import ServeLimits, exposure_warning, policy_limits
 from auras.bridge.service import (
@@ -60,7 +60,6 @@ from auras.bridge.transport import CurveKeys, SocketFactory, data_endpoints
 from auras.bridge.wiring import describe_workers, ray_cluster_problem, session_agents
 from auras.errors import AurasError, InvalidInputError, clip
 from auras.staleness import EXECUTOR_SETTINGS, resolve_strategy
-from auras.types import Observation
 from auras_client.protocol import (
     SCHEMA_VERSION,
     ProtocolError,
@@ -390,7 +389,7 @@ class BridgeServer:
                 raise ProtocolError("unknown_session", f"no session {sid!r:.40}: say hello again")
             session.last_heard = time.monotonic()
             session.counters["messages"] += 1
-            self._accept(session, frame)
+            session.ingest(frame)
         except ProtocolError as exc:
             self.counters[f"error_{exc.code}"] += 1
             session = session or self._session_named_in(parts)
@@ -405,35 +404,6 @@ class BridgeServer:
         except ProtocolError:
             return None
         return self.host.get(sid)
-
-    def _accept(self, session: Session, frame: Any) -> None:
-        part = parse_part(frame, session.cameras, session.state_dim)
-        with session.assembly:
-            complete = session.assembler.add(frame.seq, frame.stamp, part)
-        if complete is not None:
-            self._submit(session, *complete)
-
-    def _submit(self, session: Session, seq: int, slot: Any) -> None:
-        with session.lock:
-            if seq < session.assembler.min_seq:  # completed while a reset ran (it holds the lock): not this episode
-                session.counters["dropped_at_reset"] += 1
-                return
-            if session.stream is None:
-                session.counters["rejected"] += 1
-                raise ProtocolError("agent_error", f"session {session.id} is between episodes (resetting)")
-            try:
-                obs = Observation(
-                    images=slot.images, state=slot.state, instruction=session.instruction, step_id=seq,
-                    capture_time=time.monotonic(), extras=slot.extras,
-                )
-                session.stream.submit(obs)  # the stream counts it submitted
-            except InvalidInputError as exc:
-                session.counters["rejected"] += 1
-                raise ProtocolError("bad_shape", str(exc)) from None
-            except AurasError as exc:  # the stream closed after an agent failure
-                session.counters["rejected"] += 1
-                session.state = "failed"
-                raise ProtocolError("agent_error", str(exc)) from None
 
     # -- publishing ---------------------------------------------------------------------------------
     def _open_stream(self, session: Session) -> None:

@@ -23,7 +23,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from auras.errors import InvalidInputError
+from auras.bridge.assembler import parse_part
+from auras.errors import AurasError, InvalidInputError
+from auras.types import Observation
 from auras_client.protocol import ProtocolError
 
 __all__ = ["Session", "SessionHost", "stream_counts"]
@@ -75,6 +77,38 @@ class Session:
         if self.assembler is not None:
             reply["max_seen"] = self.assembler.max_seen
         return reply
+
+    # -- observations (streaming protocols) ----------------------------------------------------------
+    def ingest(self, frame: Any) -> None:
+        """One data message of this session's robot: its part joins the assembly of its sequence number,
+        and a complete observation goes to the stream. ProtocolError for what the robot must hear of."""
+        part = parse_part(frame, self.cameras, self.state_dim)
+        with self.assembly:
+            complete = self.assembler.add(frame.seq, frame.stamp, part)
+        if complete is not None:
+            self._submit(*complete)
+
+    def _submit(self, seq: int, slot: Any) -> None:
+        with self.lock:
+            if seq < self.assembler.min_seq:  # completed while a reset ran (it holds the lock): not this episode
+                self.counters["dropped_at_reset"] += 1
+                return
+            if self.stream is None:
+                self.counters["rejected"] += 1
+                raise ProtocolError("agent_error", f"session {self.id} is between episodes (resetting)")
+            try:
+                obs = Observation(
+                    images=slot.images, state=slot.state, instruction=self.instruction, step_id=seq,
+                    capture_time=time.monotonic(), extras=slot.extras,
+                )
+                self.stream.submit(obs)  # the stream counts it submitted
+            except InvalidInputError as exc:
+                self.counters["rejected"] += 1
+                raise ProtocolError("bad_shape", str(exc)) from None
+            except AurasError as exc:  # the stream closed after an agent failure
+                self.counters["rejected"] += 1
+                self.state = "failed"
+                raise ProtocolError("agent_error", str(exc)) from None
 
     # -- the stream (streaming protocols) ------------------------------------------------------------
     def open_stream(self, on_action: Callable[[Any], None], on_event: Callable[[dict[str, Any]], None],
