@@ -468,18 +468,19 @@ class RobotClient:
 
     # -- teardown -----------------------------------------------------------------------------------
     def close(self) -> None:
-        """Say bye (best effort), stop the receiver, close the sockets. Idempotent."""
+        """Stop the receiver, say bye (best effort), close the sockets. Idempotent. The receiver stops first:
+        a heartbeat sent after the bye would find no session and count a lost one."""
         if self._stop.is_set():
             return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
         if self.session is not None:
             try:
                 self.timeout_s = min(self.timeout_s, 0.5)
                 self.request("bye")
             except (TimeoutError, ServiceError, zmq.ZMQError):
                 pass
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
         for sock in (self._req, self._push):
             if sock is not None:
                 sock.close(linger=0)
