@@ -244,7 +244,7 @@ class OpenpiServer:
                 log.warning("openpi: refused a connection from %s without the API key", _peer(connection))
                 return connection.respond(http.HTTPStatus.UNAUTHORIZED,
                                           "auras: this server needs an API key (openpi's api_key)\n")
-        if len(self.host_sessions) >= self.limits.max_sessions:
+        if self.host_sessions.full:  # the cheap answer before the handshake; admission() decides
             self.counters["refused_full"] += 1
             log.warning("openpi: refused a connection from %s: server full (%d sessions)", _peer(connection),
                         self.limits.max_sessions)

@@ -170,6 +170,12 @@ class SessionHost:
         self._build_lock = threading.Lock()
 
     # -- admission and building -------------------------------------------------------------------
+    @property
+    def full(self) -> bool:
+        """No place is free (open sessions and admissions still building fill ``max_sessions``)."""
+        with self._lock:
+            return self._admitted >= self.limits.max_sessions
+
     @contextlib.contextmanager
     def admission(self) -> Iterator[_Place]:
         """Hold one of ``max_sessions`` places while a session is built; ProtocolError ``bad_request``
