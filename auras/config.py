@@ -227,8 +227,9 @@ class PipelineConfig(_Section):
     )
     controller: Literal["static", "adaptive"] = Field(
         "static",
-        description="pipeline / auras, local backend: static keeps pp_generation; adaptive re-plans it online to "
-        "hold target_hz, and paces frames (auras/pipeline/controller.py).",
+        description="pipeline / auras: static keeps pp_generation; adaptive re-plans it online to hold target_hz, "
+        "and paces frames (auras/pipeline/controller.py; on ray a re-plan places two more actors while the old "
+        "pair drains).",
     )
     target_hz: float = Field(
         0.0, ge=0.0, le=1000.0, description="Adaptive controller: the action rate to hold; 0: as fast as it goes."
@@ -430,10 +431,9 @@ class AurasConfig(_Section):
     @model_validator(mode="after")
     def _controller_fits_mode(self) -> AurasConfig:
         p = self.pipeline
-        if p.controller == "adaptive" and (p.mode not in ("pipeline", "auras") or p.backend != "local"):
+        if p.controller == "adaptive" and p.mode not in ("pipeline", "auras"):
             raise ValueError(
-                f"pipeline.controller adaptive: re-plans a frame pipeline on the local backend (mode pipeline or "
-                f"auras, backend local), got mode {p.mode!r} on backend {p.backend!r}"
+                f"pipeline.controller adaptive: re-plans a frame pipeline (mode pipeline or auras), got mode {p.mode!r}"
             )
         return self
 

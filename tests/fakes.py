@@ -213,3 +213,9 @@ class HookedExecutor:
                 return inner.context_transport
 
         return _Hooked()
+
+
+def sequential_actions(policy: Policy, observations) -> list[np.ndarray]:
+    """The reference for every executor: each observation's perception, then its generation, called
+    directly on ``policy`` one request at a time (what sequential execution means)."""
+    return [np.asarray(policy.generation.generate(policy.perception.perceive([o]))[0]) for o in observations]

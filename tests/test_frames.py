@@ -8,9 +8,8 @@ import torch
 
 from auras.partition import skewed_steps
 from auras.pipeline.frames import FrameExecutor, FrameShape
-from auras.pipeline.sequential import SequentialExecutor
 from auras.policies.base import Policy
-from tests.fakes import FakeDiffusion, FakeStagedPerception, fake_observation
+from tests.fakes import FakeDiffusion, FakeStagedPerception, fake_observation, sequential_actions
 
 SHAPES = [FrameShape(1, 1, 0), FrameShape(1, 1, -1), FrameShape(2, 3, 0), FrameShape(2, 4, -1), FrameShape(3, 2, 0)]
 
@@ -128,7 +127,7 @@ def test_degree_one_reproduces_sequential_actions(kind, public):
     policy = _small_policy(kind)
     observations = _real_observations(4)
     policy.reset()
-    sequential = [SequentialExecutor(policy).step(o).values for o in observations]
+    sequential = sequential_actions(policy, observations)
     policy.reset()
     frames = FrameExecutor(policy, FrameShape(1, 1, 0), public=public)
     pipelined = [frames.run_frame(o).values for o in observations]
@@ -168,7 +167,7 @@ def test_emit_public_means_each_requests_own_tokens_with_private_contexts():
 def test_emit_public_returns_the_public_token_snapshot_refreshed_every_frame():
     policy = _small_policy("tiny-vla")
     ex = FrameExecutor(policy, FrameShape(1, 4, 0), public=True, emit="public")
-    store = ex.runner.generation.store  # X_A lives in the public context store with the rest of the context
+    store = ex.group.instances[1].store  # X_A lives in the public context store with the rest of the context
     for obs in _real_observations(10):
         action = ex.run_frame(obs)
         if action is None:

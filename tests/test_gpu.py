@@ -54,7 +54,7 @@ def test_concurrent_perception_and_generation_on_one_gpu_use_two_streams():
             "pipeline.fetch_offset=-1"]
     cpu, _, _ = _run(base)
     gpu, _, agent = _run([*base, "policy.device=cuda"])
-    streams = agent.executor.runner.streams
+    streams = agent.executor.graph.streams
     assert streams.enabled and len(set(streams.names().values())) == 2
     np.testing.assert_allclose(gpu, cpu, atol=2e-2)
 

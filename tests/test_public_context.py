@@ -16,9 +16,8 @@ import torch
 
 from auras.generation.base import AutoregressiveGeneration
 from auras.pipeline.frames import FrameExecutor, FrameShape
-from auras.pipeline.sequential import SequentialExecutor
 from auras.policies.base import Policy
-from tests.fakes import FakeDiffusion, FakeStagedPerception, fake_observation
+from tests.fakes import FakeDiffusion, FakeStagedPerception, fake_observation, sequential_actions
 
 SHAPES = [FrameShape(1, 2, 0), FrameShape(1, 2, -1), FrameShape(2, 3, 0), FrameShape(3, 4, -1), FrameShape(1, 8, 0)]
 
@@ -140,7 +139,7 @@ def test_auras_on_a_static_observation_acts_exactly_like_sequential(kind, degree
     per frame serving every request) included."""
     policy = _small(kind)
     policy.reset()
-    sequential = [SequentialExecutor(policy).step(_real_observation(i)).values for i in range(6)]
+    sequential = sequential_actions(policy, [_real_observation(i) for i in range(6)])
     for degree in degrees:
         policy.reset()
         executor = FrameExecutor(policy, FrameShape(1, degree, 0), public=True)

@@ -86,8 +86,8 @@ def test_close_leaves_no_actor_or_reservation_behind(ray_cluster, mode, extra):
     agent = AurasAgent(config, policy=_fake_policy())
     agent.step(fake_observation(0))
     executor = agent.executor
-    pool = getattr(executor, "runner", None) or executor.pool
-    actors = list(pool.actors)
+    group = executor.group if mode == "auras" else executor.pool.group
+    actors = list(group.actors)
     assert actors and not _all_cpus_free(ray_cluster)
     agent.close()
     agent.close()  # idempotent
@@ -154,14 +154,14 @@ def test_a_killed_actor_is_replaced_and_no_action_comes_from_before_the_failure(
     with AurasAgent(config, policy=_fake_policy()) as agent:
         for i in range(8):
             agent.step(fake_observation(i))
-        runner = agent.executor.runner
-        os.kill(runner.pids[victim], signal.SIGKILL)
+        group = agent.executor.group
+        os.kill(group.pids[victim], signal.SIGKILL)
         start = time.monotonic()
         with pytest.raises(WorkerRestartedError, match="replaced"):
             agent.step(fake_observation(8))
         assert time.monotonic() - start < 60
-        assert agent.restarts == 1 and agent.executor.runner is not runner
-        assert set(agent.executor.runner.pids).isdisjoint(runner.pids)
+        assert agent.restarts == 1 and agent.executor.group is not group
+        assert set(agent.executor.group.pids).isdisjoint(group.pids)
         after = [agent.step(fake_observation(i)) for i in range(9, 20)]
     assert all(a.step_id >= 9 and a.context_step_id >= 9 for a in after)
     assert [a.step_id for a in after] == sorted(a.step_id for a in after)
@@ -191,9 +191,9 @@ def _kill_then_step_until_restarted(agent, pid: int, first: int, within_s: float
 
 
 def _workers(agent):
-    """The two actors' owner: decoupled's policy parts, or sequential's one-frame runner (replaced on restart)."""
+    """The two actors: decoupled's policy parts' group, or sequential's one-frame pipeline's (replaced on restart)."""
     executor = agent.executor
-    return executor.parts if hasattr(executor, "parts") else executor.runner
+    return executor.parts.group if hasattr(executor, "parts") else executor.group
 
 
 @pytest.mark.parametrize("mode", ["sequential", "decoupled"])
@@ -221,7 +221,7 @@ def test_parallel_mode_replaces_only_the_killed_worker(ray_cluster):
     with AurasAgent(config, policy=fake_policy(generation_s=0.05)) as agent:
         for i in range(6):
             agent.step(fake_observation(i))
-        pool = agent.executor.pool
+        pool = agent.executor.pool.group
         actors = list(pool.actors)
         pids = ray_cluster.get([a.ready.remote() for a in actors])
         resumed = _kill_then_step_until_restarted(agent, pids[0], 6)
@@ -313,3 +313,47 @@ def test_the_ray_cluster_is_an_object_built_from_the_config():
     assert RayCluster().strategy == "PACK" and RayCluster().address is None
     with pytest.raises(ConfigError, match=r"pipeline\.placement: expected one of"):
         RayCluster(placement="scatter")
+
+
+def _replan(backend: str, fetch_offset: int, switches: dict[int, int], steps: int = 50):
+    """An adaptive auras pipeline (depth 4) re-planned by hand at the steps of ``switches``; returns its
+    actions, the requests all its pipelines admitted and those still in flight."""
+    overrides = ["pipeline.mode=auras", "pipeline.controller=adaptive", "pipeline.pp_generation=4",
+                 "pipeline.target_hz=1", "pipeline.controller_window=1000", f"pipeline.fetch_offset={fetch_offset}",
+                 f"pipeline.backend={backend}"]
+    with AurasAgent(load_config(overrides=overrides), policy=_fake_policy()) as agent:
+        executor = agent.executor
+        made = [executor.current]
+        make = executor.make_frames
+        executor.make_frames = lambda shape: made.append(make(shape)) or made[-1]
+        actions = []
+        for i in range(steps):
+            if i in switches:
+                executor.switch(switches[i])
+            actions.append(agent.step(fake_observation(i)))
+        depth = executor.shape.pp_generation
+        inflight = executor.current.inflight + (executor.draining.inflight if executor.draining else 0)
+        workers = agent.stats()["workers"]
+    return actions, sum(f.admitted for f in made), inflight, depth, workers
+
+
+@pytest.mark.parametrize("fetch_offset", [0, -1])
+def test_the_adaptive_pipeline_re_plans_on_ray_without_losing_or_repeating_an_action(ray_cluster, fetch_offset):
+    """Re-plans 4 -> 6 -> 2 -> 1 -> 3 on Ray: each builds two new actors while the old pair drains. Every
+    admitted request's action comes out exactly once, in order, and every action equals the local
+    backend's value for value. The fake's actions add up the contexts each generation stage read, so a
+    draining request that did not get the new pipeline's contexts lent through the actors (it would read
+    the last context admitted before the switch) gives different values."""
+    switches = {8: 6, 20: 2, 30: 1, 38: 3}
+    local, *_ = _replan("local", fetch_offset, switches)
+    actions, admitted, inflight, depth, workers = _replan("ray", fetch_offset, switches)
+    assert depth == 3 and [w["role"] for w in workers] == ["perception", "generation"]
+    assert all(w["pid"] != os.getpid() for w in workers)  # the workers are actors, not threads
+    distinct = list({id(a): a for a in actions}.values())
+    steps = [a.step_id for a in distinct if a.step_id > 0]  # the fill admits observation 0 once per frame
+    assert steps == sorted(set(steps)), "an action came out twice or out of order"
+    assert len(distinct) == admitted - inflight, "an admitted request's action was lost"
+    assert all(a.context_step_id >= a.step_id for a in distinct)
+    for a, b in zip(local, actions, strict=True):
+        assert (a.step_id, a.context_step_id, a.staleness_frames) == (b.step_id, b.context_step_id, b.staleness_frames)
+        np.testing.assert_array_equal(a.values, b.values)

@@ -40,7 +40,7 @@ AGENT = textwrap.dedent(
                                     "pipeline.placement=spread"])
     with AurasAgent(config, policy=Policy("fake-dp", FakeStagedPerception(4), FakeDiffusion(12))) as agent:
         actions = [agent.step(fake_observation(i)) for i in range(12)]
-        nodes = ray.get([actor.node.remote() for actor in agent.executor.runner.actors])
+        nodes = [w["node"] for w in agent.stats()["workers"]]
         print("RESULT", json.dumps({"nodes": nodes, "cluster_nodes": len([n for n in ray.nodes() if n["Alive"]]),
                                     "steps": [a.step_id for a in actions]}))
     """

@@ -35,9 +35,7 @@ SCRIPT = textwrap.dedent(
         config = load_config(overrides=[f"pipeline.mode={mode}", "pipeline.backend=ray", "policy.device=cuda",
                                         "policy.type=fake-movable", "pipeline.pp_generation=3"])
         with AurasAgent(config, device_probe=cuda) as agent:
-            executor = agent.executor
-            actors = executor.runner.actors if hasattr(executor, "runner") else executor.parts.actors
-            out[mode] = ray.get([actor.placement.remote() for actor in actors])
+            out[mode] = agent.stats()["workers"]  # each actor's own report of where it runs
             out[mode + " stats"] = agent.stats()
     try:
         AurasAgent(load_config(overrides=["pipeline.mode=auras", "pipeline.backend=ray", "policy.device=cuda",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from auras.clock import SYSTEM_CLOCK, Clock
 from auras.compiled import CompileStats, compile_stats
@@ -18,7 +18,7 @@ from auras.errors import WorkerRestartedError
 from auras.policies.base import Policy, PolicySpec
 from auras.types import Action, Observation
 
-__all__ = ["Executor", "LocalPolicyParts", "PolicyParts", "local_worker"]
+__all__ = ["Executor", "local_worker"]
 
 
 def local_worker(role: str, since: CompileStats | None = None) -> dict[str, Any]:
@@ -28,58 +28,6 @@ def local_worker(role: str, since: CompileStats | None = None) -> dict[str, Any]
     now, base = compile_stats(), since or CompileStats(0, 0.0)
     return {"role": role, "pid": os.getpid(), "device": None, "compile_graphs": now.graphs - base.graphs,
             "compile_ms": now.compile_ms - base.compile_ms}
-
-
-class PolicyParts(Protocol):
-    """Where a policy's two halves run for the unpipelined modes (sequential, decoupled).
-
-    ``perceive`` returns a handle to the context (the context itself, or a Ray ObjectRef) that
-    ``generate`` accepts; ``generate`` returns the actions, (B, A) or (B, H, A). ``reset`` reaches
-    the policy wherever it runs (a new episode); ``spec`` describes the hosted policy.
-    """
-
-    spec: PolicySpec
-
-    def perceive(self, observations: Sequence[Observation]) -> Any: ...
-
-    def generate(self, context: Any) -> Any: ...
-
-    def reset(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def workers(self) -> list[dict[str, Any]]:
-        """Where the halves run (entries as in :meth:`Executor.workers`)."""
-
-    @property
-    def context_transport(self) -> str: ...
-
-    # Parts whose workers can die (Ray actors) also have ``restart()``: replace them with fresh ones.
-
-
-class LocalPolicyParts:
-    """Both halves called directly in this process."""
-
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
-        self.spec = policy.spec
-        self.context_transport = "in-process"
-        self.built_at = compile_stats()
-
-    def workers(self) -> list[dict[str, Any]]:
-        return [local_worker("perception+generation", self.built_at)]
-
-    def perceive(self, observations: Sequence[Observation]) -> Any:
-        return self.policy.perception.perceive(observations)
-
-    def generate(self, context: Any) -> Any:
-        return self.policy.generation.generate(context)
-
-    def reset(self) -> None:
-        self.policy.reset()
-
-    def close(self) -> None:
-        """Nothing to release."""
 
 
 class Executor(ABC):

@@ -213,11 +213,14 @@ class AdaptiveFrameExecutor(Executor):
     """A frame pipeline whose generation depth a :class:`DepthController` changes while it runs."""
 
     def __init__(self, make_frames: Callable[[FrameShape], FrameExecutor], shape: FrameShape,
-                 controller: DepthController, clock: Clock = SYSTEM_CLOCK) -> None:
-        """``make_frames(shape)``: a FrameExecutor of that shape over the same policy (local backend);
+                 controller: DepthController, clock: Clock = SYSTEM_CLOCK, first: FrameExecutor | None = None) -> None:
+        """``make_frames(shape)``: a FrameExecutor of that shape over the same backend, whose finished
+        contexts come back to this process (``contexts_to_caller``: a draining pipeline reads them); on
+        Ray each call places two new actors, so a re-plan needs room for a second pair while the old one
+        drains. ``first``: the pipeline to start with, if already built (else ``make_frames``);
         ``clock``: what each frame's time is measured with."""
         self.make_frames, self.controller, self.base = make_frames, controller, shape
-        self.current = make_frames(self._shape(controller.depth))
+        self.current = first if first is not None else make_frames(self._shape(controller.depth))
         super().__init__(self.current.spec)
         self.clock = clock
         self.draining: FrameExecutor | None = None

@@ -25,23 +25,24 @@ import time
 from typing import Any
 
 from auras.errors import StepFailedError, WorkerDiedError
-from auras.pipeline.base import Executor, LocalPolicyParts, PolicyParts
+from auras.pipeline.backend import Backend, ThreadBackend
+from auras.pipeline.base import Executor
+from auras.pipeline.parts import PolicyParts
 from auras.policies.base import Policy
 from auras.types import Action, Observation, StepTimings
 
-__all__ = ["DecoupledExecutor"]
+__all__ = ["DecoupledExecutor", "PerceptionCrashedError"]
+
+
+class PerceptionCrashedError(WorkerDiedError):
+    """The policy's perception raised in the perception loop: the loop is over and no restart helps."""
 
 
 class DecoupledExecutor(Executor):
-    def __init__(self, policy: Policy | None = None, parts: PolicyParts | None = None,
-                 first_context_timeout_s: float = 30.0) -> None:
-        """Run ``policy`` in this process, or the policy hosted by ``parts``."""
-        if parts is None:
-            if policy is None:
-                raise TypeError("DecoupledExecutor: expected a policy or parts, got neither")
-            parts = LocalPolicyParts(policy)
-        self.parts = parts
-        super().__init__(parts.spec)
+    def __init__(self, backend: Backend | Policy, first_context_timeout_s: float = 30.0) -> None:
+        """Run the policy's halves as two workers on ``backend`` (a Policy: in this process, on the CPU)."""
+        self.parts = PolicyParts(backend if isinstance(backend, Backend) else ThreadBackend(backend))
+        super().__init__(self.parts.spec)
         self._timeout = first_context_timeout_s
         self._cond = threading.Condition()
         self._offered: Observation | None = None
@@ -96,17 +97,23 @@ class DecoupledExecutor(Executor):
             self._epoch += 1  # whatever the old loop still finishes is dropped
             self._cond.notify_all()
         self._thread.join(timeout=5)
-        self.parts.restart()  # type: ignore[attr-defined]
+        self.parts.restart()
         with self._cond:
             self._offered = None  # the new workers start from observations offered after the failure
         self._start_loop()
 
+    def _loop_failure(self) -> WorkerDiedError:
+        """The perception loop's end as an error: a dead or hung worker (replaced by ``step``), or the
+        policy's own exception (raised again on every step: a new worker would fail the same way)."""
+        message = f"decoupled perception worker died: {self._error!r}"
+        return WorkerDiedError(message) if isinstance(self._error, WorkerDiedError) else PerceptionCrashedError(message)
+
     def step(self, obs: Observation) -> Action:
         try:
             return self._step(obs)
+        except PerceptionCrashedError:
+            raise
         except WorkerDiedError as exc:
-            if not hasattr(self.parts, "restart"):
-                raise
             raise self.recover(exc, obs.step_id, self._replace_workers) from exc
 
     def _step(self, obs: Observation) -> Action:
@@ -114,7 +121,7 @@ class DecoupledExecutor(Executor):
         deadline = time.monotonic() + self._timeout
         with self._cond:
             if self._error is not None or not self._thread.is_alive():
-                raise WorkerDiedError(f"decoupled perception worker died: {self._error!r}")
+                raise self._loop_failure()
             self._offered = obs
             self._cond.notify_all()
             while self._latest is None and self._error is None:
@@ -123,7 +130,7 @@ class DecoupledExecutor(Executor):
                     raise StepFailedError(f"no perception result within {self._timeout:.1f} s of the first step")
                 self._cond.wait(left)
             if self._error is not None:
-                raise WorkerDiedError(f"decoupled perception worker died: {self._error!r}")
+                raise self._loop_failure()
             context, source, perception_ms = self._latest
         generated = self.clock.now()
         actions = self.parts.generate(context)
@@ -156,7 +163,7 @@ class DecoupledExecutor(Executor):
 
     @property
     def hosted_policy(self) -> Policy | None:
-        return self.parts.policy if isinstance(self.parts, LocalPolicyParts) else None
+        return self.parts.hosted_policy
 
     def close(self) -> None:
         with self._cond:

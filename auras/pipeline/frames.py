@@ -1,4 +1,4 @@
-"""The frame executor: the Auras pipeline (modes ``pipeline`` and ``auras``), local backend.
+"""The frame executor: the Auras pipeline (modes ``pipeline`` and ``auras``; ``sequential`` as one frame).
 
 Execution proceeds in deterministic frames. Each frame
 
@@ -42,9 +42,10 @@ Who does what: the driver below (the executor the agent owns) only schedules: it
 observations, decides each request's stage per frame (a :class:`~auras.pipeline.workers.FramePlan`)
 and turns what generation emits into Actions. The computation and all per-request state live in a
 :class:`~auras.pipeline.workers.PerceptionWorker` and a
-:class:`~auras.pipeline.workers.GenerationWorker`, run by a backend: in this process (``local``,
-below) or as two Ray actors (``ray``, ``ray_backend.py``). Both backends run the same plans, so they
-emit the same actions.
+:class:`~auras.pipeline.workers.GenerationWorker`, placed by a backend (:mod:`auras.pipeline.backend`):
+in this process (``local``) or as two Ray actors (``ray``, ``ray_backend.py``). Both backends run the
+same plans, so they emit the same actions. Mode ``sequential`` is the shape (1, 1, 0) with private
+contexts, on both backends.
 
 Startup: autoregressive ``auras`` runs one serial classic decode on the first observation to
 initialise the public tokens (measured as ``startup_ms``); diffusion fills the pipeline.
@@ -55,15 +56,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections import OrderedDict, deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-from auras.compiled import compile_stats
 from auras.errors import ConfigError, WorkerDiedError
-from auras.pipeline.base import Executor, local_worker
-from auras.pipeline.streams import StagePairStreams
+from auras.pipeline.backend import Backend, ThreadBackend, WorkerRecipe, closing_on_error
+from auras.pipeline.base import Executor
 from auras.pipeline.workers import (
     ContextMessage,
     Emitted,
@@ -73,10 +71,10 @@ from auras.pipeline.workers import (
     PerceptionWorker,
     check_pipelinable,
 )
-from auras.policies.base import Policy, PolicySpec
+from auras.policies.base import Policy
 from auras.types import Action, Observation, StepTimings
 
-__all__ = ["FrameExecutor", "FrameRunner", "FrameShape", "LocalFrameRunner", "RunnerFactory"]
+__all__ = ["FrameExecutor", "FrameShape"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,67 +110,6 @@ class FrameShape:
         return self.pp_perception + self.pp_generation
 
 
-class FrameRunner(Protocol):
-    """Runs plans on a perception and a generation worker (a backend); ``spec`` describes the
-    policy the workers host."""
-
-    spec: PolicySpec
-
-    def run(self, plan: FramePlan) -> tuple[tuple[ContextMessage, ...], Emitted | None]:
-        """Carry out ``plan``; return the contexts perception finished and what generation emitted."""
-
-    def close(self) -> None: ...
-
-    def workers(self) -> list[dict[str, Any]]:
-        """Where the two workers run (entries as in ``Executor.workers``)."""
-
-    @property
-    def context_transport(self) -> str: ...
-
-
-RunnerFactory = Callable[[FrameShape, bool, float, str], FrameRunner]
-
-
-class LocalFrameRunner:
-    """Both workers in this process; for fetch_offset -1 perception runs in a worker thread while
-    generation runs in the caller's, and on a GPU each on its own CUDA stream (``device``)."""
-
-    def __init__(self, policy: Policy, shape: FrameShape, public: bool, alpha: float, emit: str,
-                 device: str = "cpu") -> None:
-        self.concurrent = shape.fetch_offset == -1
-        self.streams = StagePairStreams(device if self.concurrent else "cpu")
-        self.policy, self.spec = policy, policy.spec
-        self.perception = PerceptionWorker(policy, shape.pp_perception)
-        self.generation = GenerationWorker(policy, shape.pp_generation, public, alpha, emit)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="auras-perception")
-        self.context_transport = "in-process"
-        self.built_at = compile_stats()
-
-    def workers(self) -> list[dict[str, Any]]:
-        return [local_worker("perception+generation", self.built_at)]
-
-    def run(self, plan: FramePlan) -> tuple[tuple[ContextMessage, ...], Emitted | None]:
-        if not self.concurrent:
-            finished = self.perception.run(plan)
-            return finished, self.generation.run(plan, finished)
-        pending = self._pool.submit(self._perceive, plan)
-        try:
-            with self.streams.on("generation"):
-                emitted = self.generation.run(plan)
-        finally:
-            finished = pending.result()
-        return finished, emitted
-
-    def _perceive(self, plan: FramePlan) -> tuple[ContextMessage, ...]:
-        with self.streams.on("perception"):
-            finished = self.perception.run(plan)
-        self.streams.hand_over(m.context for m in finished)  # read by generation next frame
-        return finished
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-
 @dataclass(frozen=True, slots=True)
 class _Admitted:
     step_id: int
@@ -182,43 +119,38 @@ class _Admitted:
 
 
 class FrameExecutor(Executor):
-    """Frames over one policy; the runner (backend) does the computation."""
+    """Frames over one policy; a perception and a generation worker placed by a backend compute them."""
 
     _HISTORY = 256  # admitted requests remembered for tracing contexts back to observations
 
     def __init__(
         self,
-        policy: Policy | None,
+        backend: Backend | Policy,
         shape: FrameShape,
         public: bool = True,
         alpha: float = 0.0,
         emit: Literal["own", "public"] = "own",
-        make_runner: RunnerFactory | None = None,
-        device: str = "cpu",
+        contexts_to_caller: bool = False,
     ) -> None:
-        """``policy``: the in-process policy of the local backend (checked against the settings before
-        any worker exists), or None when ``make_runner(shape, public, alpha, emit)`` builds workers
-        that host the policy themselves (Ray: they check the settings where the policy is).
-        ``device``: where the in-process policy runs (CUDA: perception and generation get their own
-        streams when they run concurrently)."""
-        if policy is not None:
-            check_pipelinable(policy.spec, shape.pp_perception, shape.pp_generation, emit)
-        elif make_runner is None:
-            raise ConfigError("FrameExecutor: expected a policy or a runner factory, got neither")
+        """``backend``: where the perception and generation workers run (a Policy: in this process, on the
+        CPU). The settings are checked against the policy before any worker exists when the backend knows
+        it (local), else against what the placed workers report (Ray), leaving nothing running on failure.
+        ``contexts_to_caller``: the contexts perception finished come back to this process every frame
+        (needed to lend them to another pipeline, :meth:`lend`; free in-process, a copy per frame on Ray)."""
+        self.backend = backend if isinstance(backend, Backend) else ThreadBackend(backend)
+        if self.backend.spec is not None:
+            check_pipelinable(self.backend.spec, shape.pp_perception, shape.pp_generation, emit)
         self.shape, self.public = shape, public
-        if make_runner is None:
-            assert policy is not None
-            self._make_runner = lambda: LocalFrameRunner(policy, shape, public, alpha, emit, device)
-        else:
-            self._make_runner = lambda: make_runner(shape, public, alpha, emit)
-        self.runner = self._make_runner()
-        super().__init__(self.runner.spec)
-        if policy is None:  # the workers host the policy: check what they report, leave nothing running
-            try:
-                check_pipelinable(self.spec, shape.pp_perception, shape.pp_generation, emit)
-            except ConfigError:
-                self.runner.close()
-                raise
+        self.recipes = (
+            WorkerRecipe("perception", PerceptionWorker, {"pp_perception": shape.pp_perception}),
+            WorkerRecipe("generation", GenerationWorker,
+                         {"pp_generation": shape.pp_generation, "public": public, "alpha": alpha, "emit": emit}),
+        )
+        self.contexts_to_caller = contexts_to_caller
+        self._place()
+        super().__init__(self.group.spec)
+        with closing_on_error(self.group):  # the workers host the policy: check what they report
+            check_pipelinable(self.spec, shape.pp_perception, shape.pp_generation, emit)
         self._inflight: deque[tuple[int, int]] = deque()  # (request, admitted frame)
         self._admitted: OrderedDict[int, _Admitted] = OrderedDict()
         self._carried: tuple[ContextMessage, ...] = ()
@@ -270,7 +202,7 @@ class FrameExecutor(Executor):
     def run_frame(self, obs: Observation | None) -> Action | None:
         """Run one frame, admitting ``obs`` if given; return the action emitted this frame, if any."""
         plan = self.plan(obs)
-        finished, emitted = self.runner.run(plan)
+        finished, emitted = self.graph(plan)
         self._carried = finished
         self.frame += 1
         if emitted is None:
@@ -304,7 +236,7 @@ class FrameExecutor(Executor):
     # -- re-planning: a draining pipeline reads the contexts of the one replacing it ------------------
     def finished_contexts(self) -> tuple[tuple[ContextMessage, _Admitted], ...]:
         """The contexts perception finished in the last frame, each with the admission of its
-        observation (local backend: the runner hands contexts back to the driver)."""
+        observation (in-process, or with ``contexts_to_caller``; else empty under fetch_offset 0)."""
         return tuple((m, self._admitted[m.request]) for m in self._carried if m.request in self._admitted)
 
     def lend(self, contexts: tuple[tuple[ContextMessage, _Admitted], ...], their_frame: int) -> None:
@@ -345,25 +277,29 @@ class FrameExecutor(Executor):
             raise self.recover(exc, obs.step_id, self._replace_workers, frame=self.frame) from exc
         return action if action is not None else self._last_action
 
+    def _place(self) -> None:
+        self.group = self.backend.place(self.recipes)
+        with closing_on_error(self.group):
+            self.graph = self.group.frame_graph(0, 1, self.shape.fetch_offset == -1, self.contexts_to_caller)
+
     def _replace_workers(self) -> None:
         """Replace both workers and start from an empty pipeline and an empty public context: nothing
         computed before the failure (half-written contexts, in-flight requests) can reach an action."""
-        with contextlib.suppress(Exception):
-            self.runner.close()
+        self._close_workers()
         self.reset()
         self._reset_pending = False  # the new workers start clean
-        self.runner = self._make_runner()  # raises WorkerDiedError itself if no worker can be started
+        self._place()  # raises WorkerDiedError itself if no worker can be started
 
     @property
     def hosted_policy(self) -> Policy | None:
-        return self.runner.policy if isinstance(self.runner, LocalFrameRunner) else None
+        return self.group.hosted_policy
 
     def workers(self) -> list[dict[str, Any]]:
-        return self.runner.workers()
+        return self.group.describe()
 
     @property
     def context_transport(self) -> str:
-        return self.runner.context_transport
+        return self.group.context_transport
 
     @property
     def inflight(self) -> int:
@@ -379,4 +315,9 @@ class FrameExecutor(Executor):
         self.startup_ms = None
 
     def close(self) -> None:
-        self.runner.close()
+        self._close_workers()
+
+    def _close_workers(self) -> None:
+        with contextlib.suppress(Exception):  # a dead worker's graph may fail to tear down
+            self.graph.close()
+        self.group.close()

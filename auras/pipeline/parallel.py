@@ -9,8 +9,9 @@ requests in flight and nothing new finished) it returns the previous action agai
 spaces the workers out, so actions come in bursts (high ``interval_cv``), each from an observation
 about N calls old.
 
-On the Ray backend a worker that dies or misses ``pipeline.worker_timeout_s`` is replaced alone (the
-others keep their requests); that step raises WorkerRestartedError and the dead worker's request is lost.
+A worker that dies or misses ``pipeline.worker_timeout_s`` is replaced alone (the others keep their
+requests); that step raises WorkerRestartedError and the dead worker's request is lost. On the Ray backend
+the worker is an actor and is killed; a thread cannot be killed, so a hung thread is abandoned.
 
 Frames here are ``step`` calls: ``Action.frame`` is the call's index and ``staleness_frames`` the
 number of calls since the action's observation was handed over.
@@ -19,128 +20,43 @@ number of calls since the action's observation was handed over.
 from __future__ import annotations
 
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
-from auras.compiled import compile_stats
 from auras.errors import StepFailedError, WorkerDiedError
-from auras.pipeline.base import Executor, local_worker
-from auras.pipeline.ray_backend import (
-    LOCAL_CLUSTER,
-    RayCluster,
-    WorkerActor,
-    actor_workers,
-    place_actors,
-    release,
-    replace_actor,
-    worker_errors,
-)
-from auras.pipeline.sequential import SequentialExecutor
-from auras.policies.base import Policy, PolicySpec
+from auras.pipeline.backend import Backend, ThreadBackend, WorkerRecipe
+from auras.pipeline.base import Executor
+from auras.policies.base import Policy
 from auras.types import Action, Observation, StepTimings
 
-__all__ = ["ParallelExecutor", "PoolWorkerDiedError", "RayWorkerPool", "ThreadWorkerPool", "WorkerPool"]
-
-RESULT_TIMEOUT_S = 300.0
+__all__ = ["ParallelExecutor", "PoolWorkerDiedError", "WholePolicyWorker", "WorkerPool"]
 
 
-class WorkerPool(Protocol):
-    """N workers that each turn one observation into one action; ``spec``: the policy they host."""
+class WholePolicyWorker:
+    """What each worker of the pool runs: the whole policy, one observation at a time."""
 
-    size: int
-    spec: PolicySpec
+    def __init__(self, policy: Policy, *, device: str = "cpu", transport: str = "in-process") -> None:
+        self.policy = policy
 
-    @property
-    def busy(self) -> int:
-        """Workers computing now."""
+    def run(self, obs: Observation) -> Action:
+        start = time.perf_counter()
+        context = self.policy.perception.perceive([obs])
+        perceived = time.perf_counter()
+        values = self.policy.generation.generate(context)[0]
+        done = time.perf_counter()
+        stages = {"perception": (perceived - start) * 1e3, "generation": (done - perceived) * 1e3}
+        return Action(values, obs.step_id, obs.capture_time, StepTimings(stages, (done - start) * 1e3),
+                      context_step_id=obs.step_id)
 
-    def free(self) -> int:
-        """Index of an idle worker, or -1 when all are busy."""
+    def reset(self) -> None:
+        self.policy.reset()
 
-    def submit(self, worker: int, obs: Observation) -> None: ...
-
-    def collect(self, block: bool) -> list[Action]:
-        """Actions finished since the last call (waits for at least one when ``block`` and any is busy)."""
-
-    def reset(self) -> list[PoolWorkerDiedError]:
-        """Drop every request; returns the workers found dead on the way (the caller replaces them)."""
-
-    def replace(self, worker: int) -> None:
-        """Start a fresh worker after ``collect`` raised PoolWorkerDiedError for it."""
-
-    def workers(self) -> list[dict[str, Any]]:
-        """Where the workers run (entries as in ``Executor.workers``)."""
-
-    def close(self) -> None: ...
-
-
-class _Slots:
-    """Which of ``size`` workers are busy (``_busy``: worker index -> its pending result)."""
-
-    size: int
-    _busy: dict[int, Any]
-
-    @property
-    def busy(self) -> int:
-        return len(self._busy)
-
-    def free(self) -> int:
-        return next((i for i in range(self.size) if i not in self._busy), -1)
-
-
-class ThreadWorkerPool(_Slots):
-    """``size`` threads in this process sharing one policy (inference only, so no shared mutation)."""
-
-    def __init__(self, policy: Policy, size: int) -> None:
-        self.size, self.policy = size, policy
-        self._sequential = SequentialExecutor(policy)
-        self.spec = self._sequential.spec
-        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="auras-parallel")
-        self._busy: dict[int, Future[Action]] = {}
-        self.built_at = compile_stats()
-
-    def submit(self, worker: int, obs: Observation) -> None:
-        self._busy[worker] = self._pool.submit(self._sequential.step, obs)
-
-    def collect(self, block: bool) -> list[Action]:
-        if block and self._busy:
-            wait(list(self._busy.values()), timeout=RESULT_TIMEOUT_S, return_when=FIRST_COMPLETED)
-        done = [i for i, f in self._busy.items() if f.done()]
-        return [self._busy.pop(i).result() for i in done]
-
-    def reset(self) -> list[PoolWorkerDiedError]:
-        wait(list(self._busy.values()))
-        self._busy.clear()
-        self._sequential.reset()
-        return []  # threads of this process do not die on their own
-
-    def replace(self, worker: int) -> None:
-        raise NotImplementedError("thread workers are never reported dead")
-
-    def workers(self) -> list[dict[str, Any]]:
-        return [local_worker(f"{self.size} threads", self.built_at)]
+    def describe(self) -> dict[str, Any]:
+        return {"worker": "whole policy"}
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-
-class _SequentialWorker:
-    """What each Ray actor of the parallel pool runs: the whole policy, one observation at a time."""
-
-    def __init__(self, policy: Policy) -> None:
-        self.executor = SequentialExecutor(policy)
-
-    def run(self, obs: Observation | None) -> Action | None:
-        if obs is None:  # reset
-            self.executor.reset()
-            return None
-        return self.executor.step(obs)
-
-
-def _make_sequential_worker(policy: Policy, device: str) -> _SequentialWorker:
-    return _SequentialWorker(policy)
+        """Nothing to release."""
 
 
 class PoolWorkerDiedError(WorkerDiedError):
@@ -151,50 +67,55 @@ class PoolWorkerDiedError(WorkerDiedError):
         self.worker, self.step_id = worker, step_id
 
 
-class RayWorkerPool(_Slots):
-    """``size`` Ray actors, each with its own copy of the policy, in one placement group.
+class WorkerPool:
+    """``size`` :class:`WholePolicyWorker` s placed on ``backend`` (threads over the one in-process policy,
+    or Ray actors each with its own copy), each turning one observation into one action.
 
-    A worker that dies, or holds a request longer than ``timeout_s``, is reported by ``collect`` as a
-    :class:`PoolWorkerDiedError` (results of the other workers collected in the same call are kept
-    for the next call) and ``replace(worker)`` starts a fresh actor in its bundle.
+    A worker that dies, or holds a request longer than the backend's deadline, is reported by
+    ``collect`` as a :class:`PoolWorkerDiedError` (results of the other workers collected in the same
+    call are kept for the next call) and ``replace(worker)`` starts a fresh one in its place.
     """
 
-    def __init__(self, source: Any, size: int, timeout_s: float = RESULT_TIMEOUT_S,
-                 cluster: RayCluster = LOCAL_CLUSTER) -> None:
-        """``source``: the :class:`~auras.pipeline.ray_backend.PolicySource` each actor builds from;
-        ``cluster``: where the actors go."""
-        self.size, self.timeout_s, self.cluster = size, timeout_s, cluster
-        self._args = (source, _make_sequential_worker)
-        self.placement, self.actors = place_actors(WorkerActor, [self._args for _ in range(size)], source.device,
-                                                   cluster=cluster)
-        self.spec = cluster.connect().get(self.actors[0].spec.remote(), timeout=timeout_s)
-        self._busy: dict[int, Any] = {}  # worker -> ObjectRef
+    def __init__(self, backend: Backend, size: int) -> None:
+        self.size = size
+        self.group = backend.place([WorkerRecipe(f"worker {i}", WholePolicyWorker) for i in range(size)],
+                                   threads=size)
+        self.spec, self.timeout_s = self.group.spec, self.group.timeout_s
+        self._busy: dict[int, Any] = {}  # worker -> pending result
         self._held: dict[int, tuple[int, float]] = {}  # worker -> (step id, monotonic when handed)
         self._kept: list[Action] = []  # finished alongside a failure; returned by the next collect
 
+    @property
+    def busy(self) -> int:
+        """Workers computing now."""
+        return len(self._busy)
+
+    def free(self) -> int:
+        """Index of an idle worker, or -1 when all are busy."""
+        return next((i for i in range(self.size) if i not in self._busy), -1)
+
     def workers(self) -> list[dict[str, Any]]:
-        return actor_workers(self.actors, [f"worker {i}" for i in range(self.size)], self.timeout_s)
+        return self.group.describe()
 
     def submit(self, worker: int, obs: Observation) -> None:
-        self._busy[worker] = self.actors[worker].run.remote(obs)
+        self._busy[worker] = self.group.submit(worker, obs)
         self._held[worker] = (obs.step_id, time.monotonic())
 
     def collect(self, block: bool) -> list[Action]:
-        ray = self.cluster.connect()
+        """Actions finished since the last call (waits for at least one when ``block`` and any is busy)."""
         if not self._busy:
             return self._take_kept()
-        refs = list(self._busy.values())
+        pending = list(self._busy.values())
         oldest = min(self._held[i][1] for i in self._busy)
-        wait_s = max(0.0, oldest + self.timeout_s - time.monotonic()) if block and not self._kept else 0
-        ready, _ = ray.wait(refs, num_returns=1 if wait_s else len(refs), timeout=wait_s)
-        done = [i for i, ref in self._busy.items() if ref in ready]
+        wait_s = max(0.0, oldest + self.timeout_s - time.monotonic()) if block and not self._kept else 0.0
+        ready = self.group.finished(pending, wait_s, first=bool(wait_s))
+        done = [i for i, p in self._busy.items() if any(p is r for r in ready)]
         failed: PoolWorkerDiedError | None = None
         for i in done:
-            ref = self._busy.pop(i)
+            result = self._busy.pop(i)
             step_id, _ = self._held.pop(i)
             try:
-                with worker_errors("parallel mode: a request"):
-                    self._kept.append(ray.get(ref))
+                self._kept.append(self.group.result(result))
             except WorkerDiedError as exc:
                 failed = failed or PoolWorkerDiedError(str(exc), i, step_id)
         now = time.monotonic()
@@ -213,33 +134,30 @@ class RayWorkerPool(_Slots):
         return kept
 
     def replace(self, worker: int) -> None:
-        """Start a fresh actor for ``worker`` (its request, if any, is lost)."""
+        """Start a fresh worker for ``worker`` (its request, if any, is lost)."""
         self._busy.pop(worker, None)
         self._held.pop(worker, None)
-        self.actors[worker] = replace_actor(WorkerActor, self.placement, worker, self._args, self.actors[worker])
+        self.group.replace(worker)
 
     def reset(self) -> list[PoolWorkerDiedError]:
         """Wait for busy workers, then reset every worker; returns the dead ones (for ``replace``)."""
-        ray = self.cluster.connect()
         dead: list[PoolWorkerDiedError] = []
         for i in range(self.size):
             try:
-                with worker_errors("parallel mode: reset"):
-                    if i in self._busy:
-                        ray.get(self._busy[i], timeout=self.timeout_s)
-                    ray.get(self.actors[i].run.remote(None), timeout=self.timeout_s)
+                if i in self._busy:
+                    self.group.result(self._busy[i])
+                self.group.reset(i)
             except WorkerDiedError as exc:
                 dead.append(PoolWorkerDiedError(str(exc), i, self._held.get(i, (-1, 0.0))[0]))
-            except StepFailedError:
-                pass  # a request that failed in the worker: its result is discarded by the reset anyway
+            except Exception:  # a request that failed in the worker: the reset discards it anyway
+                pass
         self._busy.clear()
         self._held.clear()
         self._kept.clear()
         return dead
 
     def close(self) -> None:
-        release(self.placement, self.actors)
-        self.actors = []
+        self.group.close()
 
 
 @dataclass
@@ -249,7 +167,9 @@ class _Handed:
 
 
 class ParallelExecutor(Executor):
-    def __init__(self, pool: WorkerPool) -> None:
+    def __init__(self, backend: Backend | Policy, workers: int) -> None:
+        """``workers`` copies of the whole policy on ``backend`` (a Policy: threads in this process)."""
+        pool = WorkerPool(backend if isinstance(backend, Backend) else ThreadBackend(backend), workers)
         super().__init__(pool.spec)
         self.pool = pool
         self.calls = 0
@@ -310,7 +230,7 @@ class ParallelExecutor(Executor):
 
     @property
     def hosted_policy(self) -> Policy | None:
-        return self.pool.policy if isinstance(self.pool, ThreadWorkerPool) else None
+        return self.pool.group.hosted_policy
 
     def workers(self) -> list[dict[str, Any]]:
         return self.pool.workers()  # each worker hosts the whole policy: contexts stay in-process

@@ -34,31 +34,27 @@ import contextlib
 import dataclasses
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 import numpy as np
 
 from auras.compiled import compile_stats
-from auras.context.tensors import NumpyContext, as_numpy, as_torch, transport_name
+from auras.context.tensors import NumpyContext, transport_name
 from auras.devices import actor_device
 from auras.errors import ConfigError, MissingDependencyError, StepFailedError, WorkerDiedError
+from auras.pipeline.backend import Backend, WorkerGroup, WorkerRecipe
 from auras.pipeline.source import PolicySource
-from auras.pipeline.workers import (
-    ContextMessage,
-    Emitted,
-    FramePlan,
-    GenerationWorker,
-    PerceptionWorker,
-)
-from auras.policies.base import Policy, PolicySpec
+from auras.pipeline.workers import ContextMessage, Emitted, FramePlan
+from auras.policies.base import PolicySpec
 
 __all__ = [
     "LOCAL_CLUSTER",
+    "RayBackend",
     "RayCluster",
-    "RayFrameRunner",
+    "RayFrameGraph",
+    "RayGroup",
     "RayPlacement",
-    "RayPolicyParts",
     "WorkerActor",
     "actor_workers",
     "ensure_ray",
@@ -279,10 +275,10 @@ def kill_actors(actors: Sequence[Any]) -> None:
 
 
 class WorkerActor:
-    """Hosts one worker (anything with a ``run`` method, built by ``make`` from the policy) in a Ray
-    actor; wrapped with ``ray.remote`` at use. The policy is built inside the actor, on its device."""
+    """Hosts one worker in a Ray actor (wrapped with ``ray.remote`` at use): builds the policy from
+    ``source`` on the device Ray assigned it, then the worker from ``recipe``."""
 
-    def __init__(self, source: PolicySource, make: Callable[[Policy, str], Any]) -> None:
+    def __init__(self, source: PolicySource, recipe: WorkerRecipe) -> None:
         import ray
 
         self.gpu_ids = [str(i) for i in ray.get_gpu_ids()]
@@ -290,18 +286,19 @@ class WorkerActor:
         try:
             self.device = actor_device(source.device, self.gpu_ids)
             self.policy = source.build(self.device)
-            self.worker = make(self.policy, self.device)
+            self.worker = recipe.build(self.policy, self.device, transport_name(False, source.device))
         except Exception as exc:  # re-raised by ready(): Ray reports a failed constructor as a bare dead actor
             self.failure = exc
 
     def placement(self) -> dict[str, Any]:
         """Where this actor runs: the GPU ids Ray assigned it, the device its policy is on, its node and
-        pid, and its compiled stages so far."""
+        pid, its compiled stages so far, and what its worker says of itself (``worker``)."""
         import ray
 
         stats = compile_stats()
         return {"gpu_ids": self.gpu_ids, "device": self.device, "node": ray.get_runtime_context().get_node_id(),
-                "pid": os.getpid(), "compile_graphs": stats.graphs, "compile_ms": stats.compile_ms}
+                "pid": os.getpid(), "compile_graphs": stats.graphs, "compile_ms": stats.compile_ms,
+                "worker": self.worker.describe()}
 
     def ready(self) -> int:
         """The actor's pid once its policy is built; raises the construction error otherwise."""
@@ -314,97 +311,139 @@ class WorkerActor:
         return self.policy.spec
 
     def reset(self) -> None:
-        """A new episode: the hosted policy forgets per-episode state."""
-        self.policy.reset()
-
-    def node(self) -> str:
-        """The Ray node this actor runs on."""
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
+        """A new episode: the worker forgets per-episode state."""
+        self.worker.reset()
 
     def run(self, *args: Any) -> Any:
         return self.worker.run(*args)
 
 
-class RayFrameRunner:
-    """Runs frame plans on a perception actor and a generation actor through a compiled graph."""
+class RayBackend(Backend):
+    """Workers as Ray actors on ``cluster``, each building its own policy from ``source``; a call not
+    answered within ``timeout_s`` counts as a dead worker."""
 
-    def __init__(
-        self, source: PolicySource, shape: Any, public: bool, alpha: float, emit: str,
-        timeout_s: float = FRAME_TIMEOUT_S, cluster: RayCluster = LOCAL_CLUSTER,
-    ) -> None:
-        ray = cluster.connect()
-        self.timeout_s = timeout_s
-        from ray.dag import InputNode, MultiOutputNode
+    name = "ray"
 
-        self.concurrent = shape.fetch_offset == -1
-        self._compiled = None
+    def __init__(self, source: PolicySource, cluster: RayCluster = LOCAL_CLUSTER,
+                 timeout_s: float = FRAME_TIMEOUT_S) -> None:
+        self.source, self.cluster, self.timeout_s = source, cluster, timeout_s
 
+    def place(self, recipes: Sequence[WorkerRecipe], threads: int = 0) -> RayGroup:
+        return RayGroup(self.source, recipes, self.cluster, self.timeout_s)
+
+
+class RayGroup(WorkerGroup):
+    """One actor per recipe, in one placement group (one bundle each); pending results are ObjectRefs."""
+
+    def __init__(self, source: PolicySource, recipes: Sequence[WorkerRecipe], cluster: RayCluster,
+                 timeout_s: float) -> None:
+        self.source, self.recipes, self.cluster, self.timeout_s = source, list(recipes), cluster, timeout_s
         self.context_transport = transport_name(False, source.device)
-        transport = self.context_transport
-
-        def make_perception(policy: Policy, device: str) -> PerceptionWorker:
-            return PerceptionWorker(policy, shape.pp_perception, transport=transport)
-
-        def make_generation(policy: Policy, device: str) -> GenerationWorker:
-            on = None if device == "cpu" else device  # where incoming contexts go
-            return GenerationWorker(policy, shape.pp_generation, public, alpha, emit, on, transport=transport)
-
         self.placement, self.actors = place_actors(
-            WorkerActor, [(source, make_perception), (source, make_generation)], source.device, cluster=cluster
+            WorkerActor, [(source, r) for r in self.recipes], source.device, cluster=cluster
         )
-        self.device = self.placement.device
-        self.pids = ray.get([actor.ready.remote() for actor in self.actors])
-        self.spec: PolicySpec = ray.get(self.actors[0].spec.remote(), timeout=timeout_s)
-        perception, generation = self.actors
+        ray = cluster.connect()
         try:
-            with InputNode() as plan:
-                if self.concurrent:
-                    dag = MultiOutputNode([perception.run.bind(plan), generation.run.bind(plan)])
-                else:
-                    dag = generation.run.bind(plan, perception.run.bind(plan))
-            self._compiled = dag.experimental_compile()
-            # The first execute of a compiled graph sets up its channels (seconds on a busy machine):
-            # pay it here, under the start-up deadline, not in the first frame's worker deadline.
-            with worker_errors("ray backend: warm-up frame"):
-                ray.get(self._compiled.execute(FramePlan(frame=-1)), timeout=ACTOR_START_TIMEOUT_S)
+            self.pids = ray.get([actor.ready.remote() for actor in self.actors])
+            self.spec: PolicySpec = ray.get(self.actors[0].spec.remote(), timeout=timeout_s)
         except BaseException:
             self.close()
             raise
 
-    def workers(self) -> list[dict[str, Any]]:
-        return actor_workers(self.actors, ("perception", "generation"), self.timeout_s)
+    def _live(self) -> list[Any]:
+        if not self.actors:
+            raise WorkerDiedError("ray backend is closed; build a new agent")
+        return self.actors
 
-    def run(self, plan: FramePlan) -> tuple[tuple[ContextMessage, ...], Emitted | None]:
-        import ray
+    def submit(self, index: int, *args: Any) -> Any:
+        return self._live()[index].run.remote(*args)
 
+    def result(self, pending: Any, timeout_s: float | None = None) -> Any:
+        with worker_errors("ray backend: a request"):
+            return self.cluster.connect().get(pending, timeout=self.timeout_s if timeout_s is None else timeout_s)
+
+    def finished(self, pending: Sequence[Any], timeout_s: float, first: bool = True) -> list[Any]:
+        ready, _ = self.cluster.connect().wait(
+            list(pending), num_returns=1 if first else len(pending), timeout=timeout_s, fetch_local=False
+        )
+        return ready
+
+    def reset(self, index: int) -> None:
+        with worker_errors("ray backend: reset"):
+            self.cluster.connect().get(self._live()[index].reset.remote(), timeout=self.timeout_s)
+
+    def replace(self, index: int) -> None:
+        self.actors[index] = replace_actor(WorkerActor, self.placement, index, (self.source, self.recipes[index]),
+                                           self.actors[index])
+        self.pids[index] = self.cluster.connect().get(self.actors[index].ready.remote(), timeout=self.timeout_s)
+
+    def frame_graph(self, perception: int, generation: int, concurrent: bool,
+                    contexts_to_caller: bool = False) -> RayFrameGraph:
+        return RayFrameGraph(self, self.actors[perception], self.actors[generation], concurrent, contexts_to_caller)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return actor_workers(self._live(), [r.role for r in self.recipes], self.timeout_s)
+
+    def close(self) -> None:
+        release(getattr(self, "placement", None), getattr(self, "actors", []))
+        self.actors = []
+
+
+class RayFrameGraph:
+    """A perception actor and a generation actor joined by a Ray Compiled Graph, compiled once: a frame
+    is one ``execute`` whose arguments and results travel through shared-memory channels (see the module
+    docstring). ``contexts_to_caller`` (fetch_offset 0): perception's contexts also come back to the
+    driver (one more channel read per frame)."""
+
+    def __init__(self, group: RayGroup, perception: Any, generation: Any, concurrent: bool,
+                 contexts_to_caller: bool = False) -> None:
+        from ray.dag import InputNode, MultiOutputNode
+
+        self.group, self.timeout_s = group, group.timeout_s
+        self.returns_contexts = concurrent or contexts_to_caller
+        self._compiled = None
+        with InputNode() as plan:
+            if concurrent:
+                dag = MultiOutputNode([perception.run.bind(plan), generation.run.bind(plan)])
+            else:
+                contexts = perception.run.bind(plan)
+                emitted = generation.run.bind(plan, contexts)
+                dag = MultiOutputNode([contexts, emitted]) if contexts_to_caller else emitted
+        self._compiled = dag.experimental_compile()
+        try:
+            # The first execute of a compiled graph sets up its channels (seconds on a busy machine):
+            # pay it here, under the start-up deadline, not in the first frame's worker deadline.
+            with worker_errors("ray backend: warm-up frame"):
+                group.cluster.connect().get(self._compiled.execute(FramePlan(frame=-1)), timeout=ACTOR_START_TIMEOUT_S)
+        except BaseException:
+            self.close(force=True)
+            raise
+
+    def __call__(self, plan: FramePlan) -> tuple[tuple[ContextMessage, ...], Emitted | None]:
         if self._compiled is None:
             raise WorkerDiedError("ray backend is closed; build a new agent")
         try:
             with worker_errors(f"ray backend: frame {plan.frame}"):
-                out = ray.get(self._compiled.execute(plan), timeout=self.timeout_s)
+                out = self.group.cluster.connect().get(self._compiled.execute(plan), timeout=self.timeout_s)
         except WorkerDiedError:
             self.close(force=True)
             raise
         # Arrays read from a channel are views of its shared buffer, which cannot be written again
         # while they live: copy what this process keeps (a few KB) so the next frame never blocks.
-        if self.concurrent:
+        if self.returns_contexts:
             finished, emitted = out
             return tuple(_own_copy(m) for m in finished), _own_copy(emitted)
         return (), _own_copy(out)
 
     def close(self, force: bool = False) -> None:
-        """Tear down the graph and kill the actors. ``force`` (after a dead or hung worker): kill first,
-        since a graceful teardown waits for a hung actor's frame to end."""
+        """Tear down the graph. ``force`` (after a dead or hung worker): kill the actors first, since a
+        graceful teardown waits for a hung actor's frame to end."""
         if force:
-            release(getattr(self, "placement", None), getattr(self, "actors", []))
+            self.group.close()
         if self._compiled is not None:
             with contextlib.suppress(Exception):  # actors may already be gone
                 self._compiled.teardown(kill_actors=True)
             self._compiled = None
-        release(getattr(self, "placement", None), getattr(self, "actors", []))
-        self.actors = []
 
 
 def _own_copy(message: Any) -> Any:
@@ -415,88 +454,3 @@ def _own_copy(message: Any) -> Any:
         arrays = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in message.context.arrays.items()}
         return dataclasses.replace(message, context=NumpyContext(arrays, message.context.torch_dtypes))
     return message
-
-
-class _PerceiveWorker:
-    def __init__(self, policy: Policy, device: str) -> None:
-        self.perception, self.pinned = policy.perception, transport_name(False, device) == "pinned-host"
-
-    def run(self, observations: list[Any]) -> Any:
-        return as_numpy(self.perception.perceive(observations), pinned=self.pinned)
-
-
-class _GenerateWorker:
-    def __init__(self, policy: Policy, device: str) -> None:
-        self.generation, self.device = policy.generation, None if device == "cpu" else device
-        self.pinned = transport_name(False, device) == "pinned-host"
-
-    def run(self, context: Any) -> Any:
-        return self.generation.generate(as_torch(context, self.device, pinned=self.pinned))
-
-
-class RayPolicyParts:
-    """Perception and generation of one policy in two actors, called one request at a time.
-
-    ``perceive`` returns an ObjectRef: the context stays in Ray's object store (numpy, zero-copy) and
-    goes from the perception actor to the generation actor without passing through this process.
-    A call not answered within ``timeout_s`` counts as a dead worker (WorkerDiedError); ``restart``
-    replaces both actors.
-    """
-
-    def __init__(self, source: PolicySource, timeout_s: float = FRAME_TIMEOUT_S,
-                 cluster: RayCluster = LOCAL_CLUSTER) -> None:
-        self._source, self.timeout_s, self.cluster = source, timeout_s, cluster
-        self._start()
-
-    def _start(self) -> None:
-        self.placement, self.actors = place_actors(
-            WorkerActor,
-            [(self._source, _PerceiveWorker), (self._source, _GenerateWorker)],
-            self._source.device,
-            cluster=self.cluster,
-        )
-        ray = self.cluster.connect()
-        self.pids = ray.get([actor.ready.remote() for actor in self.actors])
-        self.spec: PolicySpec = ray.get(self.actors[0].spec.remote(), timeout=self.timeout_s)
-
-    @property
-    def context_transport(self) -> str:
-        return transport_name(False, self._source.device)
-
-    def workers(self) -> list[dict[str, Any]]:
-        return actor_workers(self.actors, ("perception", "generation"), self.timeout_s)
-
-    def perceive(self, observations: list[Any]) -> Any:
-        import ray
-
-        if not self.actors:
-            raise WorkerDiedError("ray backend is closed; build a new agent")
-        ref = self.actors[0].run.remote(observations)
-        ready, _ = ray.wait([ref], fetch_local=False, timeout=self.timeout_s)
-        if not ready:
-            raise WorkerDiedError(f"ray backend: perception did not answer within {self.timeout_s:.1f} s")
-        return ref
-
-    def generate(self, context_ref: Any) -> Any:
-        import ray
-
-        if not self.actors:
-            raise WorkerDiedError("ray backend is closed; build a new agent")
-        with worker_errors("ray backend: a request"):
-            return ray.get(self.actors[1].run.remote(context_ref), timeout=self.timeout_s)
-
-    def reset(self) -> None:
-        """A new episode reaches both actors' policies."""
-        if not self.actors:
-            raise WorkerDiedError("ray backend is closed; build a new agent")
-        with worker_errors("ray backend: reset"):
-            self.cluster.connect().get([actor.reset.remote() for actor in self.actors], timeout=self.timeout_s)
-
-    def restart(self) -> None:
-        """Kill both actors (dead or alive) and start fresh ones; raises if none can be started."""
-        self.close()
-        self._start()
-
-    def close(self) -> None:
-        release(self.placement, self.actors)
-        self.actors = []

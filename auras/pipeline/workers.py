@@ -111,7 +111,8 @@ def check_pipelinable(spec: PolicySpec, pp_perception: int, pp_generation: int, 
 class PerceptionWorker:
     """Runs perception stages; the policy's natural stages are grouped into ``pp_perception`` groups."""
 
-    def __init__(self, policy: Policy, pp_perception: int, transport: str = "in-process") -> None:
+    def __init__(self, policy: Policy, *, pp_perception: int, device: str = "cpu",
+                 transport: str = "in-process") -> None:
         natural = policy.perception.stages()
         if not 1 <= pp_perception <= len(natural):
             raise ConfigError(
@@ -148,6 +149,12 @@ class PerceptionWorker:
         self._spent.clear()
         self.policy.perception.reset()
 
+    def describe(self) -> dict[str, Any]:
+        return {"worker": "perception", "stages": len(self.stages), "in_flight": len(self._carry)}
+
+    def close(self) -> None:
+        """Nothing to release (the policy belongs to whoever hosts it)."""
+
 
 class GenerationWorker:
     """Advances every request in generation by one stage per frame, in one batched call.
@@ -156,12 +163,13 @@ class GenerationWorker:
     contexts perception finished (``public=True``; the family driver may keep its own public state
     there too, e.g. the autoregressive action tokens), or each request's own context
     (``public=False``). Reads are local, so the hot path takes no lock round trip to another process.
-    ``device``: where incoming contexts are put (the hosting policy's device).
+    ``device``: the hosting policy's device, where contexts that crossed processes are put.
     """
 
-    def __init__(self, policy: Policy, pp_generation: int, public: bool, alpha: float, emit: str,
-                 device: str | None = None, transport: str = "in-process") -> None:
-        self.policy, self.public, self.device = policy, public, device
+    def __init__(self, policy: Policy, *, pp_generation: int, public: bool, alpha: float = 0.0, emit: str = "own",
+                 device: str = "cpu", transport: str = "in-process") -> None:
+        self.policy, self.public = policy, public
+        self.device = None if transport == "in-process" or device == "cpu" else device
         self.pinned = transport == "pinned-host"
         self.store = PublicContextStore()
         self.store.claim(OBSERVATION_KEY, "perception")
@@ -243,6 +251,12 @@ class GenerationWorker:
         self.started = False
         self.driver.reset()
         self.policy.generation.reset()
+
+    def describe(self) -> dict[str, Any]:
+        return {"worker": "generation", "public": self.public, "in_flight": len(self._state)}
+
+    def close(self) -> None:
+        """Nothing to release (the policy belongs to whoever hosts it)."""
 
 
 def _compose(stages: Sequence[Callable[[Any], Any]]) -> Callable[[Any], Any]:
