@@ -19,38 +19,42 @@ and success per task with its ratio to sequential.
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
+
+from auras.bench.results import Metrics, Results, fmt, load_results
 
 
 def main(paths: list[str]) -> None:
-    rows = [(row, doc) for p in paths for doc in [json.loads(Path(p).read_text())] for row in doc["results"]]
-    columns = list(dict.fromkeys((r["policy"], r["mode"]) for r, _ in rows))
-    tasks = list(dict.fromkeys(r["task"] for r, _ in rows))
+    cells = [cell for p in paths for cell in load_results(p).cells]
+    columns = list(dict.fromkeys((c.policy, c.mode) for c in cells))
+    tasks = list(dict.fromkeys(c.task for c in cells))
     several_modes = len({mode for _, mode in columns}) > 1
     names = [f"{p} ({m})" if several_modes else p for p, m in columns]
     print("| task | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(columns))
-    cells = {(r["task"], r["policy"], r["mode"]): r["metrics"] for r, _ in rows}
+    by_key = {(c.task, c.policy, c.mode): c.metrics for c in cells}
     for task in tasks:
         out = []
         for policy, mode in columns:
-            m = cells.get((task, policy, mode))
-            if m is None:
-                out.append("-")
-                continue
-            lo, hi = m["success_ci95"]
-            out.append(f"{m['success_rate']:.0%} ({m['successes']}/{m['episodes']}, CI {lo:.0%}-{hi:.0%})")
+            m = by_key.get((task, policy, mode))
+            out.append("-" if m is None else _success(m))
         print(f"| {task} | " + " | ".join(out) + " |")
     print()
     print("| policy | mode | task | throughput Hz | latency p50 ms | stage p50 ms |")
     print("|---|---|---|---|---|---|")
-    for r, _ in rows:
-        m = r["metrics"]
-        stages = ", ".join(f"{k} {v:.1f}" for k, v in m["stage_ms_p50"].items())
-        hz = f"{m['throughput_hz']:.1f}" if m["throughput_hz"] else "-"
-        print(f"| {r['policy']} | {r['mode']} | {r['task']} | {hz} | {m['latency_ms']['p50']:.1f} | {stages} |")
+    for c in cells:
+        m = c.metrics
+        stages = ", ".join(f"{k} {fmt(v, '.1f')}" for k, v in m.stage_ms_p50.items())
+        print(f"| {c.policy} | {c.mode} | {c.task} | {fmt(m.throughput_hz or None, '.1f')} "
+              f"| {fmt(m.latency_ms.p50, '.1f')} | {stages} |")
+
+
+def _success(m: Metrics) -> str:
+    """"90% (18/20, CI 70%-97%)", or "-" without episodes."""
+    if m.success_rate is None:
+        return "-"
+    ci = f", CI {m.success_ci95[0]:.0%}-{m.success_ci95[1]:.0%}" if m.success_ci95 else ""
+    return f"{m.success_rate:.0%} ({m.successes}/{m.episodes}{ci})"
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -58,41 +62,36 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(present) / len(present) if present else None
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def modes_table(paths: list[str]) -> None:
-    docs = [json.loads(Path(p).read_text()) for p in paths]
-    tasks = list(dict.fromkeys(t for d in docs for t in d["tasks"]))
+    docs: list[Results] = [load_results(p) for p in paths]
+    tasks = list(dict.fromkeys(t for d in docs for t in d.tasks))
     print(
         "| policy | backend | clock | mode | throughput Hz | speedup | frame rate / bound | interval_cv "
         "| staleness frames (mean) | " + " | ".join(f"{t} success (vs seq)" for t in tasks) + " |"
     )
     print("|---|---|---|---|---|---|---|---|---|" + "---|" * len(tasks))
     for doc in docs:
-        clock = doc["clock"]
-        for mode in doc["modes"]:
-            rows = [r for r in doc["results"] if r["mode"] == mode]
-            m = [r["metrics"] for r in rows]
+        for mode in doc.modes:
+            rows = [c for c in doc.cells if c.mode == mode]
+            m = [c.metrics for c in rows]
             cells = []
             for task in tasks:
-                r = next((r for r in rows if r["task"] == task), None)
-                if r is None:
+                cell = next((c for c in rows if c.task == task), None)
+                if cell is None:
                     cells.append("-")
                     continue
-                rel = r["metrics"]["relative_accuracy"]
+                rel = cell.metrics.relative_accuracy
                 cells.append(
-                    f"{r['metrics']['success_rate']:.0%} ({r['metrics']['successes']}/{r['metrics']['episodes']})"
+                    f"{fmt(cell.metrics.success_rate, '.0%')} ({cell.metrics.successes}/{cell.metrics.episodes})"
                     + (f", {rel:.2f}x" if rel is not None and mode != "sequential" else "")
                 )
             print(
-                f"| {rows[0]['policy']} | {rows[0]['backend']} | {clock} | {mode} "
-                f"| {_fmt(_mean([x['throughput_hz'] for x in m]), '.1f')} "
-                f"| {_fmt(_mean([x['speedup'] for x in m]), '.2f')} "
-                f"| {_fmt(_mean([x['bound_fraction'] for x in m]), '.2f')} "
-                f"| {_fmt(_mean([x['interval_cv'] for x in m]), '.3f')} "
-                f"| {_fmt(_mean([x['staleness_frames']['mean'] for x in m]), '.1f')} | " + " | ".join(cells) + " |"
+                f"| {rows[0].policy} | {rows[0].backend} | {doc.clock} | {mode} "
+                f"| {fmt(_mean([x.throughput_hz for x in m]), '.1f')} "
+                f"| {fmt(_mean([x.speedup for x in m]), '.2f')} "
+                f"| {fmt(_mean([x.bound_fraction for x in m]), '.2f')} "
+                f"| {fmt(_mean([x.interval_cv for x in m]), '.3f')} "
+                f"| {fmt(_mean([x.staleness_frames.mean for x in m]), '.1f')} | " + " | ".join(cells) + " |"
             )
 
 
@@ -101,21 +100,17 @@ def rows_table(paths: list[str]) -> None:
     print("| policy | task | mode | throughput Hz | speedup | of bound | latency p50 / p99 ms | interval_cv "
           "| staleness p50 ms | success (95% CI) | relative accuracy |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for doc in (json.loads(Path(p).read_text()) for p in paths):
-        for r in doc["results"]:
-            m = r["metrics"]
-            if m["success_rate"] is None:
-                success = "-"
-            else:
-                lo, hi = m["success_ci95"]
-                success = f"{m['success_rate']:.0%} ({m['successes']}/{m['episodes']}, {lo:.0%}-{hi:.0%})"
-            bound = _fmt(m["bound_fraction"] * 100 if m["bound_fraction"] else None, ".0f")
+    for doc in map(load_results, paths):
+        for c in doc.cells:
+            m = c.metrics
+            bound = fmt(m.bound_fraction * 100 if m.bound_fraction else None, ".0f")
+            success = "-" if m.success_rate is None else _success(m).replace("CI ", "")
             print(
-                f"| {r['policy']} | {r['task']} | {r.get('label', r['mode'])} | {_fmt(m['throughput_hz'], '.1f')} "
-                f"| {_fmt(m['speedup'], '.2f')}x | {bound}% "
-                f"| {_fmt(m['latency_ms']['p50'], '.1f')} / {_fmt(m['latency_ms']['p99'], '.1f')} "
-                f"| {_fmt(m['interval_cv'], '.3f')} | {_fmt(m['staleness_ms']['p50'], '.1f')} | {success} "
-                f"| {_fmt(m['relative_accuracy'], '.2f')} |"
+                f"| {c.policy} | {c.task} | {c.label} | {fmt(m.throughput_hz, '.1f')} "
+                f"| {fmt(m.speedup, '.2f')}x | {bound}% "
+                f"| {fmt(m.latency_ms.p50, '.1f')} / {fmt(m.latency_ms.p99, '.1f')} "
+                f"| {fmt(m.interval_cv, '.3f')} | {fmt(m.staleness_ms.p50, '.1f')} | {success} "
+                f"| {fmt(m.relative_accuracy, '.2f')} |"
             )
 
 

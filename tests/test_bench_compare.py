@@ -3,45 +3,17 @@
 from __future__ import annotations
 
 import copy
-import json
-from pathlib import Path
 
 import pytest
 from rich.table import Table
 
-from auras.bench.compare import compare_documents, format_comparison, load_results
-from auras.errors import InvalidInputError
-
-
-def _row(mode: str, label: str, hz: float) -> dict:
-    return {
-        "task": "button-press-v3",
-        "policy": "tiny-dp",
-        "mode": mode,
-        "label": label,
-        "metrics": {
-            "episodes": 20,
-            "success_rate": 0.9,
-            "success_ci95": [0.7, 0.97],
-            "throughput_hz": hz,
-            "speedup": None,
-            "latency_ms": {"p50": 10.0, "p90": 12.0, "p99": None},
-            "staleness_frames": {"mean": 2.0, "max": 6},
-        },
-        "samples": {"intervals_ms": [1.0, 2.0]},
-    }
+from auras.bench.compare import compare_documents, format_comparison
+from tests.results_documents import results_cell, results_document
 
 
 def _doc() -> dict:
-    return {
-        "schema_version": 1,
-        "config_hash": "abc",
-        "clock": "virtual",
-        "episodes": 20,
-        "versions": {"auras": "0.1.0", "torch": "2.4.0"},
-        "machine": {"cpu_model": "X", "cpu_count": 16},
-        "results": [_row("sequential", "sequential", 20.0), _row("auras", "auras 1x5", 45.0)],
-    }
+    return results_document([results_cell("sequential", label="sequential", hz=20.0, success=0.9),
+                             results_cell("auras", label="auras 1x5", hz=45.0, success=0.9)])
 
 
 def _pair() -> tuple[dict, dict]:
@@ -49,7 +21,7 @@ def _pair() -> tuple[dict, dict]:
     b = copy.deepcopy(a)
     b["results"][1]["metrics"]["throughput_hz"] = 54.0
     b["versions"]["torch"] = "2.5.0"
-    b["results"].append(_row("pipeline", "pipeline 1x5", 40.0))
+    b["results"].append(results_cell("pipeline", label="pipeline 1x5", hz=40.0, success=0.9))
     return a, b
 
 
@@ -89,7 +61,8 @@ def test_identical_documents_have_no_changes():
 def test_a_single_changed_action_changes_the_rows_actions_digest():
     a = _doc()
     for row in a["results"]:
-        row["episodes"] = [{"seed": 100000 + i, "success": True, "actions_sha": f"{i:040x}"} for i in range(3)]
+        row["episodes"] = [{"seed": 100000 + i, "success": True, "steps": 50, "actions_sha": f"{i:040x}"}
+                           for i in range(3)]
     same, changed = copy.deepcopy(a), copy.deepcopy(a)
     changed["results"][1]["episodes"][2]["actions_sha"] = "f" * 40  # one episode acted differently
 
@@ -107,25 +80,3 @@ def test_format_comparison_table():
     assert len(table.columns) == 6
     assert table.row_count == 3  # versions.torch, throughput_hz, the row only in B
     assert format_comparison(diffs, "old", "new", only_changed=False).row_count == len(diffs)
-
-
-def test_load_results(tmp_path: Path):
-    good = tmp_path / "results.json"
-    good.write_text(json.dumps(_doc()))
-    assert load_results(good)["schema_version"] == 1
-    assert load_results(tmp_path)["clock"] == "virtual"  # a directory holding results.json
-
-    with pytest.raises(InvalidInputError, match="not found"):
-        load_results(tmp_path / "missing.json")
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
-    with pytest.raises(InvalidInputError, match="not valid JSON"):
-        load_results(bad)
-    shape = tmp_path / "shape.json"
-    shape.write_text(json.dumps({"results": []}))
-    with pytest.raises(InvalidInputError, match="lacks 'schema_version'"):
-        load_results(shape)
-    listed = tmp_path / "list.json"
-    listed.write_text("[]")
-    with pytest.raises(InvalidInputError, match="not an object"):
-        load_results(listed)

@@ -2,84 +2,21 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
+import pytest
+
 from auras.bench.plots import write_plots
+from tests.results_documents import results_cell, results_document
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _row(
-    mode,
-    *,
-    pp=(1, 1),
-    scale_g=1.0,
-    delay_g=0.0,
-    hz=40.0,
-    success=0.8,
-    policy="tiny-dp",
-    task="button-press-v3",
-    samples=True,
-    seed=0,
-):
-    """One results row; hz/success None give a row with missing metrics."""
-    rng = random.Random(seed)
-    episodes = 10 if success is not None else 0
-    settings = {
-        "pp_perception": pp[0],
-        "pp_generation": pp[1],
-        "fetch_offset": 0,
-        "alpha": 0.0,
-        "emit": "own",
-        "workers": 2,
-        "delay_ms_perception": 0.0,
-        "delay_ms_generation": delay_g,
-        "scale_perception": 1.0,
-        "scale_generation": scale_g,
-    }
-    mean = 1000.0 / hz if hz else 25.0
-    return {
-        "task": task,
-        "policy": policy,
-        "privileged": False,
-        "mode": mode,
-        "backend": "local",
-        "clock": "virtual",
-        "label": f"{mode} {pp[0]}x{pp[1]} s{scale_g} d{delay_g}",
-        "settings": settings,
-        "metrics": {
-            "episodes": episodes,
-            "successes": None if success is None else round(success * episodes),
-            "success_rate": success,
-            "success_ci95": None if success is None else [max(0.0, success - 0.2), min(1.0, success + 0.1)],
-            "steps_to_success": None,
-            "throughput_hz": hz,
-            "speedup": None,
-            "relative_accuracy": None,
-            "latency_ms": {"p50": None, "p90": None, "p99": None},
-            "interval_cv": 0.05 if hz else None,
-            "interval_spread": None,
-            "interval_ms_mean": mean,
-            "staleness_ms": {"p50": None, "p90": None, "p99": None},
-            "staleness_frames": {"mean": None, "max": None},
-            "stage_ms_p50": {"perception": 1.0, "generation": None},
-            "bound_hz": None,
-            "bound_fraction": None,
-            "startup_ms": None,
-            "rss_mb": None,
-            "stream_actions": 50,
-        },
-        "samples": {
-            "intervals_ms": [rng.gauss(mean, 1.0) for _ in range(50)] if samples else [],
-            "latency_ms": [rng.gauss(2 * mean, 3.0) for _ in range(50)] if samples else [],
-        },
-        "episodes": [],
-    }
+_row = results_cell
 
 
 def _document(rows):
-    return {"schema_version": 1, "clock": "virtual", "episodes": 10, "results": rows}
+    return results_document(rows)
 
 
 def _check_pngs(paths):
@@ -123,8 +60,6 @@ def test_write_plots_full_document(tmp_path: Path):
 def test_write_plots_single_row_with_none_metrics(tmp_path: Path):
     """One sequential row without throughput or samples: no error, and the bar chart (showing n/a) is written."""
     row = _row("sequential", hz=None, success=None, samples=False)
-    row["samples"] = None
-    row["settings"] = {}
     paths = write_plots(_document([row]), tmp_path)
     assert [p.name for p in paths] == ["throughput_success.png"]
     _check_pngs(paths)
@@ -135,3 +70,24 @@ def test_write_plots_no_sweeps_and_empty(tmp_path: Path):
     names = [p.name for p in write_plots(_document(rows), tmp_path)]
     assert names == ["throughput_success.png", "intervals.png", "latency_cdf.png"]
     assert write_plots(_document([]), tmp_path / "empty") == []
+
+
+def test_the_bars_and_lines_drawn_are_the_documents_figures(tmp_path: Path):
+    """What each figure draws, read back from matplotlib: the throughput bars are the cells' throughput_hz
+    (0 for a missing one), the success bars their success rates, and each latency curve a
+    cell's own samples, sorted (the latency CDF)."""
+    rows = [_row("sequential", hz=20.0, success=0.9, seed=1), _row("auras", pp=(1, 5), hz=45.0, success=0.5, seed=2),
+            _row("decoupled", hz=None, success=None, samples=False)]
+    drawn = {}
+
+    def inspect(name, figure):
+        axes = [ax for ax in figure.axes if ax.get_visible()]
+        drawn[name] = [([p.get_height() for p in ax.patches if hasattr(p, "get_height")],
+                        [list(line.get_xdata()) for line in ax.get_lines()]) for ax in axes]
+
+    write_plots(_document(rows), tmp_path, inspect=inspect)
+    (throughput, _), (success, _) = drawn["throughput_success.png"][:2]
+    assert throughput == pytest.approx([20.0, 45.0, 0.0])
+    assert success[:3] == pytest.approx([0.9, 0.5, 0.0])
+    (_, curves), = drawn["latency_cdf.png"]  # one curve per cell with samples, x = its sorted latencies
+    assert curves == [sorted(r["samples"]["latency_ms"]) for r in rows if r["samples"]["latency_ms"]]

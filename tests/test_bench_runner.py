@@ -175,9 +175,10 @@ def test_served_needs_the_realtime_clock():
 
 
 def test_compare_cli_prints_the_changed_fields(tmp_path):
+    from tests.results_documents import results_cell, results_document
+
     def doc(hz):
-        row = {"task": "t", "policy": "p", "mode": "auras", "label": "auras 1x5", "metrics": {"throughput_hz": hz}}
-        return {"schema_version": 2, "results": [row], "config_hash": "abc", "clock": "virtual", "episodes": 3}
+        return results_document([results_cell("auras", label="auras 1x5", hz=hz)])
 
     (tmp_path / "a.json").write_text(json.dumps(doc(20.0)))
     (tmp_path / "b.json").write_text(json.dumps(doc(30.0)))
@@ -186,6 +187,9 @@ def test_compare_cli_prints_the_changed_fields(tmp_path):
     assert "throughput_hz" in result.output and "1.500x" in result.output
     missing = CliRunner().invoke(app, ["bench", "compare", str(tmp_path / "a.json"), str(tmp_path / "nope.json")])
     assert missing.exit_code == 2 and "nope.json" in missing.output
+    (tmp_path / "old.json").write_text(json.dumps({**doc(20.0), "schema_version": 1}))
+    old = CliRunner().invoke(app, ["bench", "compare", str(tmp_path / "a.json"), str(tmp_path / "old.json")])
+    assert old.exit_code == 2 and "schema_version 1, expected 2" in old.output
 
 
 # -- tuner logic ------------------------------------------------------------------------------------

@@ -1,20 +1,17 @@
 """Compare two results documents (results.json): per-row metric deltas and run-context differences.
 
-``load_results(path)`` reads and checks a document; ``compare_documents(a, b)`` lists differences as dicts;
+``compare_documents(a, b)`` lists the differences of two :class:`~auras.bench.results.Results` as dicts;
 ``format_comparison(diffs, a_name, b_name)`` renders them as a rich Table.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from pathlib import Path
 from typing import Any
 
-from auras.errors import InvalidInputError
+from auras.bench.results import Cell, Results, fmt, parse_results
 
-__all__ = ["compare_documents", "format_comparison", "load_results"]
+__all__ = ["compare_documents", "format_comparison"]
 
 RUN_ROW = "(run)"
 ROW_FIELD = "(row)"
@@ -38,35 +35,6 @@ _LOWER_IS_BETTER = (
 _NEUTRAL = ("episodes", "stream_actions")
 
 
-def load_results(path: str | Path) -> dict[str, Any]:
-    """Read a results.json (or a directory holding one); InvalidInputError if missing, not JSON, or wrong shape."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "results.json"
-    expected = "a results.json written by `auras bench` (a JSON object with 'schema_version' and 'results')"
-    if not path.is_file():
-        raise InvalidInputError(f"results file not found: '{path}'. Expected {expected}; check the path.")
-    try:
-        document = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"'{path}' is not valid JSON ({exc}). Expected {expected}.") from exc
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read '{path}' ({exc}). Expected {expected}.") from exc
-    if not isinstance(document, dict):
-        raise InvalidInputError(f"'{path}' holds a JSON {type(document).__name__}, not an object. Expected {expected}.")
-    missing = [key for key in ("schema_version", "results") if key not in document]
-    if missing:
-        raise InvalidInputError(
-            f"'{path}' lacks {', '.join(repr(k) for k in missing)} (it has keys: {sorted(document)[:12]}). "
-            f"Expected {expected}."
-        )
-    if not isinstance(document["results"], list):
-        raise InvalidInputError(
-            f"'{path}': 'results' is a {type(document['results']).__name__}, expected a list of rows."
-        )
-    return document
-
-
 # ---------------------------------------------------------------- comparison
 
 
@@ -88,23 +56,20 @@ def _flatten(metrics: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _keyed_rows(document: dict[str, Any]) -> dict[tuple[str, str, str, str], dict[str, Any]]:
-    """Rows by (policy, task, mode, label); a repeated key gets ' #2', ' #3' on its label."""
-    rows: dict[tuple[str, str, str, str], dict[str, Any]] = {}
-    for row in document.get("results") or []:
-        if not isinstance(row, dict):
-            continue
-        base = (str(row.get("policy", "?")), str(row.get("task", "?")), str(row.get("mode", "?")))
-        label = str(row.get("label") or row.get("mode", "?"))
-        key, n = (*base, label), 1
-        while key in rows:
+def _keyed_cells(results: Results) -> dict[tuple[str, str, str, str], Cell]:
+    """Cells by (policy, task, mode, label); a repeated key gets ' #2', ' #3' on its label."""
+    cells: dict[tuple[str, str, str, str], Cell] = {}
+    for cell in results.cells:
+        policy, task, mode, label = cell.key
+        key, n = cell.key, 1
+        while key in cells:
             n += 1
-            key = (*base, f"{label} #{n}")
-        rows[key] = row
-    return rows
+            key = (policy, task, mode, f"{label} #{n}")
+        cells[key] = cell
+    return cells
 
 
-def _row_name(key: tuple[str, ...]) -> str:
+def _cell_name(key: tuple[str, str, str, str]) -> str:
     policy, task, mode, label = key
     return f"{policy} {task} {label}" if label.startswith(mode) else f"{policy} {task} {mode} {label}"
 
@@ -118,16 +83,14 @@ def _diff(row: str, field: str, a: Any, b: Any) -> dict[str, Any]:
     return {"row": row, "field": field, "a": a, "b": b, "delta": delta, "ratio": ratio}
 
 
-def _run_context(document: dict[str, Any]) -> dict[str, Any]:
-    versions = document.get("versions") if isinstance(document.get("versions"), dict) else {}
-    machine = document.get("machine") if isinstance(document.get("machine"), dict) else {}
-    context = {name: document.get(name) for name in ("config_hash", "clock", "episodes")}
-    context.update({f"versions.{name}": value for name, value in versions.items()})
-    context.update({f"machine.{name}": machine.get(name) for name in ("cpu_model", "cpu_count")})
+def _run_context(results: Results) -> dict[str, Any]:
+    context: dict[str, Any] = {"config_hash": results.config_hash, "clock": results.clock, "episodes": results.episodes}
+    context.update({f"versions.{name}": value for name, value in results.versions.items()})
+    context.update({"machine.cpu_model": results.machine.cpu_model, "machine.cpu_count": results.machine.cpu_count})
     return context
 
 
-def compare_documents(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+def compare_documents(a: Results | dict[str, Any], b: Results | dict[str, Any]) -> list[dict[str, Any]]:
     """Differences from A to B.
 
     First the run context (config_hash, clock, episodes, versions.*, machine.cpu_model/cpu_count) as row
@@ -137,6 +100,7 @@ def compare_documents(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, An
     applied, so equal digests mean the two runs acted identically. Rows on one side only get field "(row)"
     and ``only_in`` "A" or "B".
     """
+    a, b = parse_results(a, "document A"), parse_results(b, "document B")
     diffs: list[dict[str, Any]] = []
     ctx_a, ctx_b = _run_context(a), _run_context(b)
     for field in list(ctx_a) + [f for f in ctx_b if f not in ctx_a]:
@@ -144,9 +108,9 @@ def compare_documents(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, An
         if va != vb:
             diffs.append({"row": RUN_ROW, "field": field, "a": va, "b": vb, "delta": None, "ratio": None})
 
-    rows_a, rows_b = _keyed_rows(a), _keyed_rows(b)
+    rows_a, rows_b = _keyed_cells(a), _keyed_cells(b)
     for key in list(rows_a) + [k for k in rows_b if k not in rows_a]:
-        name = _row_name(key)
+        name = _cell_name(key)
         if key not in rows_b or key not in rows_a:
             side = "A" if key in rows_a else "B"
             diffs.append(
@@ -161,25 +125,16 @@ def compare_documents(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, An
                 }
             )
             continue
-        ma, mb = _flatten(rows_a[key].get("metrics")), _flatten(rows_b[key].get("metrics"))
+        ma, mb = _flatten(rows_a[key].metrics.model_dump()), _flatten(rows_b[key].metrics.model_dump())
         for field in list(ma) + [f for f in mb if f not in ma]:
             va, vb = ma.get(field), mb.get(field)
             if va is None and vb is None:
                 continue
             diffs.append(_diff(name, field, va, vb))
-        actions_a, actions_b = _actions_digest(rows_a[key]), _actions_digest(rows_b[key])
+        actions_a, actions_b = rows_a[key].actions_digest, rows_b[key].actions_digest
         if actions_a is not None or actions_b is not None:
             diffs.append(_diff(name, ACTIONS_FIELD, actions_a, actions_b))
     return diffs
-
-
-def _actions_digest(row: dict[str, Any]) -> str | None:
-    """One digest over the row's episodes (seed and the SHA-1 of the rows applied); None without digests."""
-    episodes = [e for e in row.get("episodes") or [] if isinstance(e, dict) and e.get("actions_sha")]
-    if not episodes:
-        return None
-    combined = hashlib.sha1("".join(f"{e.get('seed')}:{e['actions_sha']};" for e in episodes).encode())
-    return combined.hexdigest()[:12]
 
 
 # ---------------------------------------------------------------- rendering
@@ -204,21 +159,6 @@ def _style(diff: dict[str, Any]) -> str:
         return "yellow"
     better = ratio < 1.0 if _lower_is_better(diff["field"]) else ratio > 1.0
     return "green" if better else "red"
-
-
-def _fmt(value: Any, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool) or not _is_number(value):
-        return str(value)
-    sign = "+" if signed else ""
-    if isinstance(value, int):
-        return format(value, f"{sign},d")
-    if not math.isfinite(value):
-        return str(value)
-    if abs(value) >= 1000:
-        return format(value, f"{sign},.0f")
-    return format(value, f"{sign}.4g")
 
 
 def _changed(diff: dict[str, Any]) -> bool:
@@ -247,15 +187,15 @@ def format_comparison(diffs: list[dict[str, Any]], a_name: str, b_name: str, onl
         style = _style(diff)
         ratio = "-" if diff["ratio"] is None else f"{diff['ratio']:.3f}x"
         if diff["row"] == RUN_ROW or "only_in" in diff:
-            a_cell, b_cell = Text(_fmt(diff["a"]), style=style), Text(_fmt(diff["b"]), style=style)
+            a_cell, b_cell = Text(fmt(diff["a"]), style=style), Text(fmt(diff["b"]), style=style)
         else:
-            a_cell, b_cell = Text(_fmt(diff["a"])), Text(_fmt(diff["b"]))
+            a_cell, b_cell = Text(fmt(diff["a"])), Text(fmt(diff["b"]))
         table.add_row(
             diff["row"],
             diff["field"],
             a_cell,
             b_cell,
-            Text(_fmt(diff["delta"], signed=True), style=style),
+            Text(fmt(diff["delta"], signed=True), style=style),
             Text(ratio, style=style),
         )
     return table

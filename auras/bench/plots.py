@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from auras.bench.metrics import wilson_interval
+from auras.bench.results import Cell, Results, fmt, parse_results
 
 __all__ = ["write_plots"]
 
@@ -30,7 +31,7 @@ _CONDITION_DEFAULTS = {
 _PIPELINED = ("pipeline", "auras")
 _MODE_ORDER = ("sequential", "decoupled", "parallel", "pipeline", "auras")
 
-Row = dict[str, Any]
+Row = Cell
 GroupKey = tuple[str, str]
 
 
@@ -46,22 +47,16 @@ def _num(value: Any) -> float | None:
 
 
 def _metric(row: Row, name: str) -> float | None:
-    metrics = row.get("metrics")
-    return _num(metrics.get(name)) if isinstance(metrics, dict) else None
+    return _num(getattr(row.metrics, name, None))
 
 
 def _setting(row: Row, name: str) -> float | None:
-    settings = row.get("settings")
-    value = _num(settings.get(name)) if isinstance(settings, dict) else None
+    value = _num(getattr(row.settings, name, None))
     return _CONDITION_DEFAULTS.get(name) if value is None else value
 
 
 def _samples(row: Row, name: str) -> list[float]:
-    samples = row.get("samples")
-    values = samples.get(name) if isinstance(samples, dict) else None
-    if not isinstance(values, (list, tuple)):
-        return []
-    return [v for v in (_num(x) for x in values) if v is not None]
+    return [v for v in (_num(x) for x in getattr(row.samples, name, ())) if v is not None]
 
 
 def _degree(row: Row) -> tuple[int, int] | None:
@@ -72,47 +67,32 @@ def _degree(row: Row) -> tuple[int, int] | None:
 
 def _ci95(row: Row) -> tuple[float, float] | None:
     """The success 95% CI: the stored one, else Wilson from successes/episodes, else None."""
-    metrics = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
-    ci = metrics.get("success_ci95")
-    if isinstance(ci, (list, tuple)) and len(ci) == 2:
-        lo, hi = _num(ci[0]), _num(ci[1])
-        if lo is not None and hi is not None:
-            return lo, hi
-    successes, episodes = _num(metrics.get("successes")), _num(metrics.get("episodes"))
-    if successes is None or not episodes:
+    metrics = row.metrics
+    if metrics.success_ci95 is not None:
+        return metrics.success_ci95
+    if metrics.successes is None or not metrics.episodes:
         return None
-    return wilson_interval(int(successes), int(episodes))
-
-
-def _fmt(value: float | None, spec: str = ".3g") -> str:
-    return "n/a" if value is None else format(value, spec)
+    return wilson_interval(metrics.successes, metrics.episodes)
 
 
 # ---------------------------------------------------------------- grouping / pairing
-
-
-def _rows(document: dict[str, Any]) -> list[Row]:
-    results = document.get("results") if isinstance(document, dict) else None
-    return [r for r in results if isinstance(r, dict)] if isinstance(results, list) else []
 
 
 def _group_by_policy_task(rows: Iterable[Row]) -> dict[GroupKey, list[Row]]:
     """Rows grouped by (policy, task), in order of first appearance."""
     groups: dict[GroupKey, list[Row]] = {}
     for row in rows:
-        key = (str(row.get("policy", "?")), str(row.get("task", "?")))
-        groups.setdefault(key, []).append(row)
+        groups.setdefault((row.policy, row.task), []).append(row)
     return groups
 
 
 def _labels(rows: Sequence[Row]) -> list[str]:
-    """Row labels (falling back to the mode), made unique within the list."""
+    """Row labels, made unique within the list."""
     seen: Counter[str] = Counter()
     out = []
     for row in rows:
-        label = str(row.get("label") or row.get("mode") or "?")
-        seen[label] += 1
-        out.append(label if seen[label] == 1 else f"{label} #{seen[label]}")
+        seen[row.label] += 1
+        out.append(row.label if seen[row.label] == 1 else f"{row.label} #{seen[row.label]}")
     return out
 
 
@@ -139,11 +119,11 @@ def _pair_with_sequential(rows: Sequence[Row]) -> list[tuple[Row, Row]]:
     """(row, sequential row at the same scale and delay settings) for every non-sequential row."""
     sequential = {}
     for row in rows:
-        if row.get("mode") == "sequential":
+        if row.mode == "sequential":
             sequential.setdefault(_condition(row, _CONDITION_KEYS), row)
     pairs = []
     for row in rows:
-        if row.get("mode") != "sequential":
+        if row.mode != "sequential":
             seq = sequential.get(_condition(row, _CONDITION_KEYS))
             if seq is not None:
                 pairs.append((row, seq))
@@ -172,9 +152,8 @@ def _pyplot():
     return plt
 
 
-def _title(document: dict[str, Any], key: GroupKey) -> str:
-    clock = document.get("clock") or "?"
-    return f"{key[0]} · {key[1]} · {clock} clock"
+def _title(document: Results, key: GroupKey) -> str:
+    return f"{key[0]} · {key[1]} · {document.clock} clock"
 
 
 def _figure(n_panels: int, axes_per_panel: int = 1, panel_size: tuple[float, float] = (6.0, 4.0), max_cols: int = 2):
@@ -194,11 +173,20 @@ def _figure(n_panels: int, axes_per_panel: int = 1, panel_size: tuple[float, flo
     return fig, panels
 
 
-def _save(fig, path: Path, title: str) -> Path:
-    fig.suptitle(title, fontsize=12)
-    fig.savefig(path, dpi=DPI)
-    _pyplot().close(fig)
-    return path
+class _Output:
+    """Where figures go: a folder, and ``inspect(name, figure)`` called with each before it is closed."""
+
+    def __init__(self, folder: Path, inspect: Callable[[str, Any], None] | None = None) -> None:
+        self.folder, self.inspect = folder, inspect
+
+    def save(self, fig, name: str, title: str) -> Path:
+        fig.suptitle(title, fontsize=12)
+        path = self.folder / name
+        fig.savefig(path, dpi=DPI)
+        if self.inspect is not None:
+            self.inspect(name, fig)
+        _pyplot().close(fig)
+        return path
 
 
 def _rotate(ax, labels: Sequence[str]) -> None:
@@ -230,7 +218,7 @@ def _bars(ax, labels: Sequence[str], values: Sequence[float | None], color: str,
     ax.bar(xs, heights, color=color, yerr=errors, capsize=3 if errors is not None else 0)
     for x, v in zip(xs, values, strict=True):
         ax.annotate(
-            "n/a" if v is None else _fmt(v),
+            fmt(v, ".3g", missing="n/a"),
             (x, 0 if v is None else v),
             ha="center",
             va="bottom",
@@ -245,7 +233,7 @@ def _bars(ax, labels: Sequence[str], values: Sequence[float | None], color: str,
 # ---------------------------------------------------------------- plots
 
 
-def _plot_throughput_success(document, groups, out: Path) -> Path | None:
+def _plot_throughput_success(document, groups, out: _Output) -> Path | None:
     if not groups:
         return None
     width = max(6.0, 0.55 * max(len(rows) for rows in groups.values()))
@@ -265,7 +253,7 @@ def _plot_throughput_success(document, groups, out: Path) -> Path | None:
         ax_s.set_ylim(0, 1.1)
         ax_s.set_ylabel("success rate (95% Wilson CI)")
         ax_s.set_title(f"{key[0]} · {key[1]}: success", fontsize=10)
-    return _save(fig, out / "throughput_success.png", f"Throughput and success ({document.get('clock', '?')} clock)")
+    return out.save(fig, "throughput_success.png", f"Throughput and success ({document.clock} clock)")
 
 
 def _with_samples(groups, name: str) -> dict[GroupKey, list[tuple[str, Row, list[float]]]]:
@@ -279,7 +267,7 @@ def _with_samples(groups, name: str) -> dict[GroupKey, list[tuple[str, Row, list
     return out
 
 
-def _plot_intervals(document, groups, out: Path) -> Path | None:
+def _plot_intervals(document, groups, out: _Output) -> Path | None:
     import numpy as np
 
     data = _with_samples(groups, "intervals_ms")
@@ -299,16 +287,16 @@ def _plot_intervals(document, groups, out: Path) -> Path | None:
                 histtype="step",
                 linewidth=1.4,
                 **_line_style(i, len(items)),
-                label=f"{label} (cv={_fmt(cv, '.3f')})",
+                label=f"{label} (cv={fmt(cv, '.3f', missing='n/a')})",
             )
         ax.set_xlabel("action interval (ms)")
         ax.set_ylabel("count")
         ax.set_title(_title(document, key), fontsize=10)
         _legend(ax)
-    return _save(fig, out / "intervals.png", "Action interval distribution (lower cv = steadier stream)")
+    return out.save(fig, "intervals.png", "Action interval distribution (lower cv = steadier stream)")
 
 
-def _plot_latency_cdf(document, groups, out: Path) -> Path | None:
+def _plot_latency_cdf(document, groups, out: _Output) -> Path | None:
     import numpy as np
 
     data = _with_samples(groups, "latency_ms")
@@ -325,7 +313,7 @@ def _plot_latency_cdf(document, groups, out: Path) -> Path | None:
         ax.set_title(_title(document, key), fontsize=10)
         ax.grid(alpha=0.3)
         _legend(ax)
-    return _save(fig, out / "latency_cdf.png", "Latency CDF")
+    return out.save(fig, "latency_cdf.png", "Latency CDF")
 
 
 def _best_per_x(rows: Sequence[Row], x_of: Callable[[Row], float | None]) -> list[tuple[float, Row]]:
@@ -345,20 +333,20 @@ def _degree_L(row: Row) -> float | None:
     return None if degree is None else float(sum(degree))
 
 
-def _plot_degree_sweep(document, groups, out: Path) -> Path | None:
+def _plot_degree_sweep(document, groups, out: _Output) -> Path | None:
     data = {}
     for key, rows in groups.items():
         base = _baseline(rows, _CONDITION_KEYS)
-        pipelined = [r for r in base if r.get("mode") in _PIPELINED]
+        pipelined = [r for r in base if r.mode in _PIPELINED]
         if len({_degree_L(r) for r in pipelined} - {None}) >= 2:
             data[key] = base
     if not data:
         return None
     fig, panels = _figure(len(data), axes_per_panel=2)
     for (key, rows), (ax_s, ax_t) in zip(data.items(), panels, strict=True):
-        ticks = sorted({_degree_L(r) for r in rows if r.get("mode") in _PIPELINED} - {None})
+        ticks = sorted({_degree_L(r) for r in rows if r.mode in _PIPELINED} - {None})
         for mode, color in (("pipeline", "tab:orange"), ("auras", "tab:blue")):
-            points = _best_per_x([r for r in rows if r.get("mode") == mode], _degree_L)
+            points = _best_per_x([r for r in rows if r.mode == mode], _degree_L)
             succ = [(x, _metric(r, "success_rate"), _ci95(r)) for x, r in points]
             succ = [(x, s, ci) for x, s, ci in succ if s is not None]
             if succ:
@@ -382,7 +370,7 @@ def _plot_degree_sweep(document, groups, out: Path) -> Path | None:
         ax_s.set_xticks(ticks)
         ax_t.set_xticks(ticks)
         for row in rows:
-            if row.get("mode") != "sequential":
+            if row.mode != "sequential":
                 continue
             rate, hz = _metric(row, "success_rate"), _metric(row, "throughput_hz")
             if rate is not None:
@@ -397,10 +385,10 @@ def _plot_degree_sweep(document, groups, out: Path) -> Path | None:
         ax_t.set_title(_title(document, key), fontsize=10)
         for ax in (ax_s, ax_t):
             _legend(ax, fontsize=8)
-    return _save(fig, out / "degree_sweep.png", "Success and throughput vs pipeline degree")
+    return out.save(fig, "degree_sweep.png", "Success and throughput vs pipeline degree")
 
 
-def _plot_condition_sweep(document, groups, out: Path, keys: Sequence[str], name: str, what: str) -> Path | None:
+def _plot_condition_sweep(document, groups, out: _Output, keys: Sequence[str], name: str, what: str) -> Path | None:
     """Speedup over sequential and throughput per mode vs one varied setting among ``keys`` (scale or delay)."""
     others = [k for k in _CONDITION_KEYS if k not in keys]
     data = {}
@@ -416,7 +404,7 @@ def _plot_condition_sweep(document, groups, out: Path, keys: Sequence[str], name
         fixed = [k for k in keys if k != x_key]
 
         def line_key(row: Row, fixed=fixed) -> tuple:
-            return (_mode_rank(row.get("mode")), str(row.get("mode")), _degree(row) or (0, 0), _condition(row, fixed))
+            return (_mode_rank(row.mode), row.mode, _degree(row) or (0, 0), _condition(row, fixed))
 
         lines: dict[tuple, list[Row]] = {}
         for row in rows:
@@ -447,24 +435,24 @@ def _plot_condition_sweep(document, groups, out: Path, keys: Sequence[str], name
         ax_t.set_title(_title(document, key), fontsize=10)
         for ax in (ax_sp, ax_t):
             _legend(ax, fontsize=8)
-    return _save(fig, out / name, f"Speedup and throughput vs {what}")
+    return out.save(fig, name, f"Speedup and throughput vs {what}")
 
 
-def _plot_scale_sweep(document, groups, out: Path) -> Path | None:
+def _plot_scale_sweep(document, groups, out: _Output) -> Path | None:
     return _plot_condition_sweep(document, groups, out, _SCALE_KEYS, "scale_sweep.png", "stage cost scale")
 
 
-def _plot_delay_sweep(document, groups, out: Path) -> Path | None:
+def _plot_delay_sweep(document, groups, out: _Output) -> Path | None:
     return _plot_condition_sweep(document, groups, out, _DELAY_KEYS, "delay_sweep.png", "injected stage delay")
 
 
-def _plot_grid(document, groups, out: Path) -> Path | None:
+def _plot_grid(document, groups, out: _Output) -> Path | None:
     import numpy as np
 
     data = {}
     for key, rows in groups.items():
         cells: dict[tuple[int, int], float] = {}
-        for row in _baseline([r for r in rows if r.get("mode") == "auras"], _CONDITION_KEYS):
+        for row in _baseline([r for r in rows if r.mode == "auras"], _CONDITION_KEYS):
             degree, hz = _degree(row), _metric(row, "throughput_hz")
             if degree is not None and hz is not None:
                 cells.setdefault(degree, hz)
@@ -499,7 +487,7 @@ def _plot_grid(document, groups, out: Path) -> Path | None:
         ax.set(xlabel="pp_generation", ylabel="pp_perception")
         ax.set_title(_title(document, key), fontsize=10)
         fig.colorbar(image, ax=ax, label="throughput (Hz)")
-    return _save(fig, out / "grid.png", "auras throughput over pipeline degrees")
+    return out.save(fig, "grid.png", "auras throughput over pipeline degrees")
 
 
 _PLOTS = (
@@ -513,17 +501,21 @@ _PLOTS = (
 )
 
 
-def write_plots(document: dict[str, Any], out_dir: str | Path) -> list[Path]:
+def write_plots(document: Results | dict[str, Any], out_dir: str | Path,
+                inspect: Callable[[str, Any], None] | None = None) -> list[Path]:
     """Write every figure whose data is present in ``document`` to ``out_dir``; return the PNG paths.
 
     throughput_success.png is written whenever there is at least one row (missing values show "n/a");
     intervals.png / latency_cdf.png need raw samples; the sweep and grid figures need rows that vary.
+    ``inspect(name, figure)`` sees each matplotlib figure before it is closed (to check what was drawn).
     """
-    groups = _group_by_policy_task(_rows(document))
+    document = parse_results(document)
+    groups = _group_by_policy_task(document.cells)
     if not groups:
         return []
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = _Output(folder, inspect)
     paths = []
     for plot in _PLOTS:
         path = plot(document, groups, out)

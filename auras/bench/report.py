@@ -10,9 +10,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from auras.bench.results import SCHEMA_VERSION, Results, fmt, success_text
+
 __all__ = ["SCHEMA_VERSION", "host_figures", "machine_info", "package_versions", "results_table", "write_results"]
 
-SCHEMA_VERSION = 2
 _PACKAGES = (
     "auras",
     "numpy",
@@ -84,58 +85,46 @@ def write_results(document: dict[str, Any], out_dir: str | Path) -> Path:
     return path
 
 
-def _fmt(value: float | None, spec: str = ".1f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _success_cells(m: dict[str, Any]) -> tuple[str, str]:
-    if m["success_rate"] is None:
-        return "-", "-"
-    lo, hi = m["success_ci95"]
-    return f"{m['success_rate'] * 100:.0f}% ({m['successes']}/{m['episodes']})", f"{lo * 100:.0f}-{hi * 100:.0f}%"
-
-
-def results_table(document: dict[str, Any]):
+def results_table(results: Results):
     """A rich Table with one row per cell (policy, task, mode and sweep point)."""
     from rich.table import Table
 
-    episodes = f"{document['episodes']} episodes per cell" if document["episodes"] else "throughput only"
-    table = Table(title=f"auras bench ({document['clock']} clock, {episodes})")
+    episodes = f"{results.episodes} episodes per cell" if results.episodes else "throughput only"
+    table = Table(title=f"auras bench ({results.clock} clock, {episodes})")
     columns = ("task", "policy", "mode", "success", "95% CI", "rel. acc", "throughput Hz", "speedup",
                "of bound", "latency p50/p99 ms", "interval cv", "staleness p50 ms")
     for col in columns:
         table.add_column(col, justify="left" if col in ("task", "policy", "mode") else "right")
-    for row in document["results"]:
-        m = row["metrics"]
-        policy = row["policy"] + (" (privileged)" if row["privileged"] else "")
+    for cell in results.cells:
+        m = cell.metrics
         table.add_row(
-            row["task"],
-            policy,
-            row.get("label", row["mode"]),
-            *_success_cells(m),
-            _fmt(m["relative_accuracy"], ".2f"),
-            _fmt(m["throughput_hz"]),
-            _fmt(m["speedup"], ".2f"),
-            _fmt(m["bound_fraction"] * 100 if m["bound_fraction"] else None, ".0f") + "%",
-            f"{_fmt(m['latency_ms']['p50'], '.2f')} / {_fmt(m['latency_ms']['p99'], '.2f')}",
-            _fmt(m["interval_cv"], ".3f"),
-            _fmt(m["staleness_ms"]["p50"]),
+            cell.task,
+            cell.policy + (" (privileged)" if cell.privileged else ""),
+            cell.label,
+            *success_text(m),
+            fmt(m.relative_accuracy, ".2f"),
+            fmt(m.throughput_hz, ".1f"),
+            fmt(m.speedup, ".2f"),
+            fmt(m.bound_fraction * 100 if m.bound_fraction else None, ".0f") + "%",
+            f"{fmt(m.latency_ms.p50, '.2f')} / {fmt(m.latency_ms.p99, '.2f')}",
+            fmt(m.interval_cv, ".3f"),
+            fmt(m.staleness_ms.p50, ".1f"),
         )
     return table
 
 
-def host_figures(document: dict[str, Any]) -> list[str]:
+def host_figures(results: Results) -> list[str]:
     """One line per policy with a sequential row: what one request takes on this host (the sequential
     latency p50), so results from another host can be scaled to this one (a host twice as slow per request
     gives about half the rates)."""
-    machine = document.get("machine") or {}
-    where = f"{machine.get('cpu_model') or 'this CPU'}, {machine.get('cpu_count') or '?'} cores"
+    machine = results.machine
+    where = f"{machine.cpu_model or 'this CPU'}, {machine.cpu_count or '?'} cores"
     lines, seen = [], set()
-    for row in document["results"]:
-        p50 = row["metrics"]["latency_ms"]["p50"]
-        if row["mode"] != "sequential" or row["policy"] in seen or p50 is None:
+    for cell in results.cells:
+        p50 = cell.metrics.latency_ms.p50
+        if cell.mode != "sequential" or cell.policy in seen or p50 is None:
             continue
-        seen.add(row["policy"])
-        lines.append(f"host figure: one sequential {row['policy']} request takes {p50:.1f} ms here ({where}); "
+        seen.add(cell.policy)
+        lines.append(f"host figure: one sequential {cell.policy} request takes {p50:.1f} ms here ({where}); "
                      "compare it with the sequential latency p50 beside any published figure before comparing rates")
     return lines

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from auras.bench.compare import compare_documents, format_comparison, load_results
+from auras.bench.compare import compare_documents, format_comparison
 from auras.bench.report import host_figures, results_table, write_results
+from auras.bench.results import load_results, parse_results
 from auras.bench.sweep import settings_and_sweep, split_values
 from auras.cli.common import ConfigOpt, EnvKind, RayAddressOpt, SetOpt, app, fail
 from auras.errors import AurasError
@@ -128,17 +129,18 @@ def bench(
                     console.print(f"{time.monotonic() - started:7.1f} s  {label} {done}/{total}", highlight=False)
 
             document = results_document(run, run_cells(run, cells, report), sweep_values)
+        results = parse_results(document, "the results of this run")  # the document the runner made, checked
     except AurasError as exc:
         fail(exc)
-    Console(width=max(Console().width, 160)).print(results_table(document))
-    for line in host_figures(document):
+    Console(width=max(Console().width, 160)).print(results_table(results))
+    for line in host_figures(results):
         typer.echo(line)
     path = write_results(document, run.bench.out)
     typer.echo(f"wrote {path}")
     if run.bench.plots:
         from auras.bench.plots import write_plots
 
-        for plot in write_plots(document, run.bench.out):
+        for plot in write_plots(results, run.bench.out):
             typer.echo(f"wrote {plot}")
 
 
