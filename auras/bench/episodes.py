@@ -1,14 +1,18 @@
 """Closed-loop episodes and observation streams: the two measurements of a benchmark.
 
-Accuracy: the agent drives the env for whole episodes under a time model (clock). Throughput: a
-pre-recorded stream of observations is fed as fast as the agent accepts them, so rendering does
-not compete with inference.
+Accuracy: the agent drives the env for whole episodes under a time model (``bench.clock``, an object
+of :data:`TIME_MODELS`): ``frame`` and ``virtual`` share one lock-step episode loop and differ only in
+how many control steps a request spans and when its action takes over; ``realtime`` is the robot loop
+of :mod:`auras.robot_loop` (the one `auras robot-sim` runs), the agent behind its ActionStream.
+Throughput: a pre-recorded stream of observations is fed as fast as the agent accepts them, so
+rendering does not compete with inference.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -21,7 +25,19 @@ from auras.robot_loop import AgentLink, RealTime, RobotEpisode, run_robot_episod
 from auras.staleness import ChunkExecutor
 from auras.types import Action, Observation
 
-__all__ = ["EpisodeRecord", "StreamRecord", "run_episode", "run_stream"]
+__all__ = [
+    "TIME_MODELS",
+    "EpisodeRecord",
+    "FrameTime",
+    "LockstepTime",
+    "RealTimeModel",
+    "StreamRecord",
+    "TimeModel",
+    "VirtualTime",
+    "lockstep_episode",
+    "run_episode",
+    "run_stream",
+]
 
 
 @dataclass
@@ -48,6 +64,81 @@ class StreamRecord:
     startup_ms: float  # reset -> first action out
 
 
+class TimeModel(ABC):
+    """How robot time relates to the agent's compute in a benchmark episode (``bench.clock``)."""
+
+    name: str
+
+    @abstractmethod
+    def run(self, agent: AurasAgent, env: AurasTaskEnv, seed: int,
+            record: Callable[[Observation], None] | None = None) -> EpisodeRecord:
+        """One closed-loop episode; ``record`` receives every observation (to build a throughput stream)."""
+
+
+class LockstepTime(TimeModel):
+    """The robot waits for each ``step``: repeatable, the time models of :func:`lockstep_episode`. A model
+    says how many control steps pass per request and when the new action takes over."""
+
+    takes_over_at_once: bool  # the new action runs from the step it was requested at (else after the wait)
+
+    @abstractmethod
+    def rows_per_request(self, compute_ms: float, period_ms: float, dt_ms: float, execute_steps: int) -> int:
+        """Control steps the robot runs for one request (on the chunk it has, or on the new one)."""
+
+    def run(self, agent: AurasAgent, env: AurasTaskEnv, seed: int,
+            record: Callable[[Observation], None] | None = None) -> EpisodeRecord:
+        return lockstep_episode(agent, env, seed, self, record)
+
+
+class FrameTime(LockstepTime):
+    """``frame``: the env waits for each action; a chunk action executes its first ``policy.execute_steps``
+    rows, one env step each, before the next observation is taken. Staleness is stamped at every row."""
+
+    name, takes_over_at_once = "frame", True
+
+    def rows_per_request(self, compute_ms: float, period_ms: float, dt_ms: float, execute_steps: int) -> int:
+        return execute_steps
+
+
+class VirtualTime(LockstepTime):
+    """``virtual``: simulated time advances by the agent's measured compute time. While ``step`` runs (wall
+    time c), the robot keeps executing the rows of the chunk it has, one per control step
+    (``env.control_dt``), holding the last row once the chunk is used up (and standing still before the
+    first action); the new action takes over after ceil(c / dt) control steps (at least one), from its
+    first row, and the next observation is taken then. A faster agent therefore acts more often and on
+    fresher observations, as on a real robot. A paced agent (``pipeline.frame_period_ms``) takes at least
+    its period per frame. Staleness is stamped when an action takes over."""
+
+    name, takes_over_at_once = "virtual", False
+
+    def rows_per_request(self, compute_ms: float, period_ms: float, dt_ms: float, execute_steps: int) -> int:
+        return max(1, math.ceil(max(compute_ms, period_ms) / dt_ms))
+
+
+class RealTimeModel(TimeModel):
+    """``realtime``: the env at wall-clock pace, as on a real robot: the robot side of
+    :mod:`auras.robot_loop` (the same loop `auras robot-sim` runs against `auras serve`) with the agent in
+    this process behind its ActionStream, as on the server. The camera runs at ``bench.camera_hz``; an
+    action older than ``bench.action_ttl_ms`` is never applied. Not repeatable: timing depends on the
+    machine; an overrun slips the schedule and is counted."""
+
+    name = "realtime"
+
+    def run(self, agent: AurasAgent, env: AurasTaskEnv, seed: int,
+            record: Callable[[Observation], None] | None = None) -> EpisodeRecord:
+        if record is not None:
+            raise ValueError("run_episode: record is for the frame and virtual clocks (a realtime robot sends its own)")
+        bench = agent.config.bench
+        executor = ChunkExecutor.from_config(agent.config, agent.policy_spec)
+        with AgentLink(agent, env.instruction) as link:
+            robot = run_robot_episode(link, env, seed, executor, camera_hz=bench.camera_hz,
+                                      clock=RealTime(bench.action_ttl_ms / 1e3), privileged=agent.privileged)
+        return episode_record(robot)
+
+
+TIME_MODELS: dict[str, TimeModel] = {model.name: model for model in (FrameTime(), VirtualTime(), RealTimeModel())}
+
+
 def run_episode(
     agent: AurasAgent,
     env: AurasTaskEnv,
@@ -55,37 +146,25 @@ def run_episode(
     clock: str = "frame",
     record: Callable[[Observation], None] | None = None,
 ) -> EpisodeRecord:
-    """One closed-loop episode under a time model; ``record`` receives every observation (to build a
-    throughput stream).
-
-    ``frame``: the env waits for each action; a chunk action executes its first
-    ``policy.execute_steps`` rows, one env step each, before the next observation is taken.
-
-    ``virtual``: simulated time advances by the agent's measured compute time. While ``step`` runs
-    (wall time c), the robot keeps executing the rows of the chunk it has, one per control step
-    (``env.control_dt``), holding the last row once the chunk is used up (and standing still before
-    the first action); the new action takes over after ceil(c / dt) control steps (at least one),
-    from its first row, and the next observation is taken then. A faster agent therefore acts more
-    often and on fresher observations, as on a real robot. A paced agent (``pipeline.frame_period_ms``)
-    takes at least its period per frame.
-
-    ``realtime``: see :func:`run_episode_realtime`.
-
-    A step that returns the same action again (``parallel`` while its pool fills) does not restart
-    the chunk: the robot carries on with the rows it has.
-
-    The robot side of ``staleness.strategy`` (:class:`~auras.staleness.ChunkExecutor`) decides which
-    row runs at each control step, prepares each observation (rtc's guide, roll_forward's state) and,
-    for chunk_blend, whether to send one at all; with the default strategy a new chunk runs from its
-    first row when it lands.
-    """
-    if clock not in ("frame", "virtual", "realtime"):
+    """One closed-loop episode under the time model ``clock`` (a key of :data:`TIME_MODELS`: ``frame``,
+    ``virtual`` or ``realtime``); ``record`` receives every observation (frame and virtual)."""
+    if clock not in TIME_MODELS:
         raise ValueError(f"clock: expected 'frame', 'virtual' or 'realtime', got {clock!r}")
-    if clock == "realtime":
-        if record is not None:
-            raise ValueError("run_episode: record is for the frame and virtual clocks (a realtime robot sends its own)")
-        bench = agent.config.bench
-        return run_episode_realtime(agent, env, seed, bench.camera_hz, bench.action_ttl_ms / 1e3)
+    return TIME_MODELS[clock].run(agent, env, seed, record)
+
+
+def lockstep_episode(agent: AurasAgent, env: AurasTaskEnv, seed: int, model: LockstepTime,
+                     record: Callable[[Observation], None] | None = None) -> EpisodeRecord:
+    """The one episode loop of the lock-step time models: observe, ``step``, then run the control steps
+    ``model`` says the request spans.
+
+    A step that returns the same action again (``parallel`` while its pool fills) does not restart the
+    chunk: the robot carries on with the rows it has. The robot side of ``staleness.strategy``
+    (:class:`~auras.staleness.ChunkExecutor`) decides which row runs at each control step, prepares each
+    observation (rtc's guide, roll_forward's state) and, for chunk_blend, whether to send one at all; with
+    the default strategy a new chunk runs from its first row when it takes over. Every row applied goes
+    into the episode's ``actions_sha``.
+    """
     agent.reset()
     env_obs, info = env.reset(seed=seed)
     result = EpisodeRecord(seed=seed, success=False, steps=0, steps_to_success=None)
@@ -126,40 +205,21 @@ def run_episode(
         if is_new:
             result.latency_ms.append(action.timings.latency_ms)
             current = action
-        if clock == "frame":
-            if is_new:
-                executor.accept(action, t)
-            count = execute
-        else:  # the current chunk keeps running while the agent computes (a paced frame: at least its
-            # period), then the new one takes over
-            count = max(1, math.ceil(max(compute_ms, period_ms) / dt_ms))
-        for _ in range(count):
-            if clock == "frame":
+        if model.takes_over_at_once and is_new:
+            executor.accept(action, t)
+        for _ in range(model.rows_per_request(compute_ms, period_ms, dt_ms, execute)):
+            if model.takes_over_at_once:
                 result.staleness_ms.append((time_of() - action.capture_time) * 1e3)
                 result.staleness_frames.append(t - _newest_input(action))  # env steps since its newest input
             act()
             if done:
                 break
-        if clock == "virtual" and is_new:
+        if not model.takes_over_at_once and is_new:
             executor.accept(action, t)
             result.staleness_frames.append(t - _newest_input(action))  # when it takes over
             result.staleness_ms.append((t - _newest_input(action)) * dt_ms)
     result.actions_sha = applied.hexdigest()
     return result
-
-
-def run_episode_realtime(agent: AurasAgent, env: AurasTaskEnv, seed: int, camera_hz: float = 30.0,
-                         ttl_s: float = 0.25) -> EpisodeRecord:
-    """One episode with the env at wall-clock pace, as on a real robot: the robot side of
-    :mod:`auras.robot_loop` (the same loop `auras robot-sim` runs against `auras serve`) with the
-    agent in this process behind its ActionStream, as on the server. The camera runs at
-    ``camera_hz``; an action older than ``ttl_s`` is never applied. Not repeatable: timing depends
-    on the machine; an overrun slips the schedule and is counted."""
-    executor = ChunkExecutor.from_config(agent.config, agent.policy_spec)
-    with AgentLink(agent, env.instruction) as link:
-        robot = run_robot_episode(link, env, seed, executor, camera_hz=camera_hz, clock=RealTime(ttl_s),
-                                  privileged=agent.privileged)
-    return episode_record(robot)
 
 
 def episode_record(robot: RobotEpisode) -> EpisodeRecord:
