@@ -86,4 +86,4 @@ def build_backend(
         local = with_staleness_inputs(policy, config)
     else:
         local = build_policy(config, device_probe)
-    return ThreadBackend(local, config.policy.device, pipe.worker_timeout_s)
+    return ThreadBackend(local, config.policy.device)  # threads cannot be killed: the long default deadline
