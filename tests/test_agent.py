@@ -40,8 +40,7 @@ def test_bad_input_is_rejected_and_agent_stays_usable():
 
 def test_reset_reaches_the_policy_and_close_is_idempotent():
     agent = AurasAgent(policy=fake_policy())
-    agent.reset()  # the workers forget the episode before they run the next observation
-    agent.step(fake_observation(0))
+    agent.reset()
     assert agent.policy.generation.resets == 1
     agent.close()
     agent.close()

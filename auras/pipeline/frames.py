@@ -286,8 +286,7 @@ class FrameExecutor(Executor):
         """Replace both workers and start from an empty pipeline and an empty public context: nothing
         computed before the failure (half-written contexts, in-flight requests) can reach an action."""
         self._close_workers()
-        self.reset()
-        self._reset_pending = False  # the new workers start clean
+        self._forget()  # the new workers start clean
         self._place()  # raises WorkerDiedError itself if no worker can be started
 
     @property
@@ -306,11 +305,22 @@ class FrameExecutor(Executor):
         return len(self._inflight)
 
     def reset(self) -> None:
-        """New episode: the next frame tells both workers to forget every request."""
+        """New episode: both workers forget every request and the policy its per-episode state. Workers in
+        this process do so at once; actors when the next frame's plan tells them (a compiled graph's actors
+        take no other call)."""
+        self._forget()
+        if self.group.hosted_policy is None:
+            self._reset_pending = True
+            return
+        for index in range(len(self.recipes)):
+            self.group.reset(index)
+
+    def _forget(self) -> None:
+        """The driver's side of a new episode: no request in flight, nothing to lend or carry."""
         self._inflight.clear()
         self._carried = ()
         self._lent.clear()
-        self._reset_pending = True
+        self._reset_pending = False
         self._last_action = None
         self.startup_ms = None
 
