@@ -435,6 +435,12 @@ class AurasConfig(_Section):
             raise ValueError(
                 f"pipeline.controller adaptive: re-plans a frame pipeline (mode pipeline or auras), got mode {p.mode!r}"
             )
+        if p.controller == "adaptive" and p.backend == "ray" and self.policy.device != "cpu":
+            raise ValueError(
+                "pipeline.controller adaptive on the ray backend places a second pair of actors while the old pair "
+                f"drains, and a pair of GPU actors leaves no room for another; got policy.device "
+                f"{self.policy.device!r}: use the local backend, controller static, or policy.device cpu"
+            )
         return self
 
     @model_validator(mode="after")

@@ -86,6 +86,9 @@ def test_bad_controller_settings_are_refused():
     with pytest.raises(ConfigError, match="mode pipeline or auras"):
         load_config(None, ["pipeline.controller=adaptive", "pipeline.mode=sequential"])
     load_config(None, ["pipeline.controller=adaptive", "pipeline.mode=auras", "pipeline.backend=ray"])  # runs on ray
+    with pytest.raises(ConfigError, match="no room for another"):  # a GPU pair cannot drain beside a new one
+        load_config(None, ["pipeline.controller=adaptive", "pipeline.mode=auras", "pipeline.backend=ray",
+                           "policy.device=cuda"])
 
 
 @pytest.mark.parametrize("mode", ["auras", "pipeline"])

@@ -175,3 +175,42 @@ def test_emit_public_returns_the_public_token_snapshot_refreshed_every_frame():
         expected = policy.generation.detokenize(store.read("X_A").value[None])[0]
         np.testing.assert_allclose(action.values, expected)
         assert action.context_step_id == obs.step_id  # the snapshot was refreshed from this frame's context
+
+
+@pytest.mark.parametrize("shape", [FrameShape(1, 1, 0), FrameShape(2, 3, 0)], ids=["sequential", "auras 2x3"])
+def test_a_frame_that_fails_in_a_worker_admits_nothing(shape):
+    """The policy raises on one observation: that step fails and the frame's in-flight requests are dropped
+    (a frame is not a transaction: other requests' stages may have run), so no batch grows past the depth,
+    the failed observation never gets an action and the pipeline refills from the next observations."""
+    generation = FakeDiffusion(12)
+    policy = Policy("fake-dp", _FailingOn(7), generation)
+    executor = FrameExecutor(policy, shape)
+    for i in range(6):
+        executor.step(fake_observation(i))
+    inflight = executor.inflight
+    with pytest.raises(RuntimeError, match="camera fault"):
+        executor.step(fake_observation(7))
+    assert executor.inflight == 0
+    calls = len(generation.calls)
+    actions = [executor.step(fake_observation(i)) for i in range(8, 14)]
+    assert all(c["batch"] <= shape.pp_generation for c in generation.calls[calls:])
+    assert executor.inflight == inflight and 7 not in {a.step_id for a in actions}
+    assert [a.step_id for a in actions] == sorted(a.step_id for a in actions) and actions[-1].step_id >= 13 - inflight
+
+
+class _FailingOn(FakeStagedPerception):
+    """Perception that raises on the observation of step id ``fail_at``."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__(2)
+        self.fail_at = fail_at
+
+    def stages(self):
+        first, *rest = super().stages()
+
+        def failing(observations):
+            if any(o.step_id == self.fail_at for o in observations):
+                raise RuntimeError("camera fault")
+            return first(observations)
+
+        return [failing, *rest]

@@ -357,3 +357,31 @@ def test_the_adaptive_pipeline_re_plans_on_ray_without_losing_or_repeating_an_ac
     for a, b in zip(local, actions, strict=True):
         assert (a.step_id, a.context_step_id, a.staleness_frames) == (b.step_id, b.context_step_id, b.staleness_frames)
         np.testing.assert_array_equal(a.values, b.values)
+
+
+def test_an_actor_killed_during_a_re_plan_is_replaced_and_serving_goes_on(ray_cluster):
+    """SIGKILL the draining pipeline's generation actor mid re-plan: that step raises WorkerRestartedError,
+    the draining pipeline is dropped, the new one starts again on fresh actors, the restart is counted
+    once, and later actions come from observations offered after the failure."""
+    import signal
+
+    from auras.errors import WorkerRestartedError
+
+    overrides = ["pipeline.mode=auras", "pipeline.controller=adaptive", "pipeline.pp_generation=4",
+                 "pipeline.target_hz=1", "pipeline.controller_window=1000", "pipeline.backend=ray",
+                 "pipeline.worker_timeout_s=20"]
+    with AurasAgent(load_config(overrides=overrides), policy=_fake_policy()) as agent:
+        executor = agent.executor
+        for i in range(8):
+            agent.step(fake_observation(i))
+        executor.switch(6)
+        agent.step(fake_observation(8))
+        assert executor.draining is not None
+        os.kill(executor.draining.group.pids[1], signal.SIGKILL)
+        with pytest.raises(WorkerRestartedError, match="replaced"):
+            for i in range(9, 30):
+                agent.step(fake_observation(i))
+        assert agent.restarts == 1 and executor.draining is None and executor.shape.pp_generation == 6
+        after = [agent.step(fake_observation(i)) for i in range(100, 112)]
+    assert all(a.step_id >= 100 and a.context_step_id >= 100 for a in after)
+    assert [a.step_id for a in after] == sorted(a.step_id for a in after)

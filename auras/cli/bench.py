@@ -129,13 +129,13 @@ def bench(
                     console.print(f"{time.monotonic() - started:7.1f} s  {label} {done}/{total}", highlight=False)
 
             document = results_document(run, run_cells(run, cells, report), sweep_values)
-        results = parse_results(document, "the results of this run")  # the document the runner made, checked
+        path = write_results(document, run.bench.out)  # kept first, whatever the check below says
+        results = parse_results(document, f"'{path}'")  # the document the runner made, checked
     except AurasError as exc:
         fail(exc)
     Console(width=max(Console().width, 160)).print(results_table(results))
     for line in host_figures(results):
         typer.echo(line)
-    path = write_results(document, run.bench.out)
     typer.echo(f"wrote {path}")
     if run.bench.plots:
         from auras.bench.plots import write_plots

@@ -189,12 +189,11 @@ class ThreadGroup(WorkerGroup):
         return done
 
     def result(self, pending: Future[Any], timeout_s: float | None = None) -> Any:
+        wait_s = self.timeout_s if timeout_s is None else timeout_s
         try:
-            return pending.result(timeout=self.timeout_s if timeout_s is None else timeout_s)
+            return pending.result(timeout=wait_s)
         except FutureTimeout as exc:
-            raise WorkerDiedError(
-                f"local backend: no answer within the worker deadline ({self.timeout_s:.1f} s)"
-            ) from exc
+            raise WorkerDiedError(f"local backend: no answer within the worker deadline ({wait_s:.1f} s)") from exc
 
     def finished(self, pending: Sequence[Future[Any]], timeout_s: float, first: bool = True) -> list[Future[Any]]:
         done, _ = wait(list(pending), timeout=timeout_s, return_when=FIRST_COMPLETED if first else ALL_COMPLETED)
@@ -204,9 +203,14 @@ class ThreadGroup(WorkerGroup):
         self.instances[index].reset()
 
     def replace(self, index: int) -> None:
+        """A fresh worker in slot ``index``. With a pool, later calls go to a fresh pool too: the old one
+        may hold the replaced worker's hung call on one of its threads (left to finish; never waited for)."""
         with contextlib.suppress(Exception):
             self.instances[index].close()
         self.instances[index] = self.recipes[index].build(self.policy, self.device, self.context_transport)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="auras-worker")
 
     def frame_graph(self, perception: int, generation: int, concurrent: bool,
                     contexts_to_caller: bool = False) -> ThreadFrameGraph:

@@ -44,7 +44,6 @@ class Executor(ABC):
 
     def __init__(self, spec: PolicySpec) -> None:
         self.spec = spec
-        self.restarts = 0  # workers replaced after dying or missing their deadline (Ray backend)
         self.incidents: list[dict[str, Any]] = []  # one per restart: where, why, how long recovery took
         self.built_at = compile_stats()  # this process's compiled stages before this executor's
 
@@ -54,13 +53,17 @@ class Executor(ABC):
         observation ``lost`` (its step id) produced no action; the agent stays usable."""
         start = time.perf_counter()
         replace()
-        self.restarts += 1
         self.incidents.append({**where, "step_id": lost, "cause": str(cause)[:300],
                                "recovery_ms": (time.perf_counter() - start) * 1e3})
         return WorkerRestartedError(
             f"a worker died or missed its deadline ({cause}); it was replaced and serving resumes on the next "
             f"step; observation {lost} produced no action"
         )
+
+    @property
+    def restarts(self) -> int:
+        """Workers replaced after dying or missing their deadline (one per incident)."""
+        return len(self.incidents)
 
     @property
     def hosted_policy(self) -> Policy | None:

@@ -40,6 +40,7 @@ controller also sets the frame period: margin x the quantile of the current dept
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable
@@ -49,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from auras.clock import SYSTEM_CLOCK, Clock
-from auras.errors import ConfigError
+from auras.errors import ConfigError, WorkerDiedError
 from auras.pipeline.base import Executor
 from auras.pipeline.frames import FrameExecutor, FrameShape
 from auras.pipeline.pacing import PACING_MARGIN
@@ -222,6 +223,7 @@ class AdaptiveFrameExecutor(Executor):
         self.make_frames, self.controller, self.base = make_frames, controller, shape
         self.current = first if first is not None else make_frames(self._shape(controller.depth))
         super().__init__(self.current.spec)
+        self.current.incidents = self.incidents  # a pipeline's worker replacements count as this executor's
         self.clock = clock
         self.draining: FrameExecutor | None = None
         self._admitting = True  # the current pipeline admits (false while a shallower one waits its turn)
@@ -255,7 +257,13 @@ class AdaptiveFrameExecutor(Executor):
     def step(self, obs: Observation) -> Action:
         start = self.clock.now()
         filling = self._last is None  # the first step after construction or reset fills the pipeline
-        action = self.current.step(obs) if self.draining is None else self._transition_frame(obs)
+        if self.draining is None:
+            action = self.current.step(obs)  # replaces dead workers itself (WorkerRestartedError)
+        else:
+            try:
+                action = self._transition_frame(obs)
+            except WorkerDiedError as exc:  # mid re-plan: drop the draining pipeline, start the new one afresh
+                raise self.recover(exc, obs.step_id, self._abandon_transition, frame=self.current.frame) from exc
         self._last = action
         settling = filling or self.draining is not None or self._settle > 0
         self._settle = max(0, self._settle - 1)
@@ -267,10 +275,25 @@ class AdaptiveFrameExecutor(Executor):
 
     def switch(self, depth: int) -> None:
         """Re-plan to generation depth ``depth`` now: a new pipeline of that depth takes over while the
-        current one drains (no admitted request is lost or answered twice). The controller calls it."""
-        self.draining, self.current = self.current, self.make_frames(self._shape(depth))
-        self.current.clock = self.clock
+        current one drains (no admitted request is lost or answered twice). The controller calls it. If
+        the new pipeline cannot be built, the current one runs on and the controller stays at its depth."""
+        try:
+            new = self.make_frames(self._shape(depth))
+        except BaseException:
+            self.controller.depth = self.current.shape.pp_generation
+            raise
+        new.clock, new.incidents = self.clock, self.incidents
+        self.draining, self.current = self.current, new
         self._admitting = False
+
+    def _abandon_transition(self) -> None:
+        """A worker died during a transition: the draining pipeline is closed (its requests are lost) and
+        the new one starts again on fresh workers, empty."""
+        if self.draining is not None:
+            with contextlib.suppress(Exception):
+                self.draining.close()
+        self.draining, self._admitting, self._settle, self._last = None, True, 0, None
+        self.current.replace_workers()
 
     def _transition_frame(self, obs: Observation) -> Action:
         old, new = self.draining, self.current

@@ -106,7 +106,8 @@ class DecoupledExecutor(Executor):
         """The perception loop's end as an error: a dead or hung worker (replaced by ``step``), or the
         policy's own exception (raised again on every step: a new worker would fail the same way)."""
         message = f"decoupled perception worker died: {self._error!r}"
-        return WorkerDiedError(message) if isinstance(self._error, WorkerDiedError) else PerceptionCrashedError(message)
+        crashed = self._error is not None and not isinstance(self._error, WorkerDiedError)
+        return PerceptionCrashedError(message) if crashed else WorkerDiedError(message)
 
     def step(self, obs: Observation) -> Action:
         try:

@@ -155,6 +155,7 @@ class FrameExecutor(Executor):
         self._admitted: OrderedDict[int, _Admitted] = OrderedDict()
         self._carried: tuple[ContextMessage, ...] = ()
         self._lent: list[ContextMessage] = []
+        self._withdrawn: list[int] = []
         self._next_request = 0
         self._reset_pending = False
         self.frame = 0
@@ -194,21 +195,41 @@ class FrameExecutor(Executor):
             carried=self._carried if shape.fetch_offset == -1 else (),
             lent=tuple(self._lent),
             reset=self._reset_pending,
+            withdrawn=tuple(self._withdrawn),
         )
         self._reset_pending = False
         self._lent.clear()
+        self._withdrawn.clear()
         return plan
 
     def run_frame(self, obs: Observation | None) -> Action | None:
         """Run one frame, admitting ``obs`` if given; return the action emitted this frame, if any."""
         plan = self.plan(obs)
-        finished, emitted = self.graph(plan)
+        try:
+            finished, emitted = self.graph(plan)
+        except WorkerDiedError:
+            raise  # the workers are replaced (step); their state goes with them
+        except BaseException:
+            self._withdraw(plan)
+            raise
         self._carried = finished
         self.frame += 1
         if emitted is None:
             return None
         self._inflight = deque((r, f) for r, f in self._inflight if r != emitted.request)
         return self._emit(emitted, plan.frame)
+
+    def _withdraw(self, plan: FramePlan) -> None:
+        """A frame failed in a worker, part way through (a frame is not a transaction): every request in
+        flight is dropped and produces no action, the workers forget them with the next plan, and the
+        next step fills the pipeline again from its own observation (for sequential, only the failed
+        observation was in flight). A reset the plan carried is carried again."""
+        self._withdrawn.extend(request for request, _ in self._inflight)
+        self.admitted -= sum(1 for _, frame in self._inflight if frame == plan.frame)
+        self._inflight.clear()
+        self._carried = ()
+        self._last_action = None
+        self._reset_pending = self._reset_pending or plan.reset
 
     def _emit(self, emitted: Emitted, frame: int) -> Action:
         if emitted.startup_ms is not None and self.startup_ms is None:
@@ -274,7 +295,7 @@ class FrameExecutor(Executor):
             while self._last_action is None:
                 action = self.run_frame(obs)
         except WorkerDiedError as exc:
-            raise self.recover(exc, obs.step_id, self._replace_workers, frame=self.frame) from exc
+            raise self.recover(exc, obs.step_id, self.replace_workers, frame=self.frame) from exc
         return action if action is not None else self._last_action
 
     def _place(self) -> None:
@@ -282,7 +303,7 @@ class FrameExecutor(Executor):
         with closing_on_error(self.group):
             self.graph = self.group.frame_graph(0, 1, self.shape.fetch_offset == -1, self.contexts_to_caller)
 
-    def _replace_workers(self) -> None:
+    def replace_workers(self) -> None:
         """Replace both workers and start from an empty pipeline and an empty public context: nothing
         computed before the failure (half-written contexts, in-flight requests) can reach an action."""
         self._close_workers()
@@ -320,6 +341,7 @@ class FrameExecutor(Executor):
         self._inflight.clear()
         self._carried = ()
         self._lent.clear()
+        self._withdrawn.clear()
         self._reset_pending = False
         self._last_action = None
         self.startup_ms = None

@@ -78,6 +78,7 @@ class PolicyParts:
     def _start(self) -> None:
         self.group = self.backend.place(self.RECIPES)
         self.spec: PolicySpec = self.group.spec
+        self._hosted = self.group.hosted_policy
 
     def _live(self) -> WorkerGroup:
         if self.group is None:
@@ -90,7 +91,9 @@ class PolicyParts:
 
     @property
     def hosted_policy(self) -> Policy | None:
-        return self.group.hosted_policy if self.group is not None else None
+        """The policy when this process hosts it, also after ``close`` (its owner may still release
+        what it registered, e.g. a shared-perception view)."""
+        return self._hosted
 
     def workers(self) -> list[dict[str, Any]]:
         return self._live().describe()

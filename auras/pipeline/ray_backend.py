@@ -382,7 +382,7 @@ class RayGroup(WorkerGroup):
         return RayFrameGraph(self, self.actors[perception], self.actors[generation], concurrent, contexts_to_caller)
 
     def describe(self) -> list[dict[str, Any]]:
-        return actor_workers(self._live(), [r.role for r in self.recipes], self.timeout_s)
+        return actor_workers(self.actors, [r.role for r in self.recipes], self.timeout_s)  # closed: none
 
     def close(self) -> None:
         release(getattr(self, "placement", None), getattr(self, "actors", []))

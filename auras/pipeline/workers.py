@@ -82,6 +82,7 @@ class FramePlan:
     carried: tuple[ContextMessage, ...] = ()
     lent: tuple[ContextMessage, ...] = ()
     reset: bool = False
+    withdrawn: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,9 @@ class PerceptionWorker:
         """Run this frame's perception tasks, oldest request first; return the finished contexts."""
         if plan.reset:
             self.reset()
+        for request in plan.withdrawn:
+            self._carry.pop(request, None)
+            self._spent.pop(request, None)
         finished = []
         last = len(self.stages) - 1
         for task in sorted(plan.perception, key=lambda t: -t.stage):
@@ -190,6 +194,9 @@ class GenerationWorker:
         version is the freshest observation's."""
         if plan.reset:
             self.reset()
+        for request in plan.withdrawn:
+            for table in (self._own, self._state, self._newest, self._spent, self._perception_ms):
+                table.pop(request, None)
         startup_ms = None
         lent = {m.request for m in plan.lent} if self.public else set()
         messages = (*plan.carried, *incoming, *(plan.lent if self.public else ()))
