@@ -298,6 +298,7 @@ def test_shipped_policies_built_by_name_in_the_actors_act_as_in_process(ray_clus
         np.testing.assert_allclose(a.values, b.values, atol=1e-6)
     workers = stats["ray"]["workers"]
     assert [w["role"] for w in workers] == ["perception", "generation"]
+    assert {w["niceness"] for w in workers} == {0}  # not Ray's default 15: a busy robot computer would starve them
     assert len({w["pid"] for w in workers} | {os.getpid()}) == 3  # two actor processes, not this one
     assert stats["ray"]["context_transport"] == "host" and stats["local"]["context_transport"] == "in-process"
 

@@ -68,6 +68,10 @@ ACTOR_START_TIMEOUT_S = 120.0
 FRAME_TIMEOUT_S = 300.0
 _init_lock = threading.Lock()
 STRATEGIES = {"pack": "PACK", "spread": "STRICT_SPREAD"}
+WORKER_NICENESS = 0
+"""Ray starts its workers at niceness 15 by default, so any busy process at the normal 0 starves the actors
+(a robot computer is never idle). A local Ray started by auras runs them at 0, like the local backend's
+threads; a joined cluster (``pipeline.ray_address``) keeps its own setting."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,9 +109,9 @@ class RayCluster:
             if not ray.is_initialized():
                 if self.address:
                     ray.init(address=self.address, log_to_driver=False, configure_logging=False)
-                else:
+                else:  # the actors are the inference: at the priority of the process that asked for them
                     ray.init(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
-                             configure_logging=False)
+                             configure_logging=False, _system_config={"worker_niceness": WORKER_NICENESS})
         return ray
 
 
@@ -297,8 +301,8 @@ class WorkerActor:
 
         stats = compile_stats()
         return {"gpu_ids": self.gpu_ids, "device": self.device, "node": ray.get_runtime_context().get_node_id(),
-                "pid": os.getpid(), "compile_graphs": stats.graphs, "compile_ms": stats.compile_ms,
-                "worker": self.worker.describe()}
+                "pid": os.getpid(), "niceness": os.nice(0), "compile_graphs": stats.graphs,
+                "compile_ms": stats.compile_ms, "worker": self.worker.describe()}
 
     def ready(self) -> int:
         """The actor's pid once its policy is built; raises the construction error otherwise."""
