@@ -67,3 +67,57 @@ def test_reset_drops_the_perception_of_the_last_episode():
         first = agent.step(fake_observation(0))
         assert first.context_step_id == 0
         np.testing.assert_allclose(first.values, 0.1, rtol=1e-6)
+
+
+def test_the_hosted_policy_is_still_known_after_close():
+    """The session host releases what a policy registered (a shared-perception view) after it closed the
+    agent, through ``hosted_policy``: closing must not make the executor forget which policy it hosted."""
+    from auras.pipeline.decoupled import DecoupledExecutor
+    from tests.fakes import fake_policy
+
+    policy = fake_policy()
+    executor = DecoupledExecutor(policy)
+    executor.close()
+    assert executor.hosted_policy is policy
+
+
+def test_a_restart_that_failed_is_tried_again_on_the_next_step():
+    """Generation's worker dies, and the first replacement cannot be started: that step fails, and the next
+    step tries the replacement again (it used to report a crashed perception loop for ever)."""
+    from auras.errors import WorkerRestartedError
+    from auras.pipeline.backend import ThreadBackend
+    from auras.pipeline.decoupled import DecoupledExecutor
+
+    class Flaky(ThreadBackend):
+        """Its first group's generation worker dies on the 3rd call; its second placement fails."""
+
+        placed = 0
+
+        def place(self, recipes, threads=0):
+            Flaky.placed += 1
+            if Flaky.placed == 2:
+                raise WorkerDiedError("no room for a new worker")
+            group = super().place(recipes, threads)
+            if Flaky.placed == 1:
+                calls, submit = [0], group.submit
+
+                def dying(index, *args):
+                    calls[0] += index == 1
+                    if index == 1 and calls[0] == 3:
+                        raise WorkerDiedError("generation worker died")
+                    return submit(index, *args)
+
+                group.submit = dying
+            return group
+
+    executor = DecoupledExecutor(Flaky(fake_policy()))
+    try:
+        executor.step(fake_observation(0))
+        executor.step(fake_observation(1))
+        with pytest.raises(WorkerDiedError, match="no room"):
+            executor.step(fake_observation(2))  # the worker died and its replacement could not start
+        with pytest.raises(WorkerRestartedError):
+            executor.step(fake_observation(3))  # tried again: replaced this time
+        assert executor.step(fake_observation(4)).step_id == 4 and Flaky.placed == 3
+    finally:
+        executor.close()
