@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 
-def _observations(policy, batch: int, seed: int) -> list:
+def robot_observations(policy, batch: int, seed: int) -> list:
     from auras.types import Observation
 
     size = policy.perception.spec.cameras["front"]
@@ -56,7 +56,7 @@ def measure(policy_name: str, batches: list[int], repeats: int) -> list[dict[str
     rows = []
     with torch.inference_mode():
         for batch in batches:
-            observations = _observations(policy, batch, seed=batch)
+            observations = robot_observations(policy, batch, seed=batch)
             context = policy.perception.perceive(observations)
             perceive_ms = _median_ms(lambda obs=observations: policy.perception.perceive(obs), repeats)
             generate_ms = _median_ms(lambda ctx=context: policy.generation.generate(ctx), repeats)

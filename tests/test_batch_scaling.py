@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "batch_scaling.py"
+from tests.scripts import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("batch_scaling", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("batch_scaling")
 
 
 def test_it_times_batches_of_distinct_observations_for_a_shipped_policy():
@@ -25,7 +19,7 @@ def test_it_times_batches_of_distinct_observations_for_a_shipped_policy():
     from auras.training.train import policy_class
 
     policy = policy_class("tiny-dp").from_pretrained("tiny-dp").as_policy()
-    observations = script._observations(policy, 3, seed=3)
+    observations = script.robot_observations(policy, 3, seed=3)
     assert len({o.images["front"].tobytes() for o in observations}) == 3  # three robots, three scenes
     actions = np.asarray(policy.generation.generate(policy.perception.perceive(observations)))
     assert actions.shape[0] == 3

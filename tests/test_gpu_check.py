@@ -5,7 +5,6 @@ and not, a stage that failed, a configuration stopped mid-way) says what it must
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -14,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
@@ -25,10 +26,7 @@ def _check(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 
 def _benchmark_module():
-    spec = importlib.util.spec_from_file_location("vla_scale_benchmark", ROOT / "scripts" / "vla_scale_benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("vla_scale_benchmark")
 
 
 def test_the_dry_run_prints_the_install_tests_and_both_placements_and_runs_nothing(tmp_path):

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "vla_scale_benchmark.py"
+from tests.scripts import load_script
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("vla_scale_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("vla_scale_benchmark")
 
 
 def test_a_shrunken_openvla_shape_runs_in_bf16_in_sequential_and_auras_on_cpu():
