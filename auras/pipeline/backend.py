@@ -31,7 +31,16 @@ from auras.pipeline.base import local_worker
 from auras.pipeline.streams import StagePairStreams
 from auras.policies.base import Policy, PolicySpec
 
-__all__ = ["Backend", "FrameGraph", "ThreadBackend", "ThreadGroup", "Worker", "WorkerGroup", "WorkerRecipe"]
+__all__ = [
+    "Backend",
+    "FrameGraph",
+    "ThreadBackend",
+    "ThreadGroup",
+    "Worker",
+    "WorkerGroup",
+    "WorkerRecipe",
+    "as_backend",
+]
 
 WORKER_TIMEOUT_S = 300.0
 
@@ -226,6 +235,11 @@ class ThreadGroup(WorkerGroup):
             self._pool.shutdown(wait=True)
         for worker in self.instances:
             worker.close()
+
+
+def as_backend(where: Backend | Policy) -> Backend:
+    """``where`` itself, or a policy as the thread backend hosting it in this process (on the CPU)."""
+    return where if isinstance(where, Backend) else ThreadBackend(where)
 
 
 class ThreadFrameGraph:

@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from auras.errors import StepFailedError, WorkerDiedError
-from auras.pipeline.backend import Backend, ThreadBackend
+from auras.pipeline.backend import Backend, as_backend
 from auras.pipeline.base import Executor
 from auras.pipeline.parts import PolicyParts
 from auras.policies.base import Policy
@@ -41,7 +41,7 @@ class PerceptionCrashedError(WorkerDiedError):
 class DecoupledExecutor(Executor):
     def __init__(self, backend: Backend | Policy, first_context_timeout_s: float = 30.0) -> None:
         """Run the policy's halves as two workers on ``backend`` (a Policy: in this process, on the CPU)."""
-        self.parts = PolicyParts(backend if isinstance(backend, Backend) else ThreadBackend(backend))
+        self.parts = PolicyParts(as_backend(backend))
         super().__init__(self.parts.spec)
         self._timeout = first_context_timeout_s
         self._cond = threading.Condition()

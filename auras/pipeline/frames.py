@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from auras.errors import ConfigError, WorkerDiedError
-from auras.pipeline.backend import Backend, ThreadBackend, WorkerRecipe, closing_on_error
+from auras.pipeline.backend import Backend, WorkerRecipe, as_backend, closing_on_error
 from auras.pipeline.base import Executor
 from auras.pipeline.workers import (
     ContextMessage,
@@ -137,7 +137,7 @@ class FrameExecutor(Executor):
         it (local), else against what the placed workers report (Ray), leaving nothing running on failure.
         ``contexts_to_caller``: the contexts perception finished come back to this process every frame
         (needed to lend them to another pipeline, :meth:`lend`; free in-process, a copy per frame on Ray)."""
-        self.backend = backend if isinstance(backend, Backend) else ThreadBackend(backend)
+        self.backend = as_backend(backend)
         if self.backend.spec is not None:
             check_pipelinable(self.backend.spec, shape.pp_perception, shape.pp_generation, emit)
         self.shape, self.public = shape, public
@@ -149,8 +149,9 @@ class FrameExecutor(Executor):
         self.contexts_to_caller = contexts_to_caller
         self._place()
         super().__init__(self.group.spec)
-        with closing_on_error(self.group):  # the workers host the policy: check what they report
-            check_pipelinable(self.spec, shape.pp_perception, shape.pp_generation, emit)
+        if self.backend.spec is None:
+            with closing_on_error(self.group):  # the workers host the policy: check what they report
+                check_pipelinable(self.spec, shape.pp_perception, shape.pp_generation, emit)
         self._inflight: deque[tuple[int, int]] = deque()  # (request, admitted frame)
         self._admitted: OrderedDict[int, _Admitted] = OrderedDict()
         self._carried: tuple[ContextMessage, ...] = ()

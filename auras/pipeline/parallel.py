@@ -25,7 +25,7 @@ from functools import partial
 from typing import Any
 
 from auras.errors import StepFailedError, WorkerDiedError
-from auras.pipeline.backend import Backend, ThreadBackend, WorkerRecipe
+from auras.pipeline.backend import Backend, WorkerRecipe, as_backend
 from auras.pipeline.base import Executor
 from auras.policies.base import Policy
 from auras.types import Action, Observation, StepTimings
@@ -169,7 +169,7 @@ class _Handed:
 class ParallelExecutor(Executor):
     def __init__(self, backend: Backend | Policy, workers: int) -> None:
         """``workers`` copies of the whole policy on ``backend`` (a Policy: threads in this process)."""
-        pool = WorkerPool(backend if isinstance(backend, Backend) else ThreadBackend(backend), workers)
+        pool = WorkerPool(as_backend(backend), workers)
         super().__init__(pool.spec)
         self.pool = pool
         self.calls = 0

@@ -346,7 +346,7 @@ class RayGroup(WorkerGroup):
         self.placement, self.actors = place_actors(
             WorkerActor, [(source, r) for r in self.recipes], source.device, cluster=cluster
         )
-        ray = cluster.connect()
+        self.ray = ray = cluster.connect()  # connected once; the hot path only calls it
         try:
             self.pids = ray.get([actor.ready.remote() for actor in self.actors])
             self.spec: PolicySpec = ray.get(self.actors[0].spec.remote(), timeout=timeout_s)
@@ -364,22 +364,22 @@ class RayGroup(WorkerGroup):
 
     def result(self, pending: Any, timeout_s: float | None = None) -> Any:
         with worker_errors("ray backend: a request"):
-            return self.cluster.connect().get(pending, timeout=self.timeout_s if timeout_s is None else timeout_s)
+            return self.ray.get(pending, timeout=self.timeout_s if timeout_s is None else timeout_s)
 
     def finished(self, pending: Sequence[Any], timeout_s: float, first: bool = True) -> list[Any]:
-        ready, _ = self.cluster.connect().wait(
+        ready, _ = self.ray.wait(
             list(pending), num_returns=1 if first else len(pending), timeout=timeout_s, fetch_local=False
         )
         return ready
 
     def reset(self, index: int) -> None:
         with worker_errors("ray backend: reset"):
-            self.cluster.connect().get(self._live()[index].reset.remote(), timeout=self.timeout_s)
+            self.ray.get(self._live()[index].reset.remote(), timeout=self.timeout_s)
 
     def replace(self, index: int) -> None:
         self.actors[index] = replace_actor(WorkerActor, self.placement, index, (self.source, self.recipes[index]),
                                            self.actors[index])
-        self.pids[index] = self.cluster.connect().get(self.actors[index].ready.remote(), timeout=self.timeout_s)
+        self.pids[index] = self.ray.get(self.actors[index].ready.remote(), timeout=self.timeout_s)
 
     def frame_graph(self, perception: int, generation: int, concurrent: bool,
                     contexts_to_caller: bool = False) -> RayFrameGraph:
@@ -418,7 +418,7 @@ class RayFrameGraph:
             # The first execute of a compiled graph sets up its channels (seconds on a busy machine):
             # pay it here, under the start-up deadline, not in the first frame's worker deadline.
             with worker_errors("ray backend: warm-up frame"):
-                group.cluster.connect().get(self._compiled.execute(FramePlan(frame=-1)), timeout=ACTOR_START_TIMEOUT_S)
+                group.ray.get(self._compiled.execute(FramePlan(frame=-1)), timeout=ACTOR_START_TIMEOUT_S)
         except BaseException:
             self.close(force=True)
             raise
@@ -428,7 +428,7 @@ class RayFrameGraph:
             raise WorkerDiedError("ray backend is closed; build a new agent")
         try:
             with worker_errors(f"ray backend: frame {plan.frame}"):
-                out = self.group.cluster.connect().get(self._compiled.execute(plan), timeout=self.timeout_s)
+                out = self.group.ray.get(self._compiled.execute(plan), timeout=self.timeout_s)
         except WorkerDiedError:
             self.close(force=True)
             raise
