@@ -273,6 +273,12 @@ class BenchConfig(_Section):
         True, description="Run closed-loop episodes; false: throughput only (e.g. random-weight scale sweeps)."
     )
     episodes: int = Field(30, ge=1, le=100_000, description="Closed-loop episodes per cell for accuracy.")
+    envs: int = Field(
+        1, ge=1, le=64,
+        description="Episodes run at once, each env a session of one frame engine (one model, every env's frames "
+        "batched; modes sequential, pipeline and auras with a static controller, others run one at a time). Under "
+        "the frame clock an episode acts as it does alone (batching invariance, docs/fleet.md).",
+    )
     seed: int = Field(
         100_000,
         ge=0,
@@ -342,11 +348,27 @@ def _registered_policy(name: str) -> str:
 class ServeConfig(_Section):
     """How `auras serve` shares work between robot sessions (each session has its own pipeline)."""
 
+    engine: Literal["auto", "shared", "per-robot"] = Field(
+        "auto",
+        description="shared: one frame engine (one copy of the model) serves every robot, each frame one "
+        "batched perception and one batched generation call over every robot's requests "
+        "(auras/pipeline/engine.py; modes sequential, pipeline and auras with a static controller); "
+        "per-robot: each robot gets an agent and a model of its own; auto: shared where it can run.",
+    )
+    engines: int = Field(
+        1, ge=1, le=64,
+        description="shared engine: how many engines (each its own copy of the model, e.g. one per GPU; on Ray its "
+        "own actors); each new robot joins the least loaded, and an engine's failure restarts only its robots.",
+    )
+    engine_wait_ms: float = Field(
+        5.0, ge=0.0, le=100.0, description="shared engine: longest a robot's frame waits for other robots' frames."
+    )
     perception: Literal["auto", "separate", "shared"] = Field(
         "auto",
-        description="separate: each session runs its own copy of perception; shared: one perception model "
-        "serves every session, its calls batched across robots (auras/bridge/batcher.py; needs the local "
-        "backend and pp_perception 1); auto: shared where it can run, else separate.",
+        description="per-robot agents (serve.engine): separate: each session runs its own copy of perception; "
+        "shared: one perception model serves every session, its calls batched across robots "
+        "(auras/bridge/batcher.py; needs the local backend and pp_perception 1); auto: shared where it can "
+        "run, else separate.",
     )
     batch_wait_ms: float = Field(
         10.0, ge=0.0, le=100.0, description="shared: longest a perception call waits for other robots' calls."

@@ -60,6 +60,8 @@ def _robot(index: int, address: str, frames: int, hz: float, instruction: str, o
 
     received: collections.Counter = collections.Counter()
     latency_ms: list[float] = []
+    staleness_ms: list[float] = []  # action received -> capture of its newest input (context_seq)
+    stamps: dict[int, float] = {}
     arrivals: list[tuple[float, float]] = []  # (monotonic received, latency ms) per first action of a seq
     lock = threading.Lock()
 
@@ -69,6 +71,7 @@ def _robot(index: int, address: str, frames: int, hz: float, instruction: str, o
             if received[action.seq] == 1:
                 latency_ms.append((action.received - action.stamp) * 1e3)
                 arrivals.append((time.monotonic(), latency_ms[-1]))
+            staleness_ms.append((action.received - stamps.get(action.context_seq, action.stamp)) * 1e3)
 
     rng = np.random.default_rng(index)
     bank = [rng.integers(0, 255, (84, 84, 3), dtype=np.uint8) for _ in range(8)]
@@ -78,10 +81,14 @@ def _robot(index: int, address: str, frames: int, hz: float, instruction: str, o
     start = time.perf_counter()
     for i in range(frames):
         state = np.array([0.0, 0.6, 0.2, float(i % 2)], np.float32)
-        if client.publish({"front": bank[i % len(bank)]}, state) is None:
+        stamp = time.time()
+        seq = client.publish({"front": bank[i % len(bank)]}, state, stamp=stamp)
+        if seq is None:
             refused += 1
         else:
             published += 1
+            with lock:
+                stamps[seq] = stamp
         late = time.perf_counter() - (start + (i + 1) / hz)
         if late < 0:
             time.sleep(-late)
@@ -97,6 +104,7 @@ def _robot(index: int, address: str, frames: int, hz: float, instruction: str, o
     accounted = c["submitted"] + c["dropped_incomplete"] + c["lost"] + c["pending"] + c["before_reset"] + tail
     with lock:
         lat = np.asarray(latency_ms) if latency_ms else np.zeros(1)
+        stale = np.asarray(staleness_ms) if staleness_ms else np.zeros(1)
         out.put({
             "robot": index, "numbered": numbered, "published": published, "refused_at_client": refused,
             "submitted": c["submitted"], "superseded": c["superseded"], "dropped_incomplete": c["dropped_incomplete"],
@@ -107,6 +115,8 @@ def _robot(index: int, address: str, frames: int, hz: float, instruction: str, o
             "used_by_agent": c["submitted"] - c["superseded"], "seconds": duration,
             "used_per_s": (c["submitted"] - c["superseded"]) / duration,
             "latency_ms": {f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)},
+            "staleness_ms": {f"p{q}": float(np.percentile(stale, q)) for q in (50, 90, 99)},
+            "distinct_per_s": len(received) / duration,
             "server_errors": {k: v for k, v in c.items() if k.startswith("error_")},
             "arrivals": arrivals,
         })

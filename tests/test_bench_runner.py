@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from auras.agent import AurasAgent
 from auras.bench.runner import plan_cells, with_relative_figures
 from auras.bench.sweep import settings_and_sweep
 from auras.bench.tune import TunePoint, grid, pareto, write_preset
@@ -313,3 +314,32 @@ def test_a_pacing_sweep_gives_each_period_its_own_labelled_cell():
     labels = ["auras 1x5 chunk_blend", "auras 1x5 paced 30 ms chunk_blend", "auras 1x5 paced auto chunk_blend"]
     assert [c.label for c in cells] == labels
     assert [c.config.pipeline.frame_period_ms for c in cells] == [0, 30, "auto"]
+
+
+@pytest.mark.mujoco
+@pytest.mark.parametrize(("policy", "mode"), [("tiny-vla", "auras"), ("expert", "sequential")])
+def test_episodes_run_together_act_as_one_at_a_time(policy, mode):
+    """``bench.envs``: the episodes of a cell run 3 at a time as sessions of one frame engine whose frames
+    batch them. Under the frame clock each episode acts exactly as it does alone: the same rows applied
+    (actions_sha), success and steps, seed by seed (bitwise for these policies: tokens and a one-shot
+    expert; see docs/fleet.md for the float deviation of the denoising policies)."""
+    from auras.bench.runner import measure_accuracy
+    from auras.pipeline import build_engine, build_executor
+
+    config = load_config(f"pipeline-{policy}" if policy != "expert" else None, [
+        f"policy.type={policy}", f"pipeline.mode={mode}", "bench.clock=frame", "bench.episodes=4",
+        "env.horizon=60", "env.task=push-v3"])
+    with AurasAgent(config) as agent:
+        alone = measure_accuracy(agent, config)
+    together_config = config.model_copy(update={"bench": config.bench.model_copy(update={"envs": 3})})
+    engine = build_engine(together_config)
+    try:
+        with AurasAgent(together_config, executor=build_executor(together_config, engine=engine)) as agent:
+            together = measure_accuracy(agent, together_config, engine=engine)
+        stats = engine.stats()
+    finally:
+        engine.close()
+    assert stats["largest_frame"] >= 2  # the envs really shared frames
+    assert [e.seed for e in together] == [e.seed for e in alone]
+    for a, b in zip(alone, together, strict=True):
+        assert (a.actions_sha, a.success, a.steps) == (b.actions_sha, b.success, b.steps), a.seed

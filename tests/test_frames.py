@@ -167,11 +167,11 @@ def test_emit_public_means_each_requests_own_tokens_with_private_contexts():
 def test_emit_public_returns_the_public_token_snapshot_refreshed_every_frame():
     policy = _small_policy("tiny-vla")
     ex = FrameExecutor(policy, FrameShape(1, 4, 0), public=True, emit="public")
-    store = ex.group.instances[1].store  # X_A lives in the public context store with the rest of the context
     for obs in _real_observations(10):
         action = ex.run_frame(obs)
         if action is None:
             continue
+        store = ex.group.instances[1].sessions[ex.session].store  # X_A: in the session's public context store
         expected = policy.generation.detokenize(store.read("X_A").value[None])[0]
         np.testing.assert_allclose(action.values, expected)
         assert action.context_step_id == obs.step_id  # the snapshot was refreshed from this frame's context

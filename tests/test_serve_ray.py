@@ -270,12 +270,15 @@ def test_a_sigkilled_generation_actor_is_replaced_and_the_session_keeps_serving(
 
 @pytest.mark.ray
 @pytest.mark.slow  # 30-55 s: two Ray sessions side by side
-def test_two_robots_on_one_server_each_get_their_own_actions(tmp_path):
-    """Two robots, a session (and two actors) each. Every action a robot receives answers one of its own
-    observations: same seq and the same capture stamp that robot sent (the other robot's observation of
-    that seq was captured at another instant). Two sessions fill the local Ray this server starts on a
-    machine with up to 4 cores (4 logical CPUs, one per actor)."""
-    with serving(tmp_path) as server, robot(server, "left", 0) as left, robot(server, "right", 255) as right:
+@pytest.mark.parametrize("engine", ["shared", "per-robot"])
+def test_two_robots_on_one_server_each_get_their_own_actions(tmp_path, engine):
+    """Two robots, a session each, on one engine (one pair of actors, their frames batched) or an agent (and
+    two actors) each. Every action a robot receives answers one of its own observations: same seq and the
+    same capture stamp that robot sent (the other robot's observation of that seq was captured at another
+    instant). Two per-robot sessions fill the local Ray this server starts on a machine with up to 4 cores
+    (4 logical CPUs, one per actor)."""
+    with serving(tmp_path, "--engine", engine) as server, robot(server, "left", 0) as left, \
+            robot(server, "right", 255) as right:
         assert left.client.session != right.client.session
         for bot in (left, right):
             first = bot.wait_action(-1, f"{bot.client.robot}: first action", server)
@@ -287,7 +290,48 @@ def test_two_robots_on_one_server_each_get_their_own_actions(tmp_path):
             stats = bot.client.stats()
             assert stats["state"] == "serving" and stats["counters"]["actions"] >= 2
         left_workers, right_workers = server.workers(left.client.session), server.workers(right.client.session)
-        assert set(left_workers.values()).isdisjoint(right_workers.values())  # a pipeline per robot
+        if engine == "shared":
+            assert left_workers == right_workers  # one model serves both
+        else:
+            assert set(left_workers.values()).isdisjoint(right_workers.values())  # a pipeline per robot
+        assert server.alive()
+
+
+@pytest.mark.ray
+def test_a_killed_engine_restarts_only_its_own_robots_each_once_with_exact_accounting(tmp_path):
+    """Two engines (``serve.engines=2``: a copy of the model and a pair of actors each), four robots, two on
+    each (a new robot joins the least loaded engine). SIGKILL one engine's generation actor under load: its
+    two robots each get exactly one `worker_restarted` event and fresh actions after it; the other engine's
+    robots get none and never stop; every robot's accounting stays exact (every observation submitted is
+    answered, superseded, unanswered or still in the agent) and every action answers its own observation."""
+    names = ["a0", "b0", "a1", "b1"]
+    with serving(tmp_path, "--set", "serve.engines=2") as server, contextlib.ExitStack() as stack:
+        bots = {name: stack.enter_context(robot(server, name, 40 * i)) for i, name in enumerate(names)}
+        for bot in bots.values():
+            bot.wait_action(-1, f"{bot.client.robot}: first action", server)
+        workers = {name: server.workers(bot.client.session) for name, bot in bots.items()}
+        assert workers["a0"] == workers["a1"] and workers["b0"] == workers["b1"]  # two robots per engine
+        assert set(workers["a0"].values()).isdisjoint(workers["b0"].values())  # on engines of their own
+        killed_after = {name: bot.last_published for name, bot in bots.items()}
+        os.kill(workers["a0"]["generation"], signal.SIGKILL)
+        for name in ("a0", "a1"):
+            bots[name].wait_event("worker_restarted", server)
+            fresh = bots[name].wait_action(killed_after[name], f"{name}: first action after the kill", server)
+            assert fresh.header["context_seq"] > killed_after[name]  # nothing from the lost workers
+        for name in ("b0", "b1"):  # the other engine's robots carry on
+            later = bots[name].wait_action(killed_after[name], f"{name}: an action after the kill", server)
+            bots[name].wait_action(later.seq, f"{name}: a later action", server)
+        time.sleep(1.0)  # any late event would have arrived
+        for name, bot in bots.items():
+            restarts = [e for e in bot.events if e.get("event") == "worker_restarted"]
+            assert len(restarts) == (1 if name.startswith("a") else 0), (name, bot.events)
+            stats = bot.client.stats()
+            counters = stats["counters"]
+            assert counters.get("worker_restarts", 0) == len(restarts)
+            assert counters["submitted"] == (counters.get("answered", 0) + counters.get("superseded", 0)
+                                             + counters.get("unanswered", 0) + counters["in_agent"]), counters
+            assert all(bot.published.get(a.seq) == a.stamp for a in bot.actions)  # its own observations only
+            assert stats["state"] == "serving" and len(bot.actions) >= 2
         assert server.alive()
 
 

@@ -187,9 +187,10 @@ def test_the_server_shares_perception_where_it_can_and_refuses_an_explicit_share
     assert perception_sharing(load_config(None, ["pipeline.mode=auras", "pipeline.pp_perception=2"])) == "separate"
     assert perception_sharing(load_config("pipeline-tiny-dp", ["serve.perception=separate"])) == "separate"
     with pytest.raises(ConfigError, match="backend=local"):
-        session_agents(load_config(None, ["serve.perception=shared", "pipeline.backend=ray", "policy.type=tiny-dp"]))
+        session_agents(load_config(None, ["serve.engine=per-robot", "serve.perception=shared", "pipeline.backend=ray",
+                                          "policy.type=tiny-dp"]))
     with pytest.raises(ConfigError, match="pp_perception=1"):
-        session_agents(load_config(None, ["serve.perception=shared", "pipeline.mode=auras",
+        session_agents(load_config(None, ["serve.engine=per-robot", "serve.perception=shared", "pipeline.mode=auras",
                                           "pipeline.pp_perception=2", "policy.type=tiny-dp"]))
 
 
@@ -198,7 +199,7 @@ def test_two_robots_are_served_through_one_shared_tiny_dp_perception():
     from auras_client.client import RobotClient
     from tests.ports import free_service_port
 
-    config = load_config("pipeline-tiny-dp", ["serve.perception=shared"])
+    config = load_config("pipeline-tiny-dp", ["serve.engine=per-robot", "serve.perception=shared"])
     with BridgeServer(config, f"tcp://127.0.0.1:{free_service_port()}").start() as server:
         robots = [RobotClient(server.bind, instruction="press the button", robot=f"r{i}", ttl_s=30.0)
                   for i in range(2)]

@@ -80,6 +80,7 @@ class Metrics(_Record):
     interval_ms_mean: float | None = None
     compile_ms: float | None = None
     context_transport: str | None = None
+    engine: dict[str, Any] | None = None
 
 
 class Settings(_Record):
@@ -95,6 +96,7 @@ class Settings(_Record):
     delay_ms_generation: float
     scale_perception: float
     scale_generation: float
+    envs: int = 1
 
 
 class Samples(_Record):

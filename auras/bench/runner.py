@@ -15,9 +15,11 @@ cell's policy, task and mode.
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,8 @@ from auras.bench.served import measure_accuracy_served
 from auras.config import AurasConfig, config_hash, load_config, preset_names
 from auras.envs import make_env
 from auras.errors import ConfigError
+from auras.pipeline import build_engine, build_executor, engine_problem
+from auras.pipeline.engine import FrameEngine
 from auras.pipeline.pacing import PACING_MARGIN
 from auras.staleness import resolve_strategy
 from auras.types import Observation
@@ -182,16 +186,15 @@ def measure_throughput(agent: AurasAgent, config: AurasConfig, stream: Sequence[
 
 
 def measure_accuracy(
-    agent: AurasAgent, config: AurasConfig, progress: Callable[[int], None] | None = None
+    agent: AurasAgent, config: AurasConfig, progress: Callable[[int], None] | None = None,
+    engine: FrameEngine | None = None,
 ) -> list[EpisodeRecord]:
     """``config.bench.episodes`` closed-loop episodes of ``agent`` on seeds ``bench.seed + i`` under
-    ``bench.clock`` (each episode resets the agent)."""
-    env = make_env(
-        config.env.task,
-        horizon=config.env.horizon,
-        image_size=config.env.image_size,
-        terminate_on_success=config.env.terminate_on_success,
-    )
+    ``bench.clock`` (each episode resets the agent). With ``engine`` and ``bench.envs`` > 1 the episodes
+    run ``envs`` at a time, each env with an agent of its own that is a session of ``engine``."""
+    if engine is not None and config.bench.envs > 1:
+        return measure_accuracy_together(engine, config, progress)
+    env = _make_env(config)
     episodes: list[EpisodeRecord] = []
     with env:
         for i in range(config.bench.episodes):
@@ -199,6 +202,53 @@ def measure_accuracy(
             if progress:
                 progress(i + 1)
     return episodes
+
+
+def _make_env(config: AurasConfig) -> Any:
+    return make_env(
+        config.env.task,
+        horizon=config.env.horizon,
+        image_size=config.env.image_size,
+        terminate_on_success=config.env.terminate_on_success,
+    )
+
+
+def measure_accuracy_together(
+    engine: FrameEngine, config: AurasConfig, progress: Callable[[int], None] | None = None
+) -> list[EpisodeRecord]:
+    """The episodes of :func:`measure_accuracy`, ``bench.envs`` at a time: each env runs in a thread of its
+    own (its env built there: a rendering context belongs to its thread) with an agent that is a session of
+    ``engine``, taking the next seed when its episode ends. Returned in seed order."""
+    seeds = collections.deque(config.bench.seed + i for i in range(config.bench.episodes))
+    done: dict[int, EpisodeRecord] = {}
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def env_loop() -> None:
+        try:
+            with AurasAgent(config, executor=build_executor(config, engine=engine)) as agent, _make_env(config) as env:
+                while not errors:
+                    with lock:
+                        if not seeds:
+                            return
+                        seed = seeds.popleft()
+                    record = run_episode(agent, env, seed, config.bench.clock)
+                    with lock:
+                        done[seed] = record
+                        if progress:
+                            progress(len(done))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=env_loop, name=f"auras-bench-env-{k}", daemon=True)
+               for k in range(min(config.bench.envs, config.bench.episodes))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return [done[seed] for seed in sorted(done)]
 
 
 def _rss_mb() -> float:
@@ -256,6 +306,7 @@ def _settings(config: AurasConfig) -> dict[str, Any]:
         "delay_ms_generation": q.delay_generation_ms, "scale_perception": q.scale_perception,
         "scale_generation": q.scale_generation,
         "staleness_strategy": resolve_strategy(config.staleness.strategy, p.mode).name,
+        "envs": config.bench.envs if engine_problem(config) is None else 1,
     }
 
 
@@ -281,6 +332,7 @@ def _row(
             **_summarize(episodes, stream),
             "compile_ms": runtime["compile_ms"],
             "context_transport": runtime["context_transport"],
+            **({"engine": runtime["engine"]} if "engine" in runtime else {}),
         },
         "samples": {
             "intervals_ms": [round(float(v), 3) for v in intervals],
@@ -327,11 +379,19 @@ def run_cells(run: AurasConfig, cells: Sequence[BenchCell], progress: ProgressFn
         if c.env.task not in streams:
             streams[c.env.task] = record_stream(run, c.env.task, length)
         served = c.bench.accuracy and c.bench.served
-        with AurasAgent(c) as agent:  # one agent (one policy load, one set of actors) per cell
-            episodes = measure_accuracy(agent, c, report) if c.bench.accuracy and not served else []
-            stream = measure_throughput(agent, c, streams[c.env.task])
-            privileged = agent.privileged
-            runtime = agent.stats()
+        engine = build_engine(c) if c.bench.envs > 1 and not served and engine_problem(c) is None else None
+        executor = build_executor(c, engine=engine) if engine is not None else None
+        try:
+            with AurasAgent(c, executor=executor) as agent:  # one policy load, one set of actors per cell
+                episodes = measure_accuracy(agent, c, report, engine) if c.bench.accuracy and not served else []
+                stream = measure_throughput(agent, c, streams[c.env.task])
+                privileged = agent.privileged
+                runtime = agent.stats()
+                if engine is not None:
+                    runtime["engine"] = engine.stats()
+        finally:
+            if engine is not None:
+                engine.close()
         if served:  # after the in-process agent is gone: the server's agent gets the machine (and its GPUs)
             log = Path(run.bench.out) / f"serve-{i + 1}.log"
             log.parent.mkdir(parents=True, exist_ok=True)

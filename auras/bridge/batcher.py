@@ -73,6 +73,8 @@ class PerceptionBatcher:
         """A Perception for one agent, backed by this batcher."""
         return SharedPerceptionView(self, next(self._ids))
 
+    stats_key = "shared_perception"  # where a server's stats reply puts :meth:`stats`
+
     def stats(self) -> dict[str, Any]:
         """Batches run, observations encoded, mean batch size, calls retried alone after a batch failed."""
         return {

@@ -44,6 +44,7 @@ from typing import Any
 import zmq
 
 from auras.bridge.assembler import ObservationAssembler
+from auras.bridge.contracts import Performance
 from auras.bridge.health import HealthWatchdog
 from auras.bridge.limits import ServeLimits, exposure_warning, policy_limits
 from auras.bridge.service import (
@@ -305,6 +306,7 @@ class BridgeServer:
     def _hello(self, request: dict[str, Any]) -> dict[str, Any]:
         hello = parse_hello(request)
         with self.host.admission() as place:
+            granted = self.host.check_contract(hello.contract)
             agent = self.host.build_agent(hello.instruction)
             try:
                 check_layout(agent.spec, hello)
@@ -315,6 +317,7 @@ class BridgeServer:
             session = self.host.add(
                 place, hello.robot, agent, hello.instruction, cameras=hello.cameras, state_dim=hello.state_dim,
                 assembler=ObservationAssembler(tuple(spec.cameras), tuple(spec.extras), PENDING_SEQS),
+                performance=Performance(hello.contract, granted),
             )
             self._open_stream(session)
         workers = describe_workers(agent)
@@ -329,6 +332,7 @@ class BridgeServer:
             "staleness_strategy": resolve_strategy(agent.config.staleness.strategy, agent.config.pipeline.mode).name,
             "staleness_settings": {key: getattr(agent.config.staleness, key) for key in EXECUTOR_SETTINGS},
             "limits": policy_limits(agent.policy_spec),
+            "granted_rate_hz": granted,
         }
 
     def _reset(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -366,7 +370,7 @@ class BridgeServer:
         sessions = [{k: v for k, v in s.stats().items() if k != "session"} for s in self.host.sessions()]
         reply = {"server": dict(self.counters), "sessions": sessions}  # ids are capabilities: never listed
         if self.batcher is not None:
-            reply["shared_perception"] = self.batcher.stats()
+            reply[self.batcher.stats_key] = self.batcher.stats()
         return reply
 
     def _bye(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -447,6 +451,7 @@ class BridgeServer:
         with self._pub_lock:
             self._pub.send_multipart(frames)
         session.counters["actions"] += 1
+        session.performance.record(action.timings.latency_ms, action.staleness_ms)
 
     def _publish_event(self, session: Session | None, event: dict[str, Any]) -> None:
         topic = f"status/{session.id}" if session is not None else "status"

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from auras.bridge.contracts import Contract, parse_contract
 from auras_client.protocol import SUPPORTED_VERSIONS, ProtocolError
 
 __all__ = [
@@ -58,6 +59,7 @@ class Hello:
     extras: tuple[str, ...]
     state_dim: int
     instruction: str
+    contract: Contract | None = None
 
 
 def parse_hello(request: dict[str, Any]) -> Hello:
@@ -98,7 +100,7 @@ def parse_hello(request: dict[str, Any]) -> Hello:
         raise ProtocolError("bad_request", f"state_dim: expected an int in 1..1024, got {state_dim!r:.20}")
     instruction = _instruction(instruction)
     return Hello(common[-1], robot, {k: (v[0], v[1]) for k, v in cameras.items()}, tuple(extras), state_dim,
-                 instruction)
+                 instruction, parse_contract(request))
 
 
 def _instruction(instruction: Any) -> str:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from auras.bridge.assembler import parse_part
+from auras.bridge.contracts import Contract, Performance, admit
 from auras.errors import AurasError, InvalidInputError
 from auras.types import Observation
 from auras_client.protocol import ProtocolError
@@ -56,6 +57,7 @@ class Session:
     counting: threading.Lock = field(default_factory=threading.Lock)  # the counters and the stream, read as one
     state: str = "serving"
     counters: collections.Counter = field(default_factory=collections.Counter)
+    performance: Performance = field(default_factory=Performance)  # its contract and what it gets
 
     def stats(self) -> dict[str, Any]:
         """Counters, exact at any moment. Every seq from the first seen to ``max_seen`` is exactly one of
@@ -73,7 +75,8 @@ class Session:
             c["pending"] = len(self.assembler.pending)
         c.setdefault("in_agent", 0)
         counters = {k: v for k, v in c.items() if v or k in ("in_agent", "pending")}
-        reply: dict[str, Any] = {"session": self.id, "robot": self.robot, "state": self.state, "counters": counters}
+        reply: dict[str, Any] = {"session": self.id, "robot": self.robot, "state": self.state, "counters": counters,
+                                 "performance": self.performance.stats()}
         if self.assembler is not None:
             reply["max_seen"] = self.assembler.max_seen
         return reply
@@ -193,6 +196,21 @@ class SessionHost:
             if not place.filled:
                 with self._lock:
                     self._admitted -= 1
+
+    def check_contract(self, contract: Contract | None) -> float | None:
+        """Admission by capacity where the sessions share a frame engine (see :mod:`auras.bridge.contracts`):
+        the rate granted to a robot admitted below its ask, else None; ProtocolError ``over_capacity`` when
+        its contract, or one already served, could not be met with it."""
+        engine = self.batcher
+        if not hasattr(engine, "admission_rate_hz"):
+            return None
+        sessions = self.sessions()
+        contracts = [s.performance.contract for s in sessions if s.performance.contract is not None]
+        try:
+            return admit(engine.admission_rate_hz(), contracts, contract, len(sessions))
+        except ProtocolError:
+            self.counters["refused_over_capacity"] += 1
+            raise
 
     def build_agent(self, instruction: str | None = None) -> Any:
         """A new agent (one build at a time). An ``instruction`` the policy cannot read is refused here,

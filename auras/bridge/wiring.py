@@ -1,5 +1,5 @@
-"""What `auras serve` serves: the agents its sessions run (separate pipelines, or one perception model
-shared across robots) and the health of the Ray cluster they run on. No sockets."""
+"""What `auras serve` serves: the agents its sessions run (sessions of one shared frame engine, or an agent
+per robot with separate or shared perception) and the health of the Ray cluster they run on. No sockets."""
 
 from __future__ import annotations
 
@@ -9,11 +9,24 @@ from typing import Any
 from auras.agent import AurasAgent
 from auras.bridge.batcher import PerceptionBatcher
 from auras.errors import ConfigError
+from auras.pipeline import build_engine, build_executor, engine_problem
 from auras.pipeline.ray_backend import RayCluster
+from auras.pipeline.router import EngineRouter
 from auras.policies import build_policy
 from auras.policies.base import Policy
 
-__all__ = ["describe_workers", "perception_sharing", "ray_cluster_problem", "session_agents"]
+__all__ = ["describe_workers", "engine_sharing", "perception_sharing", "ray_cluster_problem", "session_agents"]
+
+
+def engine_sharing(config: Any) -> str:
+    """What ``config.serve.engine`` resolves to: 'shared' (one frame engine serves every robot) or
+    'per-robot'. Raises ConfigError for an explicit 'shared' that cannot run."""
+    problem = engine_problem(config)
+    if config.serve.engine == "shared" and problem is not None:
+        raise ConfigError(f"serve.engine=shared: {problem} (or use serve.engine=per-robot)")
+    if config.serve.engine == "auto":
+        return "per-robot" if problem is not None else "shared"
+    return config.serve.engine
 
 
 def perception_sharing(config: Any) -> str:
@@ -35,16 +48,30 @@ def perception_sharing(config: Any) -> str:
 
 
 def session_agents(config: Any) -> tuple[Callable[[], Any], Any]:
-    """``(agent_factory, batcher)`` for ``config.serve.perception``. separate: every session builds its
-    own policy (batcher None). shared: one perception model, built now, serves every session through a
-    :class:`~auras.bridge.batcher.PerceptionBatcher`; each session still gets its own generation and
-    pipeline. Measured in docs/reliability.md (shared: 1.1x the frames of separate pipelines for the
-    shipped policies with 4 robots on 2 cores, 1.5x with an 8x larger vision encoder)."""
+    """``(agent_factory, shared)``: what each session's agent runs on, and the shared part the server closes
+    last (None when nothing is shared). ``serve.engine`` shared (the default where it can run): one
+    :class:`~auras.pipeline.engine.FrameEngine`, built now (one copy of the model), and every session's
+    agent is a session of it; its frames batch every robot's requests (docs/fleet.md). Else an agent per
+    robot, by ``config.serve.perception``: separate, every session builds its own policy; shared, one
+    perception model serves every session through a :class:`~auras.bridge.batcher.PerceptionBatcher` and
+    each session still gets its own generation and pipeline (docs/reliability.md)."""
 
     if config.pipeline.backend == "ray":
         # Ray's own processes (GCS, raylet) die with the thread that started them (PR_SET_PDEATHSIG):
         # start or join Ray here, in the thread that builds the server, never in a session's hello thread.
         RayCluster.from_config(config.pipeline).connect()
+    if engine_sharing(config) == "shared":
+        engines = []
+        try:
+            for _ in range(config.serve.engines):
+                engines.append(build_engine(config))
+        except BaseException:
+            for engine in engines:
+                engine.close()
+            raise
+        shared = engines[0] if len(engines) == 1 else EngineRouter(engines)
+        assign = (lambda: shared) if len(engines) == 1 else shared.assign
+        return (lambda: AurasAgent(config, executor=build_executor(config, engine=assign()))), shared
     if perception_sharing(config) == "separate":
         return (lambda: AurasAgent(config)), None
     shared = build_policy(config)

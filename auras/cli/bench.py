@@ -50,6 +50,10 @@ def bench(
         str | None, typer.Option("--modes", help="Comma-separated modes, e.g. sequential,auras (bench.modes).")
     ] = None,
     episodes: Annotated[int | None, typer.Option("--episodes", "-n", help="Episodes per cell.")] = None,
+    envs: Annotated[
+        int | None,
+        typer.Option("--envs", min=1, help="Episodes at once, as sessions of one batched engine (bench.envs)."),
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="First evaluation seed.")] = None,
     clock: Annotated[str | None, typer.Option("--clock", help="Time model: frame, virtual or realtime.")] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="local or ray (pipeline.backend).")] = None,
@@ -99,6 +103,7 @@ def bench(
         overrides += list(set_ or [])
         for key, value in (
             ("bench.episodes", episodes),
+            ("bench.envs", envs),
             ("bench.seed", seed),
             ("bench.clock", clock if clock is not None or not served else "realtime"),
             ("pipeline.backend", backend),

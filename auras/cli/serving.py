@@ -29,11 +29,20 @@ def serve(
     mode: Annotated[str | None, typer.Option("--mode", help="Execution mode (pipeline.mode).")] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="local or ray (pipeline.backend).")] = None,
     ray_address: RayAddressOpt = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="shared (one model serves every robot, their frames batched; the default where the mode allows) "
+            "or per-robot (an agent and a model per robot) (serve.engine).",
+        ),
+    ] = None,
     perception: Annotated[
         str | None,
         typer.Option(
             "--perception",
-            help="separate (a perception per robot) or shared (one, batched across robots) (serve.perception).",
+            help="per-robot agents: separate (a perception per robot) or shared (one, batched across robots) "
+            "(serve.perception).",
         ),
     ] = None,
     curve_secret: Annotated[
@@ -62,8 +71,10 @@ def serve(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Serve an AurasAgent per robot over the ZeroMQ bridge (protocol: docs/bridge.md) until Ctrl-C. A
-    fatal error (e.g. the Ray cluster lost) is logged, sent to the robots as an error event, and exits 1."""
+    """Serve robots over the ZeroMQ bridge (protocol: docs/bridge.md) until Ctrl-C: each robot's session is
+    an AurasAgent, by default a session of one shared frame engine (one model, every robot's frames batched;
+    docs/fleet.md). A fatal error (e.g. the Ray cluster lost) is logged, sent to the robots as an error event,
+    and exits 1."""
     import logging
     import signal
     import threading
@@ -73,7 +84,8 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     overrides = list(set_ or [])
     for key, value in (("policy.type", policy), ("pipeline.mode", mode), ("pipeline.backend", backend),
-                       ("pipeline.ray_address", ray_address), ("serve.perception", perception),
+                       ("pipeline.ray_address", ray_address), ("serve.engine", engine),
+                       ("serve.perception", perception),
                        ("serve.max_message_mb", max_message_mb), ("serve.session_timeout_s", session_timeout),
                        ("serve.max_sessions", max_sessions)):
         if value is not None:
@@ -96,8 +108,9 @@ def serve(
     if server.warning:
         typer.echo(f"warning: {server.warning}", err=True)
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
-    sharing = "shared" if server.batcher is not None else "separate"
-    typer.echo(f"auras serve: {cfg.policy.type} in {cfg.pipeline.mode} mode, {sharing} perception, "
+    sharing = {"engine": "one shared engine", "shared_perception": "an agent per robot, shared perception"}.get(
+        getattr(server.batcher, "stats_key", None), "an agent per robot")
+    typer.echo(f"auras serve: {cfg.policy.type} in {cfg.pipeline.mode} mode, {sharing}, "
                f"on {bind} "
                f"(observations {server.obs_endpoint}, actions {server.action_endpoint})", err=True)
     try:

@@ -31,7 +31,9 @@ __all__ = [
     "as_numpy",
     "as_torch",
     "concat_contexts",
+    "concat_rows",
     "context_batch_size",
+    "split_rows",
     "transport_name",
 ]
 
@@ -95,6 +97,35 @@ def _cat(name: str, parts: list[Any]) -> Any:
 
         return torch.cat([torch.as_tensor(p) for p in parts])
     return np.concatenate([np.asarray(p) for p in parts])
+
+
+def concat_rows(values: Sequence[Any]) -> Any:
+    """Join values of the same structure row-wise: nested mappings of batch-first tensors or arrays (a
+    perception stage's carry) are joined leaf by leaf along dim 0. TypeError for anything else (the
+    caller then runs the values one at a time)."""
+    first = values[0]
+    if isinstance(first, dict):
+        if any(not isinstance(v, dict) or v.keys() != first.keys() for v in values):
+            raise TypeError("concat_rows: mappings with different keys")
+        return {k: concat_rows([v[k] for v in values]) for k in first}
+    if not all(hasattr(v, "shape") and len(v.shape) > 0 for v in values):
+        raise TypeError(f"concat_rows: expected batch-first tensors or arrays, got {type(first).__name__}")
+    return _cat("row", list(values))
+
+
+def split_rows(value: Any, counts: Sequence[int]) -> list[Any]:
+    """Undo :func:`concat_rows`: ``value``'s rows cut into consecutive groups of ``counts`` rows, each with
+    the same structure. TypeError when a leaf is not batch-first with ``sum(counts)`` rows."""
+    if isinstance(value, dict):
+        parts = {k: split_rows(v, counts) for k, v in value.items()}
+        return [{k: parts[k][i] for k in value} for i in range(len(counts))]
+    if not hasattr(value, "shape") or len(value.shape) == 0 or value.shape[0] != sum(counts):
+        raise TypeError(f"split_rows: expected a batch-first tensor or array of {sum(counts)} rows")
+    out, start = [], 0
+    for count in counts:
+        out.append(value[start : start + count])
+        start += count
+    return out
 
 
 def transport_name(in_process: bool, *devices: str) -> str:

@@ -67,6 +67,13 @@ class DiffusionGeneration(Generation):
     def initial_noise(self, batch: int, generator: Any = None) -> Any:
         """x_0 ~ N(0, I): (B, H, A) float32 tensor."""
 
+    def noise_generator(self) -> Any:
+        """A fresh generator for ``initial_noise``, seeded as the generation is after ``reset``. Every
+        pipeline session draws its noise from its own, so a robot's actions do not depend on the robots
+        batched with it (and an episode replays exactly). Default None: the generation's own generator,
+        shared by every session (batching then changes which noise a robot gets)."""
+        return None
+
     @abstractmethod
     def denoise(self, sample: Any, step_index: Any, num_steps: Any, context: Context) -> Any:
         """Advance each request b from its step ``step_index[b]`` by ``num_steps[b]`` steps.

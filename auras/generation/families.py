@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -58,8 +59,13 @@ class FamilyDriver(ABC):
 
     Instance protocol, per frame: ``start()`` makes a request's state when it enters generation;
     ``run(states, stages, contexts)`` advances every in-flight request by its stage (row i: state,
-    stage index, the context it reads); ``finish(state)`` turns a finished state into the (H, A) or
-    (A,) actions. ``startup(context)`` runs once, on the first context (may be a no-op).
+    stage index, the context it reads) and returns the new states without changing the ones given;
+    ``finish(state)`` turns a finished state into the (H, A) or (A,) actions. ``startup(context)`` runs
+    once, on the first context (may be a no-op).
+
+    One driver instance drives one session (one robot's pipeline); an engine serving many sessions of
+    one policy advances all of them with :meth:`run_jobs`, which a family overrides to make one batched
+    model call of every session's rows (the default runs each session's ``run`` in turn).
     """
 
     family: ClassVar[str]
@@ -120,6 +126,32 @@ class FamilyDriver(ABC):
     def reset(self) -> None:  # noqa: B027
         """Forget per-episode driver state (default: none)."""
 
+    @classmethod
+    def run_jobs(cls, jobs: Sequence[GenerationJob]) -> list[list[Any]]:
+        """Advance several sessions' requests in one frame; returns each job's new states. Default: each
+        session's ``run`` in turn (correct for any family, batched only within a session)."""
+        return [job.driver.run(job.states, job.stages, job.contexts) for job in jobs]
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationJob:
+    """One session's share of a frame's generation: its driver and, per in-flight request, the state,
+    the generation stage and the context it reads."""
+
+    driver: FamilyDriver
+    states: list[Any]
+    stages: list[int]
+    contexts: Sequence[Context]
+
+
+def _split(rows: Any, counts: Sequence[int]) -> list[Any]:
+    """Rows of one batched result, cut back into consecutive groups of ``counts`` rows."""
+    out, start = [], 0
+    for count in counts:
+        out.append(rows[start : start + count])
+        start += count
+    return out
+
 
 class OneShotDriver(FamilyDriver):
     """One iteration: the request's only generation stage calls ``generate``."""
@@ -141,6 +173,12 @@ class OneShotDriver(FamilyDriver):
         actions = self.gen.generate(concat_contexts(contexts))  # (B, A) or (B, H, A)
         return [actions[i] for i in range(len(states))]
 
+    @classmethod
+    def run_jobs(cls, jobs: Sequence[GenerationJob]) -> list[list[Any]]:
+        """One ``generate`` over every session's requests."""
+        actions = jobs[0].driver.gen.generate(concat_contexts([c for job in jobs for c in job.contexts]))
+        return [[rows[i] for i in range(len(rows))] for rows in _split(actions, [len(j.states) for j in jobs])]
+
     def finish(self, state: Any) -> np.ndarray:
         return np.asarray(state)
 
@@ -156,6 +194,14 @@ class DenoisingDriver(FamilyDriver):
         super().__init__(generation, pp_generation, alpha, emit, store)
         self.steps = skewed_steps(generation.num_inference_steps, pp_generation, alpha)
         self.first_step = np.concatenate([[0], np.cumsum(self.steps)[:-1]]).astype(np.int64)
+        self._noise = self._new_noise()
+
+    def _new_noise(self) -> Any:
+        """This session's own noise generator (``noise_generator``, seeded as the generation is after a
+        reset), so a robot's noise never depends on the robots batched with it; None where the
+        generation has none (its own generator, shared)."""
+        make = getattr(self.gen, "noise_generator", None)
+        return make() if make is not None else None
 
     @classmethod
     def iterations(cls, generation: Any) -> int:
@@ -170,19 +216,31 @@ class DenoisingDriver(FamilyDriver):
         }
 
     def start(self) -> Any:
-        return self.gen.initial_noise(1)
+        if self._noise is None:
+            return self.gen.initial_noise(1)
+        return self.gen.initial_noise(1, generator=self._noise)
 
     def run(self, states: list[Any], stages: list[int], contexts: Sequence[Context]) -> list[Any]:
+        return self.run_jobs([GenerationJob(self, states, stages, contexts)])[0]
+
+    @classmethod
+    def run_jobs(cls, jobs: Sequence[GenerationJob]) -> list[list[Any]]:
+        """One batched ``denoise`` over every session's requests, each row from its own step by its own
+        count (sessions may differ in ``pp_generation`` and ``alpha``)."""
         import torch
 
-        samples = torch.cat([torch.as_tensor(s) for s in states])  # (B, H, A)
-        first = torch.as_tensor(self.first_step[stages])  # (B,)
-        count = torch.as_tensor([self.steps[g] for g in stages], dtype=torch.int64)  # (B,)
-        out = self.gen.denoise(samples, first, count, concat_contexts(contexts))
-        return [out[i : i + 1] for i in range(len(states))]
+        samples = torch.cat([torch.as_tensor(s) for job in jobs for s in job.states])  # (B, H, A)
+        first = torch.as_tensor(np.concatenate([job.driver.first_step[job.stages] for job in jobs]))  # (B,)
+        count = torch.as_tensor([job.driver.steps[g] for job in jobs for g in job.stages], dtype=torch.int64)
+        context = concat_contexts([c for job in jobs for c in job.contexts])
+        out = jobs[0].driver.gen.denoise(samples, first, count, context)
+        return [[rows[i : i + 1] for i in range(len(rows))] for rows in _split(out, [len(j.states) for j in jobs])]
 
     def finish(self, state: Any) -> np.ndarray:
         return self.gen.to_actions(state)[0]  # (H, A)
+
+    def reset(self) -> None:
+        self._noise = self._new_noise()
 
 
 class AutoregressiveDriver(FamilyDriver):
@@ -237,36 +295,58 @@ class AutoregressiveDriver(FamilyDriver):
         return np.zeros(self.gen.num_action_tokens, np.int64)
 
     def run(self, states: list[Any], stages: list[int], contexts: Sequence[Context]) -> list[Any]:
-        if len(self.blocks) == 1:  # one block = the whole sequence: the classic KV-cached decode, same tokens
-            tokens = np.asarray(self.gen.decode_classic(concat_contexts(contexts))).astype(np.int64)  # (B, l_a)
-            for state, row in zip(states, tokens, strict=True):
-                state[:] = row
-            if self.store is not None:
-                self._publish(tokens[-1].copy())
-            return states
-        passes = max(len(self.blocks[g]) for g in stages)
-        if self.store is not None:  # auras: one pass over the freshest context serves every block
-            public = self._public_tokens().copy()  # (l_a,)
-            for j in range(passes):
-                preds = np.asarray(self.gen.next_tokens(contexts[-1], public[None]))[0]  # (l_a,)
-                for state, g in zip(states, stages, strict=True):
-                    if j < len(self.blocks[g]):
-                        pos = self.blocks[g][j]
-                        state[pos] = public[pos] = preds[pos]
-            self._publish(public)
-            return states
-        # pipeline: one batched pass over every request's own context and own tokens
-        batch_context = concat_contexts(contexts)
-        own = np.stack(states)  # (B, l_a)
-        for j in range(passes):
-            preds = np.asarray(self.gen.next_tokens(batch_context, own))  # (B, l_a)
-            for b, g in enumerate(stages):
-                if j < len(self.blocks[g]):
-                    pos = self.blocks[g][j]
-                    own[b, pos] = preds[b, pos]
-        for state, row in zip(states, own, strict=True):
-            state[:] = row
-        return states
+        return self.run_jobs([GenerationJob(self, states, stages, contexts)])[0]
+
+    @classmethod
+    def run_jobs(cls, jobs: Sequence[GenerationJob]) -> list[list[Any]]:
+        """Every session's passes batched: one classic decode over the rows of the sessions with one block
+        (the whole sequence), then per pass position j one ``next_tokens`` call over the rows of every
+        session still filling a block: an ``auras`` session contributes one row (its freshest context and
+        its public tokens), a ``pipeline`` session one row per request (its own context and tokens). All
+        sessions of one policy share the context length (fixed image tokens, instructions padded to the
+        policy's fixed length), so rows join without masks. The states given are not changed (a failed
+        batch can be run again session by session); the public tokens are published once all passes ran."""
+        out: list[list[Any] | None] = [None] * len(jobs)
+        publish: list[tuple[AutoregressiveDriver, np.ndarray]] = []
+        classic = [i for i, job in enumerate(jobs) if len(job.driver.blocks) == 1]
+        if classic:
+            context = concat_contexts([c for i in classic for c in jobs[i].contexts])
+            tokens = np.asarray(jobs[classic[0]].driver.gen.decode_classic(context)).astype(np.int64)  # (B, l_a)
+            for i, rows in zip(classic, _split(tokens, [len(jobs[i].states) for i in classic]), strict=True):
+                out[i] = [row.copy() for row in rows]
+                if jobs[i].driver.store is not None:
+                    publish.append((jobs[i].driver, rows[-1].copy()))
+        merged = [i for i, job in enumerate(jobs) if len(job.driver.blocks) > 1]
+        # per merged job: the token rows it feeds each pass, and (row, request) -> the state it fills
+        rows: dict[int, np.ndarray] = {}
+        for i in merged:
+            job = jobs[i]
+            rows[i] = job.driver._public_tokens().copy()[None] if job.driver.store is not None else np.stack(job.states)
+            out[i] = [np.array(state, copy=True) for state in job.states]
+        passes = {i: max(len(jobs[i].driver.blocks[g]) for g in jobs[i].stages) for i in merged}
+        for j in range(max(passes.values(), default=0)):
+            active = [i for i in merged if j < passes[i]]
+            contexts = [c for i in active for c in cls._pass_contexts(jobs[i])]
+            preds = np.asarray(jobs[active[0]].driver.gen.next_tokens(
+                concat_contexts(contexts), np.concatenate([rows[i] for i in active])))  # (rows, l_a)
+            for i, pred in zip(active, _split(preds, [len(rows[i]) for i in active]), strict=True):
+                job, public = jobs[i], jobs[i].driver.store is not None
+                for b, (state, g) in enumerate(zip(out[i], job.stages, strict=True)):
+                    if j < len(job.driver.blocks[g]):
+                        pos = job.driver.blocks[g][j]
+                        row = 0 if public else b
+                        state[pos] = rows[i][row, pos] = pred[row, pos]
+        for i in merged:
+            if jobs[i].driver.store is not None:
+                publish.append((jobs[i].driver, rows[i][0].copy()))
+        for driver, tokens in publish:
+            driver._publish(tokens)
+        return [states if states is not None else [] for states in out]
+
+    @staticmethod
+    def _pass_contexts(job: GenerationJob) -> Sequence[Context]:
+        """``auras``: one pass over the freshest context serves every request; ``pipeline``: each its own."""
+        return [job.contexts[-1]] if job.driver.store is not None else job.contexts
 
     def finish(self, state: Any) -> np.ndarray:
         tokens = self._public_tokens() if self.emit == "public" else state

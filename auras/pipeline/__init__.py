@@ -18,6 +18,7 @@ from auras.pipeline.backend import Backend, ThreadBackend
 from auras.pipeline.base import Executor
 from auras.pipeline.controller import AdaptiveFrameExecutor, DepthController
 from auras.pipeline.decoupled import DecoupledExecutor
+from auras.pipeline.engine import FrameEngine
 from auras.pipeline.frames import FrameExecutor, FrameShape
 from auras.pipeline.parallel import ParallelExecutor
 from auras.pipeline.ray_backend import RayBackend, RayCluster
@@ -27,13 +28,39 @@ from auras.policies.build import build_policy, compile_policy, with_staleness_in
 if TYPE_CHECKING:
     from auras.policies.base import Policy
 
-__all__ = ["MODES", "build_backend", "build_executor"]
+__all__ = ["FRAME_MODES", "MODES", "build_backend", "build_engine", "build_executor", "engine_problem"]
 
 MODES = ("sequential", "decoupled", "parallel", "pipeline", "auras")
+FRAME_MODES = ("sequential", "pipeline", "auras")  # the modes that run as sessions of a frame engine
+
+
+def engine_problem(config: AurasConfig) -> str | None:
+    """Why sessions of ``config`` cannot share one frame engine, or None when they can."""
+    pipe = config.pipeline
+    if pipe.mode not in FRAME_MODES:
+        return f"pipeline.mode {pipe.mode!r} does not run in frames (the engine serves {', '.join(FRAME_MODES)})"
+    if pipe.mode != "sequential" and pipe.controller == "adaptive":
+        return "pipeline.controller=adaptive re-plans each robot's pipeline on workers of its own"
+    return None
+
+
+def build_engine(
+    config: AurasConfig, policy: Policy | None = None, device_probe: DeviceProbe | None = None
+) -> FrameEngine:
+    """One frame engine for the sessions of ``config`` (see :mod:`auras.pipeline.engine`): its perception
+    and generation workers, placed once on ``config.pipeline.backend``, serve every robot attached with
+    ``build_executor(config, engine=...)``. ConfigError where the mode cannot share one."""
+    problem = engine_problem(config)
+    if problem is not None:
+        raise ConfigError(f"a shared frame engine: {problem}")
+    fetch_offset = 0 if config.pipeline.mode == "sequential" else config.pipeline.fetch_offset
+    return FrameEngine(build_backend(config, policy, device_probe), fetch_offset,
+                       wait_ms=config.serve.engine_wait_ms)
 
 
 def build_executor(
-    config: AurasConfig, policy: Policy | None = None, device_probe: DeviceProbe | None = None
+    config: AurasConfig, policy: Policy | None = None, device_probe: DeviceProbe | None = None,
+    engine: FrameEngine | None = None,
 ) -> Executor:
     """The executor of ``config.pipeline.mode`` on ``config.pipeline.backend``.
 
@@ -42,11 +69,21 @@ def build_executor(
     own copies (from the config through the registry, or this object shipped as is) and this process
     keeps only the weightless :class:`~auras.policies.base.PolicySpec` (``executor.spec``).
     ``device_probe``: what torch sees, for the device checks (default: ask torch where the policy runs).
+    ``engine``: join this shared frame engine (:func:`build_engine`) as one more session instead of
+    placing workers of its own (frame modes with a static shape).
     The executor reads the system clock until its owner sets ``executor.clock`` (the agent does).
     """
     pipe = config.pipeline
     if pipe.mode not in MODES:
         raise ConfigError(unknown_name_message("pipeline mode", pipe.mode, MODES))
+    if engine is not None:
+        problem = engine_problem(config)
+        if problem is not None:
+            raise ConfigError(f"build_executor(engine=...): {problem}")
+        if pipe.mode == "sequential":
+            return FrameExecutor(engine, FrameShape(1, 1, 0), public=False)
+        shape = FrameShape(pipe.pp_perception, pipe.pp_generation, pipe.fetch_offset)
+        return FrameExecutor(engine, shape, pipe.mode == "auras", pipe.alpha, pipe.emit)
     backend = build_backend(config, policy, device_probe)
     if pipe.mode == "parallel":
         return ParallelExecutor(backend, pipe.workers)

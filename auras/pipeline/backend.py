@@ -29,6 +29,7 @@ from auras.compiled import compile_stats
 from auras.errors import WorkerDiedError
 from auras.pipeline.base import local_worker
 from auras.pipeline.streams import StagePairStreams
+from auras.pipeline.workers import ContextMessage
 from auras.policies.base import Policy, PolicySpec
 
 __all__ = [
@@ -267,7 +268,7 @@ class ThreadFrameGraph:
     def _perceive(self, plan: Any) -> tuple[Any, ...]:
         with self.streams.on("perception"):
             finished = self.perception.run(plan)
-        self.streams.hand_over(m.context for m in finished)  # read by generation next frame
+        self.streams.hand_over(m.context for m in finished if isinstance(m, ContextMessage))  # read next frame
         return finished
 
     def close(self) -> None:

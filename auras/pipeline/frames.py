@@ -38,14 +38,17 @@ predicted from the freshest image of its frame) or the public token snapshot at 
 (``emit="public"``). Each family's per-frame logic lives in its driver
 (:mod:`auras.generation.families`).
 
-Who does what: the driver below (the executor the agent owns) only schedules: it admits
-observations, decides each request's stage per frame (a :class:`~auras.pipeline.workers.FramePlan`)
-and turns what generation emits into Actions. The computation and all per-request state live in a
-:class:`~auras.pipeline.workers.PerceptionWorker` and a
-:class:`~auras.pipeline.workers.GenerationWorker`, placed by a backend (:mod:`auras.pipeline.backend`):
-in this process (``local``) or as two Ray actors (``ray``, ``ray_backend.py``). Both backends run the
-same plans, so they emit the same actions. Mode ``sequential`` is the shape (1, 1, 0) with private
-contexts, on both backends.
+Who does what: the executor below is one *session* of a :class:`~auras.pipeline.engine.FrameEngine`.
+It only schedules: it admits observations, decides each request's stage per frame (a
+:class:`~auras.pipeline.workers.FramePlan`) and turns what generation emits into Actions. The
+computation and all per-request state live in the engine's
+:class:`~auras.pipeline.workers.PerceptionWorker` and :class:`~auras.pipeline.workers.GenerationWorker`,
+placed by a backend (:mod:`auras.pipeline.backend`): in this process (``local``) or as two Ray actors
+(``ray``, ``ray_backend.py``). Both backends run the same plans, so they emit the same actions. Built
+over a backend (or a policy), the executor owns an engine of its own and is its only session (one
+robot, as ``AurasAgent`` runs it); built over a shared engine, it is one robot of a fleet whose frames
+the engine batches with the others'. Either way it is the same code path. Mode ``sequential`` is the
+shape (1, 1, 0) with private contexts, on both backends.
 
 Startup: autoregressive ``auras`` runs one serial classic decode on the first observation to
 initialise the public tokens (measured as ``startup_ms``); diffusion fills the pipeline.
@@ -53,22 +56,21 @@ initialise the public tokens (measured as ``startup_ms``); diffusion fills the p
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from auras.errors import ConfigError, WorkerDiedError
-from auras.pipeline.backend import Backend, WorkerRecipe, as_backend, closing_on_error
+from auras.pipeline.backend import Backend, WorkerGroup, as_backend
 from auras.pipeline.base import Executor
+from auras.pipeline.engine import FrameEngine
 from auras.pipeline.workers import (
     ContextMessage,
     Emitted,
     FramePlan,
-    GenerationWorker,
     PerceptionTask,
-    PerceptionWorker,
+    SessionSettings,
     check_pipelinable,
 )
 from auras.policies.base import Policy
@@ -119,13 +121,13 @@ class _Admitted:
 
 
 class FrameExecutor(Executor):
-    """Frames over one policy; a perception and a generation worker placed by a backend compute them."""
+    """Frames of one session (one robot's pipeline) over an engine's perception and generation workers."""
 
     _HISTORY = 256  # admitted requests remembered for tracing contexts back to observations
 
     def __init__(
         self,
-        backend: Backend | Policy,
+        backend: Backend | Policy | FrameEngine,
         shape: FrameShape,
         public: bool = True,
         alpha: float = 0.0,
@@ -133,25 +135,39 @@ class FrameExecutor(Executor):
         contexts_to_caller: bool = False,
     ) -> None:
         """``backend``: where the perception and generation workers run (a Policy: in this process, on the
-        CPU). The settings are checked against the policy before any worker exists when the backend knows
-        it (local), else against what the placed workers report (Ray), leaving nothing running on failure.
-        ``contexts_to_caller``: the contexts perception finished come back to this process every frame
-        (needed to lend them to another pipeline, :meth:`lend`; free in-process, a copy per frame on Ray)."""
-        self.backend = as_backend(backend)
-        if self.backend.spec is not None:
-            check_pipelinable(self.backend.spec, shape.pp_perception, shape.pp_generation, emit)
+        CPU): the executor builds an engine of its own over it, closed with the executor; or a shared
+        :class:`FrameEngine`, which this executor joins as one more session (the engine outlives it). The
+        settings are checked against the policy before any worker exists when the backend knows it
+        (local), else against what the placed workers report (Ray), leaving nothing running on failure.
+        ``contexts_to_caller`` (an engine of its own): the contexts perception finished come back to this
+        process every frame (needed to lend them to another pipeline, :meth:`lend`; free in-process, a copy
+        per frame on Ray)."""
         self.shape, self.public = shape, public
-        self.recipes = (
-            WorkerRecipe("perception", PerceptionWorker, {"pp_perception": shape.pp_perception}),
-            WorkerRecipe("generation", GenerationWorker,
-                         {"pp_generation": shape.pp_generation, "public": public, "alpha": alpha, "emit": emit}),
-        )
-        self.contexts_to_caller = contexts_to_caller
-        self._place()
-        super().__init__(self.group.spec)
-        if self.backend.spec is None:
-            with closing_on_error(self.group):  # the workers host the policy: check what they report
-                check_pipelinable(self.spec, shape.pp_perception, shape.pp_generation, emit)
+        self.settings = SessionSettings(shape.pp_perception, shape.pp_generation, public, alpha, emit)
+        self.owns_engine = not isinstance(backend, FrameEngine)
+        if isinstance(backend, FrameEngine):
+            if backend.fetch_offset != shape.fetch_offset:
+                raise ConfigError(
+                    f"fetch_offset: the sessions of one engine share it (this engine runs "
+                    f"{backend.fetch_offset}), got {shape.fetch_offset}; give this pipeline an engine of its own"
+                )
+            check_pipelinable(backend.spec, shape.pp_perception, shape.pp_generation, emit)
+            self.engine = backend
+        else:
+            backend = as_backend(backend)
+            spec = backend.spec
+            if spec is not None:
+                check_pipelinable(spec, shape.pp_perception, shape.pp_generation, emit)
+            self.engine = FrameEngine(backend, shape.fetch_offset, contexts_to_caller)
+            if spec is None:
+                try:  # the workers host the policy: check what they report
+                    check_pipelinable(self.engine.spec, shape.pp_perception, shape.pp_generation, emit)
+                except BaseException:
+                    self.engine.close()
+                    raise
+        super().__init__(self.engine.spec)
+        self.session = self.engine.attach()
+        self._incarnation = self.engine.incarnation
         self._inflight: deque[tuple[int, int]] = deque()  # (request, admitted frame)
         self._admitted: OrderedDict[int, _Admitted] = OrderedDict()
         self._carried: tuple[ContextMessage, ...] = ()
@@ -164,6 +180,12 @@ class FrameExecutor(Executor):
         self.max_inflight = 0
         self.startup_ms: float | None = None
         self._last_action: Action | None = None
+        self._closed = False
+
+    @property
+    def group(self) -> WorkerGroup:
+        """The engine's workers."""
+        return self.engine.group
 
     # -- frames -----------------------------------------------------------------------------------
     def plan(self, obs: Observation | None) -> FramePlan:
@@ -197,6 +219,8 @@ class FrameExecutor(Executor):
             lent=tuple(self._lent),
             reset=self._reset_pending,
             withdrawn=tuple(self._withdrawn),
+            session=self.session,
+            settings=self.settings,
         )
         self._reset_pending = False
         self._lent.clear()
@@ -207,7 +231,7 @@ class FrameExecutor(Executor):
         """Run one frame, admitting ``obs`` if given; return the action emitted this frame, if any."""
         plan = self.plan(obs)
         try:
-            finished, emitted = self.graph(plan)
+            finished, emitted = self.engine.run(plan, self._incarnation)
         except WorkerDiedError:
             raise  # the workers are replaced (step); their state goes with them
         except BaseException:
@@ -299,24 +323,20 @@ class FrameExecutor(Executor):
             raise self.recover(exc, obs.step_id, self.replace_workers, frame=self.frame) from exc
         return action if action is not None else self._last_action
 
-    def _place(self) -> None:
-        self.group = self.backend.place(self.recipes)
-        with closing_on_error(self.group):
-            self.graph = self.group.frame_graph(0, 1, self.shape.fetch_offset == -1, self.contexts_to_caller)
-
     def replace_workers(self) -> None:
-        """Replace both workers and start from an empty pipeline and an empty public context: nothing
-        computed before the failure (half-written contexts, in-flight requests) can reach an action."""
-        self._close_workers()
+        """Start from an empty pipeline and an empty public context on new workers (the engine replaces
+        them once, whichever of its sessions asks first): nothing computed before the failure (half-written
+        contexts, in-flight requests) can reach an action."""
         self._forget()  # the new workers start clean
-        self._place()  # raises WorkerDiedError itself if no worker can be started
+        self.engine.replace(self._incarnation)  # raises WorkerDiedError itself if no worker can be started
+        self._incarnation = self.engine.incarnation
 
     @property
     def hosted_policy(self) -> Policy | None:
-        return self.group.hosted_policy
+        return self.engine.hosted_policy
 
     def workers(self) -> list[dict[str, Any]]:
-        return self.group.describe()
+        return self.engine.workers()
 
     @property
     def context_transport(self) -> str:
@@ -331,11 +351,8 @@ class FrameExecutor(Executor):
         this process do so at once; actors when the next frame's plan tells them (a compiled graph's actors
         take no other call)."""
         self._forget()
-        if self.group.hosted_policy is None:
+        if not self.engine.reset_session(self.session):
             self._reset_pending = True
-            return
-        for index in range(len(self.recipes)):
-            self.group.reset(index)
 
     def _forget(self) -> None:
         """The driver's side of a new episode: no request in flight, nothing to lend or carry."""
@@ -348,9 +365,11 @@ class FrameExecutor(Executor):
         self.startup_ms = None
 
     def close(self) -> None:
-        self._close_workers()
-
-    def _close_workers(self) -> None:
-        with contextlib.suppress(Exception):  # a dead worker's graph may fail to tear down
-            self.graph.close()
-        self.group.close()
+        """Leave the engine (and close it, when it is this executor's own); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.owns_engine:
+            self.engine.close()
+        else:
+            self.engine.detach(self.session)

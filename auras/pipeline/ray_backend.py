@@ -45,7 +45,7 @@ from auras.devices import actor_device
 from auras.errors import ConfigError, MissingDependencyError, StepFailedError, WorkerDiedError
 from auras.pipeline.backend import Backend, WorkerGroup, WorkerRecipe
 from auras.pipeline.source import PolicySource
-from auras.pipeline.workers import ContextMessage, Emitted, FramePlan
+from auras.pipeline.workers import ContextMessage, Emitted, FrameBatch
 from auras.policies.base import PolicySpec
 
 __all__ = [
@@ -418,17 +418,20 @@ class RayFrameGraph:
             # The first execute of a compiled graph sets up its channels (seconds on a busy machine):
             # pay it here, under the start-up deadline, not in the first frame's worker deadline.
             with worker_errors("ray backend: warm-up frame"):
-                group.ray.get(self._compiled.execute(FramePlan(frame=-1)), timeout=ACTOR_START_TIMEOUT_S)
+                group.ray.get(self._compiled.execute(FrameBatch()), timeout=ACTOR_START_TIMEOUT_S)
         except BaseException:
             self.close(force=True)
             raise
 
-    def __call__(self, plan: FramePlan) -> tuple[tuple[ContextMessage, ...], Emitted | None]:
+    def __call__(self, batch: FrameBatch) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """One frame: (perception's finished contexts, or () when they stay with generation; generation's
+        emitted actions), each tuple also holding the failures of sessions whose work raised."""
         if self._compiled is None:
             raise WorkerDiedError("ray backend is closed; build a new agent")
         try:
-            with worker_errors(f"ray backend: frame {plan.frame}"):
-                out = self.group.ray.get(self._compiled.execute(plan), timeout=self.timeout_s)
+            frames = ", ".join(str(p.frame) for p in batch.plans[:4])
+            with worker_errors(f"ray backend: frame {frames}"):
+                out = self.group.ray.get(self._compiled.execute(batch), timeout=self.timeout_s)
         except WorkerDiedError:
             self.close(force=True)
             raise
@@ -436,8 +439,8 @@ class RayFrameGraph:
         # while they live: copy what this process keeps (a few KB) so the next frame never blocks.
         if self.returns_contexts:
             finished, emitted = out
-            return tuple(_own_copy(m) for m in finished), _own_copy(emitted)
-        return (), _own_copy(out)
+            return tuple(_own_copy(m) for m in finished), tuple(_own_copy(m) for m in emitted)
+        return (), tuple(_own_copy(m) for m in out)
 
     def close(self, force: bool = False) -> None:
         """Tear down the graph. ``force`` (after a dead or hung worker): kill the actors first, since a

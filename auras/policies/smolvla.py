@@ -408,6 +408,11 @@ class SmolVLAGeneration(_Part, DiffusionGeneration):
     def reset(self) -> None:
         self._generator = torch.Generator().manual_seed(self._seed)
 
+    def noise_generator(self) -> torch.Generator:
+        """A fresh generator of initial noise, seeded as this generation is after ``reset``: each pipeline
+        session draws its own, so a robot's noise never depends on the robots batched with it."""
+        return torch.Generator().manual_seed(self._seed)
+
     def initial_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         shape = (batch, int(self.model.config["chunk_size"]), int(self.model.config["max_action_dim"]))
         return torch.randn(shape, generator=generator if generator is not None else self._generator)

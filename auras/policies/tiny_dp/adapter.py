@@ -169,6 +169,11 @@ class TinyDPGeneration(ModelPart, DiffusionGeneration):
         """Reseed the initial noise of ``generate`` (episodes are reproducible)."""
         self._generator = torch.Generator().manual_seed(self._seed)
 
+    def noise_generator(self) -> torch.Generator:
+        """A fresh generator of initial noise, seeded as this generation is after ``reset``: each pipeline
+        session draws its own, so a robot's noise never depends on the robots batched with it."""
+        return torch.Generator().manual_seed(self._seed)
+
     def initial_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         shape = (batch, self.model.chunk_horizon, self.action_dim)
         return torch.randn(shape, generator=generator if generator is not None else self._generator)

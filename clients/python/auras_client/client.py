@@ -113,8 +113,10 @@ class RobotClient:
         server_public_key: bytes | None = None,
         client_keys: tuple[bytes, bytes] | None = None,
         connect: bool = True,
+        contract: Mapping[str, Any] | None = None,
     ) -> None:
         self.server = server
+        self.contract = dict(contract) if contract is not None else None  # rate_hz, staleness_ms, accept_lower_rate
         self.cameras = {k: tuple(v) for k, v in dict(cameras).items()}
         self.state_dim, self.instruction, self.robot, self.extras = state_dim, instruction, robot, tuple(extras)
         self.ttl_s, self.encoding, self.timeout_s, self.heartbeat_s = ttl_s, encoding, timeout_s, heartbeat_s
@@ -199,6 +201,7 @@ class RobotClient:
             "hello", timeout_s=max(self.timeout_s, self.hello_timeout_s), versions=list(SUPPORTED_VERSIONS),
             robot=self.robot, state_dim=self.state_dim, extras=list(self.extras),
             cameras={k: list(v) for k, v in self.cameras.items()}, instruction=self.instruction,
+            **({"contract": self.contract} if self.contract is not None else {}),
         )
         with self._state_lock:
             self.session, self.server_info = reply["session"], reply

@@ -62,6 +62,7 @@ ERROR_CODES = {
     "unknown_session": "no such session (expired, or the server restarted): say hello again",
     "unknown_topic": "topic not known",
     "agent_error": "the agent failed on this session",
+    "over_capacity": "the server cannot meet this robot's contract without breaking its other robots'",
     "internal": "unexpected server error",
 }
 

@@ -1,0 +1,48 @@
+"""Several frame engines behind one server: each new robot goes to the engine with the most room.
+
+    router = EngineRouter([build_engine(config) for _ in range(2)])   # e.g. one engine per GPU
+    executor = build_executor(config, engine=router.assign())         # the least loaded engine
+
+Every engine holds its own copy of the model on its own device(s) (on Ray: its own actors, placed by
+Ray wherever the cluster has room), so engines fail alone: when an engine's worker dies, the engine
+replaces its workers and only its own robots see a restart (each exactly one); the robots of the
+other engines see nothing. A robot stays on the engine it was assigned for its session's life.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from auras.pipeline.engine import FrameEngine
+
+__all__ = ["EngineRouter"]
+
+
+class EngineRouter:
+    """Assigns sessions to the least loaded of ``engines`` (fewest sessions attached; the first on a tie)."""
+
+    stats_key = "engines"  # where a server's stats reply puts :meth:`stats`
+
+    def __init__(self, engines: Sequence[FrameEngine]) -> None:
+        if not engines:
+            raise ValueError("EngineRouter: expected at least one engine")
+        self.engines = list(engines)
+        self._lock = threading.Lock()
+
+    def assign(self) -> FrameEngine:
+        """The engine the next robot joins."""
+        with self._lock:
+            return min(self.engines, key=lambda e: e.sessions)
+
+    def admission_rate_hz(self) -> float | None:
+        """The per-robot rate the engine a new robot would join predicts with it (None: nothing measured)."""
+        return self.assign().admission_rate_hz()
+
+    def stats(self) -> list[dict[str, Any]]:
+        return [engine.stats() for engine in self.engines]
+
+    def close(self) -> None:
+        for engine in self.engines:
+            engine.close()
