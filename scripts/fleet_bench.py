@@ -2,6 +2,7 @@
 
     python scripts/fleet_bench.py [--policies tiny-dp tiny-vla] [--robots 1 2 4 8 16 32] [--hz 30]
                                   [--seconds 20] [--engines shared per-robot] [--out docs/results/fleet]
+                                  [--set KEY=VALUE ...]
 
 For each policy (its ``pipeline-<policy>`` preset, auras mode), each way of serving (``shared``: one frame
 engine, one model, every robot's frames batched; ``per-robot``: an agent and a model per robot, today's
@@ -40,14 +41,16 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from load_robots import robot, sample_memory, server_stats  # noqa: E402
 
 
-def serve_fleet(policy: str, engine: str, robots: int, hz: float, seconds: float) -> dict[str, Any]:
+def serve_fleet(policy: str, engine: str, robots: int, hz: float, seconds: float,
+                overrides: list[str] = ()) -> dict[str, Any]:
     """One run: a fresh server, ``robots`` robot processes for ``seconds``; the figures of the run."""
     from tests.ports import free_service_port
 
     address = f"tcp://127.0.0.1:{free_service_port()}"
     server = subprocess.Popen(
         [sys.executable, "-m", "auras.cli", "serve", "--bind", address, "-c", f"pipeline-{policy}",
-         "--mode", "auras", "--engine", engine, "--session-timeout", "60", "--max-sessions", str(max(robots, 16))],
+         "--mode", "auras", "--engine", engine, "--session-timeout", "60", "--max-sessions", str(max(robots, 16)),
+         *(f"--set={kv}" for kv in overrides)],
         env=dict(os.environ, MUJOCO_GL="egl"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     samples: list[tuple[float, float]] = []
@@ -65,12 +68,15 @@ def serve_fleet(policy: str, engine: str, robots: int, hz: float, seconds: float
         for p in procs:
             p.join(timeout=30)
         served = server_stats(address)
+        server_cpu_s = _cpu_seconds(server.pid)
         stop.set()
         server.terminate()
         _, stderr = server.communicate(timeout=60)
     failed = [r for r in reports if "error" in r]
-    if failed:
-        raise SystemExit(f"{policy} {engine} N={robots}: robots failed: {failed}\n{stderr[-2000:]}")
+    if failed:  # recorded and reported; the sweep goes on
+        print(f"{policy} {engine} N={robots}: {len(failed)} robots failed: {failed[:2]}\n{stderr[-1500:]}", flush=True)
+        return {"policy": policy, "engine": engine, "robots": robots, "failed": len(failed),
+                "error": failed[0]["error"]}
     rates = np.array([r["distinct_per_s"] for r in reports])
     return {
         "policy": policy, "engine": engine, "robots": robots, "hz": hz, "seconds": seconds,
@@ -84,9 +90,21 @@ def serve_fleet(policy: str, engine: str, robots: int, hz: float, seconds: float
         "unaccounted": int(sum(r["unaccounted"] for r in reports)),
         "duplicates": int(sum(r["duplicates"] for r in reports)),
         "server_rss_max_mb": max(m for _, m in samples) if samples else None,
+        "server_cpu_s": server_cpu_s, "robots_cpu_s": float(sum(r.get("cpu_s", 0.0) for r in reports)),
         "engine_stats": served.get("engine"),
         "server_crashed": server.returncode not in (0, -15),
     }
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) of a process and its children so far."""
+    import psutil
+
+    try:
+        processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        return float(sum(p.cpu_times().user + p.cpu_times().system for p in processes))
+    except psutil.Error:
+        return None
 
 
 def batching_deviation(policy: str, robots: int, steps: int = 8) -> float:
@@ -106,13 +124,18 @@ def batching_deviation(policy: str, robots: int, steps: int = 8) -> float:
 
 
 def table(runs: list[dict[str, Any]]) -> str:
-    one = {(r["policy"], r["engine"]): r["aggregate_per_s"] for r in runs if r["robots"] == 1}
+    one = {(r["policy"], r["engine"]): r["aggregate_per_s"] for r in runs if r["robots"] == 1 and "error" not in r}
     lines = [
         "| policy | serving | robots | actions/s (all) | x one robot | per robot min / max (spread) "
-        "| latency p50 / p99 ms | staleness p50 / p99 ms | server RSS MB | mean frame (robots) | unaccounted |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| latency p50 / p99 ms | staleness p50 / p99 ms | server RSS MB | mean frame (robots) | unaccounted "
+        "| CPU s server / robots |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
+        if "error" in r:
+            lines.append(f"| {r['policy']} | {r['engine']} | {r['robots']} | failed: {r['failed']} robots: "
+                         f"{r['error'][:80]} |" + " |" * 8)
+            continue
         base = one.get((r["policy"], r["engine"]))
         gain = f"{r['aggregate_per_s'] / base:.2f}x" if base else "-"
         frame = r["engine_stats"]["mean_frame_sessions"] if r.get("engine_stats") else "-"
@@ -122,16 +145,21 @@ def table(runs: list[dict[str, Any]]) -> str:
             f"| {r['per_robot_min']:.1f} / {r['per_robot_max']:.1f} ({spread}) "
             f"| {r['latency_p50_ms']:.0f} / {r['latency_p99_ms']:.0f} "
             f"| {r['staleness_p50_ms']:.0f} / {r['staleness_p99_ms']:.0f} | {r['server_rss_max_mb']:.0f} "
-            f"| {frame} | {r['unaccounted']} |"
+            f"| {frame} | {r['unaccounted']} | {_fmt(r.get('server_cpu_s'))} / {_fmt(r.get('robots_cpu_s'))} |"
         )
     return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def memory_per_robot(runs: list[dict[str, Any]]) -> dict[str, float]:
     """Server memory added per robot: the slope of peak RSS against N, per policy and way of serving."""
     out = {}
     for key in sorted({(r["policy"], r["engine"]) for r in runs}):
-        points = [(r["robots"], r["server_rss_max_mb"]) for r in runs if (r["policy"], r["engine"]) == key]
+        points = [(r["robots"], r["server_rss_max_mb"]) for r in runs
+                  if (r["policy"], r["engine"]) == key and "error" not in r]
         if len(points) > 1:
             out[f"{key[0]} {key[1]}"] = float(np.polyfit(*zip(*points, strict=True), 1)[0])
     return out
@@ -145,7 +173,8 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for key in sorted({(r["policy"], r["engine"]) for r in runs}):
-        rows = sorted((r for r in runs if (r["policy"], r["engine"]) == key), key=lambda r: r["robots"])
+        rows = sorted((r for r in runs if (r["policy"], r["engine"]) == key and "error" not in r),
+                      key=lambda r: r["robots"])
         n = [r["robots"] for r in rows]
         style = "-o" if key[1] == "shared" else "--s"
         left.plot(n, [r["aggregate_per_s"] for r in rows], style, label=f"{key[0]}, {key[1]}")
@@ -168,6 +197,8 @@ def main() -> None:
     parser.add_argument("--hz", type=float, default=30.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--out", type=Path, default=Path("fleet-results"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="Config override passed to every `auras serve` (repeatable), e.g. policy.torch_threads=2.")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M")
@@ -175,8 +206,11 @@ def main() -> None:
     for policy in args.policies:
         for engine in args.engines:
             for n in args.robots:
-                run = serve_fleet(policy, engine, n, args.hz, args.seconds)
+                run = serve_fleet(policy, engine, n, args.hz, args.seconds, args.set)
                 runs.append(run)
+                (args.out / "fleet.json").write_text(json.dumps({"runs": runs}, indent=2))  # so far
+                if "error" in run:
+                    continue
                 print(f"{policy} {engine} N={n}: {run['aggregate_per_s']:.1f} actions/s, latency p50 "
                       f"{run['latency_p50_ms']:.0f} ms, RSS {run['server_rss_max_mb']:.0f} MB", flush=True)
     deviation = {p: batching_deviation(p, max(args.robots)) for p in args.policies}

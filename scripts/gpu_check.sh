@@ -2,7 +2,8 @@
 # The GPU check of auras (docs/gpu.md): on a machine with CUDA it installs what it needs, runs the
 # gpu-marked tests, then measures sequential vs auras for an OpenVLA-scale random-weight tiny-vla in
 # bfloat16 (scripts/vla_scale_benchmark.py): on one GPU (local backend) and, when two or more GPUs
-# are visible, with perception and generation on a GPU each (Ray actors); compiled and not. It writes
+# are visible, with perception and generation on a GPU each (Ray actors); compiled and not; and the fleet
+# figure (scripts/fleet_capacity.py: robots one engine serves at 30 Hz with p99 staleness under 100 ms). It writes
 # one JSON summary and prints it as markdown tables. Sized to finish within --budget-s (default 450 s,
 # install included) on one H100/H200: a stage that would not fit is recorded as skipped.
 #
@@ -292,7 +293,23 @@ else
     fi
 fi
 
-# 6. one summary
+# 6. the fleet: how many robots one engine on one GPU serves at 30 Hz with p99 staleness under 100 ms
+if [[ -z $ready ]]; then
+    skip fleet "$blocked" not-run
+else
+    left=$((DEADLINE - $(date +%s) - RESERVE))
+    if ((left < 60)); then
+        skip fleet "$left s left of the budget" not-run
+    elif [[ $MODE == gpu ]]; then
+        stage fleet "$left" "$PY" scripts/fleet_capacity.py --policy tiny-dp --device cuda --dtype bfloat16 \
+            --seconds 6 --robots 1 4 16 32 64 128 --json "$WORK/fleet.json" || true
+    else
+        stage fleet "$left" "$PY" scripts/fleet_capacity.py --policy tiny-dp --seconds 3 --robots 1 2 \
+            --json "$WORK/fleet.json" || true
+    fi
+fi
+
+# 7. one summary
 if [[ -n $DRY_RUN ]]; then
     echo "== summary"
     show "$PY" "$BENCH" summarize --out "$OUT" --stages "$STAGES" --env "$WORK/env.json" --tests "$WORK/tests.xml" \

@@ -76,7 +76,9 @@ def _robot(index: int, address: str, frames: int, hz: float, instruction: str, o
     rng = np.random.default_rng(index)
     bank = [rng.integers(0, 255, (84, 84, 3), dtype=np.uint8) for _ in range(8)]
     client = RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction=instruction,
-                         robot=f"load-{index}", ttl_s=5.0, on_action=on_action)
+                         robot=f"load-{index}", ttl_s=5.0, on_action=on_action, connect=False)
+    client.hello_timeout_s = 300.0  # a server building an agent per robot answers many hellos one at a time
+    client.connect()
     published = refused = 0
     start = time.perf_counter()
     for i in range(frames):
@@ -117,6 +119,7 @@ def _robot(index: int, address: str, frames: int, hz: float, instruction: str, o
             "latency_ms": {f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)},
             "staleness_ms": {f"p{q}": float(np.percentile(stale, q)) for q in (50, 90, 99)},
             "distinct_per_s": len(received) / duration,
+            "cpu_s": time.process_time(),  # this robot process's CPU time (it shares the machine with the server)
             "server_errors": {k: v for k, v in c.items() if k.startswith("error_")},
             "arrivals": arrivals,
         })

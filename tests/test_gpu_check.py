@@ -38,6 +38,7 @@ def test_the_dry_run_prints_the_install_tests_and_both_placements_and_runs_nothi
         "-m venv --system-site-packages", "-m pip install --quiet torch==2.13.0", "-m pip install --quiet -e '.[dev]'",
         "-m pytest -m gpu", "--backend local --device cuda", "--backend ray --device cuda --modes sequential,auras",
         "--dtype bfloat16 --scale 0.5", "--compile off,reduce-overhead", "summarize --out " + str(out),
+        "fleet_capacity.py --policy tiny-dp --device cuda --dtype bfloat16",
     ):
         assert expected in text, f"{expected!r} not in the dry run:\n{text}"
     assert "constraints-cpu" not in text  # a CUDA machine gets the default index's CUDA torch
@@ -78,6 +79,7 @@ def test_the_cpu_smoke_runs_the_whole_path_and_writes_one_summary(tmp_path):
         "bench-local": "ok",
         "bench-ray": "ok",
         "smolvla": "skipped",
+        "fleet": "ok",
     }  # full-size SmolVLA runs on a GPU only
     assert summary["host"]["python"] and summary["host"]["cuda_available"] is False
     assert summary["tests"]["failures"] == summary["tests"]["errors"] == 0 and summary["tests"]["skipped"] >= 1

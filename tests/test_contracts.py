@@ -1,0 +1,101 @@
+"""Robot contracts on a server whose robots share one frame engine: parsing, admission by the engine's
+measured frame cost, and each session's performance in its stats."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from auras.bridge.contracts import Contract, Performance, admit, parse_contract
+from auras.bridge.server import BridgeServer
+from auras.config import load_config
+from auras.pipeline.engine import FrameEngine
+from auras.pipeline.frames import FrameExecutor, FrameShape
+from auras_client.client import RobotClient, ServiceError
+from auras_client.protocol import ProtocolError
+from tests.fakes import FakeDiffusion, FakeStagedPerception, fake_observation
+from tests.ports import free_service_port
+
+
+def test_a_contract_parses_and_a_malformed_one_is_refused_saying_what_was_expected():
+    assert parse_contract({}) is None
+    assert parse_contract({"contract": {"rate_hz": 10, "staleness_ms": 150.5}}) == Contract(10.0, 150.5, False)
+    for bad, field in (({"rate_hz": -1}, "rate_hz"), ({"rate_hz": "fast"}, "rate_hz"),
+                       ({"staleness_ms": float("nan")}, "staleness_ms"), ({"accept_lower_rate": 1}, "accept_lower"),
+                       ({"speed": 3}, "expected")):
+        with pytest.raises(ProtocolError, match=field) as info:
+            parse_contract({"contract": bad})
+        assert info.value.code == "bad_request"
+
+
+def test_admission_refuses_what_would_break_a_promise_and_grants_the_rate_left_when_allowed():
+    assert admit(None, [Contract(1000.0)], Contract(1000.0), 3) is None  # nothing measured: admitted
+    assert admit(20.0, [Contract(10.0)], Contract(15.0), 1) is None  # every contract met
+    with pytest.raises(ProtocolError, match="12.0 Hz a robot already served") as info:
+        admit(11.0, [Contract(12.0)], None, 2)  # would slow a robot below its promise
+    assert info.value.code == "over_capacity"
+    with pytest.raises(ProtocolError, match="capacity left per robot") as info:
+        admit(11.0, [], Contract(20.0), 2)
+    assert "11.0 Hz" in str(info.value)
+    assert admit(11.0, [], Contract(20.0, accept_lower_rate=True), 2) == 11.0
+
+
+def test_performance_reports_rate_percentiles_and_misses_of_the_staleness_bound():
+    performance = Performance(Contract(rate_hz=10.0, staleness_ms=50.0))
+    for i in range(20):
+        performance.record(latency_ms=10.0 + i, staleness_ms=40.0 if i % 4 else 80.0)
+        time.sleep(0.002)
+    stats = performance.stats()
+    assert stats["actions"] == 20 and stats["deadline_misses"] == 5 and stats["rate_hz"] > 0
+    assert stats["latency_ms"]["p50"] == pytest.approx(19.5) and stats["staleness_ms"]["p99"] > 50.0
+    assert stats["contract"] == {"rate_hz": 10.0, "staleness_ms": 50.0, "accept_lower_rate": False}
+
+
+def test_the_engine_predicts_the_per_session_rate_from_the_frames_it_ran():
+    engine = FrameEngine(__import__("auras.policies.base", fromlist=["Policy"]).Policy(
+        "fake-dp", FakeStagedPerception(2), FakeDiffusion(12, delay_s=0.02)))
+    assert engine.predicted_rate_hz(1) is None  # nothing ran yet
+    executor = FrameExecutor(engine, FrameShape(1, 2))
+    for i in range(6):
+        executor.step(fake_observation(i))
+    one = engine.predicted_rate_hz(1)
+    assert 1.0 < one < 1 / 0.02  # a frame costs at least the injected 20 ms
+    assert engine.predicted_rate_hz(4) == pytest.approx(one / 4)  # one size measured: no better than linear
+    assert engine.admission_rate_hz() == pytest.approx(one / 2)
+    executor.close()
+    engine.close()
+
+
+def _robot(server: BridgeServer, name: str, contract: dict | None = None) -> RobotClient:
+    return RobotClient(server.bind, cameras={"front": (84, 84)}, state_dim=4, instruction="press the button",
+                       robot=name, ttl_s=30.0, timeout_s=30.0, contract=contract)
+
+
+def test_a_served_robot_whose_contract_cannot_be_met_is_refused_or_admitted_at_the_rate_left():
+    config = load_config("pipeline-tiny-dp")
+    with BridgeServer(config, f"tcp://127.0.0.1:{free_service_port()}").start() as server:
+        first = _robot(server, "first", {"rate_hz": 5.0, "staleness_ms": 10_000.0})
+        try:
+            image = np.zeros((84, 84, 3), np.uint8)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and first.latest_action() is None:  # the engine ran frames
+                first.publish({"front": image}, np.array([0.0, 0.6, 0.2, 1.0], np.float32))
+                time.sleep(0.03)
+            assert first.latest_action() is not None
+            with pytest.raises(ServiceError, match="over_capacity.*capacity left per robot"):
+                _robot(server, "greedy", {"rate_hz": 100_000.0})
+            lower = _robot(server, "modest", {"rate_hz": 100_000.0, "accept_lower_rate": True})
+            try:
+                granted = lower.server_info["granted_rate_hz"]
+                assert 0 < granted < 100_000.0
+            finally:
+                lower.close()
+            stats = first.stats()
+            performance = stats["performance"]
+            assert performance["actions"] >= 1 and performance["deadline_misses"] == 0
+            assert performance["contract"]["rate_hz"] == 5.0 and server.stats()["engine"]["frames"] > 0
+            assert server.host.counters["refused_over_capacity"] == 1
+        finally:
+            first.close()
