@@ -83,6 +83,34 @@ def test_speedup_pairs_each_row_with_the_sequential_row_of_the_same_delay():
     assert [r["metrics"]["relative_accuracy"] for r in rows] == [1.0, 1.0, 1.0, 0.5]
 
 
+def test_success_lost_is_measured_against_the_frame_clock_twin_of_each_cell():
+    rows = []
+    for clock, rate in (("frame", 0.9), ("virtual", 0.6), ("realtime", 0.3)):
+        row = _row("auras", 20, rate)
+        row["point"]["bench.clock"], row["clock"] = clock, clock
+        rows.append(row)
+    with_relative_figures(rows)
+    assert [r["metrics"]["success_lost"] for r in rows] == pytest.approx([0.0, 0.3, 0.6])
+
+
+def test_the_realtime_metrics_of_a_cell_come_from_its_episodes():
+    from auras.bench.episodes import EpisodeRecord, StreamRecord
+    from auras.bench.runner import _summarize
+
+    episodes = [
+        EpisodeRecord(1, True, 100, 80, latency_ms=[10.0, 20.0, 30.0, 40.0], staleness_ms=[100.0, 300.0],
+                      expired=2, overruns=1, control_dt_s=0.0125),
+        EpisodeRecord(2, False, 100, None, latency_ms=[50.0] * 6, staleness_ms=[260.0, 10.0], control_dt_s=0.0125),
+    ]
+    stream = StreamRecord([0.0, 0.1, 0.2], [5.0, 5.0, 5.0], {"perception": [1.0]}, 3.0)
+    metrics = _summarize(episodes, stream, ttl_ms=250.0)
+    assert metrics["control_rate_hz"] == pytest.approx(10 / 2.5)  # 10 new actions in 200 steps of 12.5 ms
+    assert metrics["stale_action_ratio"] == pytest.approx(2 / 4)  # 300 and 260 ms are older than 250
+    assert metrics["deadline_misses"] == 3
+    assert set(metrics["episode_latency_ms"]) == {"p50", "p95", "p99"}
+    assert metrics["episode_latency_ms"]["p50"] == pytest.approx(50.0)
+
+
 # -- the smoke bench with fake stages ---------------------------------------------------------------
 
 

@@ -33,7 +33,7 @@ def test_a_contract_parses_and_a_malformed_one_is_refused_saying_what_was_expect
 def test_admission_refuses_what_would_break_a_promise_and_grants_the_rate_left_when_allowed():
     assert admit(None, [Contract(1000.0)], Contract(1000.0), 3) is None  # nothing measured: admitted
     assert admit(20.0, [Contract(10.0)], Contract(15.0), 1) is None  # every contract met
-    with pytest.raises(ProtocolError, match="12.0 Hz a robot already served") as info:
+    with pytest.raises(ProtocolError, match=r"12\.0 Hz a robot already served") as info:
         admit(11.0, [Contract(12.0)], None, 2)  # would slow a robot below its promise
     assert info.value.code == "over_capacity"
     with pytest.raises(ProtocolError, match="capacity left per robot") as info:
@@ -84,7 +84,7 @@ def test_a_served_robot_whose_contract_cannot_be_met_is_refused_or_admitted_at_t
                 first.publish({"front": image}, np.array([0.0, 0.6, 0.2, 1.0], np.float32))
                 time.sleep(0.03)
             assert first.latest_action() is not None
-            with pytest.raises(ServiceError, match="over_capacity.*capacity left per robot"):
+            with pytest.raises(ServiceError, match=r"over_capacity.*capacity left per robot"):
                 _robot(server, "greedy", {"rate_hz": 100_000.0})
             lower = _robot(server, "modest", {"rate_hz": 100_000.0, "accept_lower_rate": True})
             try:

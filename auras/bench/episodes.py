@@ -54,6 +54,7 @@ class EpisodeRecord:
     idle_steps: int = 0  # realtime clock: control steps the robot held still (no valid action)
     expired: int = 0  # realtime clock: actions older than the TTL when the robot saw them (never applied)
     actions_sha: str | None = None  # frame and virtual clocks: SHA-1 of every row applied, in order (float32 bytes)
+    control_dt_s: float | None = None  # the env's control period (robot time per step)
 
 
 @dataclass
@@ -133,7 +134,7 @@ class RealTimeModel(TimeModel):
         with AgentLink(agent, env.instruction) as link:
             robot = run_robot_episode(link, env, seed, executor, camera_hz=bench.camera_hz,
                                       clock=RealTime(bench.action_ttl_ms / 1e3), privileged=agent.privileged)
-        return episode_record(robot)
+        return replace(episode_record(robot), control_dt_s=env.control_dt)
 
 
 TIME_MODELS: dict[str, TimeModel] = {model.name: model for model in (FrameTime(), VirtualTime(), RealTimeModel())}
@@ -167,7 +168,7 @@ def lockstep_episode(agent: AurasAgent, env: AurasTaskEnv, seed: int, model: Loc
     """
     agent.reset()
     env_obs, info = env.reset(seed=seed)
-    result = EpisodeRecord(seed=seed, success=False, steps=0, steps_to_success=None)
+    result = EpisodeRecord(seed=seed, success=False, steps=0, steps_to_success=None, control_dt_s=env.control_dt)
     execute = agent.execute_steps
     dt_ms = env.control_dt * 1e3
     pacer = pacer_for(agent)  # its period, in robot time

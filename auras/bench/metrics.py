@@ -10,12 +10,12 @@ import numpy as np
 __all__ = ["interval_stats", "percentiles", "throughput_hz", "wilson_interval"]
 
 
-def percentiles(values: Sequence[float]) -> dict[str, float | None]:
-    """{"p50", "p90", "p99"} of ``values``; None when there are none."""
+def percentiles(values: Sequence[float], qs: Sequence[int] = (50, 90, 99)) -> dict[str, float | None]:
+    """{"p50", "p90", "p99"} (or the percentiles ``qs``) of ``values``; None when there are none."""
     if len(values) == 0:
-        return {"p50": None, "p90": None, "p99": None}
-    p50, p90, p99 = np.percentile(np.asarray(values, dtype=np.float64), [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99)}
+        return {f"p{q}": None for q in qs}
+    found = np.percentile(np.asarray(values, dtype=np.float64), list(qs))
+    return {f"p{q}": float(v) for q, v in zip(qs, found, strict=True)}
 
 
 def interval_stats(times: Sequence[float]) -> dict[str, float | None]:

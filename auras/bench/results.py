@@ -81,6 +81,11 @@ class Metrics(_Record):
     compile_ms: float | None = None
     context_transport: str | None = None
     engine: dict[str, Any] | None = None
+    episode_latency_ms: dict[str, float | None] | None = None
+    control_rate_hz: float | None = None
+    stale_action_ratio: float | None = None
+    deadline_misses: int | None = None
+    success_lost: float | None = None
 
 
 class Settings(_Record):

@@ -257,8 +257,15 @@ def _rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def _summarize(episodes: list[EpisodeRecord], stream: StreamRecord) -> dict[str, Any]:
+def _summarize(episodes: list[EpisodeRecord], stream: StreamRecord, ttl_ms: float = 250.0) -> dict[str, Any]:
+    """The cell's metrics. Besides throughput and success, what realtime evaluations report: the latency of
+    the episodes' requests (p50 / p95 / p99), the effective control rate (new actions taken over per second
+    of robot time), the stale-action ratio (actions whose newest input was older than ``ttl_ms`` when
+    stamped), deadline misses (realtime: actions too old to apply plus control steps that started late);
+    success lost against the zero-delay run is filled in by :func:`with_relative_figures`."""
     n = len(episodes)
+    episode_latency = [v for e in episodes for v in e.latency_ms]
+    robot_s = sum(e.steps * e.control_dt_s for e in episodes if e.control_dt_s)
     successes = sum(e.success for e in episodes)
     steps = [e.steps_to_success for e in episodes if e.steps_to_success is not None]
     staleness_ms = [v for e in episodes for v in e.staleness_ms]
@@ -289,6 +296,10 @@ def _summarize(episodes: list[EpisodeRecord], stream: StreamRecord) -> dict[str,
         "startup_ms": stream.startup_ms,
         "rss_mb": _rss_mb(),
         "stream_actions": len(stream.output_times),
+        "episode_latency_ms": percentiles(episode_latency, (50, 95, 99)),
+        "control_rate_hz": (sum(len(e.latency_ms) for e in episodes) / robot_s) if robot_s else None,
+        "stale_action_ratio": (sum(v > ttl_ms for v in staleness_ms) / len(staleness_ms)) if staleness_ms else None,
+        "deadline_misses": sum(e.expired + e.overruns for e in episodes),
         "overruns": sum(e.overruns for e in episodes),
         "late_ms_max": max((e.late_ms_max for e in episodes), default=0.0),
         "idle_steps": sum(e.idle_steps for e in episodes),
@@ -329,7 +340,7 @@ def _row(
         "config_hash": config_hash(c),
         "config": c.model_dump(mode="json"),
         "metrics": {
-            **_summarize(episodes, stream),
+            **_summarize(episodes, stream, c.bench.action_ttl_ms),
             "compile_ms": runtime["compile_ms"],
             "context_transport": runtime["context_transport"],
             **({"engine": runtime["engine"]} if "engine" in runtime else {}),
@@ -364,6 +375,19 @@ def with_relative_figures(results: list[dict[str, Any]]) -> None:
             m["speedup"] = m["throughput_hz"] / s["throughput_hz"]
         if m["success_rate"] is not None and s["success_rate"]:
             m["relative_accuracy"] = m["success_rate"] / s["success_rate"]
+    zero_delay = {_clockless_key(r): r for r in results if r.get("clock") == "frame"}
+    for row in results:
+        z = zero_delay.get(_clockless_key(row))
+        m = row["metrics"]
+        if z is not None and m["success_rate"] is not None and z["metrics"]["success_rate"] is not None:
+            m["success_lost"] = z["metrics"]["success_rate"] - m["success_rate"]
+
+
+def _clockless_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A row's cell without its clock: its frame-clock twin is its zero-delay run (the env waits for
+    every action, as if inference took no time)."""
+    point = tuple(sorted((k, v) for k, v in row["point"].items() if k != "bench.clock"))
+    return (row["task"], row["policy"], row["mode"], row.get("backend"), point)
 
 
 def run_cells(run: AurasConfig, cells: Sequence[BenchCell], progress: ProgressFn | None = None) -> list[dict[str, Any]]:
