@@ -46,6 +46,59 @@ AGENT = textwrap.dedent(
     """
 )
 
+ENGINES = textwrap.dedent(
+    """
+    import json, os, signal, sys, threading, time
+    from auras import AurasAgent, load_config
+    from auras.errors import WorkerRestartedError
+    from auras.pipeline import build_engine, build_executor
+    from auras.policies.base import Policy
+    from tests.fakes import FakeDiffusion, FakeStagedPerception, fake_observation
+
+    config = load_config(overrides=["pipeline.mode=auras", "pipeline.backend=ray", "pipeline.pp_perception=2",
+                                    "pipeline.pp_generation=3", f"pipeline.ray_address={sys.argv[1]}",
+                                    "pipeline.placement=pack"])
+    policy = Policy("fake-dp", FakeStagedPerception(4), FakeDiffusion(12))
+    engines = [build_engine(config, policy) for _ in range(2)]
+    robots = {f"{e}{i}": AurasAgent(config, executor=build_executor(config, engine=engines[e == "b"]))
+              for e in "ab" for i in range(2)}
+    outcomes = {name: [] for name in robots}
+    killed, stop = threading.Event(), threading.Event()
+
+    def run(name):
+        step = 0
+        while not stop.is_set():
+            try:
+                robots[name].step(fake_observation(step))
+                outcomes[name].append(("action", step, killed.is_set()))
+            except WorkerRestartedError:
+                outcomes[name].append(("restarted", step, killed.is_set()))
+            step += 1
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in robots]
+    for t in threads:
+        t.start()
+    while min(len(o) for o in outcomes.values()) < 8:
+        time.sleep(0.05)
+    nodes = [sorted({w["node"] for w in e.workers()}) for e in engines]
+    pids = {w["role"]: w["pid"] for w in engines[0].workers()}
+    killed.set()
+    os.kill(pids["generation"], signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not all(
+            sum(1 for kind, _, after in o if kind == "action" and after) >= 8 for o in outcomes.values()):
+        time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    for agent in robots.values():
+        agent.close()
+    for e in engines:
+        e.close()
+    print("RESULT", json.dumps({"nodes": nodes, "outcomes": outcomes}))
+    """
+)
+
 
 WORKER_PORTS = 100  # per node: ports for its worker processes (the driver and each actor take one)
 
@@ -136,6 +189,32 @@ def _running(proc: psutil.Process) -> bool:
 
 
 def test_perception_and_generation_run_on_different_nodes_of_a_two_node_cluster():
+    result = _on_a_two_node_cluster(AGENT, cpus_per_node=1)
+    assert result["cluster_nodes"] == 2
+    assert len(set(result["nodes"])) == 2, "perception and generation share a node"
+    assert len(result["steps"]) == 12
+
+
+@pytest.mark.slow  # about 90 s: a two-node cluster and two engines of two actors each
+def test_an_engine_killed_on_one_node_restarts_only_its_own_robots_each_once():
+    """Two frame engines on a two-node cluster (each its own pair of actors, packed on a node of its own),
+    two robots (sessions) on each, stepping from threads of their own. SIGKILL the first engine's
+    generation actor: each of its two robots gets exactly one WorkerRestartedError and actions after it;
+    the other engine's robots never see one; every step of every robot is exactly one action or that
+    one restart."""
+    result = _on_a_two_node_cluster(ENGINES, cpus_per_node=2)
+    a_nodes, b_nodes = result["nodes"]
+    assert len(a_nodes) == len(b_nodes) == 1 and a_nodes != b_nodes  # an engine per node
+    for name, outcomes in result["outcomes"].items():
+        restarts = [o for o in outcomes if o[0] == "restarted"]
+        assert len(restarts) == (1 if name.startswith("a") else 0), (name, restarts)
+        assert all(after for _, _, after in restarts)  # only after the kill
+        assert sum(1 for kind, _, after in outcomes if kind == "action" and after) >= 8  # and it goes on
+        assert [step for _, step, _ in outcomes] == list(range(len(outcomes)))  # each step: one outcome
+
+
+def _on_a_two_node_cluster(script: str, cpus_per_node: int) -> dict:
+    """Run ``script`` (its argv[1]: the cluster's address) on a fresh two-node cluster; its RESULT line."""
     ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
     assert ray_cli, "the ray command comes with ray[default]"
     temp_dir = tempfile.mkdtemp(prefix="/tmp/rc")  # short: Ray's socket paths under it must fit in 107 chars
@@ -151,7 +230,7 @@ def test_perception_and_generation_run_on_different_nodes_of_a_two_node_cluster(
     def node_args(i: int) -> list[str]:  # every port a node opens, so that it cannot meet another cluster's
         node_manager, object_manager, agent_http, agent_grpc, runtime_env, metrics = ports[6 * i : 6 * i + 6]
         first = workers + i * WORKER_PORTS
-        return [f"--temp-dir={temp_dir}", "--num-cpus=1", f"--node-manager-port={node_manager}",
+        return [f"--temp-dir={temp_dir}", f"--num-cpus={cpus_per_node}", f"--node-manager-port={node_manager}",
                 f"--object-manager-port={object_manager}", f"--min-worker-port={first}",
                 f"--max-worker-port={first + WORKER_PORTS - 1}", f"--dashboard-agent-listen-port={agent_http}",
                 f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={runtime_env}",
@@ -163,14 +242,12 @@ def test_perception_and_generation_run_on_different_nodes_of_a_two_node_cluster(
                 f"--dashboard-port={dashboard}"]
         _start_node(ray_cli, [*head, *node_args(0)], temp_dir, "head", env, nodes)
         _start_node(ray_cli, [f"--address=127.0.0.1:{gcs}", *node_args(1)], temp_dir, "worker", env, nodes)
-        out = subprocess.run([sys.executable, "-c", AGENT, f"127.0.0.1:{gcs}"], env=env, capture_output=True,
+        out = subprocess.run([sys.executable, "-c", script, f"127.0.0.1:{gcs}"], env=env, capture_output=True,
                              text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
         assert out.returncode == 0, out.stderr[-3000:]
         result = json.loads(out.stdout.split("RESULT", 1)[1])
     finally:
         survivors = _stop_nodes(nodes, temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
-    assert result["cluster_nodes"] == 2
-    assert len(set(result["nodes"])) == 2, "perception and generation share a node"
-    assert len(result["steps"]) == 12
     assert not survivors, f"processes of this test's cluster still running: {survivors}"
+    return result
