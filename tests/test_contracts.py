@@ -99,3 +99,11 @@ def test_a_served_robot_whose_contract_cannot_be_met_is_refused_or_admitted_at_t
             assert server.host.counters["refused_over_capacity"] == 1
         finally:
             first.close()
+
+
+def test_a_robot_admitted_below_its_ask_is_held_to_the_rate_it_was_granted():
+    modest = Performance(Contract(100.0, accept_lower_rate=True), granted_rate_hz=40.0)
+    assert modest.promised().rate_hz == 40.0 and modest.stats()["granted_rate_hz"] == 40.0
+    assert admit(45.0, [modest.promised()], None, 2) is None  # 100 Hz was asked, never promised
+    with pytest.raises(ProtocolError, match="over_capacity"):
+        admit(39.0, [modest.promised()], None, 2)

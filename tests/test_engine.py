@@ -9,6 +9,7 @@ deliberate mix-up of two robots' contexts inside the engine must fail the compar
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +226,54 @@ def test_one_robots_failure_fails_only_that_robot():
     engine.close()
     assert results["good"] == [0, 0, 1, 2]  # as alone (the fill admits step 0 twice): never saw the failure
     assert results["bad"] == ["this robot's observation breaks the model"] * 4
+
+
+def test_a_robot_that_steps_while_another_replaces_the_workers_restarts_once_and_goes_on():
+    """Robot a found the workers dead and replaces them (slowly, as placing actors is); robot b steps
+    meanwhile. b's plan names requests the old workers held, so it must not run on the new ones: b gets
+    exactly one WorkerRestartedError, a its action, and both go on."""
+    from auras.errors import WorkerRestartedError
+    from tests.fakes import fake_observation
+
+    policy = Policy("fake-dp", FakeStagedPerception(2), FakeDiffusion(12))
+    engine = FrameEngine(policy, wait_ms=300.0, active_window_s=60.0)
+    a, b = FrameExecutor(engine, FrameShape(1, 3)), FrameExecutor(engine, FrameShape(1, 3))
+
+    def both(first, second) -> dict:
+        out: dict = {}
+
+        def run(name, call):
+            try:
+                out[name] = call()
+            except Exception as exc:  # the test inspects it
+                out[name] = exc
+
+        threads = [threading.Thread(target=run, args=("a", first)), threading.Thread(target=run, args=("b", second))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        return out
+
+    for i in range(4):
+        both(lambda i=i: a.step(fake_observation(i)), lambda i=i: b.step(fake_observation(i)))
+    place = engine.backend.place
+    engine.backend.place = lambda recipes, threads=0: (time.sleep(0.5), place(recipes, threads))[1]
+
+    def a_replaces():
+        a.replace_workers()
+        return a.step(fake_observation(10))
+
+    def b_steps_meanwhile():
+        time.sleep(0.1)
+        return b.step(fake_observation(10))
+
+    out = both(a_replaces, b_steps_meanwhile)
+    assert isinstance(out["b"], WorkerRestartedError) and b.restarts == 1, out
+    assert out["a"].step_id == 10  # a's first action on the new workers answers its own observation
+    after = both(lambda: a.step(fake_observation(11)), lambda: b.step(fake_observation(11)))
+    assert after["a"].context_step_id == after["b"].context_step_id == 11, after  # both serve fresh again
+    assert engine.counters.replacements == 1
+    a.close()
+    b.close()
+    engine.close()

@@ -404,8 +404,8 @@ def run_cells(run: AurasConfig, cells: Sequence[BenchCell], progress: ProgressFn
             streams[c.env.task] = record_stream(run, c.env.task, length)
         served = c.bench.accuracy and c.bench.served
         engine = build_engine(c) if c.bench.envs > 1 and not served and engine_problem(c) is None else None
-        executor = build_executor(c, engine=engine) if engine is not None else None
         try:
+            executor = build_executor(c, engine=engine) if engine is not None else None
             with AurasAgent(c, executor=executor) as agent:  # one policy load, one set of actors per cell
                 episodes = measure_accuracy(agent, c, report, engine) if c.bench.accuracy and not served else []
                 stream = measure_throughput(agent, c, streams[c.env.task])

@@ -102,6 +102,13 @@ class Performance:
         self._misses = 0
         self._lock = threading.Lock()
 
+    def promised(self) -> Contract:
+        """The contract as admitted: the granted rate where the robot took less than it asked for."""
+        assert self.contract is not None
+        if self.granted_rate_hz is None:
+            return self.contract
+        return Contract(self.granted_rate_hz, self.contract.staleness_ms, self.contract.accept_lower_rate)
+
     def record(self, latency_ms: float, staleness_ms: float | None) -> None:
         stale = float(staleness_ms) if staleness_ms is not None else float("nan")
         with self._lock:

@@ -306,8 +306,9 @@ class BridgeServer:
     def _hello(self, request: dict[str, Any]) -> dict[str, Any]:
         hello = parse_hello(request)
         with self.host.admission() as place:
-            granted = self.host.check_contract(hello.contract)
-            agent = self.host.build_agent(hello.instruction)
+            with self.host.admitting():  # the capacity check and joining the engine, one hello at a time
+                granted = self.host.check_contract(hello.contract)
+                agent = self.host.build_agent(hello.instruction)
             try:
                 check_layout(agent.spec, hello)
             except ProtocolError:

@@ -171,6 +171,7 @@ class SessionHost:
         self._admitted = 0  # open sessions plus admissions still building their agent
         self._lock = threading.Lock()
         self._build_lock = threading.Lock()
+        self._admitting = threading.Lock()
 
     # -- admission and building -------------------------------------------------------------------
     @property
@@ -197,6 +198,13 @@ class SessionHost:
                 with self._lock:
                     self._admitted -= 1
 
+    @contextlib.contextmanager
+    def admitting(self) -> Iterator[None]:
+        """Held from a hello's capacity check until its agent has joined the engine, so that two hellos at
+        once are judged one after the other (the second counts the first)."""
+        with self._admitting:
+            yield
+
     def check_contract(self, contract: Contract | None) -> float | None:
         """Admission by capacity where the sessions share a frame engine (see :mod:`auras.bridge.contracts`):
         the rate granted to a robot admitted below its ask, else None; ProtocolError ``over_capacity`` when
@@ -205,7 +213,7 @@ class SessionHost:
         if not hasattr(engine, "admission_rate_hz"):
             return None
         sessions = self.sessions()
-        contracts = [s.performance.contract for s in sessions if s.performance.contract is not None]
+        contracts = [s.performance.promised() for s in sessions if s.performance.contract is not None]
         try:
             return admit(engine.admission_rate_hz(), contracts, contract, len(sessions))
         except ProtocolError:

@@ -13,7 +13,8 @@ perception call per stage and one batched generation call over every session's i
 each request at its own stage (continuous batching: requests join and leave at stage boundaries).
 
 When a frame runs: as soon as every *active* session (one that asked for a frame within
-``active_window_s``) has a plan waiting, or the oldest waiting plan has waited ``wait_ms``. A lone
+``active_window_s``) has a plan waiting, or the oldest waiting plan has waited ``wait_ms`` (counted from
+the end of the last frame for a plan that waited behind it). A lone
 session never waits, and sessions whose steps line up share one frame. Whoever's plan completes the
 batch runs it in its own thread (no hand-off; with one session, a frame runs exactly as a private
 pipeline's would). Every waiting session takes part in every frame, so equal demands get equal rates.
@@ -57,6 +58,7 @@ from auras.policies.base import Policy, PolicySpec
 
 __all__ = ["EngineStats", "FrameEngine"]
 
+REPLACED = "the engine's workers were replaced (a frame found one dead); this session's requests went with them"
 WAIT_MS = 2.0
 ACTIVE_WINDOW_S = 0.5
 
@@ -64,6 +66,7 @@ ACTIVE_WINDOW_S = 0.5
 @dataclass
 class _Call:
     plan: FramePlan
+    incarnation: int
     arrived: float = field(default_factory=time.monotonic)
     done: bool = False
     result: tuple[tuple[ContextMessage, ...], Emitted | None] | None = None
@@ -112,6 +115,7 @@ class FrameEngine:
         self._running = False
         self._closed = False
         self._costs: dict[int, collections.deque[float]] = {}  # frame size (sessions) -> recent frame seconds
+        self._last_frame_end = 0.0
         self._place()
 
     @property
@@ -158,6 +162,8 @@ class FrameEngine:
         with self._cv:
             while self._running:  # never under a frame that is running in another thread
                 self._cv.wait()
+            if self._closed:
+                return True  # nothing left to forget
             self._running = True
         try:
             for worker in self.group.instances:
@@ -174,17 +180,21 @@ class FrameEngine:
         return the session's finished contexts and emitted action. Raises what the session's work raised,
         and WorkerDiedError when a worker died or when the workers were replaced since ``incarnation``
         (the session's requests are gone with them)."""
-        call = _Call(plan)
+        call = _Call(plan, incarnation)
         self._cv.acquire()
         try:
             if self._closed:
                 raise AgentClosedError("FrameEngine.run: the engine is closed")
             if incarnation != self.incarnation:
-                raise WorkerDiedError("the engine's workers were replaced (another session's frame found one dead)")
+                raise WorkerDiedError(REPLACED)
+            if plan.session not in self._seen:
+                raise AgentClosedError(f"FrameEngine.run: session {plan.session} left the engine")
             self._seen[plan.session] = call.arrived
             self._waiting[plan.session] = call
             self._cv.notify_all()
             while not call.done:
+                if self._closed:
+                    raise AgentClosedError("FrameEngine.run: the engine was closed")
                 wait = self._wait_s()
                 if wait is None:
                     self._lead()
@@ -206,7 +216,8 @@ class FrameEngine:
         if self._running or not self._waiting:
             return 0.05
         now = time.monotonic()
-        oldest = min(c.arrived for c in self._waiting.values())
+        # a plan that waited behind a running frame starts its wait when that frame ended
+        oldest = max(min(c.arrived for c in self._waiting.values()), self._last_frame_end)
         left = self.wait_s - (now - oldest)
         if left <= 0:
             return None
@@ -216,10 +227,21 @@ class FrameEngine:
         return left
 
     def _lead(self) -> None:
-        """Run one frame of every waiting plan (called with the lock held; released while it runs)."""
+        """Run one frame of every waiting plan (called with the lock held; released while it runs). A plan
+        made before the workers were replaced, or of a session that has left, does not run."""
         calls = list(self._waiting.values())
         self._waiting.clear()
         leaving, self._leaving = tuple(self._leaving), []
+        for call in calls:
+            if call.incarnation != self.incarnation:
+                call.error, call.done = WorkerDiedError(REPLACED), True
+            elif call.plan.session not in self._seen:
+                call.error, call.done = AgentClosedError(f"session {call.plan.session} left the engine"), True
+        calls = [call for call in calls if not call.done]
+        if not calls:
+            self._leaving.extend(leaving)
+            self._cv.notify_all()
+            return
         self._running = True
         graph = self.graph
         self._cv.release()
@@ -240,6 +262,7 @@ class FrameEngine:
             self.counters.largest = max(self.counters.largest, len(calls))
             self.counters.busy_s += busy
             self._costs.setdefault(len(calls), collections.deque(maxlen=64)).append(busy)
+            self._last_frame_end = time.monotonic()
             for call in calls:
                 call.done = True
             self._cv.notify_all()
@@ -271,16 +294,19 @@ class FrameEngine:
         with self._cv:
             while self._running:
                 self._cv.wait()
+            if self._closed:
+                raise AgentClosedError("FrameEngine.replace: the engine is closed")
             if incarnation != self.incarnation:
                 return
+            # from here on, plans made for the old workers are refused (at entry and in _lead)
+            self.incarnation += 1
             self._running = True
         try:
             self._close_workers()
             self._place()
+            self.counters.replacements += 1
         finally:
             with self._cv:
-                self.incarnation += 1
-                self.counters.replacements += 1
                 self._leaving.clear()
                 self._running = False
                 self._cv.notify_all()
@@ -289,7 +315,7 @@ class FrameEngine:
         """The per-session action rate the engine can sustain with ``sessions`` sessions in every frame (one
         action per session per frame once their pipelines are full): 1 / the predicted frame time, from the
         frames it ran (the median cost of each frame size; a line through them for other sizes, at least
-        the largest measured cost). None when no frame ran yet."""
+        the largest cost measured with no more sessions). None when no frame ran yet."""
         with self._cv:
             costs = {size: float(np.median(times)) for size, times in self._costs.items() if times}
         if not costs:
@@ -298,7 +324,8 @@ class FrameEngine:
             seconds = costs[sessions]
         elif len(costs) >= 2:
             slope, intercept = np.polyfit(list(costs), list(costs.values()), 1)
-            seconds = max(intercept + slope * sessions, min(costs.values()))
+            smaller = [cost for size, cost in costs.items() if size <= sessions]
+            seconds = max(intercept + slope * sessions, max(smaller, default=min(costs.values())))
         else:
             (size, cost), = costs.items()
             seconds = cost * max(1.0, sessions / size)  # one size measured: no better than linear beyond it

@@ -252,7 +252,11 @@ class PerceptionWorker:
                     state.carry[task.request], state.spent[task.request] = carry, spent
                     continue
                 if self.transport != "in-process":
-                    carry = as_numpy(carry, pinned=self.transport == "pinned-host")
+                    try:
+                        carry = as_numpy(carry, pinned=self.transport == "pinned-host")
+                    except Exception as exc:  # this session's context cannot travel: it fails alone
+                        failed[plan.session] = exc
+                        continue
                 finished.append(ContextMessage(task.request, plan.frame, carry, spent, plan.session))
         out: list[ContextMessage | SessionFailure] = [m for m in finished if m.session not in failed]
         out += [SessionFailure(session, error) for session, error in failed.items()]
@@ -302,8 +306,8 @@ class PerceptionWorker:
         self.policy.perception.reset()
 
     def describe(self) -> dict[str, Any]:
-        return {"worker": "perception", "sessions": len(self.sessions),
-                "in_flight": sum(len(s.carry) for s in self.sessions.values())}
+        sessions = list(self.sessions.values())  # frames may add or drop sessions meanwhile
+        return {"worker": "perception", "sessions": len(sessions), "in_flight": sum(len(s.carry) for s in sessions)}
 
     def close(self) -> None:
         """Nothing to release (the policy belongs to whoever hosts it)."""
@@ -427,24 +431,18 @@ class GenerationWorker:
         if not ready:
             return {}
         start = time.perf_counter()
-        jobs = []
-        for plan, state in ready:
-            snapshot = state.store.read(OBSERVATION_KEY, plan.read_frame) if state.public else None
-            states, contexts = [], []
-            for request, _ in plan.generation:
-                if snapshot is not None:  # public: every request reads the one freshest context
-                    context, source = snapshot.value, snapshot.source
-                else:
-                    context, source = state.own[request], request
-                contexts.append(context)
-                state.newest[request] = max(state.newest.get(request, -1), source)
-                states.append(state.state[request])
-            jobs.append(GenerationJob(state.driver, states, [stage for _, stage in plan.generation], contexts))
-        results = run_alone_on_failure(self.family.run_jobs, jobs)
-        rows = sum(len(plan.generation) for plan, _ in ready)
-        spent = (time.perf_counter() - start) * 1e3 / rows
         outcome: dict[int, BaseException | None] = {}
-        for (plan, state), advanced in zip(ready, results, strict=True):
+        jobs, batched = [], []
+        for plan, state in ready:
+            try:  # a session whose inputs are not there fails alone
+                jobs.append(self._job(plan, state))
+                batched.append((plan, state))
+            except Exception as exc:
+                outcome[plan.session] = exc
+        results = run_alone_on_failure(self.family.run_jobs, jobs) if jobs else []
+        rows = sum(len(plan.generation) for plan, _ in batched)
+        spent = (time.perf_counter() - start) * 1e3 / max(1, rows)
+        for (plan, state), advanced in zip(batched, results, strict=True):
             if isinstance(advanced, BaseException):
                 outcome[plan.session] = advanced
                 continue
@@ -453,6 +451,21 @@ class GenerationWorker:
                 state.state[request] = value
                 state.spent[request] = state.spent.get(request, 0.0) + spent
         return outcome
+
+    @staticmethod
+    def _job(plan: FramePlan, state: _GenerationSession) -> GenerationJob:
+        """The session's share of this frame's generation call: per request, its state, stage and context."""
+        snapshot = state.store.read(OBSERVATION_KEY, plan.read_frame) if state.public else None
+        states, contexts = [], []
+        for request, _ in plan.generation:
+            if snapshot is not None:  # public: every request reads the one freshest context
+                context, source = snapshot.value, snapshot.source
+            else:
+                context, source = state.own[request], request
+            contexts.append(context)
+            states.append(state.state[request])
+            state.newest[request] = max(state.newest.get(request, -1), source)
+        return GenerationJob(state.driver, states, [stage for _, stage in plan.generation], contexts)
 
     def _finish(self, plan: FramePlan, state: _GenerationSession) -> Emitted:
         request = plan.finishing
@@ -490,8 +503,8 @@ class GenerationWorker:
         self.policy.generation.reset()
 
     def describe(self) -> dict[str, Any]:
-        return {"worker": "generation", "sessions": len(self.sessions),
-                "in_flight": sum(len(s.state) for s in self.sessions.values())}
+        sessions = list(self.sessions.values())  # frames may add or drop sessions meanwhile
+        return {"worker": "generation", "sessions": len(sessions), "in_flight": sum(len(s.state) for s in sessions)}
 
     def close(self) -> None:
         """Nothing to release (the policy belongs to whoever hosts it)."""
