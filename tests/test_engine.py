@@ -277,3 +277,25 @@ def test_a_robot_that_steps_while_another_replaces_the_workers_restarts_once_and
     a.close()
     b.close()
     engine.close()
+
+
+def test_the_router_sends_each_new_robot_to_the_least_loaded_engine_and_a_returning_robot_home():
+    from auras.pipeline.router import EngineRouter
+
+    class _Engine:  # what the router reads of an engine
+        def __init__(self) -> None:
+            self.sessions = 0
+
+    first, second = _Engine(), _Engine()
+    router = EngineRouter([first, second])
+
+    def join(robot):
+        engine = router.assign(robot)
+        engine.sessions += 1
+        return engine
+
+    assert join("a") is first and join("b") is second and join("c") is first  # least loaded, first on a tie
+    first.sessions -= 1  # robot a leaves ...
+    assert join("a") is first  # ... and comes back to its engine (affinity)
+    first.sessions += 2  # its engine got busy: 4 against 1
+    assert join("a") is second  # balance wins over affinity

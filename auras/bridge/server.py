@@ -308,7 +308,7 @@ class BridgeServer:
         with self.host.admission() as place:
             with self.host.admitting():  # the capacity check and joining the engine, one hello at a time
                 granted = self.host.check_contract(hello.contract)
-                agent = self.host.build_agent(hello.instruction)
+                agent = self.host.build_agent(hello.instruction, hello.robot)
             try:
                 check_layout(agent.spec, hello)
             except ProtocolError:

@@ -220,11 +220,12 @@ class SessionHost:
             self.counters["refused_over_capacity"] += 1
             raise
 
-    def build_agent(self, instruction: str | None = None) -> Any:
-        """A new agent (one build at a time). An ``instruction`` the policy cannot read is refused here,
-        before the session exists, with ProtocolError ``bad_request``."""
+    def build_agent(self, instruction: str | None = None, robot: str | None = None) -> Any:
+        """A new agent (one build at a time); ``robot``: the robot's name, for a factory that places robots
+        (``takes_robot``: a returning robot goes back to its engine). An ``instruction`` the policy cannot
+        read is refused here, before the session exists, with ProtocolError ``bad_request``."""
         with self._build_lock:  # lazy imports (diffusers) are not thread-safe
-            agent = self.factory()
+            agent = self.factory(robot) if getattr(self.factory, "takes_robot", False) else self.factory()
         if instruction is not None:
             try:
                 check_instruction(agent, instruction)

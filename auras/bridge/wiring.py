@@ -15,7 +15,9 @@ from auras.pipeline.router import EngineRouter
 from auras.policies import build_policy
 from auras.policies.base import Policy
 
-__all__ = ["describe_workers", "engine_sharing", "perception_sharing", "ray_cluster_problem", "session_agents"]
+__all__ = [
+    "EngineAgents", "describe_workers", "engine_sharing", "perception_sharing", "ray_cluster_problem", "session_agents",
+]
 
 
 def engine_sharing(config: Any) -> str:
@@ -70,8 +72,7 @@ def session_agents(config: Any) -> tuple[Callable[[], Any], Any]:
                 engine.close()
             raise
         shared = engines[0] if len(engines) == 1 else EngineRouter(engines)
-        assign = (lambda: shared) if len(engines) == 1 else shared.assign
-        return (lambda: AurasAgent(config, executor=build_executor(config, engine=assign()))), shared
+        return EngineAgents(config, shared), shared
     if perception_sharing(config) == "separate":
         return (lambda: AurasAgent(config)), None
     shared = build_policy(config)
@@ -83,6 +84,21 @@ def session_agents(config: Any) -> tuple[Callable[[], Any], Any]:
         return AurasAgent(config, policy=policy)
 
     return factory, batcher
+
+
+class EngineAgents:
+    """The agent factory of a server whose robots share engines: each agent is a session of ``shared`` (a
+    FrameEngine, or an EngineRouter that picks one, sending a returning robot back to its engine).
+    ``takes_robot``: the session host passes the robot's name."""
+
+    takes_robot = True
+
+    def __init__(self, config: Any, shared: Any) -> None:
+        self.config, self.shared = config, shared
+
+    def __call__(self, robot: str | None = None) -> AurasAgent:
+        engine = self.shared.assign(robot) if isinstance(self.shared, EngineRouter) else self.shared
+        return AurasAgent(self.config, executor=build_executor(self.config, engine=engine))
 
 
 def ray_cluster_problem() -> str | None:

@@ -6,7 +6,9 @@
 Every engine holds its own copy of the model on its own device(s) (on Ray: its own actors, placed by
 Ray wherever the cluster has room), so engines fail alone: when an engine's worker dies, the engine
 replaces its workers and only its own robots see a restart (each exactly one); the robots of the
-other engines see nothing. A robot stays on the engine it was assigned for its session's life.
+other engines see nothing. A robot stays on the engine it was assigned for its session's life, and a
+robot that comes back (a new session under the same name) returns to its engine unless that engine
+now serves more than one robot more than the least loaded one (session affinity, within balance).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ __all__ = ["EngineRouter"]
 
 
 class EngineRouter:
-    """Assigns sessions to the least loaded of ``engines`` (fewest sessions attached; the first on a tie)."""
+    """Assigns sessions to the least loaded of ``engines`` (fewest sessions attached; the first on a tie),
+    or a returning robot to its engine (see the module docstring)."""
 
     stats_key = "engines"  # where a server's stats reply puts :meth:`stats`
 
@@ -30,15 +33,26 @@ class EngineRouter:
             raise ValueError("EngineRouter: expected at least one engine")
         self.engines = list(engines)
         self._lock = threading.Lock()
+        self._homes: dict[str, FrameEngine] = {}  # robot name -> the engine it was last assigned
 
-    def assign(self) -> FrameEngine:
-        """The engine the next robot joins."""
+    def assign(self, robot: str | None = None) -> FrameEngine:
+        """The engine the next robot (named ``robot``, if known) joins."""
         with self._lock:
-            return min(self.engines, key=lambda e: e.sessions)
+            engine = self._choose(robot)
+            if robot is not None:
+                self._homes[robot] = engine
+            return engine
 
-    def admission_rate_hz(self) -> float | None:
+    def _choose(self, robot: str | None) -> FrameEngine:
+        least = min(self.engines, key=lambda e: e.sessions)
+        home = self._homes.get(robot) if robot is not None else None
+        return home if home is not None and home.sessions <= least.sessions + 1 else least
+
+    def admission_rate_hz(self, robot: str | None = None) -> float | None:
         """The per-robot rate the engine a new robot would join predicts with it (None: nothing measured)."""
-        return self.assign().admission_rate_hz()
+        with self._lock:
+            engine = self._choose(robot)
+        return engine.admission_rate_hz()
 
     def stats(self) -> list[dict[str, Any]]:
         return [engine.stats() for engine in self.engines]
