@@ -5,11 +5,11 @@
     python scripts/load_robots.py --robots 1 --hz 30 --seconds 1800 --json soak.json   # the soak run
     python scripts/load_robots.py --perception separate,shared --frames 3000    # batched perception or not
 
-`auras serve` runs as its own process (each robot gets its own session and pipeline; with
-``--perception shared`` the sessions share one perception model whose calls are batched across robots,
-``serve.perception``); each robot is a separate process with a :class:`RobotClient` that publishes
-``--frames`` 84x84 camera frames + joint states at ``--hz`` (a perf_counter schedule)
-and records every action it receives.
+`auras serve` runs as its own process, by default with an agent per robot (``--engine per-robot``: each
+robot gets its own session and pipeline; with ``--perception shared`` the sessions share one perception
+model whose calls are batched across robots, ``serve.perception``; ``--engine shared``: one frame
+engine); each robot is a separate process with a :class:`RobotClient` that publishes ``--frames`` 84x84
+camera frames + joint states at ``--hz`` (a perf_counter schedule) and records every action it receives.
 
 Per robot it reports:
 - accounting: every sequence number the robot used is exactly one of submitted to its agent,
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace, perception: str) -> dict[str, Any]:
     env = dict(os.environ, MUJOCO_GL="egl")
     server = subprocess.Popen(
         [sys.executable, "-m", "auras.cli", "serve", "--bind", address, "--policy", args.policy, "-c", args.config,
-         "--mode", args.mode, "--perception", perception, "--session-timeout", "30",
+         "--mode", args.mode, "--engine", args.engine, "--perception", perception, "--session-timeout", "30",
          *(f"--set={kv}" for kv in args.set)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
@@ -274,6 +274,11 @@ def main() -> None:
     parser.add_argument("--policy", default="tiny-dp")
     parser.add_argument("--config", default="pipeline-tiny-dp")
     parser.add_argument("--mode", default="auras")
+    parser.add_argument(
+        "--engine", default="per-robot", choices=["per-robot", "shared"],
+        help="per-robot: an agent per robot, with --perception separate or shared (the layouts this script's "
+        "tables in docs/reliability.md measure); shared: one frame engine (scripts/fleet_bench.py sweeps it).",
+    )
     parser.add_argument(
         "--perception",
         default="separate",
