@@ -30,7 +30,7 @@ from pydantic import (
 from auras.devices import DTYPES
 from auras.errors import ConfigError, unknown_name_message
 from auras.registry import POLICIES, policy_config_class
-from auras.staleness import Strategy, resolve_strategy
+from auras.staleness import parse_strategy, resolve_strategy
 from auras.tasks import TASKS  # pure-Python catalogue; no simulator import
 
 __all__ = [
@@ -434,7 +434,7 @@ class StalenessConfig(_Section):
     def _parses(cls, text: str) -> str:
         if text != "auto":
             try:
-                Strategy.parse(text)
+                parse_strategy(text)
             except ConfigError as exc:
                 raise ValueError(str(exc).removeprefix("staleness.strategy: ")) from None
         return text

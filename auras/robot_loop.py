@@ -11,9 +11,13 @@ Every control step ``t`` the robot
    executor wants a request (chunk_blend waits until its queue is short), renders a frame and sends
    it with the joint state, prepared by the executor (rtc's guide rows and mask, roll_forward's
    advanced state); it never waits for the agent;
-3. applies the executor's row for ``t`` (standing still before any action, and once the current
-   action is older than the TTL plus its chunk's duration: the agent is away);
+3. applies the row for ``t`` (standing still before any action; past a chunk's end its last row is
+   held, and once the robot ran its deadline without a fresh row, its fallback: the deadline contract of
+   :mod:`auras_client.runtime`);
 4. steps the simulation and waits for the next slot of the clock.
+
+Steps 1-3 are the robot client's :class:`~auras_client.runtime.RobotRuntime` (numpy only), the same
+control step a robot runs with ``auras_client`` alone (``RobotClient.control``).
 
 The link is how observations reach an agent and actions come back: :class:`AgentLink` (an
 :class:`~auras.agent.AurasAgent` in this process, through its :class:`~auras.stream.ActionStream`) or
@@ -36,8 +40,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from auras.staleness import ChunkExecutor
 from auras.types import Action, Observation
+from auras_client.runtime import Fallback, RobotRuntime
+from auras_client.staleness import ChunkExecutor
 
 __all__ = [
     "AgentLink",
@@ -106,19 +111,24 @@ class RobotEpisode:
     frames_published: int = 0
     actions_applied: int = 0  # distinct actions that took over
     expired: int = 0  # distinct actions that were older than the TTL when the robot saw them
-    idle_steps: int = 0  # control steps with no valid action (holding still)
+    idle_steps: int = 0  # control steps with no chunk row: before the first action, or in the deadline fallback
+    deadline_misses: int = 0  # runs without a fresh row that outlasted the deadline (the fallback took over)
+    fallback_s: float = 0.0  # time spent in the fallback
+    longest_gap_s: float = 0.0  # the longest run without a fresh row after the first action
     overruns: int = 0  # control steps that started late
     late_ms_max: float = 0.0  # the largest lag behind the wall-clock schedule
     action_age_ms: list[float] = field(default_factory=list)  # newest input's capture -> takeover
     staleness_steps: list[int] = field(default_factory=list)  # control steps since the newest input, at takeover
     latency_ms: list[float] = field(default_factory=list)  # the agent's latency of each applied action
     applied: list[np.ndarray] | None = None  # every row applied (Lockstep(record_rows=True))
+    resumed_at: list[float] = field(default_factory=list)  # monotonic time of the first fresh row after each miss
+    control: dict[str, Any] = field(default_factory=dict)  # the control loop's own summary (RobotRuntime.summary)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready: counters and action-age percentiles."""
         ages = np.asarray(self.action_age_ms) if self.action_age_ms else None
         data = asdict(self)
-        for name in ("action_age_ms", "staleness_steps", "latency_ms", "applied"):
+        for name in ("action_age_ms", "staleness_steps", "latency_ms", "applied", "resumed_at", "control"):
             data.pop(name)
         data["action_age_ms_p50"] = float(np.percentile(ages, 50)) if ages is not None else None
         data["action_age_ms_p99"] = float(np.percentile(ages, 99)) if ages is not None else None
@@ -127,12 +137,15 @@ class RobotEpisode:
 
 class RealTime:
     """Wall-clock pace: step ``t`` starts ``t * control_dt`` after the first; an overrun slips the
-    schedule. ``ttl_s``: never take over an action older than this."""
+    schedule. ``ttl_s``: never take over an action older than this; ``deadline_s`` (default ``ttl_s``) and
+    ``fallback``: the deadline contract (:class:`~auras_client.runtime.Fallback`; default: the rest
+    command at once)."""
 
     record_rows = False  # the rows applied are not kept (wall-clock timing makes them unrepeatable)
 
-    def __init__(self, ttl_s: float = 0.25) -> None:
+    def __init__(self, ttl_s: float = 0.25, deadline_s: float | None = None, fallback: Fallback | None = None) -> None:
         self.ttl_s = float(ttl_s)
+        self.deadline_s, self.fallback = deadline_s, fallback
         self._start = 0.0
 
     def begin(self) -> None:
@@ -168,7 +181,8 @@ class Lockstep:
         if delay_steps < 1:
             raise ValueError(f"Lockstep.delay_steps: expected >= 1 (an action lands after its step), got {delay_steps}")
         self.delay_steps, self.timeout_s, self.record_rows = int(delay_steps), float(timeout_s), record_rows
-        self.ttl_s = float("inf")
+        self.ttl_s = self.deadline_s = float("inf")  # robot time stands still while it waits: no deadline
+        self.fallback: Fallback | None = None
         self._due: tuple[int, int] | None = None  # (answers to wait for, control step it lands)
 
     def begin(self) -> None:
@@ -205,50 +219,32 @@ def run_robot_episode(
 ) -> RobotEpisode:
     """One episode of ``env`` (an :class:`~auras.envs.base.AurasTaskEnv`) driven through ``link`` (see
     the module doc). ``executor``: the robot side of the staleness strategy; ``privileged`` also sends
-    the simulator state (the scripted expert's input)."""
+    the simulator state (the scripted expert's input). The control step itself is the robot client's
+    :class:`~auras_client.runtime.RobotRuntime`, as on any robot that runs ``auras_client``."""
     clock = clock if clock is not None else RealTime()
     link.reset()
     env.reset(seed=seed)
-    executor.reset()
-    episode = RobotEpisode(seed=seed, applied=[] if clock.record_rows else None)
     dt = env.control_dt
-    camera_every = max(1, round(1.0 / (camera_hz * dt)))
-    standstill = np.zeros(env.action_space.shape, np.float32)
-    captured: dict[int, int] = {}  # observation id -> the control step it was captured at
-    current: LinkAction | None = None
-    expired: tuple[int, int] | None = None
+    runtime = RobotRuntime(executor, dt, camera_every=max(1, round(1.0 / (camera_hz * dt))), ttl_s=clock.ttl_s,
+                           deadline_s=clock.deadline_s, fallback=clock.fallback, clock=time.monotonic)
+    episode = RobotEpisode(seed=seed, applied=[] if clock.record_rows else None)
     clock.begin()
     for t in range(env.horizon):
         action = clock.arrived(link, t)
-        if action is not None and (current is None or action.order > current.order):
-            age = action.age_s()
-            if age <= clock.ttl_s:
-                current = action
-                source = captured.get(action.context_id, captured.get(action.request_id, t))
-                executor.accept_chunk(action.chunk, source, t)
-                episode.actions_applied += 1
-                episode.action_age_ms.append(age * 1e3)
-                episode.staleness_steps.append(t - source)
-                if action.latency_ms is not None:
-                    episode.latency_ms.append(action.latency_ms)
-            elif action.order != expired:
-                expired = action.order
-                episode.expired += 1
-        if t % camera_every == 0 and executor.wants_request(t) and clock.may_send():
+        if action is not None:
+            runtime.offer(t, action.chunk, action.request_id, action.context_id, action.age_s(), action.latency_ms)
+        if runtime.wants_observation(t) and clock.may_send():
             obs = env.observe()
-            state, extras = executor.prepare_inputs(t, obs["state"])
+            state, extras = runtime.prepare(t, obs["state"])
             if privileged:
                 extras["privileged_state"] = env.privileged_state()
             answered = link.answers()
             sent = link.send(t, obs["image"], state, extras)
             if sent is not None:
-                captured[sent] = t
+                runtime.sent(sent, t)
                 episode.frames_published += 1
                 clock.sent(answered, t)
-        values = executor.row(t)
-        if values is None or current is None or current.age_s() > clock.ttl_s + executor.horizon * dt:
-            values = standstill  # nothing valid (the agent is away): hold still
-            episode.idle_steps += 1
+        values = runtime.row(t)
         if episode.applied is not None:
             episode.applied.append(np.array(values, np.float32))
         _, terminated, truncated, info = env.advance(values)
@@ -258,6 +254,13 @@ def run_robot_episode(
         if terminated or truncated:
             break
         clock.wait_slot(t + 1, dt, episode)
+    episode.control, stats = runtime.summary(), runtime.stats
+    episode.actions_applied, episode.expired = stats.actions_applied, stats.expired
+    episode.idle_steps = stats.idle_steps
+    episode.deadline_misses, episode.longest_gap_s = stats.deadline_misses, stats.longest_gap_s
+    episode.fallback_s = episode.control["fallback_s"]
+    episode.action_age_ms, episode.staleness_steps = stats.action_age_ms, stats.staleness_steps
+    episode.latency_ms, episode.resumed_at = stats.latency_ms, stats.resumed_at
     return episode
 
 

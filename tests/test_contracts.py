@@ -50,7 +50,28 @@ def test_performance_reports_rate_percentiles_and_misses_of_the_staleness_bound(
     stats = performance.stats()
     assert stats["actions"] == 20 and stats["deadline_misses"] == 5 and stats["rate_hz"] > 0
     assert stats["latency_ms"]["p50"] == pytest.approx(19.5) and stats["staleness_ms"]["p99"] > 50.0
-    assert stats["contract"] == {"rate_hz": 10.0, "staleness_ms": 50.0, "accept_lower_rate": False}
+    assert stats["contract"] == {"rate_hz": 10.0, "staleness_ms": 50.0, "accept_lower_rate": False,
+                                 "deadline_ms": None, "control_hz": None}
+    assert stats["robot_deadline"] is None  # no deadline declared
+
+
+def test_the_server_counts_a_robots_deadline_misses_from_the_cover_of_the_chunks_it_sent():
+    """16 rows at 80 Hz cover 200 ms from the newest input's arrival; a robot with a 100 ms deadline misses
+    when the next action goes out more than 300 ms after that arrival. Fails if the cover ignores the
+    staleness (the input's age when the action left) or if a gap is counted more than once."""
+    assert parse_contract({"contract": {"deadline_ms": 100, "control_hz": 80}}) == Contract(deadline_ms=100.0,
+                                                                                            control_hz=80.0)
+    with pytest.raises(ProtocolError, match="come together"):
+        parse_contract({"contract": {"deadline_ms": 100}})
+    performance = Performance(Contract(deadline_ms=100.0, control_hz=80.0), chunk_rows=16)
+    performance.record(10.0, staleness_ms=50.0, now=100.0)  # input arrived at 99.95: covered until 100.15
+    performance.record(10.0, staleness_ms=50.0, now=100.24)  # 90 ms after the cover ended: no miss
+    performance.record(10.0, staleness_ms=50.0, now=100.60)  # cover ended 100.39: 210 ms later, a miss
+    performance.record(10.0, staleness_ms=400.0, now=100.70)  # an old input does not shorten the cover (100.75)
+    robot = performance.stats(now=100.76)["robot_deadline"]
+    assert robot["misses"] == 1 and robot["longest_gap_ms"] == pytest.approx(210.0)
+    robot = performance.stats(now=100.90)["robot_deadline"]  # a gap still open counts once it passed the deadline
+    assert robot["misses"] == 2 and robot["longest_gap_ms"] == pytest.approx(210.0)
 
 
 def test_the_engine_predicts_the_per_session_rate_from_the_frames_it_ran():

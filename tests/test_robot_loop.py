@@ -15,7 +15,7 @@ from auras.bridge.robot_sim import executor_for, run_robot
 from auras.bridge.server import BridgeServer
 from auras.config import load_config
 from auras.robot_loop import AgentLink, LinkAction, Lockstep, RealTime, run_robot_episode
-from auras.staleness import ChunkExecutor
+from auras.staleness import ChunkExecutor, executor_from_config
 from auras_client.client import RobotClient
 from tests.ports import free_service_port
 
@@ -187,7 +187,7 @@ def test_in_process_and_served_robots_apply_the_same_rows_at_the_same_steps(pres
     seeds = (100_000, 100_001)
     with make_env(task, horizon=50) as env:
         with AurasAgent(config) as agent, AgentLink(agent, env.instruction) as link:
-            executor = ChunkExecutor.from_config(agent.config, agent.policy_spec)
+            executor = executor_from_config(agent.config, agent.policy_spec)
             local = [run_robot_episode(link, env, s, executor, clock=Lockstep(3)) for s in seeds]
         address = f"tcp://127.0.0.1:{free_service_port()}"
         with (

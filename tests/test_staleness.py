@@ -11,7 +11,18 @@ import torch
 from auras import AurasAgent, load_config
 from auras.errors import ConfigError, InvalidInputError
 from auras.generation.guidance import guide_epsilon, guide_velocity
-from auras.staleness import GUIDE_ACTIONS, GUIDE_WEIGHTS, ChunkExecutor, Strategy, resolve_strategy, soft_mask
+from auras.staleness import (
+    GUIDE_ACTIONS,
+    GUIDE_WEIGHTS,
+    ChunkExecutor,
+    Strategy,
+    StrategyError,
+    accept_action,
+    parse_strategy,
+    prepare_observation,
+    resolve_strategy,
+    soft_mask,
+)
 from auras.types import Action, Observation, StepTimings
 
 
@@ -40,8 +51,10 @@ def test_strategies_parse_compose_and_must_fit_the_mode():
     assert Strategy.parse("public_context+rtc") == Strategy(public_context=True, rtc=True)
     assert Strategy.parse("none").name == "none" and Strategy.parse("roll_forward+chunk_blend").time_aligned
     for bad in ("", "fast", "none+rtc", "rtc+chunk_blend"):
-        with pytest.raises(ConfigError, match=r"staleness\.strategy"):
+        with pytest.raises(StrategyError, match=r"staleness\.strategy"):  # the robot client's error
             Strategy.parse(bad)
+        with pytest.raises(ConfigError, match=r"staleness\.strategy"):  # auras' own
+            parse_strategy(bad)
     assert resolve_strategy("auto", "auras").public_context and not resolve_strategy("auto", "pipeline").public_context
     with pytest.raises(ConfigError, match="public_context is mode auras"):
         resolve_strategy("public_context", "pipeline")
@@ -65,25 +78,25 @@ def test_soft_mask_freezes_the_delay_rows_decays_and_frees_the_last_executed_row
 def test_none_starts_a_landed_chunk_at_its_first_row_and_holds_the_last():
     ex = ChunkExecutor("none", 4, (8, 4))
     assert ex.row(0) is None
-    ex.accept(_action(_chunk(0.0), step=0), t=5)  # computed from step 0, lands at step 5
+    accept_action(ex, _action(_chunk(0.0), step=0), t=5)  # computed from step 0, lands at step 5
     assert np.allclose(ex.row(5), _chunk(0.0)[0]) and np.allclose(ex.row(6), _chunk(0.0)[1])
     assert np.allclose(ex.row(40), _chunk(0.0)[-1]) and ex.delay_steps == 5
 
 
 def test_time_aligned_strategies_skip_rows_whose_step_has_passed_and_use_the_newest_input():
     ex = ChunkExecutor("rtc", 4, (8, 4))
-    ex.accept(_action(_chunk(0.0), step=0, context_step=2), t=5)  # pipelined: its newest input is step 2
+    accept_action(ex, _action(_chunk(0.0), step=0, context_step=2), t=5)  # pipelined: its newest input is step 2
     assert np.allclose(ex.row(5), _chunk(0.0)[3]) and ex.delay_steps == 3
-    ex.accept(_action(_chunk(1.0), step=10), t=30)  # 20 steps late: it still runs its last 4 rows
+    accept_action(ex, _action(_chunk(1.0), step=10), t=30)  # 20 steps late: it still runs its last 4 rows
     assert np.allclose(ex.row(30), _chunk(1.0)[4]) and np.allclose(ex.row(33), _chunk(1.0)[7])
 
 
 def test_chunk_blend_blends_overlapping_rows_and_waits_for_the_queue_to_drain():
     ex = ChunkExecutor("chunk_blend", 4, (8, 4), blend_old=0.3, queue_threshold=0.5)
     old, new = _chunk(0.0), _chunk(1.0)
-    ex.accept(_action(old, step=0), t=0)
+    accept_action(ex, _action(old, step=0), t=0)
     assert not ex.wants_request(3) and ex.wants_request(4)  # 8 pending at 0; <= 4 pending from step 4
-    ex.accept(_action(new, step=4), t=6)  # rows 0, 1 of the new chunk (steps 4, 5) have passed
+    accept_action(ex, _action(new, step=4), t=6)  # rows 0, 1 of the new chunk (steps 4, 5) have passed
     assert np.allclose(ex.row(6), 0.3 * old[6] + 0.7 * new[2])
     assert np.allclose(ex.row(7), 0.3 * old[7] + 0.7 * new[3])
     assert np.allclose(ex.row(8), new[4])  # beyond the old chunk: the new rows alone
@@ -92,20 +105,20 @@ def test_chunk_blend_blends_overlapping_rows_and_waits_for_the_queue_to_drain():
 def test_roll_forward_advances_the_state_by_the_actions_pending_before_landing():
     ex = ChunkExecutor("roll_forward", 4, (8, 4), action_scale=0.01, rolled_dims=3)
     obs = _obs(10)
-    assert ex.prepare(obs) is obs  # no delay seen yet: nothing to roll
+    assert prepare_observation(ex, obs) is obs  # no delay seen yet: nothing to roll
     chunk = np.tile(np.array([[1.0, -0.5, 2.0, 0.7]], np.float32), (8, 1))  # 2.0 clips to 1 as the env does
-    ex.accept(_action(chunk, step=7), t=10)  # a 3-step landing delay
-    rolled = ex.prepare(obs)
+    accept_action(ex, _action(chunk, step=7), t=10)  # a 3-step landing delay
+    rolled = prepare_observation(ex, obs)
     assert np.allclose(rolled.state, [0.1 + 0.03, 0.2 - 0.015, 0.3 + 0.03, 0.5])
     assert np.allclose(obs.state, [0.1, 0.2, 0.3, 0.5])  # the robot's own observation is left alone
 
 
 def test_rtc_sends_the_rows_that_will_run_and_its_soft_mask():
     ex = ChunkExecutor("rtc", 4, (8, 4))
-    first = ex.prepare(_obs(0))
+    first = prepare_observation(ex, _obs(0))
     assert first.extras[GUIDE_WEIGHTS].shape == (8,) and not first.extras[GUIDE_WEIGHTS].any()
-    ex.accept(_action(_chunk(0.0), step=0), t=2)
-    sent = ex.prepare(_obs(3))
+    accept_action(ex, _action(_chunk(0.0), step=0), t=2)
+    sent = prepare_observation(ex, _obs(3))
     assert np.allclose(sent.extras[GUIDE_ACTIONS][:5], _chunk(0.0)[3:8])  # steps 3..7 of the running chunk
     assert np.allclose(sent.extras[GUIDE_ACTIONS][5:], _chunk(0.0)[-1])  # then its held last row
     assert np.allclose(sent.extras[GUIDE_WEIGHTS], soft_mask(8, 2, 4))
@@ -114,12 +127,12 @@ def test_rtc_sends_the_rows_that_will_run_and_its_soft_mask():
 def test_rtc_with_an_execution_horizon_plans_once_per_horizon_and_leaves_that_many_rows_free():
     ex = ChunkExecutor("rtc", 2, (8, 4), execution_horizon=4)
     assert ex.wants_request(0)  # nothing runs yet
-    ex.accept(_action(_chunk(0.0), step=0), t=2)  # lands at step 2, two steps late
+    accept_action(ex, _action(_chunk(0.0), step=0), t=2)  # lands at step 2, two steps late
     assert [ex.wants_request(t) for t in range(2, 8)] == [False, False, False, False, True, True]
-    sent = ex.prepare(_obs(6))
+    sent = prepare_observation(ex, _obs(6))
     assert np.allclose(sent.extras[GUIDE_WEIGHTS], soft_mask(8, 2, 4))  # the last 4 rows free, not execute_steps' 2
     assert ChunkExecutor("rtc", 2, (8, 4)).wants_request(3)  # no horizon: whenever the agent is free
-    with pytest.raises(ConfigError, match=r"execution_horizon: expected 0\.\.8 .*got 9"):
+    with pytest.raises(StrategyError, match=r"execution_horizon: expected 0\.\.8 .*got 9"):
         ChunkExecutor("rtc", 2, (8, 4), execution_horizon=9)
     config = load_config(None, ["staleness.strategy=rtc", "staleness.execution_horizon=3"])
     assert config.staleness.execution_horizon == 3

@@ -22,7 +22,7 @@ from auras.agent import AurasAgent
 from auras.envs.base import AurasTaskEnv, to_observation
 from auras.pipeline.pacing import pacer_for
 from auras.robot_loop import AgentLink, RealTime, RobotEpisode, run_robot_episode
-from auras.staleness import ChunkExecutor
+from auras.staleness import accept_action, executor_from_config, prepare_observation
 from auras.types import Action, Observation
 
 __all__ = [
@@ -130,7 +130,7 @@ class RealTimeModel(TimeModel):
         if record is not None:
             raise ValueError("run_episode: record is for the frame and virtual clocks (a realtime robot sends its own)")
         bench = agent.config.bench
-        executor = ChunkExecutor.from_config(agent.config, agent.policy_spec)
+        executor = executor_from_config(agent.config, agent.policy_spec)
         with AgentLink(agent, env.instruction) as link:
             robot = run_robot_episode(link, env, seed, executor, camera_hz=bench.camera_hz,
                                       clock=RealTime(bench.action_ttl_ms / 1e3), privileged=agent.privileged)
@@ -161,7 +161,7 @@ def lockstep_episode(agent: AurasAgent, env: AurasTaskEnv, seed: int, model: Loc
 
     A step that returns the same action again (``parallel`` while its pool fills) does not restart the
     chunk: the robot carries on with the rows it has. The robot side of ``staleness.strategy``
-    (:class:`~auras.staleness.ChunkExecutor`) decides which row runs at each control step, prepares each
+    (:class:`~auras_client.staleness.ChunkExecutor`) decides which row runs at each control step, prepares each
     observation (rtc's guide, roll_forward's state) and, for chunk_blend, whether to send one at all; with
     the default strategy a new chunk runs from its first row when it takes over. Every row applied goes
     into the episode's ``actions_sha``.
@@ -173,7 +173,7 @@ def lockstep_episode(agent: AurasAgent, env: AurasTaskEnv, seed: int, model: Loc
     dt_ms = env.control_dt * 1e3
     pacer = pacer_for(agent)  # its period, in robot time
     time_of = agent.clock.now  # the agent's clock: its compute time (the virtual clock advances by it)
-    executor = ChunkExecutor.from_config(agent.config, agent.policy_spec)  # the robot side of the strategy
+    executor = executor_from_config(agent.config, agent.policy_spec)  # the robot side of the strategy
     standstill = np.zeros(env.action_space.shape, np.float32)  # before the first action
     applied = hashlib.sha1()  # every row the robot applies: two runs acted alike iff the digests match
     current: Action | None = None
@@ -198,7 +198,7 @@ def lockstep_episode(agent: AurasAgent, env: AurasTaskEnv, seed: int, model: Loc
         if record is not None:
             record(obs)
         start = time_of()
-        action: Action = agent.step(executor.prepare(obs))
+        action: Action = agent.step(prepare_observation(executor, obs))
         compute_ms = (time_of() - start) * 1e3
         period_ms = pacer.period_s * 1e3  # the period this frame was planned with
         pacer.record(compute_ms / 1e3)
@@ -207,7 +207,7 @@ def lockstep_episode(agent: AurasAgent, env: AurasTaskEnv, seed: int, model: Loc
             result.latency_ms.append(action.timings.latency_ms)
             current = action
         if model.takes_over_at_once and is_new:
-            executor.accept(action, t)
+            accept_action(executor, action, t)
         for _ in range(model.rows_per_request(compute_ms, period_ms, dt_ms, execute)):
             if model.takes_over_at_once:
                 result.staleness_ms.append((time_of() - action.capture_time) * 1e3)
@@ -216,7 +216,7 @@ def lockstep_episode(agent: AurasAgent, env: AurasTaskEnv, seed: int, model: Loc
             if done:
                 break
         if not model.takes_over_at_once and is_new:
-            executor.accept(action, t)
+            accept_action(executor, action, t)
             result.staleness_frames.append(t - _newest_input(action))  # when it takes over
             result.staleness_ms.append((t - _newest_input(action)) * dt_ms)
     result.actions_sha = applied.hexdigest()

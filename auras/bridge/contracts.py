@@ -2,9 +2,14 @@
 
 A robot may declare in its hello a ``contract``: ``rate_hz``, the action rate it needs; ``staleness_ms``,
 the oldest newest-input it accepts when an action reaches the server's outbox; ``accept_lower_rate``,
-whether it would rather be admitted at the rate that is left than refused. Every session keeps a
-rolling :class:`Performance` of its actions: rate, latency and staleness percentiles and deadline
-misses (actions staler than its bound), reported in its ``stats``.
+whether it would rather be admitted at the rate that is left than refused; ``deadline_ms`` and
+``control_hz``, its deadline contract (the longest it runs without a fresh row before its fallback, at
+that control rate; ``auras_client.runtime``). Every session keeps a rolling :class:`Performance` of its
+actions: rate, latency and staleness percentiles and deadline misses (actions staler than its bound),
+reported in its ``stats``; with a deadline also the robot's deadline misses as the server sees them: an
+action's H rows cover the robot from its newest input's arrival here for H control steps; a next action
+sent more than ``deadline_ms`` after that cover ended is a miss (server clock; the network's delay to the
+robot is not in it, so the robot's own count is the authority).
 
 Admission (a server whose robots share one frame engine): every robot waiting takes part in every
 frame, so each robot's rate is at most one action per engine frame, and a frame costs more with more
@@ -22,7 +27,7 @@ import collections
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,14 +39,19 @@ __all__ = ["Contract", "Performance", "admit", "parse_contract"]
 WINDOW = 512  # actions a session's performance is computed over
 
 
+CONTRACT_KEYS = ("rate_hz", "staleness_ms", "accept_lower_rate", "deadline_ms", "control_hz")
+
+
 @dataclass(frozen=True, slots=True)
 class Contract:
     rate_hz: float | None = None
     staleness_ms: float | None = None
     accept_lower_rate: bool = False
+    deadline_ms: float | None = None
+    control_hz: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rate_hz": self.rate_hz, "staleness_ms": self.staleness_ms, "accept_lower_rate": self.accept_lower_rate}
+        return {key: getattr(self, key) for key in CONTRACT_KEYS}
 
 
 def parse_contract(request: dict[str, Any]) -> Contract | None:
@@ -49,11 +59,11 @@ def parse_contract(request: dict[str, Any]) -> Contract | None:
     raw = request.get("contract")
     if raw is None:
         return None
-    if not isinstance(raw, dict) or set(raw) - {"rate_hz", "staleness_ms", "accept_lower_rate"}:
-        raise ProtocolError("bad_request", f"contract: expected {{rate_hz, staleness_ms, accept_lower_rate}}, "
+    if not isinstance(raw, dict) or set(raw) - set(CONTRACT_KEYS):
+        raise ProtocolError("bad_request", f"contract: expected a map of some of {{{', '.join(CONTRACT_KEYS)}}}, "
                             f"got {raw!r:.80}")
     values = {}
-    for key in ("rate_hz", "staleness_ms"):
+    for key in ("rate_hz", "staleness_ms", "deadline_ms", "control_hz"):
         value = raw.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
                                   or not math.isfinite(value) or value <= 0):
@@ -62,7 +72,10 @@ def parse_contract(request: dict[str, Any]) -> Contract | None:
     lower = raw.get("accept_lower_rate", False)
     if not isinstance(lower, bool):
         raise ProtocolError("bad_request", f"contract.accept_lower_rate: expected true or false, got {lower!r:.20}")
-    return Contract(values["rate_hz"], values["staleness_ms"], lower)
+    if (values["deadline_ms"] is None) != (values["control_hz"] is None):
+        raise ProtocolError("bad_request", "contract: deadline_ms and control_hz come together (a deadline is "
+                            f"judged against the robot's control rate), got {raw!r:.80}")
+    return Contract(values["rate_hz"], values["staleness_ms"], lower, values["deadline_ms"], values["control_hz"])
 
 
 def admit(predicted_rate_hz: float | None, contracts: list[Contract], new: Contract | None,
@@ -96,10 +109,16 @@ def admit(predicted_rate_hz: float | None, contracts: list[Contract], new: Contr
 class Performance:
     """A session's rolling record of its last :data:`WINDOW` actions (thread-safe)."""
 
-    def __init__(self, contract: Contract | None = None, granted_rate_hz: float | None = None) -> None:
+    def __init__(self, contract: Contract | None = None, granted_rate_hz: float | None = None,
+                 chunk_rows: int = 1) -> None:
         self.contract, self.granted_rate_hz = contract, granted_rate_hz
         self._actions: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=WINDOW)
         self._misses = 0
+        deadline = contract is not None and contract.deadline_ms is not None and contract.control_hz is not None
+        self._deadline_s = contract.deadline_ms / 1e3 if deadline else None
+        self._cover_s = chunk_rows / contract.control_hz if deadline else 0.0  # what one chunk's rows last
+        self._covered_until: float | None = None  # when the newest chunk sent runs out on the robot
+        self._gap_misses, self._longest_gap_s = 0, 0.0
         self._lock = threading.Lock()
 
     def promised(self) -> Contract:
@@ -107,26 +126,42 @@ class Performance:
         assert self.contract is not None
         if self.granted_rate_hz is None:
             return self.contract
-        return Contract(self.granted_rate_hz, self.contract.staleness_ms, self.contract.accept_lower_rate)
+        return replace(self.contract, rate_hz=self.granted_rate_hz)
 
-    def record(self, latency_ms: float, staleness_ms: float | None) -> None:
+    def record(self, latency_ms: float, staleness_ms: float | None, now: float | None = None) -> None:
+        """An action went out ``staleness_ms`` after its newest input arrived (``now``: server monotonic)."""
+        now = time.monotonic() if now is None else now
         stale = float(staleness_ms) if staleness_ms is not None else float("nan")
         with self._lock:
-            self._actions.append((time.monotonic(), float(latency_ms), stale))
+            self._actions.append((now, float(latency_ms), stale))
             bound = self.contract.staleness_ms if self.contract is not None else None
             if bound is not None and stale > bound:
                 self._misses += 1
+            if self._deadline_s is not None:
+                if self._covered_until is not None and now - self._covered_until > self._deadline_s:
+                    self._gap_misses += 1
+                if self._covered_until is not None:
+                    self._longest_gap_s = max(self._longest_gap_s, now - self._covered_until)
+                arrived = now - (stale / 1e3 if math.isfinite(stale) else 0.0)
+                self._covered_until = max(self._covered_until or arrived, arrived + self._cover_s)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, now: float | None = None) -> dict[str, Any]:
         """``rate_hz`` (actions per second over the window), ``latency_ms`` and ``staleness_ms`` p50 / p99,
         ``deadline_misses`` (actions staler than the contract's bound, since the session began), the
-        contract and the granted rate."""
+        contract, the granted rate, and ``robot_deadline`` (with a deadline contract: the robot's deadline
+        misses as the server sees them, a gap still open counted, and the longest gap, in ms)."""
+        now = time.monotonic() if now is None else now
         with self._lock:
             actions = list(self._actions)
             misses = self._misses
+            robot = None
+            if self._deadline_s is not None:
+                gap = max(0.0, now - self._covered_until) if self._covered_until is not None else 0.0
+                robot = {"misses": self._gap_misses + (gap > self._deadline_s),
+                         "longest_gap_ms": 1e3 * max(self._longest_gap_s, gap)}
         out: dict[str, Any] = {"actions": len(actions), "deadline_misses": misses,
                                "contract": self.contract.as_dict() if self.contract is not None else None,
-                               "granted_rate_hz": self.granted_rate_hz}
+                               "granted_rate_hz": self.granted_rate_hz, "robot_deadline": robot}
         if len(actions) >= 2:
             span = actions[-1][0] - actions[0][0]
             out["rate_hz"] = (len(actions) - 1) / span if span > 0 else None

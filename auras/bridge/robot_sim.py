@@ -21,7 +21,7 @@ import numpy as np
 
 from auras.errors import ConfigError, StepFailedError
 from auras.robot_loop import LinkAction, Lockstep, RealTime, RobotEpisode, run_robot_episode
-from auras.staleness import EXECUTOR_SETTINGS, ChunkExecutor, Strategy
+from auras.staleness import ChunkExecutor, StrategyError
 from auras_client.client import RobotClient
 
 __all__ = ["ClientLink", "executor_for", "run_robot"]
@@ -93,12 +93,10 @@ def run_robot(
 
 
 def executor_for(client: RobotClient, strategy: str | None = None) -> ChunkExecutor:
-    """The executor of the session ``client`` holds: its policy's chunk shape and execute steps and the
-    server's staleness settings (blend weight, queue threshold, execution horizon, ...) from the hello
-    reply, and ``strategy`` (default: the server's; public_context is the server's own part)."""
-    info = client.server_info
-    shape = info.get("action_shape", [1, 1])
-    chunk_shape = (shape[0], shape[1]) if len(shape) == 2 else (1, shape[0])
-    name = strategy if strategy is not None else info.get("staleness_strategy", "none")
-    settings = {key: value for key, value in info.get("staleness_settings", {}).items() if key in EXECUTOR_SETTINGS}
-    return ChunkExecutor(Strategy.parse(name).robot_side, int(info.get("execute_steps", 1)), chunk_shape, **settings)
+    """The executor of the session ``client`` holds (:meth:`ChunkExecutor.from_server`: its policy's chunk
+    shape and execute steps, the server's staleness settings, and ``strategy``, default the server's); a
+    malformed strategy is a ConfigError."""
+    try:
+        return ChunkExecutor.from_server(client.server_info, strategy)
+    except StrategyError as exc:
+        raise ConfigError(str(exc)) from None

@@ -318,7 +318,7 @@ class BridgeServer:
             session = self.host.add(
                 place, hello.robot, agent, hello.instruction, cameras=hello.cameras, state_dim=hello.state_dim,
                 assembler=ObservationAssembler(tuple(spec.cameras), tuple(spec.extras), PENDING_SEQS),
-                performance=Performance(hello.contract, granted),
+                performance=Performance(hello.contract, granted, chunk_rows=agent.policy_spec.chunk_horizon),
             )
             self._open_stream(session)
         workers = describe_workers(agent)

@@ -185,25 +185,44 @@ def robot_sim(
         typer.Option(help="Robot-side staleness strategy (none, rtc, roll_forward, chunk_blend; '+' joins); "
                      "default: the server's staleness.strategy."),
     ] = None,
+    deadline_ms: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="The longest the robot runs without a fresh row before its fallback "
+                     "(default: --ttl-ms); declared to the server in the hello's contract."),
+    ] = None,
+    fallback: Annotated[
+        str, typer.Option(help="What runs once the deadline passed: hold (the last row), decay (to rest over "
+                          "--decay-ms) or stop (rest at once).")
+    ] = "decay",
+    decay_ms: Annotated[float, typer.Option(min=0.0, help="decay: time from the last row to rest.")] = 0.0,
 ) -> None:
     """A simulated robot: runs a MuJoCo task in real time and is driven through `auras serve`."""
     import json
 
     from auras.bridge.robot_sim import executor_for, run_robot
     from auras.envs import make_env
+    from auras.robot_loop import RealTime
     from auras_client.client import RobotClient
+    from auras_client.runtime import Fallback
 
     try:
         if task not in TASKS:
             raise ConfigError(unknown_name_message("task", task, TASKS))
+        try:
+            plan_b = Fallback(fallback, decay_s=decay_ms / 1e3)
+        except ValueError as exc:
+            raise ConfigError(f"--fallback: {exc}") from None
         keys = _curve_client_keys(server_key, client_key)
         environment = make_env(task)
+        deadline = ttl_ms if deadline_ms is None else deadline_ms
         client = RobotClient(connect, cameras={"front": (environment.image_size, environment.image_size)},
                              state_dim=4, instruction=environment.instruction, robot=f"robot-sim-{task}"[:64],
                              extras=("privileged_state",) if privileged else (),
-                             ttl_s=ttl_ms / 1e3, encoding=encoding, **keys)
+                             ttl_s=ttl_ms / 1e3, encoding=encoding,
+                             contract={"deadline_ms": deadline, "control_hz": 1.0 / environment.control_dt}, **keys)
     except (AurasError, TimeoutError) as exc:
         fail(exc)
+    clock = RealTime(ttl_ms / 1e3, deadline / 1e3, plan_b)
     reports = []
     with client, environment:
         try:
@@ -212,7 +231,7 @@ def robot_sim(
             fail(exc)
         for i in range(episodes):
             try:
-                report = run_robot(client, environment, seed + i, camera_hz, privileged, executor).summary()
+                report = run_robot(client, environment, seed + i, camera_hz, privileged, executor, clock).summary()
             except AurasError as exc:  # the agent failed on the server (its error event is in the message)
                 fail(exc)
             reports.append(report)

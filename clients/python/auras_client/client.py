@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from auras_client.control import RobotControl
 from auras_client.protocol import (
     SCHEMA_VERSION,
     SUPPORTED_VERSIONS,
@@ -229,15 +230,30 @@ class RobotClient:
         return endpoint
 
     def reset(self) -> dict[str, Any]:
-        """Start a new episode on the server (drops in-flight work); forgets held actions."""
+        """Start a new episode on the server (drops in-flight work); forgets held actions. A server that
+        restarted (and so no longer knows the session) gets a hello first."""
         with self._state_lock:
             from_seq = self._next_seq  # the server ignores anything older still in flight
-        reply = self.request("reset", timeout_s=max(self.timeout_s, self.hello_timeout_s), from_seq=from_seq)
+        timeout_s = max(self.timeout_s, self.hello_timeout_s)
+        try:
+            reply = self.request("reset", timeout_s=timeout_s, from_seq=from_seq)
+        except ServiceError as exc:
+            if exc.code != "unknown_session":
+                raise
+            self.counters["session_lost"] += 1
+            self.hello()
+            reply = self.request("reset", timeout_s=timeout_s, from_seq=from_seq)
         with self._state_lock:
             self._latest, self._taken = None, (-1, -1)
             self._min_action_seq, self._episode_actions = from_seq, 0
         self.server_state = "serving"  # a reset restarts a failed agent's stream
         return reply
+
+    def control(self, control_hz: float, **options: Any) -> RobotControl:
+        """The control-loop face (:class:`~auras_client.control.RobotControl`): call its ``step`` once per
+        control tick for the row to apply, the server's staleness strategy and the deadline fallback carried
+        out here. ``options``: camera_hz, strategy, deadline_s, fallback, clock."""
+        return RobotControl(self, control_hz, **options)
 
     def configure(self, **fields: Any) -> dict[str, Any]:
         """Change session settings (e.g. instruction=...)."""
