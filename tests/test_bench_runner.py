@@ -99,14 +99,16 @@ def test_the_realtime_metrics_of_a_cell_come_from_its_episodes():
 
     episodes = [
         EpisodeRecord(1, True, 100, 80, latency_ms=[10.0, 20.0, 30.0, 40.0], staleness_ms=[100.0, 300.0],
-                      expired=2, overruns=1, control_dt_s=0.0125),
-        EpisodeRecord(2, False, 100, None, latency_ms=[50.0] * 6, staleness_ms=[260.0, 10.0], control_dt_s=0.0125),
+                      expired=2, overruns=1, deadline_misses=2, fallback_s=0.25, control_dt_s=0.0125),
+        EpisodeRecord(2, False, 100, None, latency_ms=[50.0] * 6, staleness_ms=[260.0, 10.0], deadline_misses=1,
+                      fallback_s=0.5, control_dt_s=0.0125),
     ]
     stream = StreamRecord([0.0, 0.1, 0.2], [5.0, 5.0, 5.0], {"perception": [1.0]}, 3.0)
     metrics = _summarize(episodes, stream, ttl_ms=250.0)
     assert metrics["control_rate_hz"] == pytest.approx(10 / 2.5)  # 10 new actions in 200 steps of 12.5 ms
     assert metrics["stale_action_ratio"] == pytest.approx(2 / 4)  # 300 and 260 ms are older than 250
-    assert metrics["deadline_misses"] == 3
+    assert metrics["deadline_misses"] == 3 and metrics["fallback_s"] == pytest.approx(0.75)
+    assert metrics["expired_actions"] == 2 and metrics["overruns"] == 1
     assert set(metrics["episode_latency_ms"]) == {"p50", "p95", "p99"}
     assert metrics["episode_latency_ms"]["p50"] == pytest.approx(50.0)
 

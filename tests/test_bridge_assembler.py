@@ -37,9 +37,12 @@ def test_every_seq_is_accounted_for_lost_pending_evicted_and_reset():
     assert a.add(0, 0.0, STATE) is None and a.counters["late_messages"] == 1  # evicted seq 0 stays refused
     a.restart(10)
     assert a.counters["dropped_incomplete"] == 3 and not a.pending
-    assert a.add(9, 0.0, IMAGE) is None and a.counters["before_reset"] == 1
+    assert a.counters["unseen_at_reset"] == 5  # seqs 5-9 never arrived before the reset
+    assert a.add(9, 0.0, IMAGE) is None and a.counters["before_reset"] == 1  # a straggler: a message, not a seq
     a.add(10, 5.0, IMAGE)
     assert a.add(10, 5.0, STATE)[0] == 10
+    placed = sum(a.counters[k] for k in ("lost", "dropped_incomplete", "unseen_at_reset")) + 1  # seq 10 submitted
+    assert placed == a.max_seen + 1  # every seq 0-10 exactly once
 
 
 def test_parts_are_checked_against_the_declared_layout():

@@ -53,6 +53,8 @@ class EpisodeRecord:
     late_ms_max: float = 0.0  # realtime clock: the largest lag behind the wall-clock schedule
     idle_steps: int = 0  # realtime clock: control steps the robot held still (no valid action)
     expired: int = 0  # realtime clock: actions older than the TTL when the robot saw them (never applied)
+    deadline_misses: int = 0  # realtime clock: runs without a fresh row past the deadline (the fallback took over)
+    fallback_s: float = 0.0  # realtime clock: time in the deadline fallback
     actions_sha: str | None = None  # frame and virtual clocks: SHA-1 of every row applied, in order (float32 bytes)
     control_dt_s: float | None = None  # the env's control period (robot time per step)
 
@@ -229,7 +231,8 @@ def episode_record(robot: RobotEpisode) -> EpisodeRecord:
         seed=robot.seed, success=robot.success, steps=robot.steps, steps_to_success=robot.steps_to_success,
         latency_ms=list(robot.latency_ms), staleness_ms=list(robot.action_age_ms),
         staleness_frames=list(robot.staleness_steps), overruns=robot.overruns, late_ms_max=robot.late_ms_max,
-        idle_steps=robot.idle_steps, expired=robot.expired,
+        idle_steps=robot.idle_steps, expired=robot.expired, deadline_misses=robot.deadline_misses,
+        fallback_s=robot.fallback_s,
     )
 
 

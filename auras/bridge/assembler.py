@@ -92,9 +92,13 @@ class ObservationAssembler:
         self.max_seen = -1  # highest seq any message carried: gaps below it were lost in transport
 
     def restart(self, from_seq: int) -> None:
-        """A new episode from ``from_seq``: pending seqs are dropped, older parts refused."""
+        """A new episode from ``from_seq``: pending seqs are dropped, older parts refused; seqs below
+        ``from_seq`` of which no part had arrived are counted ``unseen_at_reset`` (lost in transport or
+        still in flight: their parts, if they come, are ``before_reset`` messages)."""
         self.counters["dropped_incomplete"] += len(self.pending)
         self.pending.clear()
+        if self.max_seen >= 0:  # a session's first seqs may follow another session's: nothing to count below
+            self.counters["unseen_at_reset"] += max(0, from_seq - 1 - self.max_seen)
         self.min_seq = from_seq
         self.last_submitted = self.max_seen = from_seq - 1
 
