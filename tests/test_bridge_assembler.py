@@ -45,6 +45,17 @@ def test_every_seq_is_accounted_for_lost_pending_evicted_and_reset():
     assert placed == a.max_seen + 1  # every seq 0-10 exactly once
 
 
+def test_after_a_reset_seqs_from_its_from_seq_that_never_came_are_lost():
+    """A session whose first message is seq 3 after a reset from 0: seqs 0-2 are lost, not nowhere."""
+    a = ObservationAssembler(("front",))
+    a.restart(0)
+    a.add(3, 0.0, IMAGE)
+    assert a.counters["lost"] == 3 and a.add(3, 0.0, STATE)[0] == 3
+    b = ObservationAssembler(("front",))  # no reset: the episode starts at the first seq seen
+    b.add(3, 0.0, IMAGE)
+    assert b.counters["lost"] == 0
+
+
 def test_parts_are_checked_against_the_declared_layout():
     cameras = {"front": (4, 4)}
     assert parse_part(_frame("camera/front", np.zeros((4, 4, 3), np.uint8)), cameras, 4).kind == "image"

@@ -90,6 +90,7 @@ class ObservationAssembler:
         self.min_seq = 0
         self.last_submitted = -1
         self.max_seen = -1  # highest seq any message carried: gaps below it were lost in transport
+        self.anchored = False  # a reset named where the episode starts (else it starts at the first seq seen)
 
     def restart(self, from_seq: int) -> None:
         """A new episode from ``from_seq``: pending seqs are dropped, older parts refused; seqs below
@@ -99,6 +100,7 @@ class ObservationAssembler:
         self.pending.clear()
         if self.max_seen >= 0:  # a session's first seqs may follow another session's: nothing to count below
             self.counters["unseen_at_reset"] += max(0, from_seq - 1 - self.max_seen)
+        self.anchored = True  # the episode starts at from_seq: seqs from there that never come are lost
         self.min_seq = from_seq
         self.last_submitted = self.max_seen = from_seq - 1
 
@@ -109,7 +111,7 @@ class ObservationAssembler:
             self.counters["before_reset"] += 1  # sent before the robot's last reset: not this episode
             return None
         if seq > self.max_seen:  # the first message of a new seq; seqs skipped never arrived at all
-            self.counters["lost"] += max(0, seq - self.max_seen - 1) if self.max_seen >= 0 else 0
+            self.counters["lost"] += max(0, seq - self.max_seen - 1) if self.max_seen >= 0 or self.anchored else 0
             self.max_seen = seq
         elif seq <= self.last_submitted or seq not in self.pending:
             if seq not in self.pending:

@@ -144,6 +144,7 @@ class RobotClient:
         self._min_action_seq = 0  # actions answering observations older than the last reset are ignored
         self._episode_actions = 0  # actions of this episode received (see episode_actions)
         self._ids = itertools.count()
+        self._recent: dict[tuple, None] = {}  # keys of the last messages received (copies are dropped)
         self.counters: collections.Counter = collections.Counter()
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
         self._stop = threading.Event()
@@ -382,6 +383,9 @@ class RobotClient:
             except ProtocolError:
                 self.counters["bad_messages"] += 1
                 continue
+            if self._is_copy(frame):  # the network delivered this message twice: drop the copy
+                self.counters["duplicate_actions" if frame.topic.startswith("action/") else "duplicate_events"] += 1
+                continue
             if frame.header.get("session") not in (None, self.session) and frame.topic.startswith("action/"):
                 continue  # an action of a previous session
             if frame.topic.startswith("action/"):
@@ -393,6 +397,17 @@ class RobotClient:
                     self.counters[f"server_error_{event.get('code')}"] += 1
                 if self.on_status is not None:
                     self.on_status(event)
+
+    def _is_copy(self, frame: Any) -> bool:
+        """A message seen before: same topic, seq, stamp and server send time (a server that answers one
+        observation again, a filling pipeline, sends it at another time with another context)."""
+        key = (frame.topic, frame.header.get("seq"), frame.header.get("stamp"), frame.header.get("sent_monotonic"))
+        if key in self._recent:
+            return True
+        self._recent[key] = None
+        if len(self._recent) > 512:
+            del self._recent[next(iter(self._recent))]
+        return False
 
     def _on_action_frame(self, frame: Any) -> None:
         if len(frame.arrays) != 1 or frame.arrays[0].ndim != 2 or frame.arrays[0].dtype != np.float32:
