@@ -175,7 +175,8 @@ class Lockstep:
     """Deterministic robot time: one observation in flight; its action lands ``delay_steps`` control
     steps after it was sent, the loop waiting (up to ``timeout_s`` of wall time) for the agent. Ages
     are counted in control steps (no wall clock), so nothing expires. ``record_rows``: keep every
-    row applied (RobotEpisode.applied)."""
+    row applied (RobotEpisode.applied). It needs a link that loses nothing (in process, or loopback):
+    a lost observation or action is never answered, and the wait raises TimeoutError."""
 
     def __init__(self, delay_steps: int = 1, timeout_s: float = 120.0, record_rows: bool = True) -> None:
         if delay_steps < 1:

@@ -154,12 +154,13 @@ class DeadlinePolicy:
                 self._counts["requests"] += 1
                 self._cv.notify_all()
         self.t = t + 1
-        return {"actions": self.runtime.row(t)}
+        return {"actions": self.runtime.row(t).copy()}  # the robot's own: the chunk and rest rows stay intact
 
     def _offer(self, t: int, result: tuple[int, int, np.ndarray, float, float | None]) -> None:
         request_id, episode, chunk, sent_at, latency_ms = result
         if episode != self._episode:  # it answers an observation of an episode before the last reset
-            self._counts["discarded"] += 1
+            with self._cv:
+                self._counts["discarded"] += 1
             return
         self.runtime.offer(t, chunk, request_id, request_id, self.clock() - sent_at, latency_ms)
 
