@@ -10,7 +10,8 @@ torch, Ray or a simulator.
         while running:
             apply(control.step(lambda: ({"front": camera.read()}, joint_state())))  # the row to apply now
 
-or, for a robot that runs its own executor, ``robot.publish(...)`` and ``robot.take_action()``. The staleness
+or, for a robot that runs its own executor, ``robot.publish(...)`` and ``robot.take_action()``. A robot
+script written for openpi gets the same deadline from ``auras_client.openpi.DeadlinePolicy``. The staleness
 strategies (``auras_client.staleness``) and the control step with its deadline fallback
 (``auras_client.runtime``) import numpy alone; names are loaded on first use.
 """
@@ -23,6 +24,7 @@ from typing import Any
 __all__ = [
     "SCHEMA_VERSION",
     "ChunkExecutor",
+    "DeadlinePolicy",
     "Fallback",
     "ProtocolError",
     "ReceivedAction",
@@ -40,6 +42,7 @@ _HOMES = {
     "RobotClient": "auras_client.client",
     "ServiceError": "auras_client.client",
     "RobotControl": "auras_client.control",
+    "DeadlinePolicy": "auras_client.openpi",
     "Fallback": "auras_client.runtime",
     "RobotRuntime": "auras_client.runtime",
     "ChunkExecutor": "auras_client.staleness",
