@@ -9,13 +9,16 @@ import time
 import numpy as np
 import pytest
 
+from auras.agent import AurasAgent
 from auras.bridge.server import BridgeServer
+from auras.config import load_config
+from auras.policies.base import Policy
 from auras_client.client import RobotClient
 from auras_client.control import RobotControl
 from auras_client.runtime import Fallback, RobotRuntime
 from auras_client.staleness import GUIDE_ACTIONS, GUIDE_WEIGHTS, ChunkExecutor, soft_mask
+from tests.fakes import FakeGeneration, FakePerception
 from tests.ports import free_service_port
-from tests.test_bridge import _fake_agent
 
 H, A, DT, DEADLINE = 4, 2, 0.125, 0.25  # binary fractions: step times add up exactly
 
@@ -210,6 +213,11 @@ def test_the_control_face_needs_an_observation_on_a_sending_tick():
 
 
 # -- live: a real server killed and started again --------------------------------------------------------
+def _fake_agent() -> AurasAgent:
+    """action = state + observation seq / 1000: every row traces to the observation it answers."""
+    return AurasAgent(load_config(), policy=Policy("fake", FakePerception(image_size=84), FakeGeneration()))
+
+
 @pytest.mark.parametrize("kind", ["hold", "decay", "stop"])
 def test_a_robot_runs_its_fallback_while_the_server_is_dead_and_resumes_when_it_is_back(kind):
     """A 100 Hz robot with a 0.1 s deadline against `auras serve` (a fake policy: action = state + seq / 1000).
