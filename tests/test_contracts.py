@@ -72,6 +72,9 @@ def test_the_server_counts_a_robots_deadline_misses_from_the_cover_of_the_chunks
     assert robot["misses"] == 1 and robot["longest_gap_ms"] == pytest.approx(210.0)
     robot = performance.stats(now=100.90)["robot_deadline"]  # a gap still open counts once it passed the deadline
     assert robot["misses"] == 2 and robot["longest_gap_ms"] == pytest.approx(210.0)
+    performance.episode_start()  # a reset: the pause until the next episode's first action is no gap
+    performance.record(10.0, staleness_ms=50.0, now=102.0)
+    assert performance.stats(now=102.0)["robot_deadline"]["misses"] == 1
 
 
 def test_the_engine_predicts_the_per_session_rate_from_the_frames_it_ran():

@@ -128,6 +128,12 @@ class Performance:
             return self.contract
         return replace(self.contract, rate_hz=self.granted_rate_hz)
 
+    def episode_start(self) -> None:
+        """The robot reset: until its next action it rests (as its runtime does, before an episode's first
+        action), so the time up to then is no gap."""
+        with self._lock:
+            self._covered_until = None
+
     def record(self, latency_ms: float, staleness_ms: float | None, now: float | None = None) -> None:
         """An action went out ``staleness_ms`` after its newest input arrived (``now``: server monotonic)."""
         now = time.monotonic() if now is None else now

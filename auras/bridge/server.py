@@ -344,6 +344,7 @@ class BridgeServer:
             session.agent.reset()
             with session.assembly:
                 session.assembler.restart(from_seq)
+            session.performance.episode_start()  # the robot rests until its first action: no gap to count
             session.state = "serving"
             self._open_stream(session)
         return {"session": session.id, "from_seq": from_seq}
