@@ -137,9 +137,9 @@ class RobotEpisode:
 
 class RealTime:
     """Wall-clock pace: step ``t`` starts ``t * control_dt`` after the first; an overrun slips the
-    schedule. ``ttl_s``: never take over an action older than this; ``deadline_s`` (default ``ttl_s``) and
-    ``fallback``: the deadline contract (:class:`~auras_client.runtime.Fallback`; default: the rest
-    command at once)."""
+    schedule. ``ttl_s``: never take over an action older than this; ``deadline_s`` (default: the TTL
+    rule) and ``fallback``: the deadline contract (:class:`~auras_client.runtime.Fallback`; default: the
+    rest command at once)."""
 
     record_rows = False  # the rows applied are not kept (wall-clock timing makes them unrepeatable)
 

@@ -158,7 +158,7 @@ def _run_deadline(args, first, action_dim, observation, WebsocketClientPolicy) -
             return self.last
 
     clock = Clock()
-    fallback = Fallback(args.fallback, decay_s=args.decay_s)
+    fallback = Fallback(args.fallback, decay_s=args.decay_s, rest=(0.0,) * action_dim)  # tiny-dp: delta control
     policy = DeadlinePolicy(connect, args.hz, action_dim=action_dim, chunk_horizon=args.horizon,
                             deadline_s=args.deadline_s, fallback=fallback, strategy=args.strategy,
                             queue_threshold=args.queue_threshold, clock=clock)

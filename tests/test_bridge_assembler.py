@@ -54,6 +54,10 @@ def test_after_a_reset_seqs_from_its_from_seq_that_never_came_are_lost():
     b = ObservationAssembler(("front",))  # no reset: the episode starts at the first seq seen
     b.add(3, 0.0, IMAGE)
     assert b.counters["lost"] == 0
+    b.add(99, 0.0, IMAGE)
+    b.restart(0)  # a reset without from_seq (0) while the robot's seqs go on: nothing below 100 is lost
+    b.add(100, 0.0, IMAGE)
+    assert b.counters["lost"] == 95 and b.counters["unseen_at_reset"] == 0  # 4-98 went missing before the reset
 
 
 def test_parts_are_checked_against_the_declared_layout():

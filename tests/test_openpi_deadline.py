@@ -64,7 +64,7 @@ def obs(i: int) -> dict:
 
 
 def make(policy, clock: Clock, **options) -> DeadlinePolicy:
-    options.setdefault("fallback", Fallback("hold"))
+    options.setdefault("fallback", Fallback("hold", rest=(0.0,) * A))
     options.setdefault("deadline_s", DEADLINE)
     return DeadlinePolicy(policy, 1 / DT, action_dim=A, chunk_horizon=H, clock=clock, **options)
 
@@ -303,9 +303,12 @@ def test_replies_without_actions_of_the_right_shape_are_counted_not_applied(clos
 
 def test_only_strategies_that_openpi_can_carry(closing):
     with pytest.raises(ValueError, match="expected none or chunk_blend"):
-        DeadlinePolicy(FakePolicy(), 50, action_dim=A, chunk_horizon=H, strategy="rtc")
+        DeadlinePolicy(FakePolicy(), 50, action_dim=A, chunk_horizon=H, strategy="rtc",
+                       fallback=Fallback("hold", rest=(0.0,) * A))
     with pytest.raises(TypeError, match="expected an object with infer"):
-        DeadlinePolicy(42, 50, action_dim=A, chunk_horizon=H)
+        DeadlinePolicy(42, 50, action_dim=A, chunk_horizon=H, fallback=Fallback("hold", rest=(0.0,) * A))
+    with pytest.raises(ValueError, match="needs the robot's rest command"):  # zeros are no rest for absolute control
+        DeadlinePolicy(FakePolicy(), 50, action_dim=A, chunk_horizon=H, fallback=Fallback("hold"))
 
 
 def test_the_adapter_imports_numpy_alone():

@@ -58,10 +58,40 @@ def make(fallback: Fallback, strategy: str = "none") -> tuple[RobotRuntime, Fake
     return runtime, clock
 
 
-def test_before_the_first_action_the_robot_rests_and_that_is_no_miss():
-    runtime, clock = make(Fallback("hold"))
-    assert run(runtime, clock, range(5), {}) == [0.0] * 5
-    assert runtime.stats.idle_steps == 5 and runtime.stats.deadline_misses == 0
+def test_before_the_first_action_the_robot_rests_and_misses_only_once_its_first_observation_is_overdue():
+    clock = FakeClock()
+    quiet = RobotRuntime(ChunkExecutor("none", 1, (H, A)), DT, ttl_s=1.0, deadline_s=DEADLINE, clock=clock)
+    assert run(quiet, clock, range(5), {}) == [0.0] * 5  # nothing sent yet: nothing is late
+    assert quiet.stats.idle_steps == 5 and quiet.stats.deadline_misses == 0
+    runtime, clock = make(Fallback("hold"))  # observations went out at time 0; nothing comes back
+    assert run(runtime, clock, range(10), {}) == [0.0] * 10
+    stats = runtime.stats  # an answer arriving after the 1 s TTL could not be applied: a miss from step 8 on
+    assert stats.idle_steps == 10 and stats.deadline_misses == 1 and stats.fallback_steps == 2
+
+
+def test_without_a_deadline_the_ttl_rule_rests_once_the_action_is_older_than_ttl_plus_its_rows():
+    """Captured 0.25 s before it landed at step 0 (time 0) with a 0.5 s TTL and 4 rows of 0.125 s: stale
+    from 0.25 + 0.5 s after its capture, i.e. time 0.75 (step 6); steps 4-5 hold its last row."""
+    clock = FakeClock()
+    runtime = RobotRuntime(ChunkExecutor("none", 1, (H, A)), DT, ttl_s=0.5, clock=clock)
+    runtime.sent(0, 0)
+    rows = []
+    for t in range(8):
+        clock.now = t * DT
+        if t == 0:
+            runtime.offer(0, chunk(1.0), 0, 0, age_s=0.25)
+        rows.append(float(runtime.row(t)[0]))
+    assert rows == [1, 2, 3, 4, 4, 4, 0, 0] and runtime.stats.deadline_misses == 1
+
+
+def test_a_row_handed_out_is_the_callers_to_change():
+    runtime, _ = make(Fallback("hold"))
+    row = runtime.row(0)
+    row += 5.0  # a robot scaling its command in place
+    assert float(runtime.row(1)[0]) == 0.0 and not runtime.rest.any()
+    runtime.offer(2, chunk(1.0), 0, 0, age_s=0.0)
+    runtime.row(2)[:] = -1.0
+    assert runtime.executor.chunk[0, 0] == 1.0
 
 
 def test_hold_keeps_the_last_row_past_the_deadline_and_a_fresh_chunk_ends_the_miss():
@@ -270,3 +300,24 @@ def test_a_robot_runs_its_fallback_while_the_server_is_dead_and_resumes_when_it_
     assert misses >= 1 and control.runtime.stats.actions_applied > last_fresh
     assert np.all(row >= 5.0)  # fresh rows again, from the new session
     assert robot_view is not None and robot_view["longest_gap_ms"] >= 0.0  # the new session knows the deadline
+
+
+def test_after_a_restart_a_reset_and_the_heartbeat_open_one_session_between_them():
+    """The receiver (heartbeat answered unknown_session) and reset() (answered the same) both find the session
+    gone; one of them says hello, the other uses that session. Two hellos would leave an orphan session (an
+    agent built for nobody) and send the reset to it."""
+    address = f"tcp://127.0.0.1:{free_service_port()}"
+    server = BridgeServer(bind=address, agent_factory=_fake_agent).start()
+    robot = RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="x", heartbeat_s=0.02,
+                        timeout_s=0.5, ttl_s=5.0)
+    try:
+        for _ in range(3):
+            server.close()
+            server = BridgeServer(bind=address, agent_factory=_fake_agent).start()
+            robot.reset()  # races the receiver's next heartbeat
+            time.sleep(0.3)  # the receiver's heartbeats land too
+            sessions = robot.stats(server=True)["sessions"]
+            assert len(sessions) == 1, sessions
+    finally:
+        robot.close()
+        server.close()

@@ -100,7 +100,9 @@ class ObservationAssembler:
         self.pending.clear()
         if self.max_seen >= 0:  # a session's first seqs may follow another session's: nothing to count below
             self.counters["unseen_at_reset"] += max(0, from_seq - 1 - self.max_seen)
-        self.anchored = True  # the episode starts at from_seq: seqs from there that never come are lost
+        # the episode starts at from_seq (seqs from there that never come are lost) when from_seq is ahead of all
+        # seen, as a robot's counter is; a reset without from_seq (0) mid-session starts at the next seq seen
+        self.anchored = from_seq > self.max_seen
         self.min_seq = from_seq
         self.last_submitted = self.max_seen = from_seq - 1
 

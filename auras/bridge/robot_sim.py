@@ -4,8 +4,9 @@ The control loop is :func:`auras.robot_loop.run_robot_episode`, the same robot s
 realtime clock: at the task's control rate in wall-clock time (80 Hz for Meta-World) it applies the
 row of the freshest valid action chunk that the staleness executor picks for that step (the
 server's strategy unless told otherwise; an action older than the client's TTL is never applied;
-past the chunk's end the last row is held, and once the chunk is older than TTL + its own duration,
-or before any action, the arm holds still), and at ``camera_hz`` it renders a camera frame and
+past the chunk's end the last row is held, and before any action or once the deadline contract of
+:mod:`auras_client.runtime` says so, the fallback runs: by default the arm holds still once the chunk
+is older than TTL + its own duration), and at ``camera_hz`` it renders a camera frame and
 publishes it with the joint state, prepared by the executor (rtc's guide, roll_forward's state).
 It never waits for the agent. Here the link to the agent is a :class:`ClientLink` over
 :class:`~auras_client.client.RobotClient`.

@@ -187,8 +187,9 @@ def robot_sim(
     ] = None,
     deadline_ms: Annotated[
         float | None,
-        typer.Option(min=0.0, help="The longest the robot runs without a fresh row before its fallback "
-                     "(default: --ttl-ms); declared to the server in the hello's contract."),
+        typer.Option(min=1.0, help="The longest the robot runs without a fresh row before its fallback "
+                     "(declared to the server in the hello's contract); default: the TTL rule (the fallback "
+                     "starts once the current action is older than --ttl-ms plus its chunk's duration)."),
     ] = None,
     fallback: Annotated[
         str, typer.Option(help="What runs once the deadline passed: hold (the last row), decay (to rest over "
@@ -214,15 +215,14 @@ def robot_sim(
             raise ConfigError(f"--fallback: {exc}") from None
         keys = _curve_client_keys(server_key, client_key)
         environment = make_env(task)
-        deadline = ttl_ms if deadline_ms is None else deadline_ms
+        contract = {"deadline_ms": deadline_ms, "control_hz": 1.0 / environment.control_dt} if deadline_ms else None
         client = RobotClient(connect, cameras={"front": (environment.image_size, environment.image_size)},
                              state_dim=4, instruction=environment.instruction, robot=f"robot-sim-{task}"[:64],
                              extras=("privileged_state",) if privileged else (),
-                             ttl_s=ttl_ms / 1e3, encoding=encoding,
-                             contract={"deadline_ms": deadline, "control_hz": 1.0 / environment.control_dt}, **keys)
+                             ttl_s=ttl_ms / 1e3, encoding=encoding, contract=contract, **keys)
     except (AurasError, TimeoutError) as exc:
         fail(exc)
-    clock = RealTime(ttl_ms / 1e3, deadline / 1e3, plan_b)
+    clock = RealTime(ttl_ms / 1e3, deadline_ms / 1e3 if deadline_ms else None, plan_b)
     reports = []
     with client, environment:
         try:

@@ -144,6 +144,7 @@ class RobotClient:
         self._min_action_seq = 0  # actions answering observations older than the last reset are ignored
         self._episode_actions = 0  # actions of this episode received (see episode_actions)
         self._ids = itertools.count()
+        self._hello_lock = threading.Lock()  # one re-hello at a time (see _hello_again)
         self._recent: dict[tuple, None] = {}  # keys of the last messages received (copies are dropped)
         self.counters: collections.Counter = collections.Counter()
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
@@ -222,6 +223,17 @@ class RobotClient:
         self.counters["hellos"] += 1
         return reply
 
+    def _hello_again(self, lost: str | None) -> None:
+        """Say hello again because session ``lost`` is gone, unless another thread already did: the receiver
+        (after a heartbeat answered ``unknown_session``) and ``reset`` may both find out; one new session."""
+        with self._hello_lock:
+            if self.session is not None and self.session != lost:
+                return
+            if self.session is not None:
+                self.counters["session_lost"] += 1
+                self.session = None  # publish() sends nothing until the new session exists
+            self.hello()
+
     def _reachable(self, endpoint: str) -> str:
         """The server's data endpoint as this robot reaches it: tcp ports from the reply, host from the
         address we used (a server bound to 0.0.0.0 or * cannot tell us its own address)."""
@@ -236,13 +248,13 @@ class RobotClient:
         with self._state_lock:
             from_seq = self._next_seq  # the server ignores anything older still in flight
         timeout_s = max(self.timeout_s, self.hello_timeout_s)
+        session = self.session
         try:
             reply = self.request("reset", timeout_s=timeout_s, from_seq=from_seq)
         except ServiceError as exc:
             if exc.code != "unknown_session":
                 raise
-            self.counters["session_lost"] += 1
-            self.hello()
+            self._hello_again(session)
             reply = self.request("reset", timeout_s=timeout_s, from_seq=from_seq)
         with self._state_lock:
             self._latest, self._taken = None, (-1, -1)
@@ -324,20 +336,20 @@ class RobotClient:
                 continue
             try:
                 if self.session is None:
-                    self.hello()
+                    self._hello_again(None)
                 else:
-                    self._beat(self.request("health"))
+                    beating = self.session
+                    try:
+                        self._beat(self.request("health"))
+                    except ServiceError as exc:
+                        if exc.code != "unknown_session":
+                            raise
+                        self._hello_again(beating)  # the server restarted or expired us: hello again now
                 self.reachable, backoff = True, 0.1
                 next_beat = now + self.heartbeat_s
                 continue
             except ServiceError as exc:
                 self.reachable = True
-                if exc.code == "unknown_session":  # the server restarted or expired us: hello again now
-                    self.counters["session_lost"] += 1
-                    with self._state_lock:
-                        self.session = None
-                    next_beat = now
-                    continue
                 self.counters[f"heartbeat_error_{exc.code}"] += 1
             except (TimeoutError, zmq.ZMQError):  # server away: keep the session, retry with backoff
                 self.reachable = False
@@ -399,9 +411,11 @@ class RobotClient:
                     self.on_status(event)
 
     def _is_copy(self, frame: Any) -> bool:
-        """A message seen before: same topic, seq, stamp and server send time (a server that answers one
-        observation again, a filling pipeline, sends it at another time with another context)."""
-        key = (frame.topic, frame.header.get("seq"), frame.header.get("stamp"), frame.header.get("sent_monotonic"))
+        """A message seen before: same topic, seq, stamp, server send time and context (a server that answers
+        one observation again, as a filling pipeline does, sends it with another context)."""
+        header = frame.header
+        key = (frame.topic, header.get("seq"), header.get("stamp"), header.get("sent_monotonic"),
+               header.get("context_seq"), header.get("context_stamp"))
         if key in self._recent:
             return True
         self._recent[key] = None

@@ -41,8 +41,9 @@ class RobotControl:
 
     ``control_hz``: the rate :meth:`step` is called at; ``camera_hz``: the most observations per second
     it sends (default: one per step); ``strategy``: the robot-side staleness strategy (default: the
-    server's, from its hello reply); ``deadline_s`` (default the client's ``ttl_s``) and ``fallback``:
-    the deadline contract; ``clock``: the robot's monotonic clock (injectable for tests).
+    server's, from its hello reply); ``deadline_s`` (default: the TTL rule with the client's ``ttl_s``)
+    and ``fallback``: the deadline contract; ``clock``: the robot's monotonic clock (injectable for
+    tests). The chunk shape and strategy are read from the hello reply once, here.
     """
 
     def __init__(
@@ -60,6 +61,9 @@ class RobotControl:
             raise ValueError(f"control_hz: expected a rate > 0, got {control_hz}")
         if camera_hz is not None and not camera_hz > 0:
             raise ValueError(f"camera_hz: expected a rate > 0, got {camera_hz}")
+        if not client.server_info.get("action_shape"):
+            raise ValueError("RobotControl: the client has no session yet (connect it first: the hello reply "
+                             "names the chunk shape and the staleness strategy)")
         self.client = client
         self.executor = ChunkExecutor.from_server(client.server_info, strategy)
         camera_every = 1 if camera_hz is None else max(1, round(control_hz / camera_hz))
@@ -99,10 +103,9 @@ class RobotControl:
 
     def reset(self) -> dict[str, Any]:
         """A new episode: the server drops in-flight work, the robot forgets its chunk and counters."""
-        reply = self.client.reset()
-        self.runtime.reset()
+        self.runtime.reset()  # first: a server that is away (TimeoutError below) must not leave the old episode
         self.t, self.offered = 0, None
-        return reply
+        return self.client.reset()
 
     def stats(self) -> dict[str, Any]:
         """The control loop's counters: deadline misses, time in the fallback, the longest run without a

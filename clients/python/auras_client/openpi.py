@@ -10,7 +10,8 @@ server (and raises for good once the server is gone). :class:`DeadlinePolicy` ta
     from auras_client.runtime import Fallback
 
     policy = DeadlinePolicy(lambda: WebsocketClientPolicy("SERVER", 8000), control_hz=50, action_dim=7,
-                            chunk_horizon=10, deadline_s=0.25, fallback=Fallback("decay", decay_s=0.3))
+                            chunk_horizon=10, deadline_s=0.25,
+                            fallback=Fallback("decay", decay_s=0.3, rest=(0.0,) * 7))
     while running:
         robot.apply(policy.infer(observation())["actions"])  # never waits for the server
 
@@ -68,7 +69,8 @@ class DeadlinePolicy:
     failed attempts; a policy given as such is retried after the same backoff, never replaced.
     ``control_hz``: the rate :meth:`infer` is called at; ``action_dim``: the action's size; ``chunk_horizon``:
     how many rows of each chunk the robot runs (openpi's ``action_horizon``; longer chunks are cut).
-    ``deadline_s`` and ``fallback``: the deadline contract (:class:`~auras_client.runtime.Fallback`);
+    ``deadline_s`` and ``fallback``: the deadline contract (:class:`~auras_client.runtime.Fallback`, with
+    the robot's ``rest`` command stated: it runs before the first chunk too);
     ``ttl_s``: a chunk whose observation went out longer ago than this is not taken (default
     ``deadline_s``). ``strategy``: ``"none"`` (a request whenever none is in flight; each chunk runs from
     its first row when it lands) or ``"chunk_blend"`` (a request only once the rows left fall to
@@ -87,8 +89,8 @@ class DeadlinePolicy:
         *,
         action_dim: int,
         chunk_horizon: int,
+        fallback: Fallback,
         deadline_s: float = 0.25,
-        fallback: Fallback | None = None,
         ttl_s: float | None = None,
         strategy: str = "none",
         queue_threshold: float = 0.5,
@@ -105,6 +107,10 @@ class DeadlinePolicy:
         if chosen.rtc or chosen.roll_forward:
             raise ValueError(f"strategy: expected none or chunk_blend (openpi's protocol carries no rtc guide or "
                              f"rolled state), got {strategy!r}")
+        if fallback.rest is None:
+            raise ValueError("fallback.rest: a DeadlinePolicy needs the robot's rest command, applied before the "
+                             "first chunk and in the fallback (zeros are no motion only under delta control; "
+                             "openpi robots often command absolute joint positions)")
         if not 0 < backoff_s[0] <= backoff_s[1]:
             raise ValueError(f"backoff_s: expected (first, longest) seconds with 0 < first <= longest, got {backoff_s}")
         self.action_dim, self.chunk_horizon = int(action_dim), int(chunk_horizon)
@@ -267,7 +273,8 @@ class DeadlinePolicy:
                 if self._factory is not None:  # drop the connection and reconnect (no request is pending)
                     with self._cv:
                         self._policy = None
-                        self._job = None
+                        if self._job is not None and self._job[0] == "infer":  # a reset queued meanwhile stays
+                            self._job = None
                     _close(policy)
                 elif self._pause(delay):  # the same policy, after a pause
                     return

@@ -15,9 +15,13 @@ does when the actions stop coming (numpy only).
 The deadline contract: a *fresh* row is one of a chunk's own rows for its own step. Past a chunk's end
 the robot holds the chunk's last row; once it has run ``deadline_s`` without a fresh row it applies its
 :class:`Fallback` (hold the last row, decay to a rest command over ``decay_s``, or stop: the rest command
-and a user callback), counts one deadline miss, and resumes with the first fresh row that arrives. Before
-the first action of an episode the robot applies the rest command (not a miss). Times come from the
-robot's own clock (``clock``, monotonic by default); nothing is compared with the server's clock.
+and a user callback), counts one deadline miss, and resumes with the first fresh row that arrives.
+Without a ``deadline_s`` the TTL rule decides instead: the fallback starts once the current action's
+newest input is older than ``ttl_s`` plus its chunk's duration (the action is stale, rows and all).
+Before the first action of an episode the robot applies the rest command; that counts as a miss too
+once the first observation went out longer ago than ``ttl_s`` with nothing usable back (an answer
+arriving later would be too old to apply). Times come from the robot's own clock (``clock``, monotonic by default);
+nothing is compared with the server's clock. Rows handed out are the caller's to keep (copies).
 """
 
 from __future__ import annotations
@@ -111,7 +115,8 @@ class RobotRuntime:
     ``executor``: the staleness strategy's robot side; ``control_dt``: seconds per control step;
     ``camera_every``: send an observation at most every this many steps; ``ttl_s``: never take over an
     action older than this (its newest input's age); ``deadline_s``: the longest the robot runs without
-    a fresh row before the fallback (default ``ttl_s``); ``clock``: the robot's clock (seconds).
+    a fresh row before the fallback (None: the TTL rule, see the module doc); ``clock``: the robot's
+    clock (seconds).
     """
 
     def __init__(
@@ -129,13 +134,14 @@ class RobotRuntime:
             raise ValueError(f"control_dt: expected seconds > 0, got {control_dt}")
         if camera_every < 1:
             raise ValueError(f"camera_every: expected >= 1 control steps, got {camera_every}")
-        deadline_s = ttl_s if deadline_s is None else deadline_s
-        if not deadline_s >= 0:
+        if deadline_s is not None and not deadline_s >= 0:
             raise ValueError(f"deadline_s: expected seconds >= 0, got {deadline_s}")
         self.executor, self.control_dt, self.camera_every = executor, float(control_dt), int(camera_every)
-        self.ttl_s, self.deadline_s, self.clock = float(ttl_s), float(deadline_s), clock
+        self.ttl_s, self.clock = float(ttl_s), clock
+        self.deadline_s = None if deadline_s is None else float(deadline_s)
         self.fallback = fallback if fallback is not None else Fallback()
         self.rest = self.fallback.rest_row(executor.action_dim)
+        self.rest.flags.writeable = False
         self.reset()
 
     def reset(self) -> None:
@@ -146,7 +152,9 @@ class RobotRuntime:
         self._current: tuple[int, int] | None = None  # order of the action that took over
         self._expired: tuple[int, int] | None = None
         self._gap_start: float | None = None  # clock time of the first step without a fresh row
-        self._in_fallback = False
+        self._fallback_start: float | None = None  # clock time the fallback under way began
+        self._captured_at: float | None = None  # clock time the current action's newest input was captured
+        self._first_sent_at: float | None = None  # clock time the episode's first observation went out
         self._last_row = self.rest
 
     # -- actions in -----------------------------------------------------------------------------------
@@ -167,7 +175,7 @@ class RobotRuntime:
             return False
         source = self._captured.get(order[0], self._captured.get(order[1], t))
         self.executor.accept_chunk(chunk, source, t)
-        self._current = order
+        self._current, self._captured_at = order, self.clock() - age_s
         self.stats.actions_applied += 1
         self.stats.action_age_ms.append(age_s * 1e3)
         self.stats.staleness_steps.append(t - source)
@@ -190,13 +198,15 @@ class RobotRuntime:
     def sent(self, obs_id: int, t: int) -> None:
         """Observation ``obs_id`` went out at control step ``t``."""
         self._captured[int(obs_id)] = int(t)
+        if self._first_sent_at is None:
+            self._first_sent_at = self.clock()
         if len(self._captured) > 4096:  # ids only grow: forget the oldest
             for key in sorted(self._captured)[:1024]:
                 del self._captured[key]
 
     # -- the row to apply -----------------------------------------------------------------------------
     def row(self, t: int) -> np.ndarray:
-        """The row to apply at control step ``t`` (never None: the rest command before any action)."""
+        """The row to apply at control step ``t`` (a copy; never None: the rest command before any action)."""
         now = self.clock()
         values, kind, gap_start = self._decide(t, now, self._gap_start, self._last_row)
         stats = self.stats
@@ -204,28 +214,29 @@ class RobotRuntime:
         if kind == "fresh":
             if self._gap_start is not None:
                 stats.longest_gap_s = max(stats.longest_gap_s, now - self._gap_start)
-                if self._in_fallback:
-                    stats.fallback_s += now - (self._gap_start + self.deadline_s)
-                    stats.resumed_at.append(now)
-            self._gap_start, self._in_fallback = None, False
+            if self._fallback_start is not None:
+                stats.fallback_s += now - self._fallback_start
+                stats.resumed_at.append(now)
+            self._gap_start, self._fallback_start = None, None
             self._last_row = values
         elif kind == "startup":
             stats.idle_steps += 1
         else:
             self._gap_start = gap_start
-            stats.longest_gap_s = max(stats.longest_gap_s, now - gap_start)
+            if gap_start is not None:
+                stats.longest_gap_s = max(stats.longest_gap_s, now - gap_start)
             if kind == "held":
                 stats.held_steps += 1
                 self._last_row = values
             else:
                 stats.idle_steps += 1
                 stats.fallback_steps += 1
-                if not self._in_fallback:
-                    self._in_fallback = True
+                if self._fallback_start is None:
+                    self._fallback_start = now
                     stats.deadline_misses += 1
                     if self.fallback.kind == "stop" and self.fallback.on_stop is not None:
                         self.fallback.on_stop(stats)
-        return values
+        return np.array(values, np.float32)
 
     def planned(self, t: int, count: int) -> np.ndarray:
         """The rows of steps ``t .. t + count - 1`` if no action lands meanwhile (each step one
@@ -242,21 +253,32 @@ class RobotRuntime:
     def _decide(self, t: int, now: float, gap_start: float | None,
                 last: np.ndarray) -> tuple[np.ndarray, str, float | None]:
         """(row, kind, gap start) at step ``t``, time ``now``: kind is fresh (a chunk's own row), startup
-        (no action yet this episode), held (a chunk's last row within the deadline) or fallback."""
+        (no action yet this episode, within the deadline), held (a chunk's last row within the deadline)
+        or fallback."""
         executor = self.executor
         if executor.covers(t):
             return executor.row(t), "fresh", None
         if executor.chunk is None:
-            return self.rest, "startup", None
+            # an answer to the first observation arriving now would be older than the TTL: nothing can still come
+            if self._first_sent_at is None or now - self._first_sent_at < self.ttl_s:
+                return self.rest, "startup", None
+            return self.fallback.row(last, self.rest, now - self._fallback_begins(now)), "fallback", None
         gap_start = now if gap_start is None else gap_start
-        elapsed = now - gap_start
-        if elapsed < self.deadline_s:
+        if self.deadline_s is not None:
+            due = gap_start + self.deadline_s
+        else:  # the TTL rule: the current action is stale once its newest input is older than TTL + its rows
+            due = max(gap_start, self._captured_at + self.ttl_s + len(executor.chunk) * self.control_dt)
+        if now < due:
             return executor.row(t), "held", gap_start
-        return self.fallback.row(last, self.rest, elapsed - self.deadline_s), "fallback", gap_start
+        begins = self._fallback_start if self._fallback_start is not None else due
+        return self.fallback.row(last, self.rest, now - begins), "fallback", gap_start
+
+    def _fallback_begins(self, now: float) -> float:
+        return self._fallback_start if self._fallback_start is not None else now
 
     def summary(self) -> dict[str, Any]:
         """:meth:`ControlStats.summary`, with a fallback still under way counted up to now."""
         data = self.stats.summary()
-        if self._in_fallback and self._gap_start is not None:
-            data["fallback_s"] += self.clock() - (self._gap_start + self.deadline_s)
+        if self._fallback_start is not None:
+            data["fallback_s"] += self.clock() - self._fallback_start
         return data
