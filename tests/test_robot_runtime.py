@@ -63,10 +63,12 @@ def test_before_the_first_action_the_robot_rests_and_misses_only_once_its_first_
     quiet = RobotRuntime(ChunkExecutor("none", 1, (H, A)), DT, ttl_s=1.0, deadline_s=DEADLINE, clock=clock)
     assert run(quiet, clock, range(5), {}) == [0.0] * 5  # nothing sent yet: nothing is late
     assert quiet.stats.idle_steps == 5 and quiet.stats.deadline_misses == 0
-    runtime, clock = make(Fallback("hold"))  # observations went out at time 0; nothing comes back
-    assert run(runtime, clock, range(10), {}) == [0.0] * 10
-    stats = runtime.stats  # an answer arriving after the 1 s TTL could not be applied: a miss from step 8 on
-    assert stats.idle_steps == 10 and stats.deadline_misses == 1 and stats.fallback_steps == 2
+    runtime, clock = make(Fallback("hold"))  # observations went out; no answer yet: a filling pipeline, no miss
+    assert run(runtime, clock, range(4), {}) == [0.0] * 4 and runtime.stats.deadline_misses == 0
+    assert not runtime.offer(4, chunk(1.0), 0, 0, age_s=2.0)  # an answer, older than the 1 s TTL: the miss
+    assert run(runtime, clock, range(4, 6), {}) == [0.0] * 2
+    stats = runtime.stats
+    assert stats.idle_steps == 6 and stats.deadline_misses == 1 and stats.fallback_steps == 2
 
 
 def test_without_a_deadline_the_ttl_rule_rests_once_the_action_is_older_than_ttl_plus_its_rows():

@@ -19,9 +19,10 @@ and a user callback), counts one deadline miss, and resumes with the first fresh
 Without a ``deadline_s`` the TTL rule decides instead: the fallback starts once the current action's
 newest input is older than ``ttl_s`` plus its chunk's duration (the action is stale, rows and all).
 Before the first action of an episode the robot applies the rest command; that counts as a miss too
-once the first observation went out longer ago than ``ttl_s`` with nothing usable back (an answer
-arriving later would be too old to apply). Times come from the robot's own clock (``clock``, monotonic by default);
-nothing is compared with the server's clock. Rows handed out are the caller's to keep (copies).
+once an answer came that was too old to apply (the agent answers, but never in time). A pipeline that
+is still filling is no miss: its first answers may carry a newer observation's context. Times come
+from the robot's own clock (``clock``, monotonic by default); nothing is compared with the server's
+clock. Rows handed out are the caller's to keep (copies).
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ class RobotRuntime:
         self._gap_start: float | None = None  # clock time of the first step without a fresh row
         self._fallback_start: float | None = None  # clock time the fallback under way began
         self._captured_at: float | None = None  # clock time the current action's newest input was captured
-        self._first_sent_at: float | None = None  # clock time the episode's first observation went out
+        self._refused_at_startup = False  # an answer came before the episode's first action, too old to apply
         self._last_row = self.rest
 
     # -- actions in -----------------------------------------------------------------------------------
@@ -172,6 +173,7 @@ class RobotRuntime:
             if order != self._expired:
                 self._expired = order
                 self.stats.expired += 1
+            self._refused_at_startup = self._refused_at_startup or self.executor.chunk is None
             return False
         source = self._captured.get(order[0], self._captured.get(order[1], t))
         self.executor.accept_chunk(chunk, source, t)
@@ -198,8 +200,6 @@ class RobotRuntime:
     def sent(self, obs_id: int, t: int) -> None:
         """Observation ``obs_id`` went out at control step ``t``."""
         self._captured[int(obs_id)] = int(t)
-        if self._first_sent_at is None:
-            self._first_sent_at = self.clock()
         if len(self._captured) > 4096:  # ids only grow: forget the oldest
             for key in sorted(self._captured)[:1024]:
                 del self._captured[key]
@@ -253,14 +253,12 @@ class RobotRuntime:
     def _decide(self, t: int, now: float, gap_start: float | None,
                 last: np.ndarray) -> tuple[np.ndarray, str, float | None]:
         """(row, kind, gap start) at step ``t``, time ``now``: kind is fresh (a chunk's own row), startup
-        (no action yet this episode, within the deadline), held (a chunk's last row within the deadline)
-        or fallback."""
+        (no action yet this episode), held (a chunk's last row within the deadline) or fallback."""
         executor = self.executor
         if executor.covers(t):
             return executor.row(t), "fresh", None
         if executor.chunk is None:
-            # an answer to the first observation arriving now would be older than the TTL: nothing can still come
-            if self._first_sent_at is None or now - self._first_sent_at < self.ttl_s:
+            if not self._refused_at_startup:  # no answer yet, or none refused: the pipeline may still be filling
                 return self.rest, "startup", None
             return self.fallback.row(last, self.rest, now - self._fallback_begins(now)), "fallback", None
         gap_start = now if gap_start is None else gap_start
