@@ -528,7 +528,8 @@ def test_robot_sim_and_serve_as_separate_processes_complete_push_episodes(tmp_pa
     server = _start(["serve", "--bind", address, "--policy", "expert"])
     try:
         sim = _start(["robot-sim", "--connect", address, "-t", "push-v3", "-n", "2", "--privileged",
-                      "--camera-hz", "80", "--json", str(tmp_path / "sim.json")])
+                      "--camera-hz", "80", "--json", str(tmp_path / "sim.json"), "--deadline-ms", "250",
+                      "--fallback", "decay", "--decay-ms", "100"])
         output, _ = sim.communicate(timeout=120)
         assert sim.returncode == 0, output
         import json
@@ -536,6 +537,11 @@ def test_robot_sim_and_serve_as_separate_processes_complete_push_episodes(tmp_pa
         report = json.loads((tmp_path / "sim.json").read_text())
         assert [e["success"] for e in report["episodes"]] == [True, True], output
         assert all(e["actions_applied"] > 5 for e in report["episodes"])
+        assert all({"deadline_misses", "fallback_s", "longest_gap_s"} <= set(e) for e in report["episodes"])
+        refused = subprocess.run([sys.executable, "-m", "auras.cli", "robot-sim", "--fallback", "brake"],
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0 and "expected one of hold, decay, stop, got 'brake'" in refused.stderr + (
+            refused.stdout)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -212,7 +212,7 @@ def robot_sim(
         try:
             plan_b = Fallback(fallback, decay_s=decay_ms / 1e3)
         except ValueError as exc:
-            raise ConfigError(f"--fallback: {exc}") from None
+            raise ConfigError(f"--fallback / --decay-ms: {str(exc).removeprefix('fallback: ')}") from None
         keys = _curve_client_keys(server_key, client_key)
         environment = make_env(task)
         contract = {"deadline_ms": deadline_ms, "control_hz": 1.0 / environment.control_dt} if deadline_ms else None
