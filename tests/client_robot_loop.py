@@ -25,7 +25,7 @@ def run(address: str, strategy: str) -> dict:
                      ttl_s=5.0, timeout_s=60.0) as robot:
         control = robot.control(CONTROL_HZ, camera_hz=CAMERA_HZ, strategy=strategy, deadline_s=60.0)
         rng = np.random.default_rng(0)
-        seen, published, rows = [], [], []
+        seen, published, rows, attempts = [], [], [], []
         newest_action, publish = robot.newest_action, robot.publish
 
         def record_newest():  # what the client held when the control loop looked (its own record, not the loop's)
@@ -37,6 +37,7 @@ def run(address: str, strategy: str) -> dict:
 
         def record_publish(images, state, *, stamp=None, extras=None):
             seq = publish(images, state, stamp=stamp, extras=extras)
+            attempts.append(control.t)  # the loop wanted to send (a full queue may refuse it: seq None)
             if seq is not None:
                 published.append({"t": control.t, "seq": seq, "state": np.asarray(state).tolist(),
                                   "extras": {k: np.asarray(v).tolist() for k, v in (extras or {}).items()}})
@@ -52,7 +53,7 @@ def run(address: str, strategy: str) -> dict:
         return {"strategy": strategy, "server": {k: robot.server_info[k] for k in
                                                  ("action_shape", "execute_steps", "staleness_strategy",
                                                   "staleness_settings")},
-                "seen": seen, "sent": published, "rows": rows, "stats": control.stats()}
+                "seen": seen, "sent": published, "attempts": attempts, "rows": rows, "stats": control.stats()}
 
 
 if __name__ == "__main__":
