@@ -295,7 +295,7 @@ def test_a_robot_runs_its_fallback_while_the_server_is_dead_and_resumes_when_it_
     if kind == "hold":
         assert np.all(fallen == held)
     elif kind == "decay":  # from the held row to rest over 0.3 s: non-increasing, and at rest once it passed
-        assert held[0] >= fallen[0, 0] > fallen[5, 0] > rest[0] and np.all(np.diff(fallen[:, 0]) <= 1e-6)
+        assert held[0] >= fallen[0, 0] > rest[0] and np.all(np.diff(fallen[:, 0]) <= 1e-6)  # starts at the held row
         assert np.all(fallen[-5:] == rest)
     else:
         assert np.all(fallen == rest) and stops and stops[-1] == misses  # called once per miss, at its start
