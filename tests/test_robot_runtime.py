@@ -116,6 +116,19 @@ def test_decay_goes_from_the_last_row_to_rest_over_its_time():
     assert runtime.stats.deadline_misses == 1 and runtime.stats.idle_steps == 4
 
 
+def test_the_fallback_runs_from_when_the_deadline_passed_not_from_the_next_step():
+    """A 0.2 s deadline with 0.125 s steps: the gap begins at 0.5 s, the deadline passes at 0.7 s, the first step
+    after it is at 0.75 s. The decay over 0.25 s is timed from 0.7 s at every step (0.2 and 0.7 of the way at 0.75
+    and 0.875 s); timing it from the first fallback step would give 0.2, then 0.5."""
+    clock = FakeClock()
+    runtime = RobotRuntime(ChunkExecutor("none", 1, (H, A)), DT, ttl_s=1.0, deadline_s=0.2,
+                           fallback=Fallback("decay", decay_s=0.25, rest=(-6.0, -6.0)), clock=clock)
+    runtime.sent(0, 0)
+    rows = run(runtime, clock, range(8), {0: (1.0, 0)})  # rows 1-4 at steps 0-3; last row 4
+    assert rows[4:] == pytest.approx([4, 4, 4 - 10 * 0.2, 4 - 10 * 0.7])
+    assert runtime.summary()["fallback_s"] == pytest.approx(0.875 - 0.7)
+
+
 def test_stop_rests_at_once_and_calls_the_robot_once_per_miss():
     calls = []
     runtime, clock = make(Fallback("stop", on_stop=lambda stats: calls.append(stats.deadline_misses)))

@@ -208,7 +208,7 @@ class RobotRuntime:
     def row(self, t: int) -> np.ndarray:
         """The row to apply at control step ``t`` (a copy; never None: the rest command before any action)."""
         now = self.clock()
-        values, kind, gap_start = self._decide(t, now, self._gap_start, self._last_row)
+        values, kind, gap_start, begins = self._decide(t, now, self._gap_start, self._last_row)
         stats = self.stats
         stats.steps += 1
         if kind == "fresh":
@@ -232,7 +232,7 @@ class RobotRuntime:
                 stats.idle_steps += 1
                 stats.fallback_steps += 1
                 if self._fallback_start is None:
-                    self._fallback_start = now
+                    self._fallback_start = begins  # when the deadline passed (a step may come a little later)
                     stats.deadline_misses += 1
                     if self.fallback.kind == "stop" and self.fallback.on_stop is not None:
                         self.fallback.on_stop(stats)
@@ -244,35 +244,33 @@ class RobotRuntime:
         now, gap_start, last = self.clock(), self._gap_start, self._last_row
         rows = []
         for i in range(count):
-            values, kind, gap_start = self._decide(t + i, now + i * self.control_dt, gap_start, last)
+            values, kind, gap_start, _ = self._decide(t + i, now + i * self.control_dt, gap_start, last)
             if kind in ("fresh", "held"):
                 last = values
             rows.append(values)
         return np.stack(rows) if rows else np.zeros((0, self.executor.action_dim), np.float32)
 
     def _decide(self, t: int, now: float, gap_start: float | None,
-                last: np.ndarray) -> tuple[np.ndarray, str, float | None]:
-        """(row, kind, gap start) at step ``t``, time ``now``: kind is fresh (a chunk's own row), startup
-        (no action yet this episode), held (a chunk's last row within the deadline) or fallback."""
+                last: np.ndarray) -> tuple[np.ndarray, str, float | None, float]:
+        """(row, kind, gap start, when a fallback began) at step ``t``, time ``now``: kind is fresh (a chunk's own
+        row), startup (no action yet this episode), held (a chunk's last row within the deadline) or fallback."""
         executor = self.executor
         if executor.covers(t):
-            return executor.row(t), "fresh", None
+            return executor.row(t), "fresh", None, now
         if executor.chunk is None:
             if not self._refused_at_startup:  # no answer yet, or none refused: the pipeline may still be filling
-                return self.rest, "startup", None
-            return self.fallback.row(last, self.rest, now - self._fallback_begins(now)), "fallback", None
+                return self.rest, "startup", None, now
+            begins = self._fallback_start if self._fallback_start is not None else now
+            return self.fallback.row(last, self.rest, now - begins), "fallback", None, begins
         gap_start = now if gap_start is None else gap_start
         if self.deadline_s is not None:
             due = gap_start + self.deadline_s
         else:  # the TTL rule: the current action is stale once its newest input is older than TTL + its rows
             due = max(gap_start, self._captured_at + self.ttl_s + len(executor.chunk) * self.control_dt)
         if now < due:
-            return executor.row(t), "held", gap_start
+            return executor.row(t), "held", gap_start, now
         begins = self._fallback_start if self._fallback_start is not None else due
-        return self.fallback.row(last, self.rest, now - begins), "fallback", gap_start
-
-    def _fallback_begins(self, now: float) -> float:
-        return self._fallback_start if self._fallback_start is not None else now
+        return self.fallback.row(last, self.rest, now - begins), "fallback", gap_start, begins
 
     def summary(self) -> dict[str, Any]:
         """:meth:`ControlStats.summary`, with a fallback still under way counted up to now."""
