@@ -30,19 +30,13 @@ import platform
 import shutil
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("WANDB_MODE", "disabled")
-
 import torch
 
-# The registry's torchvision wheel is CUDA-linked (see scripts/smolvla_reference.py).
-_TV_LIB = torch.library.Library("torchvision", "DEF")
-_TV_LIB.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-_TV_LIB.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+# the SmolVLA reference's set-up, shared: offline environment, the torchvision shim, seeds, the made-up stats
+# (mean, std, min, max) and the parameter re-initialisation
+from smolvla_reference import SEED_INPUTS, SEED_MODEL, reinit
+from smolvla_reference import STATS as BASE_STATS
 
-SEED_MODEL, SEED_WEIGHTS, SEED_INPUTS = 0, 1, 2
 CAMERAS = {"observation.images.front": (3, 32, 32), "observation.images.wrist": (3, 24, 40)}
 STATE_DIM, ACTION_DIM = 4, 4
 TASKS = ["push the red puck to the green goal", "press the button from the top"]
@@ -68,24 +62,11 @@ POLICY_CONFIG = dict(
 )
 TOKENS = {"pi0": 16, "pi05": 64}  # tokenizer_max_length: π0.5's prompt also carries the 32 state bins
 
-STATS = {
-    "observation.state": {
-        "mean": [0.10, -0.20, 0.30, 0.50],
-        "std": [0.50, 0.25, 1.50, 0.80],
-        "min": [-1.0, -1.0, -2.0, -0.5],
-        "max": [1.0, 0.5, 3.0, 1.5],
-        "q01": [-0.9, -0.8, -1.8, -0.4],
-        "q99": [0.9, 0.4, 2.8, 1.4],
-    },
-    "action": {
-        "mean": [0.05, -0.10, 0.20, 0.00],
-        "std": [0.40, 0.30, 0.60, 1.20],
-        "min": [-1.0, -1.0, -1.0, -1.0],
-        "max": [1.0, 1.0, 1.0, 1.0],
-        "q01": [-0.95, -0.9, -0.9, -0.95],
-        "q99": [0.95, 0.9, 0.9, 0.95],
-    },
+QUANTILES = {  # π0.5 normalises by the 1st and 99th percentiles
+    "observation.state": {"q01": [-0.9, -0.8, -1.8, -0.4], "q99": [0.9, 0.4, 2.8, 1.4]},
+    "action": {"q01": [-0.95, -0.9, -0.9, -0.95], "q99": [0.95, 0.9, 0.9, 0.95]},
 }
+STATS = {feature: {**BASE_STATS[feature], **QUANTILES[feature]} for feature in BASE_STATS}
 
 
 def pin_tiny_sizes() -> None:
@@ -157,21 +138,6 @@ def write_tokenizer(path: Path) -> dict[str, int]:
     return vocab
 
 
-def reinit(policy: torch.nn.Module) -> None:
-    """Overwrite every parameter with seeded unit-scale values (as scripts/smolvla_reference.py does): matrices
-    N(0, 1/fan_in); 1-D ``*.bias`` N(0, 0.1^2); other 1-D (norm weights) 0.1 * N(0, 1) (Gemma's RMSNorm scales by
-    1 + weight). Sorted by name."""
-    gen = torch.Generator().manual_seed(SEED_WEIGHTS)
-    with torch.no_grad():
-        for name, p in sorted(policy.named_parameters()):
-            if p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
-            elif name.endswith(".bias"):
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-
-
 def raw_inputs(cfg) -> tuple[dict, torch.Tensor]:
     gen = torch.Generator().manual_seed(SEED_INPUTS)
     batch = {key: torch.rand((2, *shape), generator=gen) for key, shape in CAMERAS.items()}
@@ -209,7 +175,7 @@ def build(kind: str, out: Path) -> dict:
     cfg = Config(input_features=inp, output_features=outf, tokenizer_max_length=TOKENS[kind], **POLICY_CONFIG)
     torch.manual_seed(SEED_MODEL)
     policy = Policy(cfg)
-    reinit(policy)
+    reinit(policy, norm_center=0.0)  # Gemma's RMSNorm scales by 1 + weight
     policy.eval()
     policy.save_pretrained(out / "checkpoint")
     stats = {k: {s: torch.tensor(v) for s, v in d.items()} for k, d in STATS.items()}

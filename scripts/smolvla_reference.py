@@ -161,7 +161,7 @@ def write_vlm_dir(path: Path) -> None:
     proc.save_pretrained(path)
 
 
-def reinit(policy: torch.nn.Module) -> None:
+def reinit(policy: torch.nn.Module, norm_center: float = 1.0) -> None:  # π0's Gemma norms scale by 1 + w: center 0
     """Overwrite every parameter with seeded unit-scale values. transformers' own init (normal 0.02, norms at 1,
     biases 0) makes attention nearly uniform and hides mistakes in RoPE, masks or scaling; these do not.
     Matrices (ndim >= 2, Linear/Conv2d/Embedding): N(0, 1/fan_in) with fan_in = numel of one output row;
@@ -175,7 +175,7 @@ def reinit(policy: torch.nn.Module) -> None:
             elif name.endswith(".bias"):
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen))
             else:
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+                p.copy_(norm_center + 0.1 * torch.randn(p.shape, generator=gen))
 
 
 def raw_inputs(cfg) -> dict:
