@@ -184,11 +184,14 @@ POLICY_CONFIGS: Registry[Any] = Registry("policy configuration", "auras.policy_c
 for _name, _path in (("tiny-vla", "auras.policies.tiny_vla.configuration:TinyVLAConfig"),
                      ("tiny-dp", "auras.policies.tiny_dp.configuration:TinyDPConfig"),
                      ("tiny-flow", "auras.policies.tiny_flow.configuration:TinyFlowConfig"),
-                     ("smolvla", "auras.policies.smolvla_config:SmolVLAConfig")):
+                     ("smolvla", "auras.policies.smolvla_config:SmolVLAConfig"),
+                     ("pi0", "auras.policies.pi0_config:Pi0Config"), ("pi05", "auras.policies.pi0_config:Pi05Config")):
     POLICY_CONFIGS.register(_name, _path, builtin=True)
 POLICIES.register("tiny-vla", "auras.policies.tiny_vla.modeling:TinyVLA", builtin=True)
 POLICIES.register("tiny-dp", "auras.policies.tiny_dp.modeling:TinyDP", builtin=True)
 POLICIES.register("smolvla", "auras.policies.smolvla:build_smolvla", builtin=True)
+POLICIES.register("pi0", "auras.policies.pi0:build_pi0", builtin=True)
+POLICIES.register("pi05", "auras.policies.pi0:build_pi05", builtin=True)
 POLICIES.register("tiny-flow", "auras.policies.tiny_flow.modeling:TinyFlow", builtin=True)
 
 FAMILIES: Registry[Any] = Registry("generation family", "auras.families", _check_family_entry)

@@ -25,7 +25,9 @@ from auras.policies.build import build_policy
 from auras.types import Observation
 from tests.fakes import FakeDiffusion, FakeStagedPerception
 
-SMOLVLA = Path(__file__).parent / "fixtures" / "smolvla-tiny" / "checkpoint"
+FIXTURES = Path(__file__).parent / "fixtures"
+CHECKPOINTS = {"smolvla": FIXTURES / "smolvla-tiny" / "checkpoint", "pi0": FIXTURES / "pi0-tiny" / "checkpoint",
+               "pi05": FIXTURES / "pi05-tiny" / "checkpoint"}
 INSTRUCTIONS = ["push the puck", "press the button", "open the drawer", "reach the red target"]
 
 # fp32 on the CPU: the largest difference between a robot's action alone and batched (measured on the
@@ -36,8 +38,8 @@ EXTRA_SIZE = 39  # Meta-World's full simulator state, what the privileged expert
 
 def _policy(name: str) -> Policy:
     overrides = [f"policy.type={name}"]
-    if name == "smolvla":
-        overrides.append(f"policy.checkpoint={SMOLVLA}")
+    if name in CHECKPOINTS:
+        overrides.append(f"policy.checkpoint={CHECKPOINTS[name]}")
     return build_policy(load_config(overrides=overrides))
 
 
@@ -116,6 +118,8 @@ CASES = [
     pytest.param("tiny-vla", FrameShape(1, 1), False, id="tiny-vla-sequential", marks=SLOW),
     pytest.param("expert", FrameShape(1, 1), False, id="expert-oneshot"),
     pytest.param("smolvla", FrameShape(3, 5), True, id="smolvla-auras"),
+    pytest.param("pi0", FrameShape(2, 5), True, id="pi0-auras"),  # its state rides in the public context
+    pytest.param("pi05", FrameShape(2, 5), True, id="pi05-auras", marks=SLOW),
 ]
 
 
@@ -156,7 +160,8 @@ def _mixing_up_two_robots_contexts(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize(("name", "shape", "public"), [CASES[0], pytest.param("tiny-vla", FrameShape(2, 4), False,
-                                                                             id="tiny-vla-pipeline", marks=SLOW)])
+                                                                             id="tiny-vla-pipeline", marks=SLOW),
+                                                      pytest.param("pi0", FrameShape(2, 5), True, id="pi0-auras")])
 def test_a_mix_up_of_two_robots_contexts_fails_the_invariance_check(name, shape, public, monkeypatch):
     policy = _policy(name)
     streams = [_observations(policy, r, 6) for r in range(3)]

@@ -49,10 +49,13 @@ def test_the_native_model_reproduces_lerobots_prefix_cache_flow_steps_and_chunk(
             _close(model.embed_image(prepared), ref[f"vision.{cam}.embedded"], f"{cam} SigLIP + projector")
             images.append(prepared)
         masks = [ref[f"model_in.image_mask.{cam}"] for cam in CAMERAS]
-        embs, pad = model.embed_prefix(images, masks, ref["input.lang_tokens"], ref["input.lang_mask"])
-        _close(embs, ref["prefix.embs"], "prefix embeddings")
+        prefix = model.embed_prefix([model.embed_image(i) for i in images], masks, ref["input.lang_tokens"],
+                                    ref["input.lang_mask"])
+        _close(prefix["h"], ref["prefix.embs"], "prefix embeddings")
+        pad = prefix["pad"]
         assert torch.equal(pad, ref["prefix.pad_mask"])
-        cache, out = model.prefix_cache(embs, pad)
+        assert torch.equal(prefix["positions"], ref["prefix.position_ids"])
+        cache, out = model.prefix_cache(prefix)
         for layer, (key, value) in enumerate(cache):
             _close(key.transpose(1, 2), ref[f"kv.{layer}.key"], f"layer {layer} keys")
             _close(value.transpose(1, 2), ref[f"kv.{layer}.value"], f"layer {layer} values")
@@ -61,7 +64,7 @@ def test_the_native_model_reproduces_lerobots_prefix_cache_flow_steps_and_chunk(
         steps = config["num_inference_steps"]
         x_t = ref["input.noise"].clone()
         for step in range(steps):
-            v_t = model.velocity(cache, pad, state, x_t, ref[f"denoise.{step}.time"])
+            v_t = model.velocity(x_t, ref[f"denoise.{step}.time"], cache, pad, state)
             _close(v_t, ref[f"denoise.{step}.v_t"], f"flow step {step}")
             x_t = x_t + (-1.0 / steps) * v_t
         chunk = model.sample(cache, pad, state, ref["input.noise"], steps)
@@ -84,8 +87,10 @@ def test_a_wrong_prefix_mask_is_caught():
     with torch.no_grad():
         images = [ref[f"model_in.image.{cam}"] for cam in CAMERAS]
         masks = [ref[f"model_in.image_mask.{cam}"] for cam in CAMERAS]
-        embs, pad = model.embed_prefix(images, masks, ref["input.lang_tokens"], ref["input.lang_mask"])
-        cache, _ = model.prefix_cache(embs, pad)
-        wrong = model.sample(cache, torch.ones_like(pad), ref["model_in.state_padded"], ref["input.noise"], 10)
+        prefix = model.embed_prefix([model.embed_image(i) for i in images], masks, ref["input.lang_tokens"],
+                                    ref["input.lang_mask"])
+        cache, _ = model.prefix_cache(prefix)
+        everything = torch.ones_like(prefix["pad"])
+        wrong = model.sample(cache, everything, ref["model_in.state_padded"], ref["input.noise"], 10)
     deviation = (wrong - ref["output.actions_normalized_padded"]).abs().max().item()
     assert deviation > 100 * TOLERANCE, deviation

@@ -158,7 +158,9 @@ def plan_cells(
 def record_stream(config: AurasConfig, task: str, length: int) -> list[Observation]:
     """``length`` observations of ``task`` from the scripted expert on held-out seeds: the input
     stream every throughput measurement of this task replays."""
-    expert = load_config(base=config.model_dump(mode="json"), overrides=[
+    base = config.model_dump(mode="json")
+    base["policy"] = {**base["policy"], "model": {}, "checkpoint": None}  # the benchmarked policy's, not the expert's
+    expert = load_config(base=base, overrides=[
         "policy.type=expert", "pipeline.mode=sequential", "pipeline.backend=local", f"env.task={task}",
         "staleness.strategy=auto",
         "policy.delay_perception_ms=0", "policy.delay_generation_ms=0", "policy.scale_perception=1",

@@ -100,6 +100,8 @@ def bench(
         flags = dict(pp_perception=pp_perception, pp_generation=pp_generation, fetch_offset=fetch_offset,
                      alpha=alpha, scale_perception=scale_perception, scale_generation=scale_generation)
         overrides, sweep_values = settings_and_sweep(flags, list(delay_ms or []), list(sweep or []))
+        if policy and len(policy) == 1:  # policy.model settings given with --set are that policy's
+            overrides.append(f"policy.type={policy[0]}")
         overrides += list(set_ or [])
         for key, value in (
             ("bench.episodes", episodes),

@@ -237,34 +237,73 @@ class Pi0Flow(nn.Module):
         return out
 
     # -- perception ------------------------------------------------------------------------------------------------
+    @property
+    def vision(self) -> nn.Module:
+        """SigLIP's embeddings, encoder and final norm (transformers 5 has no ``vision_model`` level)."""
+        return getattr(self.vision_tower, "vision_model", self.vision_tower)
+
+    @property
+    def num_vision_layers(self) -> int:
+        return len(self.vision.encoder.layers)
+
+    @property
+    def num_prefix_layers(self) -> int:
+        return len(self.vlm.layers)
+
+    def patch_embed(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [-1, 1] -> (B, patches, vision width): SigLIP's patch and position embeddings."""
+        embeddings = self.vision.embeddings
+        return embeddings(image.to(embeddings.patch_embedding.weight.dtype))
+
+    def vision_layer(self, index: int, h: torch.Tensor) -> torch.Tensor:
+        out = self.vision.encoder.layers[index](h, attention_mask=None)
+        return out[0] if isinstance(out, tuple) else out
+
+    def image_tokens(self, h: torch.Tensor) -> torch.Tensor:
+        """The vision encoder's output -> (B, patches, width): its final norm, projected."""
+        return self.projector(self.vision.post_layernorm(h))
+
     def embed_image(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) in [-1, 1] -> (B, patches, width): SigLIP's last hidden state, projected."""
-        return self.projector(self.vision_tower(pixel_values=image).last_hidden_state)
+        h = self.patch_embed(image)
+        for index in range(self.num_vision_layers):
+            h = self.vision_layer(index, h)
+        return self.image_tokens(h)
 
-    def embed_prefix(self, images: list[torch.Tensor], image_masks: list[torch.Tensor], tokens: torch.Tensor,
-                     token_masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(embeddings (B, L, width), pad mask (B, L)): every image's tokens, then the instruction's."""
+    def embed_prefix(self, image_tokens: list[torch.Tensor], image_masks: list[torch.Tensor], tokens: torch.Tensor,
+                     token_masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every image's tokens (:meth:`image_tokens`; a camera whose mask is False is padding), then the
+        instruction's -> the prefix: ``h`` (B, L, width), ``pad`` (B, L) bool, ``mask`` (B, L, L) bool (every
+        prefix token sees every other unpadded one), ``positions`` (B, L) (counting unpadded tokens)."""
         embs, pads = [], []
-        for image, mask in zip(images, image_masks, strict=True):
-            emb = self.embed_image(image)
+        for emb, mask in zip(image_tokens, image_masks, strict=True):
             embs.append(emb)
             pads.append(mask[:, None].expand(emb.shape[0], emb.shape[1]))
         lang = self.embed_tokens(tokens)
         embs.append(lang * math.sqrt(lang.shape[-1]))
         pads.append(token_masks.bool())
-        return torch.cat(embs, dim=1), torch.cat(pads, dim=1)
+        h, pad = torch.cat(embs, dim=1), torch.cat(pads, dim=1)
+        mask = causal_blocks_mask(pad, torch.zeros_like(pad, dtype=torch.long))
+        return {"h": h, "pad": pad, "mask": mask, "positions": torch.cumsum(pad.long(), dim=1) - 1}
 
-    def prefix_cache(self, embs: torch.Tensor, pad: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]],
-                                                                            torch.Tensor]:
+    def prefix_layer(self, index: int, prefix: dict[str, torch.Tensor], last: bool = False) -> tuple[Any, Any, Any]:
+        """Gemma layer ``index`` over the prefix -> (hidden states, keys (rotated), values); the last layer's hidden
+        states are not needed by the flow (None)."""
+        layer = self.vlm.layers[index]
+        q, k, v, gate = layer.qkv(prefix["h"], prefix["positions"])
+        if last:
+            return None, k, v
+        return layer.finish(prefix["h"], attend(q, k, v, prefix["mask"]), gate), k, v
+
+    def prefix_cache(self, prefix: dict[str, torch.Tensor]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]],
+                                                                      torch.Tensor]:
         """The per-layer (keys, values) of the prefix (each (B, L, Hkv, D), keys rotated) and its output (the final
         norm applied)."""
-        mask = causal_blocks_mask(pad, torch.zeros_like(pad, dtype=torch.long))  # all prefix tokens see each other
-        positions = torch.cumsum(pad.long(), dim=1) - 1
-        x, cache = embs, []
+        x, cache = prefix["h"], []
         for layer in self.vlm.layers:
-            q, k, v, gate = layer.qkv(x, positions)
+            q, k, v, gate = layer.qkv(x, prefix["positions"])
             cache.append((k, v))
-            x = layer.finish(x, attend(q, k, v, mask), gate)
+            x = layer.finish(x, attend(q, k, v, prefix["mask"]), gate)
         return cache, self.vlm.norm(x)[0]
 
     # -- generation ------------------------------------------------------------------------------------------------
@@ -280,7 +319,7 @@ class Pi0Flow(nn.Module):
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(suffix (B, 1 + chunk, width), its blocks (B, 1 + chunk), no norm condition): the state token, then the
         noisy actions fused with the time embedding; the state token and the actions are each a block."""
-        state_emb = self.state_proj(state.float())[:, None]
+        state_emb = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None]
         action_emb = self.action_in_proj(x_t)
         time_emb = self.time_embedding(time)
         fused = torch.cat([action_emb, time_emb[:, None, :].expand_as(action_emb)], dim=2)
@@ -290,9 +329,10 @@ class Pi0Flow(nn.Module):
         blocks[:, :2] = 1
         return x, blocks, None
 
-    def velocity(self, cache: list[tuple[torch.Tensor, torch.Tensor]], prefix_pad: torch.Tensor,
-                 state: torch.Tensor | None, x_t: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
-        """The flow's velocity (B, chunk, max_action_dim) at ``x_t`` (B, chunk, max_action_dim), time (B,)."""
+    def velocity(self, x_t: torch.Tensor, time: torch.Tensor, cache: list[tuple[torch.Tensor, torch.Tensor]],
+                 prefix_pad: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """The flow's velocity (B, chunk, max_action_dim) at ``x_t`` (B, chunk, max_action_dim), time (B,), given
+        the prefix cache and its pad mask (B, N); ``state``: the normalised state padded to max_state_dim (π0)."""
         x, blocks, cond = self.embed_suffix(state, x_t, time)
         batch, length = x.shape[:2]
         suffix_mask = causal_blocks_mask(torch.ones(batch, length, dtype=torch.bool, device=x.device), blocks)
@@ -311,7 +351,7 @@ class Pi0Flow(nn.Module):
         x_t = noise
         for step in range(num_steps):
             time = torch.full((x_t.shape[0],), 1.0 + step * dt, dtype=torch.float32, device=x_t.device)
-            x_t = x_t + dt * self.velocity(cache, prefix_pad, state, x_t, time)
+            x_t = x_t + dt * self.velocity(x_t, time, cache, prefix_pad, state)
         return x_t
 
 

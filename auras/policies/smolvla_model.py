@@ -220,6 +220,14 @@ class SmolVLAFlow(nn.Module):
     def text_layers(self) -> nn.ModuleList:
         return self.vlm_with_expert.vlm.model.text_model.layers
 
+    @property
+    def num_prefix_layers(self) -> int:
+        return len(self.text_layers)
+
+    @property
+    def num_vision_layers(self) -> int:
+        return len(self.vision.encoder.layers)
+
     # -- perception: the prefix ----------------------------------------------------------------
     @property
     def vision(self) -> nn.Module:
