@@ -193,6 +193,8 @@ POLICIES.register("smolvla", "auras.policies.smolvla:build_smolvla", builtin=Tru
 POLICIES.register("pi0", "auras.policies.pi0:build_pi0", builtin=True)
 POLICIES.register("pi05", "auras.policies.pi0:build_pi05", builtin=True)
 POLICIES.register("tiny-flow", "auras.policies.tiny_flow.modeling:TinyFlow", builtin=True)
+POLICY_CONFIGS.register("openvla", "auras.policies.openvla_config:OpenVLAConfig", builtin=True)
+POLICIES.register("openvla", "auras.policies.openvla:build_openvla", builtin=True)
 
 FAMILIES: Registry[Any] = Registry("generation family", "auras.families", _check_family_entry)
 """Generation family name -> its driver class (auras.generation.families)."""
