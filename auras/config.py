@@ -428,6 +428,18 @@ class StalenessConfig(_Section):
         description="rtc: send an observation only once this many rows of the current chunk have run (the RTC "
         "paper's execution horizon); 0: whenever the agent can take one.",
     )
+    rtc_schedule: Literal["exp", "linear"] = Field(
+        "exp",
+        description="rtc: how the guide's weights fall from 1 (the rows that run before the chunk lands) to 0 (the "
+        "rows left free): LeRobot's prefix_attention_schedule EXP or LINEAR.",
+    )
+    rtc_guidance: Literal["pull", "lerobot"] = Field(
+        "pull",
+        description="rtc: how strongly a flow step follows the guide. pull: the clean prediction pulled onto the "
+        "guide rows, velocity re-derived (weight 1/t); lerobot: LeRobot's RTCProcessor (weight "
+        "min(rtc_max_guidance, (t^2 + (1-t)^2) / (t (1-t))), padded action dims guided to 0).",
+    )
+    rtc_max_guidance: float = Field(10.0, gt=0.0, description="rtc_guidance lerobot: the largest guidance weight.")
 
     @field_validator("strategy")
     @classmethod

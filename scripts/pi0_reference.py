@@ -148,6 +148,38 @@ def raw_inputs(cfg) -> tuple[dict, torch.Tensor]:
     return batch, noise
 
 
+# LeRobot's real-time chunking (RTC) in the same flow: the second chunk of an episode, guided by the rows of the
+# first that are still to run when it lands (LeRobot's ``prev_chunk_left_over``), with its inference delay and
+# execution horizon. π0 uses LeRobot's default LINEAR prefix schedule, π0.5 the EXP one.
+RTC = {"pi0": dict(schedule="LINEAR", executed=2, inference_delay=2, execution_horizon=5, max_guidance_weight=10.0),
+       "pi05": dict(schedule="EXP", executed=1, inference_delay=3, execution_horizon=6, max_guidance_weight=5.0)}
+
+
+def rtc_reference(kind, policy, images, img_masks, lang_tokens, lang_masks, state, first_chunk) -> dict:
+    """LeRobot's RTC-guided chunk for fresh noise, the chunk the same noise gives unguided, and RTC's inputs."""
+    from lerobot.configs.types import RTCAttentionSchedule
+    from lerobot.policies.rtc.configuration_rtc import RTCConfig
+
+    case = RTC[kind]
+    policy.config.rtc_config = RTCConfig(
+        enabled=True, prefix_attention_schedule=RTCAttentionSchedule[case["schedule"]],
+        max_guidance_weight=case["max_guidance_weight"], execution_horizon=case["execution_horizon"])
+    policy.init_rtc_processor()
+    gen = torch.Generator().manual_seed(SEED_INPUTS + 1)
+    noise = torch.randn(first_chunk.shape[0], policy.config.chunk_size, policy.config.max_action_dim, generator=gen)
+    left_over = first_chunk[:, case["executed"]:].clone()  # normalised rows of the first chunk not yet run
+    args = (images, img_masks, lang_tokens, lang_masks) + ((state,) if kind == "pi0" else ())
+    guided = policy.model.sample_actions(*args, noise=noise.clone(), inference_delay=case["inference_delay"],
+                                         prev_chunk_left_over=left_over, execution_horizon=case["execution_horizon"])
+    plain = policy.model.sample_actions(*args, noise=noise.clone())  # no left-over: RTC guides nothing
+    weights = policy.model.rtc_processor.get_prefix_weights(
+        case["inference_delay"], min(case["execution_horizon"], left_over.shape[1]), policy.config.chunk_size)
+    policy.config.rtc_config = None
+    policy.init_rtc_processor()
+    return {"rtc.noise": noise, "rtc.prev_chunk_left_over": left_over, "rtc.prefix_weights": weights,
+            "rtc.actions_normalized_padded": guided, "rtc.unguided_normalized_padded": plain}
+
+
 def build(kind: str, out: Path) -> dict:
     """One fixture (kind "pi0" or "pi05") into ``out``; returns its info."""
     import lerobot
@@ -245,6 +277,7 @@ def build(kind: str, out: Path) -> dict:
         re_pre, re_post = make_pre_post_processors(re_policy.config, pretrained_path=str(out / "checkpoint"))
         again = re_post(re_policy.predict_action_chunk(re_pre(dict(raw)), noise=noise.clone()))
         assert torch.equal(again, actions), "the reloaded checkpoint reproduces output.actions"
+        t.update(rtc_reference(kind, policy, images, img_masks, lang_tokens, lang_masks, state, actions_norm))
 
     t = {k: v.detach().contiguous().clone() for k, v in t.items()}
     save_file(t, str(out / "reference.safetensors"), metadata={"format": f"auras {kind} reference fixture v1"})
@@ -259,6 +292,7 @@ def build(kind: str, out: Path) -> dict:
         "sizes": {"variants (config.json name -> the weights' Gemma sizes)": sizes, "vision": VISION,
                   "vocab_size": VOCAB, "image_resolution": RESOLUTION},
         "tasks": TASKS,
+        "rtc": RTC[kind],
         "parameters": sum(p.numel() for p in policy.parameters()),
         "tensors": {k: list(v.shape) for k, v in sorted(t.items())},
     }

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from auras.devices import DeviceProbe, check_device
 from auras.errors import ConfigError
 from auras.generation.families import driver_for
+from auras.generation.guidance import GuidanceRule
 from auras.policies.base import Policy
 from auras.policies.delay import with_injected_delay
 from auras.policies.guide import with_action_guide
@@ -69,7 +70,8 @@ def build_policy(config: AurasConfig, probe: DeviceProbe | None = None) -> Polic
 def with_staleness_inputs(policy: Policy, config: AurasConfig) -> Policy:
     """``policy`` reading what ``staleness.strategy`` sends with each observation (rtc: the guide)."""
     if resolve_strategy(config.staleness.strategy, config.pipeline.mode).rtc:
-        return with_action_guide(policy)
+        section = config.staleness
+        return with_action_guide(policy, GuidanceRule(section.rtc_guidance, section.rtc_max_guidance))
     return policy
 
 

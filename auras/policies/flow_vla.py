@@ -39,7 +39,7 @@ from auras.compiled import CompiledStage
 from auras.devices import torch_dtype
 from auras.errors import InvalidInputError
 from auras.generation.base import DiffusionGeneration
-from auras.generation.guidance import guide_velocity, read_guide
+from auras.generation.guidance import PULL, GuidanceRule, guide_velocity, read_guide
 from auras.perception.base import Context, Perception
 from auras.perception.text import PAD_ID, encode_instruction
 from auras.policies.base import Policy
@@ -345,6 +345,7 @@ class FlowVLAGeneration(_Part, DiffusionGeneration):
         self._seed = seed
         self._generator = torch.Generator().manual_seed(seed)
         self._velocity: Callable[..., torch.Tensor] = model.model.velocity  # one flow step's network
+        self.guidance: GuidanceRule = PULL  # how rtc's guide steers each step (staleness.rtc_guidance)
 
     def compile(self, mode: str, batch: int = 1) -> None:
         """The expert's velocity (one flow step), compiled for ``batch`` rows (every in-flight request)."""
@@ -413,7 +414,7 @@ class FlowVLAGeneration(_Part, DiffusionGeneration):
             time = torch.tensor([1.0 + int(k) * dt for k in k0[rows] + it], dtype=torch.float32, device=x.device)
             velocity = self._velocity(x[idx].to(param.dtype), time, cache, cache_pad, *rows_extras).float()
             if guide is not None:
-                velocity = guide_velocity(velocity, x[idx], time, (guide[0][idx], guide[1][idx]))
+                velocity = guide_velocity(velocity, x[idx], time, (guide[0][idx], guide[1][idx]), self.guidance)
             x[idx] = x[idx] + dt * velocity
         return x
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from auras.errors import ConfigError, InvalidInputError
+from auras.generation.guidance import PULL, GuidanceRule
 from auras.perception.base import Context, ForwardingPerception, Perception
 from auras.policies.base import Policy
 from auras.staleness import GUIDE_ACTIONS, GUIDE_WEIGHTS
@@ -26,13 +27,24 @@ from auras.types import Observation
 __all__ = ["guide_rows", "with_action_guide"]
 
 
-def with_action_guide(policy: Policy) -> Policy:
-    """``policy`` whose contexts carry each observation's rtc guide (denoising chunk policies only)."""
+def with_action_guide(policy: Policy, rule: GuidanceRule = PULL) -> Policy:
+    """``policy`` whose contexts carry each observation's rtc guide (denoising chunk policies only), its flow
+    steered by ``rule`` (flow-matching policies; the others pull their clean prediction)."""
     gen = policy.generation
     if gen.family != "denoising" or len(gen.action_shape) != 2:
         raise ConfigError(
             f"staleness.strategy rtc: needs a denoising policy that predicts action chunks; "
             f"{policy.name!r} is {gen.family} with actions of shape {tuple(gen.action_shape)}"
+        )
+    inner = gen
+    while hasattr(inner, "_inner"):  # through wrappers (injected delays) to the generation itself
+        inner = inner._inner
+    if hasattr(inner, "guidance"):
+        inner.guidance = rule
+    elif rule != PULL:
+        raise ConfigError(
+            f"staleness.rtc_guidance {rule.kind}: a flow-matching policy's rule (smolvla, pi0, pi05, tiny-flow); "
+            f"{policy.name!r} guides its clean prediction (rtc_guidance pull)"
         )
     horizon, dim = (int(n) for n in gen.action_shape)
     return replace(policy, perception=_GuidedPerception(policy.perception, horizon, dim))

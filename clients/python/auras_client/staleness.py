@@ -47,6 +47,7 @@ __all__ = [
     "EXECUTOR_SETTINGS",
     "GUIDE_ACTIONS",
     "GUIDE_WEIGHTS",
+    "RTC_SCHEDULES",
     "STRATEGIES",
     "ChunkExecutor",
     "Strategy",
@@ -62,7 +63,8 @@ class StrategyError(ValueError):
 
 
 STRATEGIES = ("none", "public_context", "rtc", "roll_forward", "chunk_blend")
-EXECUTOR_SETTINGS = ("blend_old", "queue_threshold", "action_scale", "rolled_dims", "execution_horizon")
+EXECUTOR_SETTINGS = ("blend_old", "queue_threshold", "action_scale", "rolled_dims", "execution_horizon", "rtc_schedule")
+RTC_SCHEDULES = ("exp", "linear")
 """The ``staleness`` settings the robot side reads (:meth:`ChunkExecutor.from_config`, the bridge's hello)."""
 GUIDE_ACTIONS = "guide_actions"
 """Observation extra (H, A) float32, env units: the rows rtc asks the new chunk to reproduce."""
@@ -109,17 +111,21 @@ class Strategy:
         return self.rtc or self.chunk_blend
 
 
-def soft_mask(horizon: int, delay: int, execute: int) -> np.ndarray:
-    """RTC's guidance weights (H,): 1 for the ``delay`` rows that run before the chunk lands, an
-    exponential decay to 0 over the rows up to ``horizon - execute``, 0 for the last ``execute`` rows
-    (the chunk always keeps those free; a longer delay freezes only ``horizon - execute`` rows)."""
+def soft_mask(horizon: int, delay: int, execute: int, schedule: str = "exp") -> np.ndarray:
+    """RTC's guidance weights (H,): 1 for the ``delay`` rows that run before the chunk lands, a decay to 0 over
+    the rows up to ``horizon - execute``, 0 for the last ``execute`` rows (the chunk always keeps those free; a
+    longer delay freezes only ``horizon - execute`` rows). The decay is c = (end - i) / (end - delay + 1) at row i
+    (``linear``) or c (e^c - 1) / (e - 1) (``exp``): LeRobot's ``get_prefix_weights(delay, horizon - execute,
+    horizon)`` with ``prefix_attention_schedule`` LINEAR or EXP."""
+    if schedule not in RTC_SCHEDULES:
+        raise StrategyError(f"staleness.rtc_schedule: expected one of {', '.join(RTC_SCHEDULES)}, got {schedule!r}")
     end = max(0, horizon - execute)
     delay = max(0, min(int(delay), end))
     weights = np.zeros(horizon, np.float32)
     weights[:delay] = 1.0
     for i in range(delay, end):
         c = (end - i) / (end - delay + 1)
-        weights[i] = c * (math.exp(c) - 1) / (math.e - 1)
+        weights[i] = c if schedule == "linear" else c * (math.exp(c) - 1) / (math.e - 1)
     return weights
 
 
@@ -143,6 +149,7 @@ class ChunkExecutor:
         action_scale: float = 0.01,
         rolled_dims: int = 3,
         execution_horizon: int = 0,
+        rtc_schedule: str = "exp",
     ) -> None:
         self.strategy = strategy if isinstance(strategy, Strategy) else Strategy.parse(strategy)
         if not 0.0 <= blend_old <= 1.0:
@@ -155,7 +162,11 @@ class ChunkExecutor:
             raise StrategyError(
                 f"staleness.execution_horizon: expected 0..{chunk_shape[0]} (the chunk's rows), got {execution_horizon}"
             )
-        self.execution_horizon = int(execution_horizon)
+        if rtc_schedule not in RTC_SCHEDULES:
+            raise StrategyError(
+                f"staleness.rtc_schedule: expected one of {', '.join(RTC_SCHEDULES)}, got {rtc_schedule!r}"
+            )
+        self.execution_horizon, self.rtc_schedule = int(execution_horizon), rtc_schedule
         self.execute_steps, self.blend_old, self.queue_threshold = int(execute_steps), blend_old, queue_threshold
         self.horizon, self.action_dim = (int(n) for n in chunk_shape)
         self.action_scale, self.rolled_dims = float(action_scale), int(rolled_dims)
@@ -235,7 +246,7 @@ class ChunkExecutor:
             else:
                 extras[GUIDE_ACTIONS] = rows.astype(np.float32)
                 free = self.execution_horizon or self.execute_steps  # the rows this chunk leaves to the next
-                extras[GUIDE_WEIGHTS] = soft_mask(horizon, delay, free)
+                extras[GUIDE_WEIGHTS] = soft_mask(horizon, delay, free, self.rtc_schedule)
         if self.strategy.roll_forward and delay > 0:
             rows = self.pending(t, delay) if planned is None else planned[:delay]
             if rows is not None:
