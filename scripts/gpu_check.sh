@@ -278,18 +278,40 @@ else
     fi
 fi
 
-# 5. full-size SmolVLA (450 M, random weights): sequential vs auras on one GPU, in what time is left
+# 5. full-size flow VLAs (random weights): SmolVLA (450 M), then π0 (3.5 B); sequential vs auras on one GPU, in
+#    what time is left
+for vla in smolvla pi0; do
+    if [[ $MODE != gpu ]]; then
+        skip "$vla" "full size runs on a GPU only (scripts/vla_throughput.py --policy $vla measures it on a CPU)"
+    elif [[ -z $ready ]]; then
+        skip "$vla" "$blocked" not-run
+    else
+        left=$((DEADLINE - $(date +%s) - RESERVE))
+        if ((left < 60)); then
+            skip "$vla" "$left s left of the budget" not-run
+        else
+            stage "$vla" "$left" "$PY" scripts/vla_throughput.py --policy "$vla" --device cuda --dtype bfloat16 \
+                --steps 20 --warmup 3 --pp-perception 2 --pp-generation 2 --fetch-offset -1 \
+                --json "$WORK/$vla.json" || true
+        fi
+    fi
+done
+
+# 5b. full-size OpenVLA (7.5 B, random weights, all 32 Llama layers; 15 GB in bfloat16): sequential vs auras on one
+#     GPU through `auras bench` (throughput only), in what time is left; results in $WORK/openvla/results.json
 if [[ $MODE != gpu ]]; then
-    skip smolvla "full size runs on a GPU only (scripts/smolvla_throughput.py measures it on a CPU)"
+    skip openvla "full size runs on a GPU only (docs/results/openvla.md measures fewer Llama layers on a CPU)"
 elif [[ -z $ready ]]; then
-    skip smolvla "$blocked" not-run
+    skip openvla "$blocked" not-run
 else
     left=$((DEADLINE - $(date +%s) - RESERVE))
-    if ((left < 60)); then
-        skip smolvla "$left s left of the budget" not-run
+    if ((left < 90)); then
+        skip openvla "$left s left of the budget" not-run
     else
-        stage smolvla "$left" "$PY" scripts/smolvla_throughput.py --device cuda --dtype bfloat16 --steps 20 \
-            --warmup 3 --pp-perception 2 --pp-generation 2 --fetch-offset -1 --json "$WORK/smolvla.json" || true
+        stage openvla "$left" "$PY" -m auras.cli bench -c quick --policy openvla --modes sequential,auras \
+            --pp-perception 2 --pp-generation 2 --set policy.device=cuda --set policy.dtype=bfloat16 \
+            --set bench.accuracy=false --set bench.stream_steps=20 --set bench.warmup_steps=3 \
+            --out "$WORK/openvla" --no-progress --no-plots || true
     fi
 fi
 

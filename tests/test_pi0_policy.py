@@ -185,3 +185,22 @@ def test_auras_serve_serves_a_lerobot_checkpoint_by_path(kind, mode, tmp_path):
                 action = robot.take_action()
     assert action is not None, (tmp_path / "serve.log").read_text()[-2000:]
     assert action.chunk.shape == (8, 4) and np.isfinite(action.chunk).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@torch.no_grad()
+def test_the_policy_runs_in_bfloat16_close_to_float32(kind):
+    """policy.dtype=bfloat16 (what full size runs in on a CPU): the chunk stays within bfloat16's rounding of the
+    float32 one (measured: at most 0.013 on actions up to 3.6)."""
+    checkpoint, ref, tasks = _fixture(kind)
+    observations = _observations(ref, tasks)
+    chunks = {}
+    for dtype in ("float32", "bfloat16"):
+        policy = KINDS[kind].from_lerobot(checkpoint).as_policy()
+        policy.to("cpu", dtype)
+        context = policy.perception.perceive(observations)
+        sample = policy.generation.denoise(ref["input.noise"], torch.zeros(2, dtype=torch.int64),
+                                           torch.full((2,), 10), context)
+        chunks[dtype] = policy.generation.to_actions(sample)
+    assert np.isfinite(chunks["bfloat16"]).all()
+    np.testing.assert_allclose(chunks["bfloat16"], chunks["float32"], atol=0.05)

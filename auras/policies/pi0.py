@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
+from auras.devices import torch_dtype
 from auras.errors import ConfigError, InvalidInputError
 from auras.perception.base import Context
 from auras.policies.base import Policy
@@ -277,7 +278,7 @@ def _build(cls: type[Pi0], config: AurasConfig) -> Policy:
             raise ConfigError(f"{cls.policy_type}: scale_perception / scale_generation are not supported; it runs at "
                               "full size")
         size = config.env.image_size
-        model = cls.random_full_size({"front": (size, size)})
+        model = cls.random_full_size({"front": (size, size)}, dtype=torch_dtype(config.policy.dtype))
         if settings.num_steps is not None:
             model.config["num_inference_steps"] = settings.num_steps
     return model.as_policy(config.policy.execute_steps, name=cls.policy_type)

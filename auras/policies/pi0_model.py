@@ -321,7 +321,7 @@ class Pi0Flow(nn.Module):
         noisy actions fused with the time embedding; the state token and the actions are each a block."""
         state_emb = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None]
         action_emb = self.action_in_proj(x_t)
-        time_emb = self.time_embedding(time)
+        time_emb = self.time_embedding(time).to(action_emb.dtype)
         fused = torch.cat([action_emb, time_emb[:, None, :].expand_as(action_emb)], dim=2)
         fused = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(fused)))
         x = torch.cat([state_emb, fused], dim=1)
@@ -342,7 +342,8 @@ class Pi0Flow(nn.Module):
             q, k, v, gate = layer.qkv(x, positions, cond)
             attended = attend(q, torch.cat([k_prefix, k], dim=1), torch.cat([v_prefix, v], dim=1), mask)
             x = layer.finish(x, attended, gate, cond)
-        return self.action_out_proj(self.expert.norm(x, cond)[0][:, -self.chunk_size:].float())
+        out = self.expert.norm(x, cond)[0][:, -self.chunk_size:]
+        return self.action_out_proj(out.float().to(self.action_out_proj.weight.dtype)).float()
 
     def sample(self, cache: list[tuple[torch.Tensor, torch.Tensor]], prefix_pad: torch.Tensor,
                state: torch.Tensor | None, noise: torch.Tensor, num_steps: int) -> torch.Tensor:
@@ -371,7 +372,8 @@ class Pi05Flow(Pi0Flow):
 
     def embed_suffix(self, state: torch.Tensor | None, x_t: torch.Tensor, time: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        cond = F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(self.time_embedding(time)))))
+        time_emb = self.time_embedding(time).to(self.time_mlp_in.weight.dtype)
+        cond = F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(time_emb))))
         x = self.action_in_proj(x_t)
         blocks = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
         blocks[:, 0] = 1

@@ -1,16 +1,22 @@
-"""Sequential vs auras throughput for full-size SmolVLA with random weights (a benchmark).
+"""Sequential vs auras throughput for a full-size VLM-prefix + flow-expert policy with random weights (a benchmark).
 
-    python scripts/smolvla_throughput.py [--device cpu|cuda] [--dtype float32|bfloat16] [--steps 12]
-        [--warmup 3] [--pp-perception 1] [--pp-generation 1] [--fetch-offset -1] [--threads 1]
+    python scripts/vla_throughput.py [--policy smolvla|pi0|pi05] [--device cpu|cuda] [--dtype float32|bfloat16]
+        [--steps 12] [--warmup 3] [--pp-perception 1] [--pp-generation 1] [--fetch-offset -1] [--threads 1]
         [--compile off|default|reduce-overhead] [--json OUT]
 
-The policy is ``policy.type=smolvla`` without a checkpoint: SmolVLM2-500M truncated to 16 layers and a
-0.75-wide expert (450 M parameters), one 84 px camera resized with padding to 512 px (1024 SigLIP
-patches, 64 image tokens), a 48-token instruction, 10 flow steps over a 50-step chunk. Observations
-are random images fed back to back through ``AurasAgent.step``; each mode gets its own agent (its
+The policy is built without a checkpoint, at full size with random weights:
+
+- ``smolvla``: SmolVLM2-500M truncated to 16 layers and a 0.75-wide expert (450 M parameters), one 84 px camera
+  resized with padding to 512 px (1024 SigLIP patches, 64 image tokens), a 48-token instruction, 10 flow steps over
+  a 50-step chunk;
+- ``pi0`` / ``pi05``: PaliGemma 3B's SigLIP so400m and Gemma 2B with the Gemma 300M expert (about 3.5 B parameters),
+  one 84 px camera resized with padding to 224 px (256 image tokens), a 48-token instruction, 10 flow steps over a
+  50-step chunk (built directly in ``--dtype``: 7 GB in bfloat16, 14 GB in float32).
+
+Observations are random images fed back to back through ``AurasAgent.step``; each mode gets its own agent (its
 own copy of the weights) and ``--warmup`` untimed steps. Reported: actions per second, the speedup,
-per-stage medians and the perception share of a sequential request (SmolVLA's prefix is the larger
-part: the reason ``pp_perception`` matters for this family).
+per-stage medians and the perception share of a sequential request (the prefix is the larger
+part for this family: the reason ``pp_perception`` matters).
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ def measure(overrides: list[str], steps: int, warmup: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", default="smolvla", choices=["smolvla", "pi0", "pi05"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--steps", type=int, default=12)
@@ -82,7 +89,7 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    base = ["policy.type=smolvla", f"policy.device={args.device}", f"policy.dtype={args.dtype}",
+    base = [f"policy.type={args.policy}", f"policy.device={args.device}", f"policy.dtype={args.dtype}",
             f"policy.torch_threads={args.threads}", f"policy.compile={args.compile}"]
     modes = {
         "sequential": ["pipeline.mode=sequential"],
@@ -97,7 +104,8 @@ def main() -> None:
     p, g = seq["stage_ms_p50"].get("perception", 0.0), seq["stage_ms_p50"].get("generation", 0.0)
     result["perception_share"] = p / (p + g) if p + g else None
     label = f"auras {args.pp_perception}x{args.pp_generation} fetch_offset {args.fetch_offset}"
-    print(f"smolvla full size (random weights), {args.dtype} on {args.device}, {args.threads} thread(s) per stage")
+    print(f"{args.policy} full size (random weights), {args.dtype} on {args.device}, "
+          f"{args.threads} thread(s) per stage")
     print("| mode | throughput Hz | perception p50 ms | generation p50 ms |")
     print("|---|---|---|---|")
     for mode, m in result["modes"].items():
