@@ -298,7 +298,7 @@ for vla in smolvla pi0; do
 done
 
 # 5b. full-size OpenVLA (7.5 B, random weights, all 32 Llama layers; 15 GB in bfloat16): sequential vs auras on one
-#     GPU through `auras bench` (throughput only), in what time is left; results in $WORK/openvla/results.json
+#     GPU (docs/results/openvla/measure.py), in what time is left
 if [[ $MODE != gpu ]]; then
     skip openvla "full size runs on a GPU only (docs/results/openvla.md measures fewer Llama layers on a CPU)"
 elif [[ -z $ready ]]; then
@@ -308,10 +308,9 @@ else
     if ((left < 90)); then
         skip openvla "$left s left of the budget" not-run
     else
-        stage openvla "$left" "$PY" -m auras.cli bench -c quick --policy openvla --modes sequential,auras \
-            --pp-perception 2 --pp-generation 2 --set policy.device=cuda --set policy.dtype=bfloat16 \
-            --set bench.accuracy=false --set bench.stream_steps=20 --set bench.warmup_steps=3 \
-            --out "$WORK/openvla" --no-progress --no-plots || true
+        stage openvla "$left" "$PY" docs/results/openvla/measure.py --llm-layers 32 --device cuda \
+            --dtype bfloat16 --skip-split --steps 20 --warmup 3 --pp-perception 2 --pp-generation 2 \
+            --json "$WORK/openvla.json" || true
     fi
 fi
 

@@ -149,6 +149,21 @@ def test_an_instruction_longer_than_the_prompt_length_is_refused_with_the_settin
         model.as_policy().perception.perceive(_observations(reference)[:1])
 
 
+def test_without_a_checkpoint_the_architecture_is_openvla_7b():
+    """Built on the meta device (no memory): OpenVLA-7B's 7,541,237,184 parameters (DINOv2 ViT-L/14 with registers
+    303 M, SigLIP so400m 428 M, projector 71 M, Llama-2 7B with 32064 tokens 6.74 B); 26 tower stages and 32 Llama
+    layer stages. ``llm_layers`` drops Llama layers only."""
+    with torch.device("meta"):
+        full = OpenVLA.random_full_size(OpenVLAConfig())
+        cut = OpenVLA.random_full_size(OpenVLAConfig(llm_layers=2, action_dim=7))
+    count = sum(p.numel() for p in full.model.parameters())
+    assert count == 7_541_237_184
+    assert len(full.as_policy().perception.stages()) == 26 + 32
+    llama_layer = sum(p.numel() for p in full.model.layers[0].parameters())
+    assert sum(p.numel() for p in cut.model.parameters()) == count - 30 * llama_layer
+    assert cut.as_policy().generation.action_shape == (1, 7)
+
+
 BY_PATH = ["policy.type=openvla", f"policy.checkpoint={CHECKPOINT}", "policy.model.unnorm_key=metaworld"]
 
 
