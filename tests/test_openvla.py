@@ -151,14 +151,17 @@ def test_an_instruction_longer_than_the_prompt_length_is_refused_with_the_settin
 
 def test_without_a_checkpoint_the_architecture_is_openvla_7b():
     """Built on the meta device (no memory): OpenVLA-7B's 7,541,237,184 parameters (DINOv2 ViT-L/14 with registers
-    303 M, SigLIP so400m 428 M, projector 71 M, Llama-2 7B with 32064 tokens 6.74 B); 26 tower stages and 32 Llama
-    layer stages. ``llm_layers`` drops Llama layers only."""
+    303 M, SigLIP so400m 428 M, projector 71 M, Llama-2 7B with 32064 tokens 6.74 B); perception stages of about
+    one Llama layer's work: the 26 tower blocks in 3 groups, then the 32 layers. ``llm_layers`` drops Llama layers
+    only."""
     with torch.device("meta"):
         full = OpenVLA.random_full_size(OpenVLAConfig())
         cut = OpenVLA.random_full_size(OpenVLAConfig(llm_layers=2, action_dim=7))
     count = sum(p.numel() for p in full.model.parameters())
     assert count == 7_541_237_184
-    assert len(full.as_policy().perception.stages()) == 26 + 32
+    perception = full.as_policy().perception
+    assert perception.vision_groups() == [range(0, 9), range(9, 18), range(18, 26)]
+    assert len(perception.stages()) == 3 + 32
     llama_layer = sum(p.numel() for p in full.model.layers[0].parameters())
     assert sum(p.numel() for p in cut.model.parameters()) == count - 30 * llama_layer
     assert cut.as_policy().generation.action_shape == (1, 7)
@@ -180,7 +183,7 @@ def test_in_every_mode_the_pipeline_acts_as_openvla_on_each_observation():
         with AurasAgent(load_config(overrides=[*BY_PATH, *mode])) as agent:
             spec = agent.policy_spec
             assert (spec.family, spec.action_shape, spec.generation_iterations) == ("autoregressive", (1, 4), 4)
-            assert spec.perception_stages == 2 + 2  # tower blocks, then Llama layers
+            assert spec.perception_stages == 1 + 2  # the tower blocks (about one Llama layer's work), the layers
             runs[mode[0]] = [agent.step(obs).values for obs in stream]
     sequential, auras = runs["pipeline.mode=sequential"], runs["pipeline.mode=auras"]
     model = OpenVLA.from_checkpoint(CHECKPOINT, OpenVLAConfig(unnorm_key="metaworld"), 84).as_policy()

@@ -16,8 +16,9 @@ The split (architecture in :mod:`auras.policies.openvla_model`):
   (``resize-naive``: Pillow's resize to the tower's size, then ToTensor and Normalize), the prompt
   ``In: What action should the robot take to {instruction}?\\nOut:`` tokenized with ``<s>`` first and ``▁`` last
   (as OpenVLA's ``predict_action`` appends it) and left-padded to ``prompt_tokens``; then both towers block by
-  block, the projector, and the Llama's prefill layer by layer over ``[<s>, image tokens, prompt]``. One stage per
-  tower block (the towers side by side) and one per Llama layer, so ``pp_perception`` cuts the prefill too. The
+  block, the projector, and the Llama's prefill layer by layer over ``[<s>, image tokens, prompt]``. Stages of
+  about equal work: groups of tower blocks (the towers side by side; 3 groups at full size) and one stage per
+  Llama layer, so ``pp_perception`` cuts the prefill too. The
   context is ``kv.{i}.key`` / ``kv.{i}.value`` (B, Hkv, N, Dh) per layer, ``prefix_valid`` (B, N) and
   ``first_token`` (B,): the greedy token at the prefill's last position.
 - generation (family ``autoregressive``): the remaining action tokens, greedy over the whole vocabulary as
@@ -45,6 +46,7 @@ from torch import nn
 from auras.devices import torch_dtype
 from auras.errors import ConfigError, InvalidInputError
 from auras.generation.base import AutoregressiveGeneration
+from auras.partition import split_evenly
 from auras.perception.base import Context, Perception
 from auras.policies.base import Policy
 from auras.policies.openvla_config import OpenVLAConfig
@@ -302,7 +304,8 @@ class OpenVLA(nn.Module):
     def random_full_size(cls, settings: OpenVLAConfig | None = None, image_size: int = 224,
                          dtype: torch.dtype = torch.float32) -> OpenVLA:
         """OpenVLA-7B's architecture with RANDOM weights (``settings.llm_layers`` Llama layers), built in
-        ``dtype``, with stand-in statistics (identity on [-1, 1]) and tokens: for throughput runs only."""
+        ``dtype``, with stand-in tokens and statistics: one dataset, ``random``, identity on [-1, 1]. For throughput
+        runs only."""
         settings = settings or OpenVLAConfig()
         dim = settings.action_dim or 4
         text = {**OPENVLA_7B_TEXT, "num_hidden_layers": settings.llm_layers or 32}
@@ -311,8 +314,7 @@ class OpenVLA(nn.Module):
         tokenizer = PromptTokenizer.stand_in(int(text["vocab_size"]) - 64, int(config["pad_token_id"]),
                                              settings.prompt_tokens)
         with _default_dtype(dtype):
-            model = cls(config, OPENVLA_7B_PREPROCESSOR, tokenizer, settings.model_copy(update={"unnorm_key": None}),
-                        image_size)
+            model = cls(config, OPENVLA_7B_PREPROCESSOR, tokenizer, settings, image_size)
         return model.eval()
 
     # -- actions ----------------------------------------------------------------------------------------------
@@ -352,7 +354,7 @@ class _Part:
 
 
 class OpenVLAPerception(_Part, Perception):
-    """Observations -> the prefill's cache: one stage per tower block (both towers side by side), then one per
+    """Observations -> the prefill's cache: groups of tower blocks (both towers side by side), then one stage per
     Llama layer."""
 
     def __init__(self, model: OpenVLA) -> None:
@@ -365,11 +367,23 @@ class OpenVLAPerception(_Part, Perception):
         return self._spec
 
     def stages(self) -> list[Callable[[Any], Any]]:
+        """Groups of tower blocks (each about one Llama layer's work), then one stage per Llama layer."""
+        groups = self.vision_groups()
+        vision = [functools.partial(self._vision, blocks, i == len(groups) - 1) for i, blocks in enumerate(groups)]
+        text = [functools.partial(self._text, i) for i in range(len(self.model.model.layers))]
+        return [functools.partial(self._first, vision[0]), *vision[1:], *text]
+
+    def vision_groups(self) -> list[range]:
+        """The tower blocks of each perception stage: as many stages as the towers cost Llama layers (counted in
+        multiply-adds: a block's parameters times its tokens; at full size 3), at least one, contiguous."""
         vla = self.model.model
-        vision = max(t.used_blocks for t in vla.vision_backbone.towers)
-        text = len(vla.layers)
-        return [self._first, *(functools.partial(self._vision, i) for i in range(1, vision)),
-                *(functools.partial(self._text, i) for i in range(text))]
+        towers = vla.vision_backbone.towers
+        blocks = max(t.used_blocks for t in towers)
+        tower_work = sum(t.used_blocks * sum(p.numel() for p in t.blocks[0].parameters())
+                         * (t.num_patches + t.spec.num_prefix_tokens) for t in towers)
+        prefix = 1 + towers[0].num_patches + self.model.tokenizer.length  # <s>, image tokens, prompt
+        layer_work = sum(p.numel() for p in vla.layers[0].parameters()) * prefix if len(vla.layers) else 1
+        return split_evenly(blocks, min(blocks, max(1, round(tower_work / layer_work))))
 
     @torch.inference_mode()
     def inputs(self, observations: Sequence[Observation]) -> dict[str, torch.Tensor]:
@@ -387,18 +401,21 @@ class OpenVLAPerception(_Part, Perception):
         }
 
     @torch.inference_mode()
-    def _first(self, observations: Sequence[Observation]) -> dict[str, Any]:
+    def _first(self, vision: Callable[[dict[str, Any]], dict[str, Any]], observations: Sequence[Observation]
+               ) -> dict[str, Any]:
         inputs = self.inputs(observations)
         towers = self.model.model.vision_backbone.towers
         first, second = torch.split(inputs.pop("pixel_values"), [3, 3], dim=1)
-        return self._vision(0, {**inputs, "x": [t.embed(p) for t, p in zip(towers, (first, second), strict=True)]})
+        return vision({**inputs, "x": [t.embed(p) for t, p in zip(towers, (first, second), strict=True)]})
 
     @torch.inference_mode()
-    def _vision(self, index: int, carry: dict[str, Any]) -> dict[str, Any]:
+    def _vision(self, blocks: range, last: bool, carry: dict[str, Any]) -> dict[str, Any]:
         vla = self.model.model
         towers = vla.vision_backbone.towers
-        x = [t.blocks[index](h) if index < t.used_blocks else h for t, h in zip(towers, carry["x"], strict=True)]
-        if index < max(t.used_blocks for t in towers) - 1:
+        x = list(carry["x"])
+        for index in blocks:
+            x = [t.blocks[index](h) if index < t.used_blocks else h for t, h in zip(towers, x, strict=True)]
+        if not last:
             return {**carry, "x": x}
         patches = torch.cat([t.patch_tokens(h) for t, h in zip(towers, x, strict=True)], dim=2)  # (B, P, D1 + D2)
         projected = vla.projector(patches)  # (B, P, W)

@@ -20,9 +20,9 @@ What OpenVLA computes, and where auras cuts it:
   token). auras gives every request the same length: the prompt tokens after ``<s>`` are left-padded to a fixed count,
   masked out as keys, and positions count only real tokens (``cumsum(valid) - 1``), so every real token computes
   what it computes unpadded.
-- Perception is the towers, the projector and the Llama's prefill, one stage per tower block and per Llama layer;
-  the context is each layer's keys (rotated) and values, the prefix's validity mask, and the first action token
-  (greedy over the prefill's last position).
+- Perception is the towers, the projector and the Llama's prefill (staged by groups of tower blocks and by Llama
+  layer); the context is each layer's keys (rotated) and values, the prefix's validity mask, and the first action
+  token (greedy over the prefill's last position).
 - Generation decodes the other action tokens greedily over that cache: one token at a time (classic), or every
   position of a teacher-forced block in one causal pass (merged). The attention is computed here from the Llama's own
   modules (norms, projections, rotary embedding, MLP), so the cache is a plain tensor per layer and no transformers
@@ -186,6 +186,7 @@ class VisionTower(nn.Module):
             raise ValueError(f"a tower needs at least 2 blocks (OpenVLA reads the second-to-last), got {spec.depth}")
         self.spec = spec
         dim, patches = spec.embed_dim, (image_size // spec.patch_size) ** 2
+        self.num_patches = patches
         self.patch_embed = PatchEmbed(spec.patch_size, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if spec.class_token else None
         self.reg_token = nn.Parameter(torch.zeros(1, spec.reg_tokens, dim)) if spec.reg_tokens else None
