@@ -129,7 +129,7 @@ def test_a_checkpoint_with_a_missing_or_misshapen_tensor_or_another_model_type_i
     state = load_file(checkpoint / "model.safetensors")
     key = "vision_backbone.featurizer.blocks.1.ls2.scale_factor"
     save_file({k: v for k, v in state.items() if k != key}, checkpoint / "model.safetensors")
-    with pytest.raises(InvalidInputError, match=rf"missing 1 tensor\(s\) its config\.json expects, first \['{key}'\]"):
+    with pytest.raises(InvalidInputError, match=rf"model\.safetensors': missing 1 key\(s\), first \['{key}'\]"):
         OpenVLA.from_checkpoint(checkpoint, settings)
     save_file({**state, "projector.fc3.weight": state["projector.fc3.weight"][:, :16].contiguous()},
               checkpoint / "model.safetensors")

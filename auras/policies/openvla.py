@@ -49,6 +49,7 @@ from auras.generation.base import AutoregressiveGeneration
 from auras.partition import split_evenly
 from auras.perception.base import Context, Perception
 from auras.policies.base import Policy
+from auras.policies.flow_vla import load_weights
 from auras.policies.openvla_config import OpenVLAConfig
 from auras.policies.openvla_model import OPENVLA_7B_TEXT, TOWERS, OpenVLAModel, TowerSpec
 from auras.types import Observation, ObservationSpec
@@ -281,23 +282,7 @@ class OpenVLA(nn.Module):
         tokenizer = PromptTokenizer.from_file(Path(path) / "tokenizer.json", int(config["pad_token_id"]),
                                               settings.prompt_tokens)
         model = cls(config, preprocessor, tokenizer, settings, image_size)
-        expected, file = model.model.state_dict(), str(Path(path) / "model.safetensors")
-        for key, value in state.items():
-            if key not in expected:
-                raise InvalidInputError(f"OpenVLA checkpoint {file!r}: unexpected tensor {key!r} (its config.json "
-                                        "describes no such parameter)")
-            if tuple(expected[key].shape) != tuple(value.shape):
-                raise InvalidInputError(
-                    f"OpenVLA checkpoint {file!r}: {key!r} has shape {tuple(value.shape)}, but its config.json gives "
-                    f"{tuple(expected[key].shape)}"
-                )
-        missing = sorted(set(expected) - set(state))
-        if missing:
-            raise InvalidInputError(
-                f"OpenVLA checkpoint {file!r}: missing {len(missing)} tensor(s) its config.json expects, first "
-                f"{missing[:3]}"
-            )
-        model.model.load_state_dict(state, strict=True)
+        load_weights(model.model, state, str(Path(path) / "model.safetensors"), "OpenVLA")  # strict, named
         return model.eval()
 
     @classmethod
