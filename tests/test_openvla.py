@@ -20,7 +20,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from auras import AurasAgent, load_config
+from auras.bridge.server import BridgeServer
 from auras.cli import app
 from auras.errors import ConfigError, InvalidInputError
 from auras.policies.openvla import OpenVLA
@@ -195,6 +198,24 @@ def test_in_every_mode_the_pipeline_acts_as_openvla_on_each_observation():
     np.testing.assert_array_equal(auras[0], alone[0])
 
 
+def test_robots_batched_in_one_engine_each_act_as_alone():
+    """Three robots with different images and instructions (prompts of different lengths, padded to one), alone and
+    as sessions of one frame engine whose every frame batches them, in auras mode: the same actions."""
+    from auras.pipeline.frames import FrameShape
+    from tests.test_engine import TOLERANCE, _alone, _engine, _max_deviation, _observations, _together
+
+    policy = OpenVLA.from_checkpoint(CHECKPOINT, OpenVLAConfig(unnorm_key="metaworld"), 84).as_policy()
+    streams = [_observations(policy, robot, 4) for robot in range(3)]
+    shape = FrameShape(2, 2)
+    alone = _alone(policy, shape, True, streams)
+    engine = _engine(policy, 3)
+    together = _together(engine, [shape] * 3, True, streams)
+    assert engine.counters.largest == 3  # the robots really shared frames
+    engine.close()
+    assert _max_deviation(alone, together) <= TOLERANCE
+    assert not np.allclose(together[0][-1].values, together[1][-1].values)
+
+
 @pytest.mark.mujoco
 def test_the_checkpoint_runs_by_path_through_auras_bench_in_sequential_and_auras_modes(tmp_path):
     result = CliRunner().invoke(app, [
@@ -210,32 +231,59 @@ def test_the_checkpoint_runs_by_path_through_auras_bench_in_sequential_and_auras
         assert row["metrics"]["throughput_hz"] > 0 and len(row["episodes"]) == 1
 
 
+SERVED_IMAGE = np.random.default_rng(3).integers(0, 255, (84, 84, 3), dtype=np.uint8)
+
+
+def _served_action(address: str, alive: Callable[[], None]) -> Any:
+    """A robot's first action from the server at ``address`` (``alive`` raises if the server died)."""
+    robot = RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="push the puck", ttl_s=60.0,
+                        connect=False)
+    robot.hello_timeout_s = 60.0
+    with robot.connect():
+        seq = robot.publish({"front": SERVED_IMAGE}, np.zeros(4, np.float32))
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline:
+            alive()
+            action = robot.latest_action()
+            if action is not None and action.seq >= seq:
+                return action
+            time.sleep(0.01)
+    raise AssertionError(f"no action for seq {seq} within 60 s")
+
+
+def _own_action() -> np.ndarray:
+    """What the policy computes in-process for the served observation: (1, 4)."""
+    model = OpenVLA.from_checkpoint(CHECKPOINT, OpenVLAConfig(unnorm_key="metaworld"), 84).as_policy()
+    obs = Observation(images={"front": SERVED_IMAGE}, state=np.zeros(4, np.float32), instruction="push the puck",
+                      step_id=0, capture_time=0.0)
+    with torch.inference_mode():
+        return model.generation.generate(model.perception.perceive([obs]))[0]
+
+
 def test_auras_serve_answers_a_robot_with_the_checkpoints_actions():
+    """The ``auras serve`` command in auras mode, the checkpoint by path."""
     address = f"tcp://127.0.0.1:{free_service_port()}"
     server = subprocess.Popen(
         [sys.executable, "-m", "auras.cli", "serve", "--bind", address, "--policy", "openvla", "--mode", "auras",
          *(f"--set={s}" for s in BY_PATH[1:]), "--set", "pipeline.pp_perception=2", "--set",
          "pipeline.pp_generation=2"],
         env=dict(os.environ, MUJOCO_GL="egl"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    image = np.random.default_rng(3).integers(0, 255, (84, 84, 3), dtype=np.uint8)
+
+    def alive() -> None:
+        assert server.poll() is None, server.communicate()[0][-2000:]
+
     try:
-        robot = RobotClient(address, cameras={"front": (84, 84)}, state_dim=4, instruction="push the puck",
-                            ttl_s=60.0, connect=False)
-        robot.hello_timeout_s = 60.0
-        with robot.connect():
-            seq = robot.publish({"front": image}, np.zeros(4, np.float32))
-            deadline, action = time.monotonic() + 60.0, None
-            while time.monotonic() < deadline and (action is None or action.seq < seq):
-                assert server.poll() is None, server.communicate()[0][-2000:]
-                action = robot.latest_action()
-                time.sleep(0.01)
+        action = _served_action(address, alive)
     finally:
         server.terminate()
-        output = server.communicate(timeout=30)[0]
-    assert action is not None and action.seq >= seq, output[-2000:]
-    model = OpenVLA.from_checkpoint(CHECKPOINT, OpenVLAConfig(unnorm_key="metaworld"), 84).as_policy()
-    obs = Observation(images={"front": image}, state=np.zeros(4, np.float32), instruction="push the puck",
-                      step_id=0, capture_time=0.0)
-    with torch.inference_mode():
-        expected = model.generation.generate(model.perception.perceive([obs]))[0]  # (1, 4)
-    np.testing.assert_allclose(np.asarray(action.chunk), expected, atol=ATOL, rtol=0)
+        server.communicate(timeout=30)
+    np.testing.assert_allclose(np.asarray(action.chunk), _own_action(), atol=ATOL, rtol=0)
+
+
+def test_the_bridge_server_in_sequential_mode_answers_with_the_checkpoints_actions():
+    """The server ``auras serve`` runs, in this process, in sequential mode."""
+    config = load_config(overrides=[*BY_PATH, "pipeline.mode=sequential"])
+    address = f"tcp://127.0.0.1:{free_service_port()}"
+    with BridgeServer(config, address).start():
+        action = _served_action(address, lambda: None)
+    np.testing.assert_allclose(np.asarray(action.chunk), _own_action(), atol=ATOL, rtol=0)
