@@ -272,8 +272,9 @@ class OpenVLA(nn.Module):
         return key, norm_stats[key]["action"]
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, settings: OpenVLAConfig | None = None, image_size: int = 224
-                        ) -> OpenVLA:
+    def from_checkpoint(cls, path: str | Path, settings: OpenVLAConfig | None = None, image_size: int = 224,
+                        dtype: torch.dtype = torch.float32) -> OpenVLA:
+        """The checkpoint at ``path``, its modules built in ``dtype`` (the weights are cast on loading)."""
         settings = settings or OpenVLAConfig()
         if settings.llm_layers is not None or settings.action_dim is not None:
             raise ConfigError("openvla: llm_layers and action_dim shape the random full-size model; a checkpoint "
@@ -281,7 +282,8 @@ class OpenVLA(nn.Module):
         config, state, preprocessor = load_openvla_checkpoint(path)
         tokenizer = PromptTokenizer.from_file(Path(path) / "tokenizer.json", int(config["pad_token_id"]),
                                               settings.prompt_tokens)
-        model = cls(config, preprocessor, tokenizer, settings, image_size)
+        with _default_dtype(dtype):
+            model = cls(config, preprocessor, tokenizer, settings, image_size)
         load_weights(model.model, state, str(Path(path) / "model.safetensors"), "OpenVLA")  # strict, named
         return model.eval()
 
@@ -477,13 +479,14 @@ class OpenVLAGeneration(_Part, AutoregressiveGeneration):
 
 def build_openvla(config: AurasConfig) -> Policy:
     """The registry's factory: ``policy.checkpoint`` (an OpenVLA directory) or, without one, OpenVLA-7B's
-    architecture with random weights, built in ``policy.dtype``; the camera is ``env.image_size`` square."""
+    architecture with random weights; built in ``policy.dtype``; the camera is ``env.image_size`` square."""
     settings = OpenVLAConfig.parse(config.policy.model)
     if (config.policy.scale_perception, config.policy.scale_generation) != (1.0, 1.0):
         raise ConfigError("openvla: scale_perception / scale_generation are not supported; set "
                           "policy.model.llm_layers to build fewer Llama layers")
     if config.policy.checkpoint:
-        model = OpenVLA.from_checkpoint(config.policy.checkpoint, settings, config.env.image_size)
+        model = OpenVLA.from_checkpoint(config.policy.checkpoint, settings, config.env.image_size,
+                                        torch_dtype(config.policy.dtype))
     else:
         model = OpenVLA.random_full_size(settings, config.env.image_size, torch_dtype(config.policy.dtype))
     return model.as_policy(config.policy.execute_steps)
