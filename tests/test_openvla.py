@@ -145,6 +145,22 @@ def test_a_checkpoint_with_a_missing_or_misshapen_tensor_or_another_model_type_i
         OpenVLA.from_checkpoint(checkpoint, settings)
 
 
+def test_a_sharded_checkpoint_loads_as_the_single_file_does(tmp_path, reference):
+    """OpenVLA-7B ships its weights in shards listed by model.safetensors.index.json."""
+    checkpoint = _copy(tmp_path)
+    state = load_file(checkpoint / "model.safetensors")
+    (checkpoint / "model.safetensors").unlink()
+    keys = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+    for name, part in shards.items():
+        save_file({k: state[k] for k in part}, checkpoint / name)
+    index = {"weight_map": {k: name for name, part in shards.items() for k in part}}
+    (checkpoint / "model.safetensors.index.json").write_text(json.dumps(index))
+    model = OpenVLA.from_checkpoint(checkpoint, OpenVLAConfig(unnorm_key="bridge_orig"), 72)
+    for key, value in model.model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
 def test_an_instruction_longer_than_the_prompt_length_is_refused_with_the_setting_to_raise(reference):
     model = OpenVLA.from_checkpoint(CHECKPOINT, OpenVLAConfig(unnorm_key="metaworld", prompt_tokens=20), 72)
     with pytest.raises(InvalidInputError, match=r"prompt is 22 tokens after <s>, expected at most 20 "
