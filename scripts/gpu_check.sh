@@ -298,7 +298,7 @@ for vla in smolvla pi0; do
 done
 
 # 5b. full-size OpenVLA (7.5 B, random weights, all 32 Llama layers; 15 GB in bfloat16): sequential vs auras on one
-#     GPU (docs/results/openvla/measure.py), in what time is left
+#     GPU (scripts/openvla_timing.py), in what time is left
 if [[ $MODE != gpu ]]; then
     skip openvla "full size runs on a GPU only (docs/results/openvla.md measures fewer Llama layers on a CPU)"
 elif [[ -z $ready ]]; then
@@ -308,7 +308,7 @@ else
     if ((left < 90)); then
         skip openvla "$left s left of the budget" not-run
     else
-        stage openvla "$left" "$PY" docs/results/openvla/measure.py --llm-layers 32 --device cuda \
+        stage openvla "$left" "$PY" scripts/openvla_timing.py --llm-layers 32 --device cuda \
             --dtype bfloat16 --skip-split --steps 20 --warmup 3 --pp-perception 2 --pp-generation 2 \
             --json "$WORK/openvla.json" || true
     fi

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import sys
 import time
@@ -67,6 +68,7 @@ def measure(overrides: list[str], steps: int, warmup: int) -> dict[str, Any]:
         "build_s": build_s,
         "context_transport": stats["context_transport"],
         "devices": [w["device"] for w in stats["workers"]],
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,  # this process so far (Linux: KiB)
     }
 
 
@@ -114,7 +116,7 @@ def main() -> None:
         p50 = f"{stages.get('perception', 0):.0f} | {stages.get('generation', 0):.0f}"
         print(f"| {name} | {m['throughput_hz']:.3f} | {p50} |")
     print(f"speedup auras / sequential: {result['speedup']:.2f}x; perception share of a sequential request: "
-          f"{result['perception_share']:.0%}")
+          f"{result['perception_share']:.0%}; peak memory of the process {aur['peak_rss_gb']:.1f} GB")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

@@ -80,8 +80,9 @@ def test_the_cpu_smoke_runs_the_whole_path_and_writes_one_summary(tmp_path):
         "bench-ray": "ok",
         "smolvla": "skipped",
         "pi0": "skipped",
+        "openvla": "skipped",
         "fleet": "ok",
-    }  # full-size SmolVLA and π0 run on a GPU only
+    }  # full-size SmolVLA, π0 and OpenVLA run on a GPU only
     assert summary["host"]["python"] and summary["host"]["cuda_available"] is False
     assert summary["tests"]["failures"] == summary["tests"]["errors"] == 0 and summary["tests"]["skipped"] >= 1
 

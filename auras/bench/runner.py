@@ -161,7 +161,8 @@ def record_stream(config: AurasConfig, task: str, length: int) -> list[Observati
     base = config.model_dump(mode="json")
     base["policy"] = {**base["policy"], "model": {}, "checkpoint": None}  # the benchmarked policy's, not the expert's
     expert = load_config(base=base, overrides=[
-        "policy.type=expert", "pipeline.mode=sequential", "pipeline.backend=local", f"env.task={task}",
+        "policy.type=expert", "policy.device=cpu", "policy.dtype=float32", "pipeline.mode=sequential",
+        "pipeline.backend=local", f"env.task={task}",
         "staleness.strategy=auto",
         "policy.delay_perception_ms=0", "policy.delay_generation_ms=0", "policy.scale_perception=1",
         "policy.scale_generation=1",

@@ -1,7 +1,7 @@
 """OpenVLA-7B's architecture with random weights on this machine: the perception / generation split of one request,
 stage by stage, then sequential vs auras throughput.
 
-    python docs/results/openvla/measure.py --llm-layers 2 --dtype bfloat16 --json OUT.json
+    python scripts/openvla_timing.py --llm-layers 2 --dtype bfloat16 --json OUT.json
         [--device cpu] [--threads 1] [--requests 2] [--steps 6] [--warmup 2] [--pp-perception 2]
         [--pp-generation 2] [--skip-split] [--skip-throughput]
 
@@ -27,20 +27,11 @@ import statistics
 import sys
 import time
 
-import numpy as np
 import torch
+from vla_throughput import measure, observation  # what every full-size VLA benchmark shares
 
-from auras import AurasAgent, load_config
 from auras.policies.openvla import OpenVLA
 from auras.policies.openvla_config import OpenVLAConfig
-from auras.types import Observation
-
-
-def observation(step: int, size: int) -> Observation:
-    rng = np.random.default_rng(step)
-    return Observation(images={"front": rng.integers(0, 255, (size, size, 3), dtype=np.uint8)},
-                       state=np.zeros(4, np.float32), instruction="push the puck to the goal", step_id=step,
-                       capture_time=time.monotonic())
 
 
 def split(args: argparse.Namespace) -> dict:
@@ -74,22 +65,6 @@ def split(args: argparse.Namespace) -> dict:
             "decode_steps": 3, "median": median, "requests": records}
 
 
-def throughput(overrides: list[str], steps: int, warmup: int) -> dict:
-    start = time.perf_counter()
-    with AurasAgent(load_config(overrides=overrides)) as agent:
-        build_s = time.perf_counter() - start
-        for i in range(warmup):
-            agent.step(observation(i, 84))
-        stages: dict[str, list[float]] = {}
-        t0 = time.perf_counter()
-        for i in range(warmup, warmup + steps):
-            for name, ms in agent.step(observation(i, 84)).timings.stages_ms.items():
-                stages.setdefault(name, []).append(ms)
-        elapsed = time.perf_counter() - t0
-    return {"throughput_hz": steps / elapsed, "stage_ms_p50": {k: statistics.median(v) for k, v in stages.items()},
-            "build_s": build_s}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--llm-layers", type=int, default=2)
@@ -117,7 +92,7 @@ def main() -> None:
         modes = {"sequential": ["pipeline.mode=sequential"],
                  "auras": ["pipeline.mode=auras", f"pipeline.pp_perception={args.pp_perception}",
                            f"pipeline.pp_generation={args.pp_generation}"]}
-        result["modes"] = {name: throughput([*base, *extra], args.steps, args.warmup) for name, extra in modes.items()}
+        result["modes"] = {name: measure([*base, *extra], args.steps, args.warmup) for name, extra in modes.items()}
         result["speedup"] = result["modes"]["auras"]["throughput_hz"] / result["modes"]["sequential"]["throughput_hz"]
         print(json.dumps({"modes": result["modes"], "speedup": result["speedup"]}, indent=1))
     result["machine"]["loadavg_after"] = list(os.getloadavg())
