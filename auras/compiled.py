@@ -59,6 +59,19 @@ def check_compile_mode(mode: str) -> str:
     return mode
 
 
+RECOMPILE_LIMIT = 1024
+"""Graphs dynamo keeps per code object. A policy's layer stages share one function (``partial(layer, i)`` for every
+layer), and each layer index is a graph of its own: dynamo's default (8) would run every layer past the eighth
+eagerly, without a word."""
+
+
+def _allow_a_graph_per_stage(torch: Any) -> None:
+    config = torch._dynamo.config
+    for name, limit in (("recompile_limit", RECOMPILE_LIMIT), ("accumulated_recompile_limit", 4 * RECOMPILE_LIMIT)):
+        if hasattr(config, name) and getattr(config, name) < limit:
+            setattr(config, name, limit)
+
+
 class CompiledStage:
     """``fn`` under ``torch.compile(mode=mode, dynamic=False)``, called with its batch padded to ``batch``.
 
@@ -80,6 +93,7 @@ class CompiledStage:
         self.compile_ms = 0.0
         backend = BACKEND if backend is None else backend
         options = {"mode": None if mode == "default" else mode} if backend == "inductor" else {}
+        _allow_a_graph_per_stage(torch)
         self._compiled = torch.compile(fn, dynamic=False, backend=backend, **options)
         self._seen: set[tuple[Any, ...]] = set()
         self._graphed = mode == "reduce-overhead"

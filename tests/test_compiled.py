@@ -42,6 +42,22 @@ def rowwise(x: torch.Tensor, context: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.tanh(x * 2 + context["h"][:, None])  # rows independent
 
 
+def layer(index: int, x: torch.Tensor) -> torch.Tensor:
+    return torch.tanh(x * (index + 1))
+
+
+def test_every_layer_stage_of_one_function_gets_its_own_graph(counting):
+    """Layer stages are ``partial(layer, i)`` of one function: past dynamo's default limit of 8 graphs per function
+    the later layers would run eagerly, silently; every one of 20 layers must compile."""
+    import functools
+
+    stages = [CompiledStage(functools.partial(layer, i), "default", batch=2) for i in range(20)]
+    x = torch.randn(2, 4)
+    for i, stage in enumerate(stages):
+        torch.testing.assert_close(stage(x), layer(i, x))
+    assert len(counting.graphs) == 20
+
+
 def test_one_graph_serves_every_batch_up_to_the_bound_and_rows_match_the_eager_stage(counting):
     stage = CompiledStage(rowwise, "default", batch=3)
     for rows in (1, 3, 2, 1, 3):
