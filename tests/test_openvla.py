@@ -190,8 +190,8 @@ BY_PATH = ["policy.type=openvla", f"policy.checkpoint={CHECKPOINT}", "policy.mod
 
 
 def test_in_every_mode_the_pipeline_acts_as_openvla_on_each_observation():
-    """Sequential, pipeline and auras over the same observations: OpenVLA's 4 action tokens per observation in
-    sequential mode; the pipelined modes start from that first action (the first context decoded in full)."""
+    """Sequential and auras over the same observations: OpenVLA's 4 action tokens per observation in sequential
+    mode; auras starts from that first action (the first context decoded in full)."""
     rng = np.random.default_rng(0)
     stream = [Observation(images={"front": rng.integers(0, 255, (84, 84, 3), dtype=np.uint8)},
                           state=np.zeros(4, np.float32), instruction="push the puck to the goal", step_id=i,
@@ -276,23 +276,26 @@ def _own_action() -> np.ndarray:
         return model.generation.generate(model.perception.perceive([obs]))[0]
 
 
-def test_auras_serve_answers_a_robot_with_the_checkpoints_actions():
-    """The ``auras serve`` command in auras mode, the checkpoint by path."""
+def test_auras_serve_answers_a_robot_with_the_checkpoints_actions(tmp_path):
+    """The ``auras serve`` command in auras mode, the checkpoint by path (its output in a file: a pipe nobody reads
+    could fill and block the server)."""
     address = f"tcp://127.0.0.1:{free_service_port()}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "auras.cli", "serve", "--bind", address, "--policy", "openvla", "--mode", "auras",
-         *(f"--set={s}" for s in BY_PATH[1:]), "--set", "pipeline.pp_perception=2", "--set",
-         "pipeline.pp_generation=2"],
-        env=dict(os.environ, MUJOCO_GL="egl"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "auras.cli", "serve", "--bind", address, "--policy", "openvla", "--mode", "auras",
+             *(f"--set={s}" for s in BY_PATH[1:]), "--set", "pipeline.pp_perception=2", "--set",
+             "pipeline.pp_generation=2"],
+            env=dict(os.environ, MUJOCO_GL="egl"), stdout=out, stderr=subprocess.STDOUT)
 
     def alive() -> None:
-        assert server.poll() is None, server.communicate()[0][-2000:]
+        assert server.poll() is None, log.read_text()[-2000:]
 
     try:
         action = _served_action(address, alive)
     finally:
         server.terminate()
-        server.communicate(timeout=30)
+        server.wait(timeout=30)
     np.testing.assert_allclose(np.asarray(action.chunk), _own_action(), atol=ATOL, rtol=0)
 
 

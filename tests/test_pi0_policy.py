@@ -159,6 +159,15 @@ def test_a_lerobot_checkpoint_runs_by_path_in_the_pipeline(kind, extra):
         observations = _observations(ref, tasks)
         actions = [agent.step(observations[i % 2]) for i in range(4)]
     assert all(a.values.shape == (8, 4) and np.isfinite(a.values).all() for a in actions)
+    policy = KINDS[kind].from_lerobot(checkpoint).as_policy()  # the same requests, one at a time, in this process
+    with torch.inference_mode():
+        alone = [policy.generation.generate(policy.perception.perceive([observations[i % 2]]))[0] for i in range(4)]
+    assert not np.allclose(alone[0], alone[1])  # the observations differ: a stale or mixed-up action would show
+    if "pipeline.mode=sequential" in extra:
+        for action, own in zip(actions, alone, strict=True):
+            np.testing.assert_allclose(action.values, own, atol=TOLERANCE)
+    else:  # the pipeline's first request is decoded from its own observation alone
+        np.testing.assert_allclose(actions[0].values, alone[0], atol=TOLERANCE)
 
 
 @pytest.mark.parametrize(("kind", "mode"), [("pi0", "sequential"), ("pi05", "auras")])
@@ -204,3 +213,44 @@ def test_the_policy_runs_in_bfloat16_close_to_float32(kind):
         chunks[dtype] = policy.generation.to_actions(sample)
     assert np.isfinite(chunks["bfloat16"]).all()
     np.testing.assert_allclose(chunks["bfloat16"], chunks["float32"], atol=0.05)
+
+
+def test_the_checkpoint_runs_by_path_through_auras_bench_in_sequential_and_auras_modes(tmp_path):
+    """The bench's MuJoCo robot has one 'front' camera at env.image_size: the fixture's wrist camera is an empty one."""
+    from typer.testing import CliRunner
+
+    from auras.cli import app
+
+    checkpoint, _, _ = _fixture("pi05")
+    result = CliRunner().invoke(app, [
+        "bench", "-c", "quick", "--policy", "pi05", "--modes", "sequential,auras", "--episodes", "1",
+        "--pp-perception", "2", "--pp-generation", "2", "--out", str(tmp_path), "--no-progress", "--no-plots",
+        "--set", f"policy.checkpoint={checkpoint}", "--set", "policy.model.cameras=[front]",
+        "--set", "env.image_size=32", "--set", "env.horizon=10", "--set", "bench.stream_steps=10",
+        "--set", "bench.warmup_steps=2",
+    ])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert [(r["policy"], r["mode"]) for r in rows] == [("pi05", "sequential"), ("pi05", "auras")]
+    for row in rows:
+        assert row["metrics"]["throughput_hz"] > 0 and len(row["episodes"]) == 1
+
+
+def test_pi05_with_a_byte_tokenizer_leaves_the_instruction_what_its_prompt_does_not_take():
+    """A tokenizer that refuses long text (full size with random weights uses one) must fit π0.5's whole prompt:
+    the spec's instruction limit is what the state bins and the prompt's words leave of it."""
+    from auras.policies.flow_vla import ByteTokenizer
+
+    model = Pi05.from_lerobot(_fixture("pi05")[0])
+    model.tokenizer = ByteTokenizer(200)  # byte ids stay below the fixture's 320-token vocabulary
+    spec = model.observation_spec
+    assert 0 < spec.max_instruction_bytes < 200
+    longest = "p" * spec.max_instruction_bytes
+    spec.check_instruction(longest)
+    with pytest.raises(InvalidInputError, match="UTF-8 bytes"):
+        spec.check_instruction(longest + "p")
+    state = np.full(4, 1e3, np.float32)  # every bin at its widest (3 digits)
+    observation = Observation(images={c: np.zeros((*model.cameras[c], 3), np.uint8) for c in CAMERAS}, state=state,
+                              instruction=longest, step_id=0, capture_time=0.0)
+    context = model.as_policy().perception.perceive([observation])
+    assert torch.as_tensor(context["prefix_pad"]).any()

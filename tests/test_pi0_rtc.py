@@ -85,13 +85,17 @@ def test_staleness_settings_choose_the_rule_and_the_robots_schedule():
     checkpoint = FIXTURES / "pi0-tiny" / "checkpoint"
     config = load_config(overrides=["policy.type=pi0", f"policy.checkpoint={checkpoint}", "pipeline.mode=sequential",
                                     "staleness.strategy=rtc", "staleness.rtc_guidance=lerobot",
-                                    "staleness.rtc_max_guidance=4", "staleness.rtc_schedule=linear"])
+                                    "staleness.rtc_max_guidance=4", "staleness.rtc_schedule=linear",
+                                    "staleness.execution_horizon=3"])
     policy = build_policy(config)
     assert policy.generation.guidance == GuidanceRule("lerobot", 4.0)
     executor = executor_from_config(config, policy.spec)
-    assert executor.rtc_schedule == "linear"
     sent = executor.prepare_inputs(0, np.zeros(4, np.float32))[1]  # before any chunk: no constraint
     assert not sent[GUIDE_WEIGHTS].any()
+    executor.accept_chunk(np.ones((8, 4), np.float32), 0, 2)  # observed at step 0, landed at 2: a delay of 2
+    sent = executor.prepare_inputs(2, np.zeros(4, np.float32))[1]
+    np.testing.assert_allclose(sent[GUIDE_WEIGHTS], soft_mask(8, 2, 3, "linear"))  # up to row H - s = 5
+    assert not np.allclose(sent[GUIDE_WEIGHTS], soft_mask(8, 2, 3, "exp"))
     tiny_dp = load_config(overrides=["policy.type=tiny-dp", "pipeline.mode=sequential", "staleness.strategy=rtc",
                                      "staleness.rtc_guidance=lerobot"])
     with pytest.raises(ConfigError, match="rtc_guidance lerobot"):

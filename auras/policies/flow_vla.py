@@ -36,13 +36,13 @@ import torch
 from torch import nn
 
 from auras.compiled import CompiledStage
-from auras.devices import torch_dtype
 from auras.errors import InvalidInputError
 from auras.generation.base import DiffusionGeneration
 from auras.generation.guidance import PULL, GuidanceRule, guide_velocity, read_guide
 from auras.perception.base import Context, Perception
 from auras.perception.text import PAD_ID, encode_instruction
 from auras.policies.base import Policy
+from auras.policies.modules import ModulesPart
 from auras.types import Observation, ObservationSpec
 
 __all__ = [
@@ -52,7 +52,6 @@ __all__ = [
     "FlowVLAGeneration",
     "FlowVLAPerception",
     "Normalizer",
-    "load_weights",
     "read_lerobot_checkpoint",
 ]
 
@@ -155,23 +154,6 @@ def _normalizer_stats(root: Path, config: dict[str, Any], what: str) -> dict[str
     return stats
 
 
-def load_weights(module: nn.Module, state: dict[str, torch.Tensor], file: str, what: str) -> None:
-    """``state`` into ``module`` after checking every key and shape (an error names the first difference)."""
-    expected = module.state_dict()
-    for key, value in state.items():
-        if key not in expected:
-            raise InvalidInputError(f"{what} checkpoint {file!r}: unexpected key {key!r}")
-        if tuple(expected[key].shape) != tuple(value.shape):
-            raise InvalidInputError(
-                f"{what} checkpoint {file!r}: {key!r} has shape {tuple(value.shape)}, but its config.json "
-                f"gives {tuple(expected[key].shape)}"
-            )
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        raise InvalidInputError(f"{what} checkpoint {file!r}: missing {len(missing)} key(s), first {missing[:3]}")
-    module.load_state_dict(state)
-
-
 @functools.lru_cache(maxsize=256)
 def _cached_instruction(text: str, length: int) -> np.ndarray:
     return encode_instruction(text, length)
@@ -229,7 +211,9 @@ class FlowVLA(nn.Module):
 
     @property
     def observation_spec(self) -> ObservationSpec:
-        return ObservationSpec(dict(self.cameras), state_dim=self.state_dim)
+        """What each observation carries: every camera, the state, an instruction the tokenizer accepts."""
+        return ObservationSpec(dict(self.cameras), state_dim=self.state_dim,
+                               max_instruction_bytes=self.tokenizer.max_bytes)
 
     def prepare(self, observations: Sequence[Observation]) -> dict[str, Any]:
         """Observations -> ``pixels`` (one (B, 3, S, S) tensor in [-1, 1] per image, in the model's dtype),
@@ -255,14 +239,7 @@ class FlowVLA(nn.Module):
         return Policy(name or self.policy_type, FlowVLAPerception(self), FlowVLAGeneration(self), execute_steps=steps)
 
 
-class _Part:
-    model: FlowVLA
-
-    def to(self, device: str, dtype: str = "float32") -> None:
-        self.model.to(device=torch.device(device), dtype=torch_dtype(dtype))
-
-
-class FlowVLAPerception(_Part, Perception):
+class FlowVLAPerception(ModulesPart, Perception):
     """Observations -> the prefix cache, one stage per vision layer and per language layer."""
 
     def __init__(self, model: FlowVLA) -> None:
@@ -337,7 +314,7 @@ class FlowVLAPerception(_Part, Perception):
         return run
 
 
-class FlowVLAGeneration(_Part, DiffusionGeneration):
+class FlowVLAGeneration(ModulesPart, DiffusionGeneration):
     """The flow over the action chunk; step k (of ``num_steps``) runs at t = 1 - k / num_steps."""
 
     def __init__(self, model: FlowVLA, seed: int = 0) -> None:

@@ -39,12 +39,12 @@ def with_action_guide(policy: Policy, rule: GuidanceRule = PULL) -> Policy:
     inner = gen
     while hasattr(inner, "_inner"):  # through wrappers (injected delays) to the generation itself
         inner = inner._inner
-    if hasattr(inner, "guidance"):
+    if hasattr(inner, "guidance"):  # a flow-matching generation: it takes a guidance rule
         inner.guidance = rule
-    elif rule != PULL:
+    elif rule.kind != "pull":
         raise ConfigError(
-            f"staleness.rtc_guidance {rule.kind}: a flow-matching policy's rule (smolvla, pi0, pi05, tiny-flow); "
-            f"{policy.name!r} guides its clean prediction (rtc_guidance pull)"
+            f"staleness.rtc_guidance {rule.kind}: a rule of flow-matching generations; {policy.name!r} pulls its "
+            "clean prediction (rtc_guidance pull)"
         )
     horizon, dim = (int(n) for n in gen.action_shape)
     return replace(policy, perception=_GuidedPerception(policy.perception, horizon, dim))

@@ -30,12 +30,11 @@ The split (architecture in :mod:`auras.policies.openvla_model`):
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import re
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -49,7 +48,7 @@ from auras.generation.base import AutoregressiveGeneration
 from auras.partition import split_evenly
 from auras.perception.base import Context, Perception
 from auras.policies.base import Policy
-from auras.policies.flow_vla import load_weights
+from auras.policies.modules import ModulesPart, built_in, cached_encoder, load_weights, refuse_scaling
 from auras.policies.openvla_config import OpenVLAConfig
 from auras.policies.openvla_model import OPENVLA_7B_TEXT, TOWERS, OpenVLAModel, TowerSpec
 from auras.types import Observation, ObservationSpec
@@ -151,9 +150,10 @@ class PromptTokenizer:
     """Instruction -> ``<s>``'s id and the other prompt ids (L,) with their validity, left-padded to ``length``:
     OpenVLA's prompt, tokenized, ending with ``▁``."""
 
-    def __init__(self, encode: Callable[[str], list[int]], empty_id: int, pad_id: int, length: int) -> None:
-        self.encode, self.empty_id, self.pad_id, self.length = encode, empty_id, pad_id, length
-        self._cache: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+    def __init__(self, encode: Callable[[str], list[int]], empty_id: int, pad_id: int, length: int,
+                 bos_id: int = 1) -> None:
+        self.encode, self.empty_id, self.pad_id, self.length, self.bos_id = encode, empty_id, pad_id, length, bos_id
+        self._prompt = cached_encoder(self._encode_prompt)
 
     @classmethod
     def from_file(cls, file: Path, pad_id: int, length: int) -> PromptTokenizer:
@@ -163,10 +163,11 @@ class PromptTokenizer:
         if not file.is_file():
             raise InvalidInputError(f"OpenVLA checkpoint {str(file.parent)!r}: expected tokenizer.json, not found")
         tokenizer = Tokenizer.from_file(str(file))
-        empty = tokenizer.token_to_id(EMPTY_TOKEN)
-        if empty is None:
-            raise InvalidInputError(f"OpenVLA tokenizer {str(file)!r}: expected the token {EMPTY_TOKEN!r}, not found")
-        return cls(lambda text: tokenizer.encode(text).ids, empty, pad_id, length)
+        empty, bos = tokenizer.token_to_id(EMPTY_TOKEN), tokenizer.token_to_id("<s>")
+        if empty is None or bos is None:
+            raise InvalidInputError(f"OpenVLA tokenizer {str(file)!r}: expected the tokens {EMPTY_TOKEN!r} and '<s>', "
+                                    f"got ids {empty} and {bos}")
+        return cls(lambda text: tokenizer.encode(text).ids, empty, pad_id, length, bos)
 
     @classmethod
     def stand_in(cls, vocab: int, pad_id: int, length: int) -> PromptTokenizer:
@@ -180,21 +181,26 @@ class PromptTokenizer:
         return cls(encode, 29871, pad_id, length)
 
     def __call__(self, instruction: str) -> tuple[int, np.ndarray, np.ndarray]:
-        cached = self._cache.get(instruction)
-        if cached is None:
-            ids = list(self.encode(openvla_prompt(instruction)))
-            if ids[-1] != self.empty_id:
-                ids.append(self.empty_id)
-            text = ids[1:]
-            if len(text) > self.length:
-                raise InvalidInputError(
-                    f"instruction: its OpenVLA prompt is {len(text)} tokens after <s>, expected at most "
-                    f"{self.length} (policy.model.prompt_tokens): {instruction[:60]!r}"
-                )
-            tokens, valid = np.full(self.length, self.pad_id, np.int64), np.zeros(self.length, bool)
-            tokens[self.length - len(text) :], valid[self.length - len(text) :] = text, True
-            cached = self._cache[instruction] = (int(ids[0]), tokens, valid)
-        return cached
+        return self._prompt(instruction)
+
+    def _encode_prompt(self, instruction: str) -> tuple[int, np.ndarray, np.ndarray]:
+        ids = list(self.encode(openvla_prompt(instruction)))
+        if not ids or ids[0] != self.bos_id:
+            raise InvalidInputError(
+                f"OpenVLA tokenizer: expected the prompt to start with <s> (id {self.bos_id}), got ids {ids[:3]}: its "
+                "tokenizer.json needs Llama-2's post-processor (<s> first)"
+            )
+        if ids[-1] != self.empty_id:
+            ids.append(self.empty_id)
+        text = ids[1:]
+        if len(text) > self.length:
+            raise InvalidInputError(
+                f"instruction: its OpenVLA prompt is {len(text)} tokens after <s>, expected at most "
+                f"{self.length} (policy.model.prompt_tokens): {instruction[:60]!r}"
+            )
+        tokens, valid = np.full(self.length, self.pad_id, np.int64), np.zeros(self.length, bool)
+        tokens[self.length - len(text) :], valid[self.length - len(text) :] = text, True
+        return int(ids[0]), tokens, valid
 
 
 class ImageProcessor:
@@ -257,6 +263,16 @@ class OpenVLA(nn.Module):
         self.vocab = int(config["text_config"]["vocab_size"]) - int(config.get("pad_to_multiple_of", 0))
         self.image_size = image_size
 
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> OpenVLA:
+        """Casts (``to(dtype=...)``) leave the Llama's rotary frequencies in float32, as transformers builds and uses
+        them (bfloat16 frequencies put a prefix position of 300 off by up to 0.4 rad at head dim 128)."""
+        super()._apply(fn, recurse)
+        for module in self.modules():
+            kept = getattr(module, "original_inv_freq", None)
+            if isinstance(kept, torch.Tensor) and isinstance(getattr(module, "inv_freq", None), torch.Tensor):
+                module.inv_freq = kept.to(device=module.inv_freq.device, dtype=torch.float32)
+        return self
+
     @staticmethod
     def _action_stats(norm_stats: dict[str, Any], key: str | None) -> tuple[str, dict[str, Any]]:
         if key is None:
@@ -282,7 +298,7 @@ class OpenVLA(nn.Module):
         config, state, preprocessor = load_openvla_checkpoint(path)
         tokenizer = PromptTokenizer.from_file(Path(path) / "tokenizer.json", int(config["pad_token_id"]),
                                               settings.prompt_tokens)
-        with _default_dtype(dtype):
+        with built_in(dtype):
             model = cls(config, preprocessor, tokenizer, settings, image_size)
         load_weights(model.model, state, str(Path(path) / "model.safetensors"), "OpenVLA")  # strict, named
         return model.eval()
@@ -300,7 +316,7 @@ class OpenVLA(nn.Module):
         config = {**OPENVLA_7B, "text_config": text, "norm_stats": stats}
         tokenizer = PromptTokenizer.stand_in(int(text["vocab_size"]) - 64, int(config["pad_token_id"]),
                                              settings.prompt_tokens)
-        with _default_dtype(dtype):
+        with built_in(dtype):
             model = cls(config, OPENVLA_7B_PREPROCESSOR, tokenizer, settings, image_size)
         return model.eval()
 
@@ -322,25 +338,7 @@ class OpenVLA(nn.Module):
         return Policy(name or self.policy_type, OpenVLAPerception(self), OpenVLAGeneration(self), execute_steps=1)
 
 
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    """Build modules directly in ``dtype`` (a 7B model in float32 first would need twice the memory)."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(before)
-
-
-class _Part:
-    model: OpenVLA
-
-    def to(self, device: str, dtype: str = "float32") -> None:
-        self.model.to(device=torch.device(device), dtype=torch_dtype(dtype))
-
-
-class OpenVLAPerception(_Part, Perception):
+class OpenVLAPerception(ModulesPart, Perception):
     """Observations -> the prefill's cache: groups of tower blocks (both towers side by side), then one stage per
     Llama layer."""
 
@@ -419,7 +417,7 @@ class OpenVLAPerception(_Part, Perception):
         return {**kv, "prefix_valid": prefix["valid"], "first_token": first}
 
 
-class OpenVLAGeneration(_Part, AutoregressiveGeneration):
+class OpenVLAGeneration(ModulesPart, AutoregressiveGeneration):
     """The action tokens after the first, greedy over the prefill's cache."""
 
     def __init__(self, model: OpenVLA) -> None:
@@ -481,9 +479,7 @@ def build_openvla(config: AurasConfig) -> Policy:
     """The registry's factory: ``policy.checkpoint`` (an OpenVLA directory) or, without one, OpenVLA-7B's
     architecture with random weights; built in ``policy.dtype``; the camera is ``env.image_size`` square."""
     settings = OpenVLAConfig.parse(config.policy.model)
-    if (config.policy.scale_perception, config.policy.scale_generation) != (1.0, 1.0):
-        raise ConfigError("openvla: scale_perception / scale_generation are not supported; set "
-                          "policy.model.llm_layers to build fewer Llama layers")
+    refuse_scaling(config, "openvla", "set policy.model.llm_layers to build fewer Llama layers")
     if config.policy.checkpoint:
         model = OpenVLA.from_checkpoint(config.policy.checkpoint, settings, config.env.image_size,
                                         torch_dtype(config.policy.dtype))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,7 +39,8 @@ from auras.devices import torch_dtype
 from auras.errors import ConfigError, InvalidInputError
 from auras.perception.base import Context
 from auras.policies.base import Policy
-from auras.policies.flow_vla import ByteTokenizer, FlowVLA, load_weights, read_lerobot_checkpoint
+from auras.policies.flow_vla import ByteTokenizer, FlowVLA, read_lerobot_checkpoint
+from auras.policies.modules import built_in, cached_encoder, load_weights, refuse_scaling
 from auras.policies.pi0_config import Pi0Config, Pi05Config
 from auras.policies.pi0_model import Pi0Flow, Pi05Flow, pi0_sizes, resize_with_pad_centered
 from auras.policies.smolvla_model import pad_last_dim
@@ -87,19 +89,17 @@ class PaliGemmaTokenizer:
         self.length, self.newline = length, newline
         self.max_bytes = None  # longer instructions are truncated to ``length`` tokens, as LeRobot does
         self._tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._encode = cached_encoder(self._encode_text)
 
     def __call__(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        cached = self._cache.get(text)
-        if cached is None:
-            if self.newline and not text.endswith("\n"):
-                text += "\n"
-            out = self._tokenizer(text, max_length=self.length, truncation=True, padding="max_length",
-                                  padding_side="right", return_tensors="np")
-            cached = (out["input_ids"][0].astype(np.int64), out["attention_mask"][0].astype(bool))
-            if len(self._cache) < 4096:  # instructions repeat; π0.5's prompts (with the state) rarely do
-                self._cache[text] = cached
-        return cached
+        return self._encode(text)
+
+    def _encode_text(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        if self.newline and not text.endswith("\n"):
+            text += "\n"
+        out = self._tokenizer(text, max_length=self.length, truncation=True, padding="max_length",
+                              padding_side="right", return_tensors="np")
+        return out["input_ids"][0].astype(np.int64), out["attention_mask"][0].astype(bool)
 
 
 class Pi0(FlowVLA):
@@ -108,6 +108,7 @@ class Pi0(FlowVLA):
     policy_type: ClassVar[str] = "pi0"
     flow_class: ClassVar[type[Pi0Flow]] = Pi0Flow
     settings_class: ClassVar[type[Pi0Config]] = Pi0Config
+    full_size_tokens: ClassVar[int] = 48  # LeRobot's tokenizer_max_length
 
     def __init__(self, config: dict[str, Any], flow: Pi0Flow, tokenizer: Any, stats: dict[str, Any] | None = None,
                  cameras: Sequence[str] | None = None) -> None:
@@ -125,7 +126,9 @@ class Pi0(FlowVLA):
         self.empty_cameras = [c for c in self.cameras if c not in sent]
 
     @classmethod
-    def from_lerobot(cls, path: str | Path, settings: Pi0Config | None = None) -> Pi0:
+    def from_lerobot(cls, path: str | Path, settings: Pi0Config | None = None, dtype: torch.dtype = torch.float32
+                     ) -> Pi0:
+        """A LeRobot checkpoint directory, its modules built in ``dtype``."""
         settings = settings or cls.settings_class()
         what = {"pi0": "π0", "pi05": "π0.5"}[cls.policy_type]
         config, state, stats = read_lerobot_checkpoint(path, (cls.policy_type,), what)
@@ -136,8 +139,9 @@ class Pi0(FlowVLA):
             missing = exc.args[0]
             raise InvalidInputError(f"{what} checkpoint {file!r}: expected π0's weights, no {missing!r}") from None
         heads = settings.vision_heads or _vision_heads(sizes["vision"]["hidden_size"])
-        flow = cls.flow_class(sizes, chunk_size=int(config["chunk_size"]), vision_heads=heads,
-                              min_period=float(config["min_period"]), max_period=float(config["max_period"]))
+        with built_in(dtype):
+            flow = cls.flow_class(sizes, chunk_size=int(config["chunk_size"]), vision_heads=heads,
+                                  min_period=float(config["min_period"]), max_period=float(config["max_period"]))
         tokenizer = PaliGemmaTokenizer(_tokenizer_dir(Path(path), settings.tokenizer, what), _token_length(
             Path(path), config), newline=cls.policy_type == "pi0")
         model = cls(config, flow, tokenizer, stats, settings.cameras)
@@ -151,18 +155,15 @@ class Pi0(FlowVLA):
                          dtype: torch.dtype = torch.float32, **config: Any) -> Pi0:
         """π0 (π0.5) at full size (:data:`FULL_SIZE`) with RANDOM weights built in ``dtype``, identity normalisation
         and byte tokens: for throughput runs only. ``cameras``: name -> (height, width)."""
-        config = {**FULL_SIZE["config"], **config, "type": cls.policy_type,
+        config = {**FULL_SIZE["config"], "tokenizer_max_length": cls.full_size_tokens, **config,
+                  "type": cls.policy_type,
                   "input_features": {**{f"observation.images.{c}": {"type": "VISUAL", "shape": [3, *hw]}
                                         for c, hw in cameras.items()},
                                      "observation.state": {"type": "STATE", "shape": [state_dim]}},
                   "output_features": {"action": {"type": "ACTION", "shape": [action_dim]}}}
-        default = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
+        with built_in(dtype):
             flow = cls.flow_class(FULL_SIZE["sizes"], chunk_size=int(config["chunk_size"]),
                                   vision_heads=FULL_SIZE["vision_heads"])
-        finally:
-            torch.set_default_dtype(default)
         return cls(config, flow, ByteTokenizer(int(config["tokenizer_max_length"]))).eval()
 
     @property
@@ -171,8 +172,7 @@ class Pi0(FlowVLA):
 
     @property
     def observation_spec(self) -> ObservationSpec:
-        return ObservationSpec({c: self.cameras[c] for c in self.sent_cameras}, state_dim=self.state_dim,
-                               max_instruction_bytes=self.tokenizer.max_bytes)
+        return replace(super().observation_spec, cameras={c: self.cameras[c] for c in self.sent_cameras})
 
     def prepare(self, observations: Sequence[Observation]) -> dict[str, Any]:
         device = self.weight().device
@@ -224,6 +224,17 @@ class Pi05(Pi0):
     policy_type: ClassVar[str] = "pi05"
     flow_class: ClassVar[type[Pi0Flow]] = Pi05Flow
     settings_class: ClassVar[type[Pi0Config]] = Pi05Config
+    full_size_tokens: ClassVar[int] = 200  # LeRobot's: the prompt carries the state's bins
+
+    @property
+    def observation_spec(self) -> ObservationSpec:
+        """The instruction shares the prompt with the state: a tokenizer that refuses long text (the random-weight
+        stand-in) leaves it what the rest of the prompt does not take."""
+        spec = super().observation_spec
+        if spec.max_instruction_bytes is None:
+            return spec
+        rest = len(state_prompt("", np.ones(int(self.config["max_state_dim"]))).encode())  # 3-digit bins: the most
+        return replace(spec, max_instruction_bytes=max(0, spec.max_instruction_bytes - rest))
 
     def prepare_tensors(self, images: dict[str, torch.Tensor], state: torch.Tensor, instructions: Sequence[str]
                         ) -> dict[str, Any]:
@@ -271,14 +282,13 @@ def _tokenizer_dir(root: Path, override: str | None, what: str) -> Path:
 
 def _build(cls: type[Pi0], config: AurasConfig) -> Policy:
     settings = cls.settings_class.parse(config.policy.model)
+    refuse_scaling(config, cls.policy_type)
+    dtype = torch_dtype(config.policy.dtype)
     if config.policy.checkpoint:
-        model = cls.from_lerobot(config.policy.checkpoint, settings)
+        model = cls.from_lerobot(config.policy.checkpoint, settings, dtype)
     else:
-        if (config.policy.scale_perception, config.policy.scale_generation) != (1.0, 1.0):
-            raise ConfigError(f"{cls.policy_type}: scale_perception / scale_generation are not supported; it runs at "
-                              "full size")
         size = config.env.image_size
-        model = cls.random_full_size({"front": (size, size)}, dtype=torch_dtype(config.policy.dtype))
+        model = cls.random_full_size({"front": (size, size)}, dtype=dtype)
         if settings.num_steps is not None:
             model.config["num_inference_steps"] = settings.num_steps
     return model.as_policy(config.policy.execute_steps, name=cls.policy_type)

@@ -30,12 +30,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from auras.errors import ConfigError, InvalidInputError
+from auras.errors import InvalidInputError
 from auras.policies.base import Policy
-from auras.policies.flow_vla import ByteTokenizer, FlowVLA, load_weights, read_lerobot_checkpoint
+from auras.policies.flow_vla import ByteTokenizer, FlowVLA, read_lerobot_checkpoint
+from auras.policies.modules import cached_encoder, load_weights, refuse_scaling
 from auras.policies.smolvla_config import SmolVLAConfig
 from auras.policies.smolvla_model import SMOLVLM2_500M, SmolVLAFlow, pad_last_dim, resize_with_pad
-from auras.types import Observation, ObservationSpec
+from auras.types import Observation
 
 if TYPE_CHECKING:
     from auras.config import AurasConfig
@@ -93,7 +94,7 @@ class FileTokenizer:
         self.length = length
         self.max_bytes = None  # longer instructions are truncated to ``length`` tokens, as LeRobot does
         self._tokenizer = Tokenizer.from_file(str(file))
-        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._encode = cached_encoder(self._encode_text)
 
     @classmethod
     def find(cls, directories: Sequence[Path], length: int) -> FileTokenizer:
@@ -107,13 +108,13 @@ class FileTokenizer:
         )
 
     def __call__(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        cached = self._cache.get(text)
-        if cached is None:
-            ids = self._tokenizer.encode(text if text.endswith("\n") else text + "\n").ids[: self.length]
-            tokens, mask = np.zeros(self.length, np.int64), np.zeros(self.length, bool)
-            tokens[: len(ids)], mask[: len(ids)] = ids, True
-            cached = self._cache[text] = (tokens, mask)
-        return cached
+        return self._encode(text)
+
+    def _encode_text(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        ids = self._tokenizer.encode(text if text.endswith("\n") else text + "\n").ids[: self.length]
+        tokens, mask = np.zeros(self.length, np.int64), np.zeros(self.length, bool)
+        tokens[: len(ids)], mask[: len(ids)] = ids, True
+        return tokens, mask
 
 
 class SmolVLA(FlowVLA):
@@ -152,11 +153,6 @@ class SmolVLA(FlowVLA):
     def num_steps(self) -> int:
         return int(self.config["num_steps"])
 
-    @property
-    def observation_spec(self) -> ObservationSpec:
-        return ObservationSpec(dict(self.cameras), state_dim=self.state_dim,
-                               max_instruction_bytes=self.tokenizer.max_bytes)
-
     def prepare(self, observations: Sequence[Observation]) -> dict[str, Any]:
         """Images resized with padding and scaled to [-1, 1]; the normalised state zero-padded (the prefix's last
         token); the instruction tokens."""
@@ -179,11 +175,10 @@ class SmolVLA(FlowVLA):
 def build_smolvla(config: AurasConfig) -> Policy:
     """The registry's factory: ``policy.checkpoint`` (a LeRobot SmolVLA directory) or, without one, the
     full-size architecture with random weights and the env's image size."""
+    refuse_scaling(config, "smolvla")
     if config.policy.checkpoint:
         model = SmolVLA.from_lerobot(config.policy.checkpoint)
     else:
-        if (config.policy.scale_perception, config.policy.scale_generation) != (1.0, 1.0):
-            raise ConfigError("smolvla: scale_perception / scale_generation are not supported; it runs at full size")
         size = config.env.image_size
         full = {"input_features": {
             "observation.images.front": {"type": "VISUAL", "shape": [3, size, size]},

@@ -64,8 +64,9 @@ class StrategyError(ValueError):
 
 STRATEGIES = ("none", "public_context", "rtc", "roll_forward", "chunk_blend")
 EXECUTOR_SETTINGS = ("blend_old", "queue_threshold", "action_scale", "rolled_dims", "execution_horizon", "rtc_schedule")
-RTC_SCHEDULES = ("exp", "linear")
 """The ``staleness`` settings the robot side reads (:meth:`ChunkExecutor.from_config`, the bridge's hello)."""
+RTC_SCHEDULES = ("exp", "linear")
+"""How rtc's weights fall from 1 to 0 (LeRobot's prefix_attention_schedule EXP and LINEAR)."""
 GUIDE_ACTIONS = "guide_actions"
 """Observation extra (H, A) float32, env units: the rows rtc asks the new chunk to reproduce."""
 GUIDE_WEIGHTS = "guide_weights"
