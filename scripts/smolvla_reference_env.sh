@@ -3,7 +3,7 @@
 # LeRobot is never an auras dependency: this venv only produces the reference fixture tests/fixtures/smolvla-tiny.
 # lerobot 0.4.4 declares torch<2.11, so it goes in with --no-deps over the pinned CPU torch (constraints-cpu.txt);
 # `pip check` then lists only the torch/torchvision/torchcodec caps. The registry's torchvision wheel is CUDA-linked;
-# scripts/smolvla_reference_shim.py works around that at import time. Nothing here downloads model weights.
+# scripts/smolvla_reference.py works around that at import time (its torchvision shim). Nothing here downloads model weights.
 # Usage (from the repository root):  bash scripts/smolvla_reference_env.sh
 #   V=<venv dir> (default .tmp/lerobot-ref-venv), C=<constraints file> (default constraints-cpu.txt)
 set -euo pipefail

@@ -22,6 +22,7 @@ part for this family: the reason ``pp_perception`` matters).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import statistics
@@ -89,6 +90,8 @@ def main() -> None:
         choices=["off", "default", "reduce-overhead"],
         help="policy.compile for both modes (compile time is excluded: warm-up steps)",
     )
+    parser.add_argument("--sequential-only", action="store_true",
+                        help="the time split of a sequential request only (one copy of the weights in memory)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     base = [f"policy.type={args.policy}", f"policy.device={args.device}", f"policy.dtype={args.dtype}",
@@ -99,10 +102,13 @@ def main() -> None:
                   f"pipeline.pp_generation={args.pp_generation}", f"pipeline.fetch_offset={args.fetch_offset}"],
     }
     result: dict[str, Any] = {"command": sys.argv, "settings": vars(args) | {"json": str(args.json)}, "modes": {}}
+    if args.sequential_only:
+        del modes["auras"]
     for mode, overrides in modes.items():
         result["modes"][mode] = measure([*base, *overrides], args.steps, args.warmup)
-    seq, aur = result["modes"]["sequential"], result["modes"]["auras"]
-    result["speedup"] = aur["throughput_hz"] / seq["throughput_hz"]
+        gc.collect()  # the mode's agent and weights go before the next mode builds its own
+    seq, aur = result["modes"]["sequential"], result["modes"].get("auras")
+    result["speedup"] = aur["throughput_hz"] / seq["throughput_hz"] if aur else None
     p, g = seq["stage_ms_p50"].get("perception", 0.0), seq["stage_ms_p50"].get("generation", 0.0)
     result["perception_share"] = p / (p + g) if p + g else None
     label = f"auras {args.pp_perception}x{args.pp_generation} fetch_offset {args.fetch_offset}"
@@ -115,8 +121,9 @@ def main() -> None:
         name = label if mode == "auras" else mode
         p50 = f"{stages.get('perception', 0):.0f} | {stages.get('generation', 0):.0f}"
         print(f"| {name} | {m['throughput_hz']:.3f} | {p50} |")
-    print(f"speedup auras / sequential: {result['speedup']:.2f}x; perception share of a sequential request: "
-          f"{result['perception_share']:.0%}; peak memory of the process {aur['peak_rss_gb']:.1f} GB")
+    speedup = f"speedup auras / sequential: {result['speedup']:.2f}x; " if aur else ""
+    print(f"{speedup}perception share of a sequential request: {result['perception_share']:.0%}; peak memory of the "
+          f"process with one copy of the weights {seq['peak_rss_gb']:.1f} GB")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
