@@ -21,8 +21,13 @@ Setups (``--setups``):
   (ask when half the chunk is left, blend 0.3 old / 0.7 new).
 
 The robots are scripts/lerobot_async_robot.py processes (one per robot, started together once every server has
-loaded its model); the checkpoint is scripts/lerobot_async_checkpoint.py's (made in the LeRobot venv, reused while
-its recipe is unchanged). Writes results.json and table.md to ``--out`` and prints the table.
+loaded its model); every robot, LeRobot's and auras', sends the task's instruction from ``auras.tasks`` (push-v3:
+"push the puck to the green goal", the instruction auras' demonstrations record and tiny-flow was trained with).
+The checkpoint is ``--checkpoint DIR`` (a LeRobot SmolVLA checkpoint directory; e.g. the trained tiny-flow exported by
+scripts/tiny_flow_to_lerobot.py: ``--checkpoint .tmp/tiny-flow-lerobot/checkpoint``) or, by default,
+scripts/lerobot_async_checkpoint.py's random-weight one (made in the LeRobot venv, reused while its recipe is
+unchanged). LeRobot's ``actions_per_chunk`` is the checkpoint's ``chunk_size`` unless ``--chunk`` says otherwise.
+Writes results.json and table.md to ``--out`` and prints the table.
 """
 
 from __future__ import annotations
@@ -306,8 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=15.0, help="measured seconds per robot and configuration")
     ap.add_argument("--warmup-ticks", type=int, default=30, help="ticks before the measured window")
     ap.add_argument("--control-hz", type=float, default=30.0)
-    ap.add_argument("--chunk", type=int, default=50, help="LeRobot's actions_per_chunk (the checkpoint's chunk)")
+    ap.add_argument("--chunk", type=int, default=None,
+                    help="LeRobot's actions_per_chunk (default: the checkpoint's chunk_size)")
     ap.add_argument("--seed", type=int, default=0, help="robot i runs episodes on seeds seed + 100 i, + 1, ...")
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="a LeRobot SmolVLA checkpoint directory both systems load (default: a random-weight one made "
+                    "by scripts/lerobot_async_checkpoint.py)")
     ap.add_argument("--lerobot-venv", type=Path, default=REPO / ".tmp" / "lerobot-ref-venv")
     ap.add_argument("--work", type=Path, default=REPO / ".tmp" / "lerobot-async")
     ap.add_argument("--out", type=Path, help="write results.json and table.md here")
@@ -321,15 +330,30 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    made = subprocess.run(
-        [str(lr_python), str(HERE / "lerobot_async_checkpoint.py"), "--out", str(work / "checkpoint")],
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    if made.returncode != 0:
-        fail(f"making the checkpoint failed:\n{made.stderr[-3000:]}")
-    recipe = json.loads(made.stdout.strip().splitlines()[-1])
-    checkpoint = Path(recipe["checkpoint"])
-    print(f"checkpoint {checkpoint} ({recipe['parameters']} parameters, random weights, "
-          f"{'reused' if recipe['reused'] else 'made'})", flush=True)
+    if args.checkpoint is None:
+        made = subprocess.run(
+            [str(lr_python), str(HERE / "lerobot_async_checkpoint.py"), "--out", str(work / "checkpoint")],
+            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        if made.returncode != 0:
+            fail(f"making the checkpoint failed:\n{made.stderr[-3000:]}")
+        recipe = json.loads(made.stdout.strip().splitlines()[-1])
+        checkpoint = Path(recipe["checkpoint"])
+        weights = "random weights"
+        print(f"checkpoint {checkpoint} ({recipe['parameters']} parameters, random weights, "
+              f"{'reused' if recipe['reused'] else 'made'})", flush=True)
+    else:
+        checkpoint = args.checkpoint.resolve()
+        if not (checkpoint / "config.json").is_file() or not (checkpoint / "model.safetensors").is_file():
+            fail(f"--checkpoint {checkpoint}: expected a LeRobot SmolVLA checkpoint directory (config.json, "
+                 "model.safetensors and the saved processors)")
+        export = checkpoint.parent / "export.json"  # scripts/tiny_flow_to_lerobot.py's record, if it made it
+        recipe = {"checkpoint": str(checkpoint), **(json.loads(export.read_text()) if export.is_file() else {})}
+        weights = "trained tiny-flow" if export.is_file() else f"the checkpoint {checkpoint}"
+        print(f"checkpoint {checkpoint} ({weights})", flush=True)
+    recipe["config"] = {k: v for k, v in json.loads((checkpoint / "config.json").read_text()).items()
+                        if k in ("chunk_size", "n_action_steps", "num_steps", "vlm_model_name")}
+    if args.chunk is None:
+        args.chunk = int(recipe["config"]["chunk_size"])
     began, load0 = time.time(), os.getloadavg()
     rows = []
     for robots in fleet:
@@ -350,8 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         import importlib.metadata as md
 
         result = {
-            "what": "auras serve beside LeRobot 0.4.4's async inference server: same SmolVLA checkpoint (random "
-                    "weights), same simulated robot (Meta-World push-v3), measured on the robot",
+            "what": f"auras serve beside LeRobot 0.4.4's async inference server: same SmolVLA checkpoint ({weights}), "
+                    "same simulated robot (Meta-World push-v3), measured on the robot",
             "command": "MUJOCO_GL=egl .venv/bin/python scripts/lerobot_async_compare.py "
                        + " ".join(argv or sys.argv[1:]),
             "date": datetime.date.today().isoformat(),
@@ -362,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                    "metaworld", "pyzmq")}},
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "checkpoint": recipe,
+            "instructions": sorted({r.get("instruction") for row in rows for r in row["per_robot"]} - {None}),
             "loadavg_start": list(load0),
             "loadavg_end": list(os.getloadavg()),
             "wall_s": time.time() - began,

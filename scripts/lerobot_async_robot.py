@@ -205,7 +205,8 @@ def wait_for_start(args: argparse.Namespace, sim: SimRobot, rec: Recorder) -> No
 
 
 def write_report(args: argparse.Namespace, sim: SimRobot, rec: Recorder, extra: dict[str, Any]) -> None:
-    report = {"system": args.system, "index": args.index, **rec.summary(), "episodes": sim.episodes,
+    report = {"system": args.system, "index": args.index, "instruction": sim.instruction, **rec.summary(),
+              "episodes": sim.episodes,
               "stalled": False, **extra}
     args.out.write_text(json.dumps(report))
 
