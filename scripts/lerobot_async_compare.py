@@ -304,6 +304,42 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def same_seeds(rows: list[dict]) -> list[dict]:
+    """Success of every row on the seeds that every row of its fleet size finished (rows of one fleet finish
+    different numbers of episodes: a success ends an episode early), so setups are compared episode for episode."""
+    out = []
+    for robots in sorted({r["robots"] for r in rows}):
+        fleet = [r for r in rows if r["robots"] == robots]
+        runs = {r["setup"]: {e["seed"]: bool(e["success"]) for p in r["per_robot"] for e in p["episodes"]}
+                for r in fleet}
+        common = sorted(set.intersection(*(set(v) for v in runs.values())))
+        out.append({"robots": robots, "seeds": common,
+                    "successes": {setup: sum(v[s] for s in common) for setup, v in runs.items()},
+                    "by_seed": {setup: [int(v[s]) for s in common] for setup, v in runs.items()}})
+    return out
+
+
+def same_seeds_table(summary: list[dict]) -> str:
+    setups = list(dict.fromkeys(s for row in summary for s in row["successes"]))
+    lines = ["| robots | seeds every setup finished | " + " | ".join(setups) + " |",
+             "|---|---|" + "---|" * len(setups)]
+    for row in summary:
+        n = len(row["seeds"])
+        cells = [f"{row['successes'][s]}/{n}" if s in row["successes"] else "-" for s in setups]
+        lines.append(f"| {row['robots']} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_tables(out: Path, result: dict) -> str:
+    """table.md: the run's table, then success on the seeds every setup of a fleet finished."""
+    result["same_seeds"] = same_seeds(result["rows"])
+    text = (table(result["rows"]) + "\n\nSuccess on the same seeds (the episodes every setup of the fleet size "
+            "finished):\n\n" + same_seeds_table(result["same_seeds"]))
+    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "table.md").write_text(text + "\n")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--robots", default="1,2,4", help="fleet sizes, comma-separated")
@@ -320,7 +356,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lerobot-venv", type=Path, default=REPO / ".tmp" / "lerobot-ref-venv")
     ap.add_argument("--work", type=Path, default=REPO / ".tmp" / "lerobot-async")
     ap.add_argument("--out", type=Path, help="write results.json and table.md here")
+    ap.add_argument("--retable", action="store_true", help="only rewrite --out's table.md (and the same-seed "
+                    "summary in its results.json) from its results.json")
     args = ap.parse_args(argv)
+    if args.retable:
+        if not args.out or not (args.out / "results.json").is_file():
+            fail("--retable needs --out DIR holding a results.json")
+        print(write_tables(args.out, json.loads((args.out / "results.json").read_text())))
+        return 0
     setups = [s.strip() for s in args.setups.split(",") if s.strip()]
     unknown = sorted(set(setups) - set(SETUPS))
     if unknown:
@@ -392,8 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": time.time() - began,
             "rows": rows,
         }
-        (args.out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-        (args.out / "table.md").write_text(text + "\n")
+        print(write_tables(args.out, result).split(text, 1)[1].strip())
         print(f"wrote {args.out / 'results.json'} and {args.out / 'table.md'}")
     return 0
 
