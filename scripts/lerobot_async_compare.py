@@ -19,6 +19,9 @@ Setups (``--setups``):
   strategy (public context; an observation on every control tick).
 - ``auras-chunk_blend``: the same server, the robots with ``strategy="chunk_blend"``: LeRobot's client discipline
   (ask when half the chunk is left, blend 0.3 old / 0.7 new).
+- ``auras-reset``: ``auras`` whose robots reset their control loop (``RobotControl.reset()``: the server drops the
+  last scene's work and context, the robot its chunk) at each episode end; the other setups tell no server of
+  episode ends (LeRobot's client has no such call).
 
 The robots are scripts/lerobot_async_robot.py processes (one per robot, started together once every server has
 loaded its model); every robot, LeRobot's and auras', sends the task's instruction from ``auras.tasks`` (push-v3:
@@ -53,7 +56,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 VENV_HELP = ("build it with `bash scripts/lerobot_async_env.sh` (a few minutes: LeRobot 0.4.4 with its async "
              "extras and Meta-World, in its own venv; LeRobot is never an auras dependency)")
-SETUPS = ("lerobot", "lerobot-nofilter", "lerobot-shared", "auras", "auras-chunk_blend")
+SETUPS = ("lerobot", "lerobot-nofilter", "lerobot-shared", "auras", "auras-chunk_blend", "auras-reset")
 START_S = 240.0  # a server or robot that is not ready by then fails the run
 
 
@@ -181,6 +184,8 @@ def run_config(setup: str, robots: int, args: argparse.Namespace, lr_python: Pat
                        str(args.chunk), "--out", str(run_dir / f"robot-{i}.json")]
             if setup == "auras-chunk_blend":
                 command += ["--strategy", "chunk_blend"]
+            if setup == "auras-reset":
+                command += ["--reset-at-episode-end"]
             log = open(run_dir / f"robot-{i}.log", "w")  # noqa: SIM115  (closed with the process)
             robot_procs.append(subprocess.Popen(command, cwd=run_dir, env=env, stdin=subprocess.PIPE,
                                                 stdout=subprocess.PIPE, stderr=log, text=True))

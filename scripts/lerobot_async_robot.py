@@ -161,6 +161,7 @@ class SimRobot:
         self.episodes: list[dict[str, Any]] = []
         self._steps = 0
         self._success = False
+        self.episode_ended = False  # set by apply when an episode ends; the client may reset on it
         self.env.reset(seed=self.seed)
 
     def observe(self) -> tuple[np.ndarray, np.ndarray]:
@@ -174,6 +175,7 @@ class SimRobot:
         self._success = self._success or bool(info["success"])
         if terminated or truncated:
             self.episodes.append({"seed": self.seed, "success": self._success, "steps": self._steps})
+            self.episode_ended = True
             self.seed, self._steps, self._success = self.seed + 1, 0, False
             self.env.reset(seed=self.seed)
 
@@ -345,18 +347,22 @@ def run_auras(args: argparse.Namespace, sim: SimRobot, rec: Recorder) -> dict[st
         dt = 1.0 / args.control_hz
         wait_for_start(args, sim, rec)
         start = time.perf_counter()
-        for t in range(args.ticks):
+        for _ in range(args.ticks):
             tick_start = time.perf_counter()
             rec.begin_tick()
             applied = runtime.stats.actions_applied
+            step = control.t  # the control loop's own step (it restarts at 0 after a reset)
             row = control.step(observe)
             if runtime.stats.actions_applied > applied:
                 current = stamps.get(control.offered)
                 with rec.lock:
                     if rec.counting:
                         rec.taken_over += 1
-            fresh = runtime.executor.covers(t)
+            fresh = runtime.executor.covers(step)
             sim.apply(row)
+            if sim.episode_ended and args.reset_at_episode_end:  # the server starts the next episode afresh
+                sim.episode_ended = False
+                control.reset()
             rec.ran(fresh, current if fresh else None)
             late = time.perf_counter() - tick_start
             time.sleep(max(0.0, dt - late))  # as LeRobot's control loop: no catching up after an overrun
@@ -387,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ttl-s", type=float, default=2.0, help="auras: never take over an action older than this")
     ap.add_argument("--deadline-s", type=float, default=0.25, help="auras: run this long without a fresh row, "
                     "then the fallback")
+    ap.add_argument("--reset-at-episode-end", action="store_true",
+                    help="auras: RobotControl.reset() when an episode ends (the chunk and context of the last scene "
+                    "go; by default neither client is told)")
     ap.add_argument("--stall-s", type=float, default=20.0, help="report the robot as stalled this long past its run")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
