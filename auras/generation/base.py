@@ -29,7 +29,7 @@ import numpy as np
 
 from auras.perception.base import Context, PolicyPart
 
-__all__ = ["AutoregressiveGeneration", "DiffusionGeneration", "Generation"]
+__all__ = ["AutoregressiveGeneration", "DiffusionGeneration", "Generation", "SeededNoise"]
 
 
 class Generation(PolicyPart, ABC):
@@ -96,6 +96,34 @@ class DiffusionGeneration(Generation):
         first = torch.zeros(batch, dtype=torch.int64)
         steps = torch.full((batch,), self.num_inference_steps, dtype=torch.int64)
         return self.to_actions(self.denoise(sample, first, steps, context))
+
+
+class SeededNoise:
+    """Mixin of a :class:`DiffusionGeneration` whose initial noise comes from torch generators seeded with one seed:
+    ``reset`` reseeds its own, ``noise_generator`` gives each pipeline session a fresh one seeded alike (so a
+    robot's noise never depends on the robots batched with it), ``initial_noise`` draws ``noise_shape(batch)``."""
+
+    def seed_noise(self, seed: int) -> None:
+        """Seed the noise (call in ``__init__``)."""
+        self._seed = int(seed)
+        self.reset()
+
+    def noise_shape(self, batch: int) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Reseed the initial noise of ``generate`` (episodes are reproducible)."""
+        self._generator = self.noise_generator()
+
+    def noise_generator(self) -> Any:
+        import torch
+
+        return torch.Generator().manual_seed(self._seed)
+
+    def initial_noise(self, batch: int, generator: Any = None) -> Any:
+        import torch
+
+        return torch.randn(self.noise_shape(batch), generator=generator if generator is not None else self._generator)
 
 
 class AutoregressiveGeneration(Generation):

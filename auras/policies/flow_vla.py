@@ -37,7 +37,7 @@ from torch import nn
 
 from auras.compiled import CompiledStage
 from auras.errors import InvalidInputError
-from auras.generation.base import DiffusionGeneration
+from auras.generation.base import DiffusionGeneration, SeededNoise
 from auras.generation.guidance import PULL, GuidanceRule, guide_velocity, read_guide
 from auras.perception.base import Context, Perception
 from auras.perception.text import PAD_ID, encode_instruction
@@ -314,13 +314,12 @@ class FlowVLAPerception(ModulesPart, Perception):
         return run
 
 
-class FlowVLAGeneration(ModulesPart, DiffusionGeneration):
+class FlowVLAGeneration(ModulesPart, SeededNoise, DiffusionGeneration):
     """The flow over the action chunk; step k (of ``num_steps``) runs at t = 1 - k / num_steps."""
 
     def __init__(self, model: FlowVLA, seed: int = 0) -> None:
         self.model = model
-        self._seed = seed
-        self._generator = torch.Generator().manual_seed(seed)
+        self.seed_noise(seed)
         self._velocity: Callable[..., torch.Tensor] = model.model.velocity  # one flow step's network
         self.guidance: GuidanceRule = PULL  # how rtc's guide steers each step (staleness.rtc_guidance)
 
@@ -340,17 +339,8 @@ class FlowVLAGeneration(ModulesPart, DiffusionGeneration):
     def num_inference_steps(self) -> int:
         return self.model.num_steps
 
-    def reset(self) -> None:
-        self._generator = torch.Generator().manual_seed(self._seed)
-
-    def noise_generator(self) -> torch.Generator:
-        """A fresh generator of initial noise, seeded as this generation is after ``reset``: each pipeline
-        session draws its own, so a robot's noise never depends on the robots batched with it."""
-        return torch.Generator().manual_seed(self._seed)
-
-    def initial_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        shape = (batch, int(self.model.config["chunk_size"]), int(self.model.config["max_action_dim"]))
-        return torch.randn(shape, generator=generator if generator is not None else self._generator)
+    def noise_shape(self, batch: int) -> tuple[int, ...]:
+        return (batch, int(self.model.config["chunk_size"]), int(self.model.config["max_action_dim"]))
 
     @torch.inference_mode()
     def denoise(self, sample: Any, step_index: Any, num_steps: Any, context: Context) -> torch.Tensor:

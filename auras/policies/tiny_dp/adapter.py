@@ -12,7 +12,7 @@ import torch
 
 from auras.compiled import CompiledStage
 from auras.errors import InvalidInputError
-from auras.generation.base import DiffusionGeneration
+from auras.generation.base import DiffusionGeneration, SeededNoise
 from auras.generation.guidance import guide_epsilon, read_guide
 from auras.perception.base import Context, Perception
 from auras.perception.text import encode_instruction
@@ -134,7 +134,7 @@ class TinyDPPerception(ModelPart, Perception):
         return carry
 
 
-class TinyDPGeneration(ModelPart, DiffusionGeneration):
+class TinyDPGeneration(ModelPart, SeededNoise, DiffusionGeneration):
     """DDIM denoising of (B, H, A) action chunks conditioned on H_o; see the module docstring for step indices."""
 
     def __init__(self, model: TinyDP) -> None:
@@ -145,8 +145,7 @@ class TinyDPGeneration(ModelPart, DiffusionGeneration):
         self._final_alpha = torch.as_tensor(sched.final_alpha_cumprod, dtype=torch.float32)
         self._step_ratio = sched.config.num_train_timesteps // sched.num_inference_steps
         self._clip = float(sched.config.clip_sample_range) if sched.config.clip_sample else None
-        self._seed = int(model.config["noise_seed"])
-        self._generator = torch.Generator().manual_seed(self._seed)
+        self.seed_noise(int(model.config["noise_seed"]))
         self._step_net: Callable[..., torch.Tensor] = model.unet  # one denoising step's network
 
     def compile(self, mode: str, batch: int = 1) -> None:
@@ -165,18 +164,8 @@ class TinyDPGeneration(ModelPart, DiffusionGeneration):
     def num_inference_steps(self) -> int:
         return len(self._timesteps)
 
-    def reset(self) -> None:
-        """Reseed the initial noise of ``generate`` (episodes are reproducible)."""
-        self._generator = torch.Generator().manual_seed(self._seed)
-
-    def noise_generator(self) -> torch.Generator:
-        """A fresh generator of initial noise, seeded as this generation is after ``reset``: each pipeline
-        session draws its own, so a robot's noise never depends on the robots batched with it."""
-        return torch.Generator().manual_seed(self._seed)
-
-    def initial_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        shape = (batch, self.model.chunk_horizon, self.action_dim)
-        return torch.randn(shape, generator=generator if generator is not None else self._generator)
+    def noise_shape(self, batch: int) -> tuple[int, ...]:
+        return (batch, self.model.chunk_horizon, self.action_dim)
 
     @torch.no_grad()
     def denoise(self, sample: Any, step_index: Any, num_steps: Any, context: Context) -> torch.Tensor:
