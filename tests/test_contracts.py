@@ -131,3 +131,49 @@ def test_a_robot_admitted_below_its_ask_is_held_to_the_rate_it_was_granted():
     assert admit(45.0, [modest.promised()], None, 2) is None  # 100 Hz was asked, never promised
     with pytest.raises(ProtocolError, match="over_capacity"):
         admit(39.0, [modest.promised()], None, 2)
+
+
+def test_with_two_engines_a_robot_is_judged_by_the_engine_it_joins_against_that_engines_robots_only():
+    """Engine a serves a robot promised 80 Hz; engine b is empty and predicts 60 Hz with one more robot. A new
+    robot goes to b, where no promise is at stake, so it is admitted; judged against every engine's robots
+    (a's 80 Hz promise) it would be refused. A robot asking more than b can give is refused by b's figure."""
+    from types import SimpleNamespace
+
+    from auras.bridge.limits import ServeLimits
+    from auras.bridge.sessions import SessionHost
+    from auras.pipeline.router import EngineRouter
+
+    class _Engine:
+        def __init__(self, sessions: int, rate_hz: float) -> None:
+            self.sessions, self.rate_hz = sessions, rate_hz
+
+        def admission_rate_hz(self) -> float:
+            return self.rate_hz
+
+    a, b = _Engine(1, 90.0), _Engine(0, 60.0)
+    host = SessionHost(lambda: None, EngineRouter([a, b]), ServeLimits())
+    agent_on_a = SimpleNamespace(executor=SimpleNamespace(engine=a))
+    with host.admission() as place:
+        host.add(place, "fast", agent_on_a, "press", performance=Performance(Contract(80.0)))
+    assert host.check_contract(Contract(40.0), "new") is None  # b: 60 Hz, nobody on b was promised more
+    with pytest.raises(ProtocolError, match=r"over_capacity.*60\.0 Hz"):
+        host.check_contract(Contract(70.0), "greedy")
+
+
+def test_a_served_adaptive_robot_shares_the_engine_and_its_pipeline_holds_its_contract():
+    """With pipeline.controller=adaptive the robots are still sessions of one engine (one model), and each
+    robot's depth controller targets the rate it was admitted at within its staleness bound."""
+    config = load_config("pipeline-tiny-dp", ["pipeline.controller=adaptive", "pipeline.target_hz=30"])
+    with BridgeServer(config, f"tcp://127.0.0.1:{free_service_port()}").start() as server:
+        first = _robot(server, "first", {"rate_hz": 5.0, "staleness_ms": 400.0})
+        second = _robot(server, "second")
+        try:
+            agents = {s.robot: s.agent for s in server.host.sessions()}
+            held = agents["first"].executor.controller
+            assert (held.target_hz, held.bound_ms) == (5.0, 400.0)
+            assert agents["second"].executor.controller.target_hz == 30.0  # no contract: the configured target
+            assert agents["first"].executor.engine is agents["second"].executor.engine
+            assert server.stats()["engine"]["sessions"] == 2
+        finally:
+            first.close()
+            second.close()

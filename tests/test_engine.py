@@ -184,6 +184,68 @@ def test_sessions_of_different_depths_share_an_engine_and_each_acts_as_alone():
     assert _max_deviation(alone, together) <= TOLERANCE
 
 
+def _adaptive(engine: FrameEngine, own: bool = False):
+    """A tiny-dp auras pipeline of depth 3 whose controller never re-plans by itself (the test does)."""
+    from auras.pipeline import adaptive_executor
+
+    config = load_config(overrides=["pipeline.mode=auras", "pipeline.controller=adaptive", "pipeline.pp_perception=2",
+                                    "pipeline.pp_generation=3", "pipeline.target_hz=1",
+                                    "pipeline.controller_window=1000"])
+    return adaptive_executor(config, engine, FrameShape(2, 3), owns_engine=own)
+
+
+def test_an_adaptive_robot_re_plans_as_sessions_of_the_shared_engine_and_acts_as_alone():
+    """Robot 0's adaptive pipeline goes 3 -> 5 -> 2 deep while robots 1 and 2 (depth 3) share its frames. A
+    re-plan is a new session of the same engine (no new workers), every robot's actions equal its run
+    alone (robot 0's alone: the same re-plans on an engine of its own), and no frame waits for the half
+    of a re-plan that steps second (the engine waits 30 s for a session that is expected and late)."""
+    policy = _policy("tiny-dp")
+    switches = {4: 5, 10: 2}
+    streams = [_observations(policy, r, 18) for r in range(3)]
+
+    def run_adaptive(executor, stream):
+        actions = []
+        for i, obs in enumerate(stream):
+            if i in switches:
+                executor.switch(switches[i])
+            actions.append(executor.step(obs))
+        return actions
+
+    solo_executor = _adaptive(FrameEngine(policy), own=True)
+    alone = [run_adaptive(solo_executor, streams[0]), *_alone(policy, FrameShape(2, 3), True, streams[1:])]
+    assert solo_executor.controller_stats()["pp_generation"] == 2
+    solo_executor.close()
+
+    engine = FrameEngine(policy, wait_ms=30000.0, active_window_s=60.0)
+    workers = engine.group
+    adaptive = _adaptive(engine)
+    static = [FrameExecutor(engine, FrameShape(2, 3)) for _ in range(2)]
+    out: list[list] = [[], [], []]
+    errors: list[BaseException] = []
+
+    def robot(i: int) -> None:
+        try:
+            out[i] = run_adaptive(adaptive, streams[0]) if i == 0 else [static[i - 1].step(o) for o in streams[i]]
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            (adaptive if i == 0 else static[i - 1]).close()
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=robot, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    took = time.monotonic() - start
+    assert not errors, errors
+    assert took < 25.0, f"a frame waited for the second half of a re-plan ({took:.1f} s)"
+    assert engine.group is workers and engine.counters.replacements == 0  # no new workers for a re-plan
+    assert engine.counters.largest == 3 and engine.sessions == 0
+    engine.close()
+    assert _max_deviation(alone, out) <= TOLERANCE
+
+
 def test_sessions_of_one_engine_share_fetch_offset():
     engine = FrameEngine(_policy("tiny-dp"))
     with pytest.raises(ConfigError, match="fetch_offset"):

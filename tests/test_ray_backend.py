@@ -327,6 +327,7 @@ def _replan(backend: str, fetch_offset: int, switches: dict[int, int], steps: in
         made = [executor.current]
         make = executor.make_frames
         executor.make_frames = lambda shape: made.append(make(shape)) or made[-1]
+        first_workers = agent.stats()["workers"]
         actions = []
         for i in range(steps):
             if i in switches:
@@ -335,20 +336,22 @@ def _replan(backend: str, fetch_offset: int, switches: dict[int, int], steps: in
         depth = executor.shape.pp_generation
         inflight = executor.current.inflight + (executor.draining.inflight if executor.draining else 0)
         workers = agent.stats()["workers"]
-    return actions, sum(f.admitted for f in made), inflight, depth, workers
+    return actions, sum(f.admitted for f in made), inflight, depth, workers, first_workers
 
 
 @pytest.mark.parametrize("fetch_offset", [0, -1])
 def test_the_adaptive_pipeline_re_plans_on_ray_without_losing_or_repeating_an_action(ray_cluster, fetch_offset):
-    """Re-plans 4 -> 6 -> 2 -> 1 -> 3 on Ray: each builds two new actors while the old pair drains. Every
+    """Re-plans 4 -> 6 -> 2 -> 1 -> 3 on Ray: each a new session of the same actors beside the draining one
+    (no new actors: the workers stay those of the first pipeline). Every
     admitted request's action comes out exactly once, in order, and every action equals the local
     backend's value for value. The fake's actions add up the contexts each generation stage read, so a
     draining request that did not get the new pipeline's contexts lent through the actors (it would read
     the last context admitted before the switch) gives different values."""
     switches = {8: 6, 20: 2, 30: 1, 38: 3}
     local, *_ = _replan("local", fetch_offset, switches)
-    actions, admitted, inflight, depth, workers = _replan("ray", fetch_offset, switches)
+    actions, admitted, inflight, depth, workers, first_workers = _replan("ray", fetch_offset, switches)
     assert depth == 3 and [w["role"] for w in workers] == ["perception", "generation"]
+    assert [w["pid"] for w in workers] == [w["pid"] for w in first_workers]  # a re-plan places no actor
     assert all(w["pid"] != os.getpid() for w in workers)  # the workers are actors, not threads
     distinct = list({id(a): a for a in actions}.values())
     steps = [a.step_id for a in distinct if a.step_id > 0]  # the fill admits observation 0 once per frame

@@ -34,7 +34,7 @@ import numpy as np
 
 from auras_client.protocol import ProtocolError
 
-__all__ = ["Contract", "Performance", "admit", "parse_contract"]
+__all__ = ["Contract", "Performance", "admit", "hold_contract", "parse_contract"]
 
 WINDOW = 512  # actions a session's performance is computed over
 
@@ -104,6 +104,15 @@ def admit(predicted_rate_hz: float | None, contracts: list[Contract], new: Contr
         f"robots at about {predicted_rate_hz:.1f} Hz (capacity left per robot); send accept_lower_rate to be "
         "admitted at that rate",
     )
+
+
+def hold_contract(agent: Any, contract: Contract | None, granted_rate_hz: float | None) -> None:
+    """An adaptive robot's pipeline (``pipeline.controller: adaptive``) holds its contract: it re-plans its
+    depth for the rate it was granted (or asked for) within its staleness bound. Others are unchanged."""
+    hold = getattr(getattr(agent, "executor", None), "hold", None)
+    if contract is None or hold is None:
+        return
+    hold(granted_rate_hz if granted_rate_hz is not None else contract.rate_hz, contract.staleness_ms)
 
 
 class Performance:

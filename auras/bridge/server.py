@@ -44,7 +44,7 @@ from typing import Any
 import zmq
 
 from auras.bridge.assembler import ObservationAssembler
-from auras.bridge.contracts import Performance
+from auras.bridge.contracts import Performance, hold_contract
 from auras.bridge.health import HealthWatchdog
 from auras.bridge.limits import ServeLimits, exposure_warning, policy_limits
 from auras.bridge.service import (
@@ -307,8 +307,9 @@ class BridgeServer:
         hello = parse_hello(request)
         with self.host.admission() as place:
             with self.host.admitting():  # the capacity check and joining the engine, one hello at a time
-                granted = self.host.check_contract(hello.contract)
+                granted = self.host.check_contract(hello.contract, hello.robot)
                 agent = self.host.build_agent(hello.instruction, hello.robot)
+                hold_contract(agent, hello.contract, granted)
             try:
                 check_layout(agent.spec, hello)
             except ProtocolError:

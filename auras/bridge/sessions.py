@@ -205,14 +205,16 @@ class SessionHost:
         with self._admitting:
             yield
 
-    def check_contract(self, contract: Contract | None) -> float | None:
+    def check_contract(self, contract: Contract | None, robot: str | None = None) -> float | None:
         """Admission by capacity where the sessions share a frame engine (see :mod:`auras.bridge.contracts`):
         the rate granted to a robot admitted below its ask, else None; ProtocolError ``over_capacity`` when
-        its contract, or one already served, could not be met with it."""
-        engine = self.batcher
-        if not hasattr(engine, "admission_rate_hz"):
+        its contract, or one already served, could not be met with it. With several engines the robot
+        (named ``robot``) is judged by the engine it would join, against that engine's robots only."""
+        shared = self.batcher
+        if not hasattr(shared, "admission_rate_hz"):
             return None
-        sessions = self.sessions()
+        engine = shared.engine_for(robot) if hasattr(shared, "engine_for") else shared
+        sessions = [s for s in self.sessions() if getattr(getattr(s.agent, "executor", None), "engine", None) is engine]
         contracts = [s.performance.promised() for s in sessions if s.performance.contract is not None]
         try:
             return admit(engine.admission_rate_hz(), contracts, contract, len(sessions))

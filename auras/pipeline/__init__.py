@@ -39,8 +39,6 @@ def engine_problem(config: AurasConfig) -> str | None:
     pipe = config.pipeline
     if pipe.mode not in FRAME_MODES:
         return f"pipeline.mode {pipe.mode!r} does not run in frames (the engine serves {', '.join(FRAME_MODES)})"
-    if pipe.mode != "sequential" and pipe.controller == "adaptive":
-        return "pipeline.controller=adaptive re-plans each robot's pipeline on workers of its own"
     return None
 
 
@@ -54,7 +52,8 @@ def build_engine(
     if problem is not None:
         raise ConfigError(f"a shared frame engine: {problem}")
     fetch_offset = 0 if config.pipeline.mode == "sequential" else config.pipeline.fetch_offset
-    return FrameEngine(build_backend(config, policy, device_probe), fetch_offset,
+    adaptive = config.pipeline.mode != "sequential" and config.pipeline.controller == "adaptive"
+    return FrameEngine(build_backend(config, policy, device_probe), fetch_offset, contexts_to_caller=adaptive,
                        wait_ms=config.serve.engine_wait_ms)
 
 
@@ -83,6 +82,8 @@ def build_executor(
         if pipe.mode == "sequential":
             return FrameExecutor(engine, FrameShape(1, 1, 0), public=False)
         shape = FrameShape(pipe.pp_perception, pipe.pp_generation, pipe.fetch_offset)
+        if pipe.controller == "adaptive":
+            return adaptive_executor(config, engine, shape)
         return FrameExecutor(engine, shape, pipe.mode == "auras", pipe.alpha, pipe.emit)
     backend = build_backend(config, policy, device_probe)
     if pipe.mode == "parallel":
@@ -94,9 +95,24 @@ def build_executor(
     shape = FrameShape(pipe.pp_perception, pipe.pp_generation, pipe.fetch_offset)
     if pipe.controller != "adaptive":
         return FrameExecutor(backend, shape, pipe.mode == "auras", pipe.alpha, pipe.emit)
+    # an engine of its own, whose contexts come back so that a draining pipeline can read them
+    own = FrameEngine(backend, shape.fetch_offset, contexts_to_caller=True)
+    try:
+        return adaptive_executor(config, own, shape, owns_engine=True)
+    except BaseException:
+        own.close()
+        raise
 
-    def frames(shape: FrameShape) -> FrameExecutor:  # contexts come back so a draining pipeline can read them
-        return FrameExecutor(backend, shape, pipe.mode == "auras", pipe.alpha, pipe.emit, contexts_to_caller=True)
+
+def adaptive_executor(config: AurasConfig, engine: FrameEngine, shape: FrameShape,
+                      owns_engine: bool = False) -> AdaptiveFrameExecutor:
+    """``pipeline.controller: adaptive``: every depth the controller chooses is a session of ``engine`` (a
+    re-plan attaches a new session beside the draining one: no new workers), so an adaptive robot is
+    batched with the engine's other robots. ``owns_engine``: close the engine with the executor."""
+    pipe = config.pipeline
+
+    def frames(shape: FrameShape) -> FrameExecutor:
+        return FrameExecutor(engine, shape, pipe.mode == "auras", pipe.alpha, pipe.emit)
 
     current = frames(shape)
     controller = DepthController(
@@ -104,7 +120,7 @@ def build_executor(
         window=pipe.controller_window, staleness_bound_ms=pipe.staleness_bound_ms,
         margin=pipe.pacing_margin, quantile=pipe.pacing_quantile,
     )
-    return AdaptiveFrameExecutor(frames, shape, controller, first=current)
+    return AdaptiveFrameExecutor(frames, shape, controller, first=current, engine=engine if owns_engine else None)
 
 
 def build_backend(

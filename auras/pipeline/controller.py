@@ -52,6 +52,7 @@ import numpy as np
 from auras.clock import SYSTEM_CLOCK, Clock
 from auras.errors import ConfigError, WorkerDiedError
 from auras.pipeline.base import Executor
+from auras.pipeline.engine import FrameEngine
 from auras.pipeline.frames import FrameExecutor, FrameShape
 from auras.pipeline.pacing import PACING_MARGIN
 from auras.types import Action, Observation
@@ -214,13 +215,14 @@ class AdaptiveFrameExecutor(Executor):
     """A frame pipeline whose generation depth a :class:`DepthController` changes while it runs."""
 
     def __init__(self, make_frames: Callable[[FrameShape], FrameExecutor], shape: FrameShape,
-                 controller: DepthController, clock: Clock = SYSTEM_CLOCK, first: FrameExecutor | None = None) -> None:
-        """``make_frames(shape)``: a FrameExecutor of that shape over the same backend, whose finished
-        contexts come back to this process (``contexts_to_caller``: a draining pipeline reads them); on
-        Ray each call places two new actors, so a re-plan needs room for a second pair while the old one
-        drains. ``first``: the pipeline to start with, if already built (else ``make_frames``);
-        ``clock``: what each frame's time is measured with."""
-        self.make_frames, self.controller, self.base = make_frames, controller, shape
+                 controller: DepthController, clock: Clock = SYSTEM_CLOCK, first: FrameExecutor | None = None,
+                 engine: FrameEngine | None = None) -> None:
+        """``make_frames(shape)``: a FrameExecutor of that shape, a new session of the engine the pipeline
+        runs on (whose finished contexts come back to this process: a draining pipeline reads them), so a
+        re-plan places no new workers. ``first``: the pipeline to start with, if already built (else
+        ``make_frames``); ``clock``: what each frame's time is measured with; ``engine``: an engine of this
+        executor's own, closed with it (a shared engine outlives it)."""
+        self.make_frames, self.controller, self.base, self._own_engine = make_frames, controller, shape, engine
         self.current = first if first is not None else make_frames(self._shape(controller.depth))
         super().__init__(self.current.spec)
         self.current.incidents = self.incidents  # a pipeline's worker replacements count as this executor's
@@ -248,6 +250,19 @@ class AdaptiveFrameExecutor(Executor):
     @property
     def shape(self) -> FrameShape:
         return self.current.shape
+
+    @property
+    def engine(self) -> FrameEngine:
+        """The engine every depth of this pipeline is a session of."""
+        return self.current.engine
+
+    def hold(self, target_hz: float | None, staleness_bound_ms: float | None) -> None:
+        """Hold this rate and staleness bound from now on (a served robot's contract); None keeps the
+        configured one."""
+        if target_hz is not None:
+            self.controller.target_hz = float(target_hz)
+        if staleness_bound_ms is not None:
+            self.controller.bound_ms = float(staleness_bound_ms)
 
     @property
     def frame_period_s(self) -> float:
@@ -283,6 +298,7 @@ class AdaptiveFrameExecutor(Executor):
             self.controller.depth = self.current.shape.pp_generation
             raise
         new.clock, new.incidents = self.clock, self.incidents
+        new.same_robot_as(self.current)  # the engine's frames wait for this robot once, not for both halves
         self.draining, self.current = self.current, new
         self._admitting = False
 
@@ -328,9 +344,13 @@ class AdaptiveFrameExecutor(Executor):
         self.current.reset()
 
     def close(self) -> None:
-        if self.draining is not None:
-            self.draining.close()
-        self.current.close()
+        try:
+            if self.draining is not None:
+                self.draining.close()
+            self.current.close()
+        finally:
+            if self._own_engine is not None:
+                self._own_engine.close()
 
     @property
     def hosted_policy(self) -> Any:

@@ -110,6 +110,7 @@ class FrameEngine:
         self._cv = threading.Condition()
         self._ids = itertools.count()
         self._seen: dict[int, float] = {}  # attached session -> when it last asked for a frame
+        self._robot: dict[int, int] = {}  # session -> the session that stands for its robot (if not itself)
         self._waiting: dict[int, _Call] = {}
         self._leaving: list[int] = []
         self._running = False
@@ -128,9 +129,9 @@ class FrameEngine:
 
     @property
     def sessions(self) -> int:
-        """Sessions attached now."""
+        """Robots attached now (a robot's two sessions during a re-plan count once: see :meth:`same_robot`)."""
         with self._cv:
-            return len(self._seen)
+            return len({self._robot.get(s, s) for s in self._seen})
 
     def _place(self) -> None:
         self.group: WorkerGroup = self.backend.place(self.recipes)
@@ -152,7 +153,16 @@ class FrameEngine:
         with self._cv:
             if self._seen.pop(session, None) is not None:
                 self._leaving.append(session)
+            self._robot.pop(session, None)
             self._cv.notify_all()  # the others may now be complete
+
+    def same_robot(self, session: int, other: int) -> None:
+        """``session`` belongs to the robot of ``other`` (an adaptive pipeline's new session beside the one
+        it replaces, both stepped in turn by one thread): a frame runs when every robot has a plan waiting
+        in one of its sessions, never waiting for the session that steps second."""
+        with self._cv:
+            self._robot[session] = self._robot.get(other, other)
+            self._cv.notify_all()
 
     def reset_session(self, session: int) -> bool:
         """Workers in this process forget ``session``'s requests now (True); actors cannot be called
@@ -221,8 +231,9 @@ class FrameEngine:
         left = self.wait_s - (now - oldest)
         if left <= 0:
             return None
-        active = [s for s, seen in self._seen.items() if now - seen <= self.active_window_s]
-        if all(s in self._waiting for s in active):
+        robot = self._robot.get
+        active = {robot(s, s) for s, seen in self._seen.items() if now - seen <= self.active_window_s}
+        if active <= {robot(s, s) for s in self._waiting}:
             return None
         return left
 

@@ -132,16 +132,12 @@ class FrameExecutor(Executor):
         public: bool = True,
         alpha: float = 0.0,
         emit: Literal["own", "public"] = "own",
-        contexts_to_caller: bool = False,
     ) -> None:
         """``backend``: where the perception and generation workers run (a Policy: in this process, on the
         CPU): the executor builds an engine of its own over it, closed with the executor; or a shared
         :class:`FrameEngine`, which this executor joins as one more session (the engine outlives it). The
         settings are checked against the policy before any worker exists when the backend knows it
-        (local), else against what the placed workers report (Ray), leaving nothing running on failure.
-        ``contexts_to_caller`` (an engine of its own): the contexts perception finished come back to this
-        process every frame (needed to lend them to another pipeline, :meth:`lend`; free in-process, a copy
-        per frame on Ray)."""
+        (local), else against what the placed workers report (Ray), leaving nothing running on failure."""
         self.shape, self.public = shape, public
         self.settings = SessionSettings(shape.pp_perception, shape.pp_generation, public, alpha, emit)
         self.owns_engine = not isinstance(backend, FrameEngine)
@@ -158,7 +154,7 @@ class FrameExecutor(Executor):
             spec = backend.spec
             if spec is not None:
                 check_pipelinable(spec, shape.pp_perception, shape.pp_generation, emit)
-            self.engine = FrameEngine(backend, shape.fetch_offset, contexts_to_caller)
+            self.engine = FrameEngine(backend, shape.fetch_offset)
             if spec is None:
                 try:  # the workers host the policy: check what they report
                     check_pipelinable(self.engine.spec, shape.pp_perception, shape.pp_generation, emit)
@@ -282,7 +278,8 @@ class FrameExecutor(Executor):
     # -- re-planning: a draining pipeline reads the contexts of the one replacing it ------------------
     def finished_contexts(self) -> tuple[tuple[ContextMessage, _Admitted], ...]:
         """The contexts perception finished in the last frame, each with the admission of its
-        observation (in-process, or with ``contexts_to_caller``; else empty under fetch_offset 0)."""
+        observation (in-process, or from an engine made with ``contexts_to_caller``; else empty under
+        fetch_offset 0)."""
         return tuple((m, self._admitted[m.request]) for m in self._carried if m.request in self._admitted)
 
     def lend(self, contexts: tuple[tuple[ContextMessage, _Admitted], ...], their_frame: int) -> None:
@@ -300,6 +297,11 @@ class FrameExecutor(Executor):
             self._next_request += 1
             self._remember(request, dataclasses.replace(admitted, frame=admitted.frame + shift))
             self._lent.append(dataclasses.replace(message, request=request, frame=message.frame + shift))
+
+    def same_robot_as(self, other: FrameExecutor) -> None:
+        """This session and ``other`` (of the same engine) are one robot's, stepped in turn by one thread
+        (a re-plan): the engine's frames never wait for the one that steps second."""
+        self.engine.same_robot(self.session, other.session)
 
     def _remember(self, request: int, admitted: _Admitted) -> None:
         self._admitted[request] = admitted

@@ -48,11 +48,14 @@ class EngineRouter:
         home = self._homes.get(robot) if robot is not None else None
         return home if home is not None and home.sessions <= least.sessions + 1 else least
 
+    def engine_for(self, robot: str | None = None) -> FrameEngine:
+        """The engine :meth:`assign` would give the robot now (admission judges it by that engine)."""
+        with self._lock:
+            return self._choose(robot)
+
     def admission_rate_hz(self, robot: str | None = None) -> float | None:
         """The per-robot rate the engine a new robot would join predicts with it (None: nothing measured)."""
-        with self._lock:
-            engine = self._choose(robot)
-        return engine.admission_rate_hz()
+        return self.engine_for(robot).admission_rate_hz()
 
     def stats(self) -> list[dict[str, Any]]:
         return [engine.stats() for engine in self.engines]
