@@ -10,11 +10,13 @@ launch per stage: the launch mechanism the pipeline's short stages need.
 Static shapes: a graph (and a CUDA graph above all) serves one input shape. The frame pipeline
 batches every in-flight request's stage into one call, so the batch grows while the pipeline fills
 and shrinks when a request leaves a denoising stage early. A :class:`CompiledStage` therefore pads
-every batch-first tensor argument to ``batch`` rows (the in-flight maximum, given by the worker)
-by repeating the last row, runs the one graph, and slices every batch-first output back to the rows
-asked for. Rows are independent in every stage auras compiles (no batch statistics), so padding
-never changes a real row's result. A batch larger than ``batch`` raises the padding size (one more
-compile) rather than failing.
+every batch-first tensor argument to ``batch`` rows (one robot's in-flight maximum, given by the
+worker) by repeating the last row, runs the one graph, and slices every batch-first output back to
+the rows asked for. Rows are independent in every stage auras compiles (no batch statistics), so
+padding never changes a real row's result. A frame engine batches many robots' rows: a larger batch
+pads to the next size of ``batch`` x 2^k (one graph per size, as LLM servers capture CUDA graphs per
+batch bucket), so a fleet of up to N robots compiles at most log2(N) + 1 graphs per stage, and a
+small frame after a large one pads to its own size, not the largest.
 
 Compile time is startup, not throughput: every call that met a new input signature (and therefore
 compiled) is timed, and :func:`compile_stats` reports the total for this process.
@@ -73,7 +75,8 @@ def _allow_a_graph_per_stage(torch: Any) -> None:
 
 
 class CompiledStage:
-    """``fn`` under ``torch.compile(mode=mode, dynamic=False)``, called with its batch padded to ``batch``.
+    """``fn`` under ``torch.compile(mode=mode, dynamic=False)``, called with its batch padded to ``batch`` rows
+    (or to ``batch`` x 2^k for more: :meth:`padded_size`).
 
     ``fn``'s tensor arguments (also inside dicts, lists and tuples) are batch-first with one batch
     size B; tensors whose first dimension is not B (shared tables) pass unchanged. Outputs whose
@@ -98,14 +101,21 @@ class CompiledStage:
         self._seen: set[tuple[Any, ...]] = set()
         self._graphed = mode == "reduce-overhead"
 
+    def padded_size(self, rows: int) -> int:
+        """The rows a call of ``rows`` runs with: ``batch``, or the smallest ``batch`` x 2^k that holds them."""
+        size = self.batch
+        while size < rows:
+            size *= 2
+        return size
+
     def __call__(self, *args: Any) -> Any:
         import torch
 
         rows = _batch_size(args)
         if rows is None or rows == 0:
             return self.fn(*args)  # nothing batch-first to hold static: run as is
-        self.batch = max(self.batch, rows)
-        padded = _map_tensors(args, lambda t: _pad(t, rows, self.batch))
+        size = self.padded_size(rows)
+        padded = _map_tensors(args, lambda t: _pad(t, rows, size))
         signature = _signature(padded)
         first = signature not in self._seen
         start = time.perf_counter()
@@ -113,7 +123,7 @@ class CompiledStage:
             torch.compiler.cudagraph_mark_step_begin()  # the previous replay's outputs are no longer read
         out = self._compiled(*padded)
         # a CUDA graph's outputs live in memory its next replay overwrites: hand out copies
-        out = _map_tensors(out, lambda t: _cut(t, rows, self.batch, copy=self._graphed))
+        out = _map_tensors(out, lambda t: _cut(t, rows, size, copy=self._graphed))
         if first:
             self._seen.add(signature)
             spent = (time.perf_counter() - start) * 1e3

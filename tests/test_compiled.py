@@ -69,12 +69,16 @@ def test_one_graph_serves_every_batch_up_to_the_bound_and_rows_match_the_eager_s
     assert counting.graphs[0][0][0] == 3  # compiled for the padded batch
 
 
-def test_a_larger_batch_raises_the_bound_with_one_more_graph(counting):
-    stage = CompiledStage(rowwise, "default", batch=2)
-    for rows in (2, 5, 1, 5):
+def test_a_fleets_batches_pad_to_doubling_sizes_with_one_graph_each(counting):
+    """One robot's bound is 5 rows; a frame engine hands the stage 1 to 40 robots' rows in any order. Each call
+    pads to 5, 10, 20 or 40 rows (4 graphs, not one per new largest batch), a small batch after a large one
+    pads to its own size, and every row equals the eager stage's."""
+    stage = CompiledStage(rowwise, "default", batch=5)
+    for rows in (5, 12, 3, 40, 7, 21, 1, 38, 5):
         x, h = torch.randn(rows, 4), torch.randn(rows)
         torch.testing.assert_close(stage(x, {"h": h}), rowwise(x, {"h": h}))
-    assert len(counting.graphs) == 2 and stage.batch == 5
+    assert sorted(graph[0][0] for graph in counting.graphs) == [5, 10, 20, 40] and stage.graphs == 4
+    assert (stage.padded_size(1), stage.padded_size(6), stage.padded_size(41)) == (5, 10, 80)
 
 
 def test_bad_settings_are_clear_errors():
