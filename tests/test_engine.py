@@ -297,6 +297,32 @@ def test_one_robots_failure_fails_only_that_robot():
     assert results["bad"] == ["this robot's observation breaks the model"] * 4
 
 
+def test_failures_in_a_row_leave_no_request_behind_in_the_workers():
+    """Perception fails a robot's frame twice in a row, then serves again: the generation worker holds only
+    the requests still in flight (the first failure's requests are forgotten though the second failed frame
+    never reached generation), so repeated bad frames cannot grow a robot's state without bound."""
+    policy = Policy("fake-dp", _FailingOnRobot(), FakeDiffusion(12))
+    engine = FrameEngine(policy)
+    robot = FrameExecutor(engine, FrameShape(1, 3))
+
+    def obs(step: int, instruction: str = "go") -> Observation:
+        return Observation({"front": np.zeros((8, 8, 3), np.uint8)}, np.full(4, step, np.float32), instruction,
+                           step, 0.0)
+
+    for step in range(4):
+        robot.step(obs(step))
+    for step in (4, 5):
+        with pytest.raises(ValueError, match="breaks the model"):
+            robot.step(obs(step, "fail"))
+    for step in range(6, 10):
+        robot.step(obs(step))
+    held = engine.group.instances[1].sessions[robot.session]
+    inflight = {request for request, _ in robot._inflight}
+    assert set(held.state) <= inflight and set(held.spent) <= inflight and set(held.perception_ms) <= inflight
+    robot.close()
+    engine.close()
+
+
 def test_a_robot_that_steps_while_another_replaces_the_workers_restarts_once_and_goes_on():
     """Robot a found the workers dead and replaces them (slowly, as placing actors is); robot b steps
     meanwhile. b's plan names requests the old workers held, so it must not run on the new ones: b gets

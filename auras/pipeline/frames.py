@@ -244,7 +244,9 @@ class FrameExecutor(Executor):
         """A frame failed in a worker, part way through (a frame is not a transaction): every request in
         flight is dropped and produces no action, the workers forget them with the next plan, and the
         next step fills the pipeline again from its own observation (for sequential, only the failed
-        observation was in flight). A reset the plan carried is carried again."""
+        observation was in flight). A reset, and requests to forget, that the plan carried are carried again
+        (a worker that failed the plan may not have read them)."""
+        self._withdrawn.extend(plan.withdrawn)
         self._withdrawn.extend(request for request, _ in self._inflight)
         self.admitted -= sum(1 for _, frame in self._inflight if frame == plan.frame)
         self._inflight.clear()
