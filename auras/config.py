@@ -251,6 +251,9 @@ class PipelineConfig(_Section):
         raise ValueError(f"expected milliseconds in [0, 60000] or 'auto', got {value!r}")
 
 
+FRAME_CLOCK_ENVS = 4  # bench.envs auto under the frame clock
+
+
 class BenchConfig(_Section):
     """`auras bench`: what to compare (policies x tasks x modes), episodes, seeds, clock and output."""
 
@@ -273,11 +276,13 @@ class BenchConfig(_Section):
         True, description="Run closed-loop episodes; false: throughput only (e.g. random-weight scale sweeps)."
     )
     episodes: int = Field(30, ge=1, le=100_000, description="Closed-loop episodes per cell for accuracy.")
-    envs: int = Field(
-        1, ge=1, le=64,
+    envs: int | Literal["auto"] = Field(
+        "auto",
         description="Episodes run at once, each env a session of one frame engine (one model, every env's frames "
-        "batched; modes sequential, pipeline and auras with a static controller, others run one at a time). Under "
-        "the frame clock an episode acts as it does alone (batching invariance, docs/fleet.md).",
+        "batched; modes sequential, pipeline and auras, others run one at a time). Under the frame clock an "
+        "episode acts as it does alone (batching invariance, docs/fleet.md); under the virtual and realtime clocks "
+        "the robot's time is the machine's, so envs sharing it measure a fleet. auto: 4 under the frame clock, "
+        "1 under the others (docs/bench.md).",
     )
     seed: int = Field(
         100_000,
@@ -337,6 +342,24 @@ class BenchConfig(_Section):
         if repeated:
             raise ValueError(f"each entry at most once; repeated: {repeated}")
         return values
+
+    @field_validator("envs", mode="before")
+    @classmethod
+    def _envs(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64:
+            return value
+        raise ValueError(f"expected a number of envs in [1, 64] or 'auto', got {value!r}")
+
+    def envs_at_once(self) -> int:
+        """The episodes run at once: ``envs``, or for auto :data:`FRAME_CLOCK_ENVS` under the frame clock
+        (its results do not depend on timing) and 1 under the virtual and realtime clocks."""
+        if self.envs == "auto":
+            return FRAME_CLOCK_ENVS if self.clock == "frame" else 1
+        return self.envs
 
 
 def _registered_policy(name: str) -> str:

@@ -11,6 +11,8 @@ staleness of each action when it comes out (now - capture of its newest input) p
 engine's mean frame size and frame time; the figure is the largest N whose every robot keeps at least 95%
 of ``--hz`` with p99 staleness under ``--staleness-ms``. It stops at the first N that misses. ``--hz 0``:
 robots step back to back (no camera), every N runs, and the figure is the engine's throughput per N.
+With ``--set pipeline.controller=adaptive`` every robot re-plans its own generation depth as the fleet's
+frames grow (``pipeline.target_hz``, ``pipeline.staleness_bound_ms``); the depths they end at are printed.
 No network: this is the engine's capacity (`scripts/fleet_bench.py` measures the served path, robots as
 processes).
 """
@@ -35,7 +37,7 @@ def measure(engine, config, policy, robots: int, hz: float, seconds: float) -> d
 
     spec = policy.perception.spec
     executors = [build_executor(config, engine=engine) for _ in range(robots)]
-    rates, staleness = [], []
+    rates, staleness, depths = [], [], []
     lock = threading.Lock()
     start_at = time.monotonic() + 0.2
 
@@ -62,10 +64,13 @@ def measure(engine, config, policy, robots: int, hz: float, seconds: float) -> d
             wait = capture + period - time.monotonic() if period else 0.0
             if wait > 0:  # the next frame is not there yet
                 time.sleep(wait)
+        controller = executor.controller_stats()  # an adaptive pipeline: the depth it settled at
         executor.close()
         with lock:
             rates.append(actions / (seconds - 1.0))
             staleness.extend(stale)
+            if controller is not None:
+                depths.append(controller["pp_generation"])
 
     threads = [threading.Thread(target=robot, args=(i,)) for i in range(robots)]
     for thread in threads:
@@ -77,7 +82,7 @@ def measure(engine, config, policy, robots: int, hz: float, seconds: float) -> d
     return {"robots": robots, "rate_min_hz": float(min(rates)), "rate_mean_hz": float(np.mean(rates)),
             "aggregate_hz": float(sum(rates)), "frame_ms": 1e3 * stats["busy_s"] / max(1, stats["frames"]),
             "staleness_p50_ms": float(np.percentile(stale, 50)), "staleness_p99_ms": float(np.percentile(stale, 99)),
-            "mean_frame_sessions": stats["mean_frame_sessions"]}
+            "mean_frame_sessions": stats["mean_frame_sessions"], "depths": sorted(depths) or None}
 
 
 def main() -> None:
@@ -111,6 +116,7 @@ def main() -> None:
                   f"{row['rate_min_hz']:.1f} Hz, staleness p50 / p99 {row['staleness_p50_ms']:.0f} / "
                   f"{row['staleness_p99_ms']:.0f} ms, frame {row['frame_ms']:.1f} ms over "
                   f"{row['mean_frame_sessions']} robots on average"
+                  + (f", generation depths {row['depths']}" if row["depths"] else "")
                   + ("" if args.hz <= 0 else f": {'holds' if row['holds'] else 'misses'}"), flush=True)
             if args.hz > 0 and not row["holds"]:
                 break

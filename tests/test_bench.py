@@ -124,6 +124,9 @@ def test_virtual_clock_lets_the_robot_keep_moving_while_a_slow_agent_computes():
         frame = run_episode(agent, env, seed=100_000, clock="frame")
         virtual = run_episode(agent, env, seed=100_000, clock="virtual")
     assert len(frame.latency_ms) == frame.steps  # one action per step
+    # robot time: the env waits for the agent, so an action's newest input is its frames x 12.5 ms old,
+    # whatever the agent's 40 ms of compute (a wall-clock age would make the frame clock's results timing's)
+    assert frame.staleness_ms == [f * 12.5 for f in frame.staleness_frames] and max(frame.staleness_ms) < 40
     assert virtual.steps == 40 and len(virtual.latency_ms) == 10  # exactly one action per 4 steps
     assert set(virtual.staleness_frames) == {4}  # each lands exactly 4 steps after its frame
     with pytest.raises(ValueError, match="clock: expected 'frame', 'virtual' or 'realtime', got 'sundial'"):

@@ -176,6 +176,24 @@ def test_bench_prints_a_progress_line_per_episode_when_not_on_a_terminal(fake_le
     assert [line.split(" s  ", 1)[1] for line in lines] == [
         "[1/1] tiny-dp reach-v3 sequential: episodes 1/3", "[1/1] tiny-dp reach-v3 sequential: episodes 2/3",
         "[1/1] tiny-dp reach-v3 sequential: throughput 3/3"], result.output
+    row = json.loads((tmp_path / "results.json").read_text())["results"][0]
+    assert row["settings"]["envs"] == 2 and row["metrics"]["engine"]["frames"] > 0  # frame clock: one engine
+
+
+def test_envs_auto_runs_frame_clock_episodes_together_and_the_others_one_at_a_time():
+    """Under the virtual and realtime clocks the robot's time is the machine's: envs sharing it would measure
+    a fleet, so auto runs them one at a time; the frame clock's results do not depend on timing."""
+    from auras.bench.runner import FRAME_CLOCK_WAIT_MS, bench_engine_wait_ms
+    from auras.config import FRAME_CLOCK_ENVS
+
+    for clock, envs in (("frame", FRAME_CLOCK_ENVS), ("virtual", 1), ("realtime", 1)):
+        config = load_config(overrides=[f"bench.clock={clock}"])
+        assert config.bench.envs == "auto" and config.bench.envs_at_once() == envs
+    assert load_config(overrides=["bench.envs=3", "bench.clock=virtual"]).bench.envs_at_once() == 3
+    assert bench_engine_wait_ms(load_config(overrides=["bench.clock=frame"])) == FRAME_CLOCK_WAIT_MS
+    assert bench_engine_wait_ms(load_config(overrides=["bench.clock=virtual", "serve.engine_wait_ms=7"])) == 7
+    with pytest.raises(ConfigError, match=r"bench\.envs.*expected a number of envs in \[1, 64\] or 'auto'"):
+        load_config(overrides=["bench.envs=0"])
 
 
 @pytest.mark.mujoco

@@ -95,7 +95,9 @@ class LockstepTime(TimeModel):
 
 class FrameTime(LockstepTime):
     """``frame``: the env waits for each action; a chunk action executes its first ``policy.execute_steps``
-    rows, one env step each, before the next observation is taken. Staleness is stamped at every row."""
+    rows, one env step each, before the next observation is taken. Staleness is stamped at every row, in robot
+    time (the newest input's age in env steps x ``env.control_dt``: the robot stood still while the agent
+    computed), so the clock's results do not depend on the machine's speed."""
 
     name, takes_over_at_once = "frame", True
 
@@ -211,9 +213,9 @@ def lockstep_episode(agent: AurasAgent, env: AurasTaskEnv, seed: int, model: Loc
         if model.takes_over_at_once and is_new:
             accept_action(executor, action, t)
         for _ in range(model.rows_per_request(compute_ms, period_ms, dt_ms, execute)):
-            if model.takes_over_at_once:
-                result.staleness_ms.append((time_of() - action.capture_time) * 1e3)
+            if model.takes_over_at_once:  # the robot's time stood still while the agent computed: frames x dt
                 result.staleness_frames.append(t - _newest_input(action))  # env steps since its newest input
+                result.staleness_ms.append((t - _newest_input(action)) * dt_ms)
             act()
             if done:
                 break

@@ -195,7 +195,7 @@ def measure_accuracy(
     """``config.bench.episodes`` closed-loop episodes of ``agent`` on seeds ``bench.seed + i`` under
     ``bench.clock`` (each episode resets the agent). With ``engine`` and ``bench.envs`` > 1 the episodes
     run ``envs`` at a time, each env with an agent of its own that is a session of ``engine``."""
-    if engine is not None and config.bench.envs > 1:
+    if engine is not None and config.bench.envs_at_once() > 1:
         return measure_accuracy_together(engine, config, progress)
     env = _make_env(config)
     episodes: list[EpisodeRecord] = []
@@ -244,7 +244,7 @@ def measure_accuracy_together(
             errors.append(exc)
 
     threads = [threading.Thread(target=env_loop, name=f"auras-bench-env-{k}", daemon=True)
-               for k in range(min(config.bench.envs, config.bench.episodes))]
+               for k in range(min(config.bench.envs_at_once(), config.bench.episodes))]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -252,6 +252,17 @@ def measure_accuracy_together(
     if errors:
         raise errors[0]
     return [done[seed] for seed in sorted(done)]
+
+
+FRAME_CLOCK_WAIT_MS = 40.0
+
+
+def bench_engine_wait_ms(config: AurasConfig) -> float:
+    """How long the frames of envs run together wait for every env: under the frame clock, whose results
+    do not depend on timing, long enough for every env to finish its simulation step and join (fuller
+    frames, a shorter run); under the other clocks the served default (``serve.engine_wait_ms``)."""
+    wait = config.serve.engine_wait_ms
+    return max(wait, FRAME_CLOCK_WAIT_MS) if config.bench.clock == "frame" else wait
 
 
 def _rss_mb() -> float:
@@ -321,7 +332,7 @@ def _settings(config: AurasConfig) -> dict[str, Any]:
         "delay_ms_generation": q.delay_generation_ms, "scale_perception": q.scale_perception,
         "scale_generation": q.scale_generation,
         "staleness_strategy": resolve_strategy(config.staleness.strategy, p.mode).name,
-        "envs": config.bench.envs if engine_problem(config) is None else 1,
+        "envs": min(config.bench.envs_at_once(), config.bench.episodes) if engine_problem(config) is None else 1,
     }
 
 
@@ -407,7 +418,8 @@ def run_cells(run: AurasConfig, cells: Sequence[BenchCell], progress: ProgressFn
         if c.env.task not in streams:
             streams[c.env.task] = record_stream(run, c.env.task, length)
         served = c.bench.accuracy and c.bench.served
-        engine = build_engine(c) if c.bench.envs > 1 and not served and engine_problem(c) is None else None
+        together = c.bench.accuracy and c.bench.envs_at_once() > 1 and not served and engine_problem(c) is None
+        engine = build_engine(c, wait_ms=bench_engine_wait_ms(c)) if together else None
         try:
             executor = build_executor(c, engine=engine) if engine is not None else None
             with AurasAgent(c, executor=executor) as agent:  # one policy load, one set of actors per cell

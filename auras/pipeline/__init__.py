@@ -43,18 +43,20 @@ def engine_problem(config: AurasConfig) -> str | None:
 
 
 def build_engine(
-    config: AurasConfig, policy: Policy | None = None, device_probe: DeviceProbe | None = None
+    config: AurasConfig, policy: Policy | None = None, device_probe: DeviceProbe | None = None,
+    wait_ms: float | None = None,
 ) -> FrameEngine:
     """One frame engine for the sessions of ``config`` (see :mod:`auras.pipeline.engine`): its perception
     and generation workers, placed once on ``config.pipeline.backend``, serve every robot attached with
-    ``build_executor(config, engine=...)``. ConfigError where the mode cannot share one."""
+    ``build_executor(config, engine=...)``. ``wait_ms``: how long a frame waits for every session (default
+    ``serve.engine_wait_ms``). ConfigError where the mode cannot share one."""
     problem = engine_problem(config)
     if problem is not None:
         raise ConfigError(f"a shared frame engine: {problem}")
     fetch_offset = 0 if config.pipeline.mode == "sequential" else config.pipeline.fetch_offset
     adaptive = config.pipeline.mode != "sequential" and config.pipeline.controller == "adaptive"
     return FrameEngine(build_backend(config, policy, device_probe), fetch_offset, contexts_to_caller=adaptive,
-                       wait_ms=config.serve.engine_wait_ms)
+                       wait_ms=config.serve.engine_wait_ms if wait_ms is None else wait_ms)
 
 
 def build_executor(
