@@ -228,8 +228,8 @@ class PipelineConfig(_Section):
     controller: Literal["static", "adaptive"] = Field(
         "static",
         description="pipeline / auras: static keeps pp_generation; adaptive re-plans it online to hold target_hz, "
-        "and paces frames (auras/pipeline/controller.py; on ray a re-plan places two more actors while the old "
-        "pair drains).",
+        "and paces frames (auras/pipeline/controller.py; every depth is a session of the same engine, so a re-plan "
+        "places no new workers).",
     )
     target_hz: float = Field(
         0.0, ge=0.0, le=1000.0, description="Adaptive controller: the action rate to hold; 0: as fast as it goes."
@@ -249,9 +249,6 @@ class PipelineConfig(_Section):
         ):
             return value
         raise ValueError(f"expected milliseconds in [0, 60000] or 'auto', got {value!r}")
-
-
-FRAME_CLOCK_ENVS = 4  # bench.envs auto under the frame clock
 
 
 class BenchConfig(_Section):
@@ -276,13 +273,13 @@ class BenchConfig(_Section):
         True, description="Run closed-loop episodes; false: throughput only (e.g. random-weight scale sweeps)."
     )
     episodes: int = Field(30, ge=1, le=100_000, description="Closed-loop episodes per cell for accuracy.")
-    envs: int | Literal["auto"] = Field(
-        "auto",
+    envs: int = Field(
+        1, ge=1, le=64,
         description="Episodes run at once, each env a session of one frame engine (one model, every env's frames "
         "batched; modes sequential, pipeline and auras, others run one at a time). Under the frame clock an "
-        "episode acts as it does alone (batching invariance, docs/fleet.md); under the virtual and realtime clocks "
-        "the robot's time is the machine's, so envs sharing it measure a fleet. auto: 4 under the frame clock, "
-        "1 under the others (docs/bench.md).",
+        "episode acts as it does alone up to the batched kernels' float rounding (docs/fleet.md); under the "
+        "virtual and realtime clocks the robot's time is the machine's, so envs sharing it measure a fleet "
+        "(docs/bench.md says why 1 is the default).",
     )
     seed: int = Field(
         100_000,
@@ -342,24 +339,6 @@ class BenchConfig(_Section):
         if repeated:
             raise ValueError(f"each entry at most once; repeated: {repeated}")
         return values
-
-    @field_validator("envs", mode="before")
-    @classmethod
-    def _envs(cls, value: Any) -> Any:
-        if value == "auto":
-            return value
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
-        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64:
-            return value
-        raise ValueError(f"expected a number of envs in [1, 64] or 'auto', got {value!r}")
-
-    def envs_at_once(self) -> int:
-        """The episodes run at once: ``envs``, or for auto :data:`FRAME_CLOCK_ENVS` under the frame clock
-        (its results do not depend on timing) and 1 under the virtual and realtime clocks."""
-        if self.envs == "auto":
-            return FRAME_CLOCK_ENVS if self.clock == "frame" else 1
-        return self.envs
 
 
 def _registered_policy(name: str) -> str:
@@ -491,12 +470,6 @@ class AurasConfig(_Section):
         if p.controller == "adaptive" and p.mode not in ("pipeline", "auras"):
             raise ValueError(
                 f"pipeline.controller adaptive: re-plans a frame pipeline (mode pipeline or auras), got mode {p.mode!r}"
-            )
-        if p.controller == "adaptive" and p.backend == "ray" and self.policy.device != "cpu":
-            raise ValueError(
-                "pipeline.controller adaptive on the ray backend places a second pair of actors while the old pair "
-                f"drains, and a pair of GPU actors leaves no room for another; got policy.device "
-                f"{self.policy.device!r}: use the local backend, controller static, or policy.device cpu"
             )
         return self
 

@@ -176,24 +176,26 @@ def test_bench_prints_a_progress_line_per_episode_when_not_on_a_terminal(fake_le
     assert [line.split(" s  ", 1)[1] for line in lines] == [
         "[1/1] tiny-dp reach-v3 sequential: episodes 1/3", "[1/1] tiny-dp reach-v3 sequential: episodes 2/3",
         "[1/1] tiny-dp reach-v3 sequential: throughput 3/3"], result.output
-    row = json.loads((tmp_path / "results.json").read_text())["results"][0]
-    assert row["settings"]["envs"] == 2 and row["metrics"]["engine"]["frames"] > 0  # frame clock: one engine
 
 
-def test_envs_auto_runs_frame_clock_episodes_together_and_the_others_one_at_a_time():
-    """Under the virtual and realtime clocks the robot's time is the machine's: envs sharing it would measure
-    a fleet, so auto runs them one at a time; the frame clock's results do not depend on timing."""
+@pytest.mark.mujoco
+def test_bench_envs_runs_a_cells_episodes_through_one_engine_and_says_so(fake_learned_policy, tmp_path):
+    """--envs 2: the cell's episodes run as sessions of one engine (its stats in the row); a throughput-only
+    cell runs no episodes, so it says 1. Under the frame clock the engine's frames wait long for every env."""
     from auras.bench.runner import FRAME_CLOCK_WAIT_MS, bench_engine_wait_ms
-    from auras.config import FRAME_CLOCK_ENVS
 
-    for clock, envs in (("frame", FRAME_CLOCK_ENVS), ("virtual", 1), ("realtime", 1)):
-        config = load_config(overrides=[f"bench.clock={clock}"])
-        assert config.bench.envs == "auto" and config.bench.envs_at_once() == envs
-    assert load_config(overrides=["bench.envs=3", "bench.clock=virtual"]).bench.envs_at_once() == 3
+    result = CliRunner().invoke(app, [
+        "bench", "--env", "mujoco", "--policy", "tiny-dp", "-t", "reach-v3", "--modes", "sequential", "-n", "2",
+        "--envs", "2", "--clock", "frame", "--sweep", "bench.accuracy=true,false", "--set", "bench.stream_steps=10",
+        "--set", "env.horizon=10", "--set", "bench.warmup_steps=2", "--set", "staleness.strategy=none",
+        "--out", str(tmp_path), "--no-plots", "--no-progress",
+    ])
+    assert result.exit_code == 0, result.output
+    together, throughput_only = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert together["settings"]["envs"] == 2 and together["metrics"]["engine"]["frames"] > 0
+    assert throughput_only["settings"]["envs"] == 1 and "engine" not in throughput_only["metrics"]
     assert bench_engine_wait_ms(load_config(overrides=["bench.clock=frame"])) == FRAME_CLOCK_WAIT_MS
     assert bench_engine_wait_ms(load_config(overrides=["bench.clock=virtual", "serve.engine_wait_ms=7"])) == 7
-    with pytest.raises(ConfigError, match=r"bench\.envs.*expected a number of envs in \[1, 64\] or 'auto'"):
-        load_config(overrides=["bench.envs=0"])
 
 
 @pytest.mark.mujoco

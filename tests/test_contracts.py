@@ -177,3 +177,20 @@ def test_a_served_adaptive_robot_shares_the_engine_and_its_pipeline_holds_its_co
         finally:
             first.close()
             second.close()
+
+
+def test_a_robot_admitted_below_its_ask_has_its_adaptive_pipeline_hold_the_granted_rate():
+    from auras import AurasAgent
+    from auras.bridge.contracts import hold_contract
+    from auras.policies.base import Policy
+
+    overrides = ["pipeline.mode=auras", "pipeline.controller=adaptive", "pipeline.target_hz=30"]
+    with AurasAgent(load_config(None, overrides), policy=Policy("fake-dp", FakeStagedPerception(2),
+                                                                FakeDiffusion(12))) as agent:
+        controller = agent.executor.controller
+        hold_contract(agent, Contract(100.0, 200.0, accept_lower_rate=True), granted_rate_hz=40.0)
+        assert (controller.target_hz, controller.bound_ms) == (40.0, 200.0)
+        hold_contract(agent, Contract(staleness_ms=90.0), granted_rate_hz=None)  # no rate asked: the target stays
+        assert (controller.target_hz, controller.bound_ms) == (40.0, 90.0)
+        hold_contract(agent, None, None)
+        assert (controller.target_hz, controller.bound_ms) == (40.0, 90.0)

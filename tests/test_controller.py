@@ -86,9 +86,9 @@ def test_bad_controller_settings_are_refused():
     with pytest.raises(ConfigError, match="mode pipeline or auras"):
         load_config(None, ["pipeline.controller=adaptive", "pipeline.mode=sequential"])
     load_config(None, ["pipeline.controller=adaptive", "pipeline.mode=auras", "pipeline.backend=ray"])  # runs on ray
-    with pytest.raises(ConfigError, match="no room for another"):  # a GPU pair cannot drain beside a new one
-        load_config(None, ["pipeline.controller=adaptive", "pipeline.mode=auras", "pipeline.backend=ray",
-                           "policy.device=cuda"])
+    # a re-plan is a session of the same actors: a pair of GPU actors needs no room for a second pair
+    load_config(None, ["pipeline.controller=adaptive", "pipeline.mode=auras", "pipeline.backend=ray",
+                       "policy.device=cuda"])
 
 
 @pytest.mark.parametrize("mode", ["auras", "pipeline"])
@@ -239,3 +239,57 @@ def test_three_frames_far_too_slow_close_the_window_early_and_one_stall_does_not
         c.observe(0.040, 10.0)
     decisions = [c.observe(0.090, 10.0) for _ in range(3)]  # 90 ms: 1.8x the 50 ms period
     assert decisions[:2] == [None, None] and decisions[2] == 6 and c.replans[0].frame == 12
+
+
+ADAPTIVE_BY_HAND = ["pipeline.mode=auras", "pipeline.controller=adaptive", "pipeline.pp_generation=3",
+                    "pipeline.target_hz=1", "pipeline.controller_window=1000"]
+
+
+def test_a_re_plan_after_another_robot_replaced_the_shared_workers_restarts_it_once_and_no_one_twice():
+    """Robot b replaced the shared engine's workers after robot a's last frame; a then re-plans. Its new
+    session must run on the workers a's old session ran on: a sees one restart and the workers are not
+    replaced a second time (which would restart b, and every robot of the engine, again)."""
+    from auras.errors import WorkerRestartedError
+    from auras.pipeline import build_executor
+    from auras.pipeline.engine import FrameEngine
+    from auras.pipeline.frames import FrameExecutor, FrameShape
+
+    config = load_config(None, ADAPTIVE_BY_HAND)
+    engine = FrameEngine(Policy("fake-dp", FakeStagedPerception(2), FakeDiffusion(12)))
+    a, b = build_executor(config, engine=engine), FrameExecutor(engine, FrameShape(1, 3))
+    for i in range(5):
+        a.step(fake_observation(i))
+        b.step(fake_observation(i))
+    b.replace_workers()
+    a.switch(5)
+    with pytest.raises(WorkerRestartedError):
+        a.step(fake_observation(5))
+    assert engine.counters.replacements == 1 and a.restarts == 1
+    for i in range(6, 12):
+        b.step(fake_observation(i))  # b never restarts again
+        action = a.step(fake_observation(i))
+    assert action.context_step_id >= 6 and b.restarts == 0
+    a.close()
+    b.close()
+    engine.close()
+
+
+def test_a_reset_during_a_re_plan_resets_the_policy_and_the_engine_counts_one_robot():
+    """An agent's adaptive pipeline mid re-plan has two sessions on its engine: they count as one robot
+    (admission and the router read it), and a reset then still resets the policy's per-episode state (the
+    draining session, closed by the reset, is no other robot)."""
+    generation = FakeDiffusion(12)
+    resets = []
+    generation.reset = lambda: resets.append(1)
+    with AurasAgent(load_config(None, ADAPTIVE_BY_HAND), policy=Policy("fake-dp", FakeStagedPerception(2),
+                                                                       generation)) as agent:
+        executor = agent.executor
+        for i in range(6):
+            agent.step(fake_observation(i))
+        executor.switch(5)
+        agent.step(fake_observation(6))
+        assert executor.draining is not None
+        assert executor.engine.sessions == 1 and executor.engine.stats()["sessions"] == 1
+        before = len(resets)
+        agent.reset()
+        assert len(resets) == before + 1

@@ -195,7 +195,7 @@ def measure_accuracy(
     """``config.bench.episodes`` closed-loop episodes of ``agent`` on seeds ``bench.seed + i`` under
     ``bench.clock`` (each episode resets the agent). With ``engine`` and ``bench.envs`` > 1 the episodes
     run ``envs`` at a time, each env with an agent of its own that is a session of ``engine``."""
-    if engine is not None and config.bench.envs_at_once() > 1:
+    if engine is not None and config.bench.envs > 1:
         return measure_accuracy_together(engine, config, progress)
     env = _make_env(config)
     episodes: list[EpisodeRecord] = []
@@ -244,7 +244,7 @@ def measure_accuracy_together(
             errors.append(exc)
 
     threads = [threading.Thread(target=env_loop, name=f"auras-bench-env-{k}", daemon=True)
-               for k in range(min(config.bench.envs_at_once(), config.bench.episodes))]
+               for k in range(min(config.bench.envs, config.bench.episodes))]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -332,7 +332,8 @@ def _settings(config: AurasConfig) -> dict[str, Any]:
         "delay_ms_generation": q.delay_generation_ms, "scale_perception": q.scale_perception,
         "scale_generation": q.scale_generation,
         "staleness_strategy": resolve_strategy(config.staleness.strategy, p.mode).name,
-        "envs": min(config.bench.envs_at_once(), config.bench.episodes) if engine_problem(config) is None else 1,
+        "envs": (min(config.bench.envs, config.bench.episodes)
+                 if config.bench.accuracy and not config.bench.served and engine_problem(config) is None else 1),
     }
 
 
@@ -418,7 +419,7 @@ def run_cells(run: AurasConfig, cells: Sequence[BenchCell], progress: ProgressFn
         if c.env.task not in streams:
             streams[c.env.task] = record_stream(run, c.env.task, length)
         served = c.bench.accuracy and c.bench.served
-        together = c.bench.accuracy and c.bench.envs_at_once() > 1 and not served and engine_problem(c) is None
+        together = c.bench.accuracy and c.bench.envs > 1 and not served and engine_problem(c) is None
         engine = build_engine(c, wait_ms=bench_engine_wait_ms(c)) if together else None
         try:
             executor = build_executor(c, engine=engine) if engine is not None else None

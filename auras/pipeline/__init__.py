@@ -112,6 +112,10 @@ def adaptive_executor(config: AurasConfig, engine: FrameEngine, shape: FrameShap
     re-plan attaches a new session beside the draining one: no new workers), so an adaptive robot is
     batched with the engine's other robots. ``owns_engine``: close the engine with the executor."""
     pipe = config.pipeline
+    if engine.hosted_policy is None and not engine.contexts_to_caller and shape.fetch_offset != -1:
+        raise ConfigError("pipeline.controller=adaptive: this engine's workers are actors whose contexts stay with "
+                          "them (FrameEngine(..., contexts_to_caller=True) brings them back for a draining session "
+                          "to read; build_engine does so for an adaptive config)")
 
     def frames(shape: FrameShape) -> FrameExecutor:
         return FrameExecutor(engine, shape, pipe.mode == "auras", pipe.alpha, pipe.emit)

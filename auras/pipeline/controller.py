@@ -299,6 +299,9 @@ class AdaptiveFrameExecutor(Executor):
             raise
         new.clock, new.incidents = self.clock, self.incidents
         new.same_robot_as(self.current)  # the engine's frames wait for this robot once, not for both halves
+        # the robot's workers are those the current pipeline ran on: should they have been replaced meanwhile
+        # (another robot's recovery), the new session learns it with the old one, and no second replacement runs
+        new.adopt_incarnation(self.current)
         self.draining, self.current = self.current, new
         self._admitting = False
 

@@ -175,8 +175,10 @@ class FrameEngine:
             if self._closed:
                 return True  # nothing left to forget
             self._running = True
+            leaving, self._leaving = tuple(self._leaving), []
         try:
             for worker in self.group.instances:
+                worker.drop(leaving)  # sessions that left are gone first: "the only session" counts live ones
                 worker.reset_session(session)
         finally:
             with self._cv:
@@ -349,10 +351,10 @@ class FrameEngine:
     stats_key = "engine"  # where a server's stats reply puts :meth:`stats`
 
     def stats(self) -> dict[str, Any]:
-        """Sessions attached, frames run, plans served, mean and largest frame (in sessions), worker
-        replacements and the time the workers were busy."""
+        """Robots attached (as :attr:`sessions` counts them), frames run, plans served, mean and largest frame
+        (in sessions), worker replacements and the time the workers were busy."""
         with self._cv:
-            return {"sessions": len(self._seen), **self.counters.as_dict()}
+            return {"sessions": len({self._robot.get(s, s) for s in self._seen}), **self.counters.as_dict()}
 
     def workers(self) -> list[dict[str, Any]]:
         return self.group.describe()

@@ -300,6 +300,11 @@ class FrameExecutor(Executor):
             self._remember(request, dataclasses.replace(admitted, frame=admitted.frame + shift))
             self._lent.append(dataclasses.replace(message, request=request, frame=message.frame + shift))
 
+    def adopt_incarnation(self, other: FrameExecutor) -> None:
+        """Run on the workers ``other`` runs on (a re-plan's new session: if they were replaced since
+        ``other``'s last frame, both sessions notice together and recover once)."""
+        self._incarnation = other._incarnation
+
     def same_robot_as(self, other: FrameExecutor) -> None:
         """This session and ``other`` (of the same engine) are one robot's, stepped in turn by one thread
         (a re-plan): the engine's frames never wait for the one that steps second."""

@@ -220,8 +220,7 @@ class PerceptionWorker:
         """Run this frame's perception tasks, later stages first; return the finished contexts (and a
         failure per session whose work raised)."""
         batch = as_batch(work)
-        for session in batch.closed:
-            self.sessions.pop(session, None)
+        self.drop(batch.closed)
         groups: dict[tuple[int, int], list[tuple[FramePlan, PerceptionTask]]] = {}
         for plan in batch.plans:
             state = self._session(plan)
@@ -291,6 +290,11 @@ class PerceptionWorker:
             self.stages(plan.settings.pp_perception)  # checks the degree
             state = self.sessions[plan.session] = _PerceptionSession(plan.settings)
         return state
+
+    def drop(self, sessions: Sequence[int]) -> None:
+        """Sessions that left the engine: their state goes."""
+        for session in sessions:
+            self.sessions.pop(session, None)
 
     def reset_session(self, session: int) -> None:
         """Forget ``session``'s requests; the policy's per-episode state too when it is the only session."""
@@ -371,8 +375,7 @@ class GenerationWorker:
         frame first, the newest request last within a frame, so a store's newest version is the freshest
         observation's."""
         batch = as_batch(work)
-        for session in batch.closed:
-            self.sessions.pop(session, None)
+        self.drop(batch.closed)
         out: list[Emitted | SessionFailure] = []
         failed = {m.session: m for m in incoming if isinstance(m, SessionFailure)}
         arrived: dict[int, list[ContextMessage]] = {}
@@ -487,6 +490,11 @@ class GenerationWorker:
         if state is None or state.settings != plan.settings:
             state = self.sessions[plan.session] = _GenerationSession(self.policy, plan.settings)
         return state
+
+    def drop(self, sessions: Sequence[int]) -> None:
+        """Sessions that left the engine: their state goes."""
+        for session in sessions:
+            self.sessions.pop(session, None)
 
     def reset_session(self, session: int) -> None:
         """Forget ``session``'s requests, public context and driver state; the policy's per-episode state
