@@ -4,7 +4,11 @@ shutdown after close() and after a failed construction."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -389,3 +393,44 @@ def test_an_actor_killed_during_a_re_plan_is_replaced_and_serving_goes_on(ray_cl
         after = [agent.step(fake_observation(i)) for i in range(100, 112)]
     assert all(a.step_id >= 100 and a.context_step_id >= 100 for a in after)
     assert [a.step_id for a in after] == sorted(a.step_id for a in after)
+
+
+KEEP_AN_ERROR_PAST_SHUTDOWN = textwrap.dedent(
+    """
+    import gc, os, signal
+    import ray
+    from auras import AurasAgent, load_config
+    from auras.errors import WorkerRestartedError
+    from auras.policies.base import Policy
+    from tests.fakes import FakeDiffusion, FakeStagedPerception, fake_observation
+
+    config = load_config(overrides=["pipeline.mode=auras", "pipeline.controller=adaptive", "pipeline.pp_generation=3",
+                                    "pipeline.target_hz=1", "pipeline.controller_window=1000", "pipeline.backend=ray",
+                                    "pipeline.worker_timeout_s=20"])
+    kept = []
+    with AurasAgent(config, policy=Policy("fake-dp", FakeStagedPerception(4), FakeDiffusion(12))) as agent:
+        for i in range(6):
+            agent.step(fake_observation(i))
+        os.kill(agent.executor.engine.group.pids[1], signal.SIGKILL)
+        for i in range(6, 40):
+            try:
+                agent.step(fake_observation(i))
+            except WorkerRestartedError as exc:
+                kept.append(exc)
+                break
+    ray.shutdown()
+    gc.collect()
+    print("KEPT", len(kept))
+    """
+)
+
+
+def test_a_restart_error_kept_past_ray_shutdown_does_not_crash_the_process():
+    """A frame whose generation actor died after perception's contexts were read (contexts come back to the
+    driver): the error's Ray frames held arrays that are views of the channel's shared memory, and freeing
+    them after ray.shutdown crashed the process (SIGSEGV). Run in a process of its own, with a Ray of its own."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", KEEP_AN_ERROR_PAST_SHUTDOWN], cwd=root, capture_output=True,
+                          text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0 and "KEPT 1" in done.stdout, (done.returncode, done.stdout[-2000:],
+                                                              done.stderr[-3000:])

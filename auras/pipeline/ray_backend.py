@@ -242,12 +242,26 @@ def worker_errors(what: str) -> Iterator[None]:
         yield
     except RayTaskError as exc:
         if isinstance(exc.cause, RayActorError):  # an input came from an actor that died
-            raise WorkerDiedError(f"{what}: a worker died: {exc.cause!r}") from exc
-        raise StepFailedError(f"{what} failed in a worker: {exc.cause!r}") from exc
+            raise WorkerDiedError(f"{what}: a worker died: {exc.cause!r}") from _detached(exc)
+        raise StepFailedError(f"{what} failed in a worker: {exc.cause!r}") from _detached(exc)
     except (RayActorError, RayChannelError) as exc:
-        raise WorkerDiedError(f"{what}: a worker died: {exc}") from exc
+        raise WorkerDiedError(f"{what}: a worker died: {exc}") from _detached(exc)
     except (GetTimeoutError, RayChannelTimeoutError, TimeoutError) as exc:  # hung counts as dead
-        raise WorkerDiedError(f"{what}: no answer within the worker deadline ({exc})") from exc
+        raise WorkerDiedError(f"{what}: no answer within the worker deadline ({exc})") from _detached(exc)
+
+
+def _detached(exc: BaseException) -> BaseException:
+    """``exc`` (and the exceptions it chains) without tracebacks. Ray's frames hold what a compiled graph
+    read before it failed: arrays that are views of a channel's shared memory. An error kept past
+    ``ray.shutdown`` (a caught restart, a test's record of it) would free them after that memory is gone,
+    and crash the process."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__
+    return exc
 
 
 def actor_workers(actors: Sequence[Any], roles: Sequence[str], timeout_s: float) -> list[dict[str, Any]]:
