@@ -156,8 +156,13 @@ def test_with_two_engines_a_robot_is_judged_by_the_engine_it_joins_against_that_
     with host.admission() as place:
         host.add(place, "fast", agent_on_a, "press", performance=Performance(Contract(80.0)))
     assert host.check_contract(Contract(40.0), "new") is None  # b: 60 Hz, nobody on b was promised more
+    a.sessions = -1  # a robot leaves a before "new" is built: it still joins b, the engine it was judged by
+    assert host.batcher.assign("new") is b and host.batcher.assign("other") is a
+    a.sessions = 1
     with pytest.raises(ProtocolError, match=r"over_capacity.*60\.0 Hz"):
-        host.check_contract(Contract(70.0), "greedy")
+        host.check_contract(Contract(70.0), "greedy")  # judged by b
+    a.sessions = -1
+    assert host.batcher.assign("greedy") is a  # a refused robot's judgement does not bind a later join
 
 
 def test_a_served_adaptive_robot_shares_the_engine_and_its_pipeline_holds_its_contract():

@@ -209,7 +209,8 @@ class SessionHost:
         """Admission by capacity where the sessions share a frame engine (see :mod:`auras.bridge.contracts`):
         the rate granted to a robot admitted below its ask, else None; ProtocolError ``over_capacity`` when
         its contract, or one already served, could not be met with it. With several engines the robot
-        (named ``robot``) is judged by the engine it would join, against that engine's robots only."""
+        (named ``robot``) is judged by the engine it would join, against that engine's robots only, and
+        then joins that engine (the router keeps the choice for the :meth:`build_agent` that follows)."""
         shared = self.batcher
         if not hasattr(shared, "admission_rate_hz"):
             return None
@@ -220,6 +221,8 @@ class SessionHost:
             return admit(engine.admission_rate_hz(), contracts, contract, len(sessions))
         except ProtocolError:
             self.counters["refused_over_capacity"] += 1
+            if hasattr(shared, "forget_judgement"):
+                shared.forget_judgement(robot)
             raise
 
     def build_agent(self, instruction: str | None = None, robot: str | None = None) -> Any:

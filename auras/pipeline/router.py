@@ -34,11 +34,13 @@ class EngineRouter:
         self.engines = list(engines)
         self._lock = threading.Lock()
         self._homes: dict[str, FrameEngine] = {}  # robot name -> the engine it was last assigned
+        self._judged: dict[str | None, FrameEngine] = {}  # robot -> the engine admission judged it by
 
     def assign(self, robot: str | None = None) -> FrameEngine:
-        """The engine the next robot (named ``robot``, if known) joins."""
+        """The engine the next robot (named ``robot``, if known) joins: the one :meth:`engine_for` last gave
+        it (admission judged the robot by that engine, even if a robot left since), else the one with most room."""
         with self._lock:
-            engine = self._choose(robot)
+            engine = self._judged.pop(robot, None) or self._choose(robot)
             if robot is not None:
                 self._homes[robot] = engine
             return engine
@@ -49,13 +51,21 @@ class EngineRouter:
         return home if home is not None and home.sessions <= least.sessions + 1 else least
 
     def engine_for(self, robot: str | None = None) -> FrameEngine:
-        """The engine :meth:`assign` would give the robot now (admission judges it by that engine)."""
+        """The engine the robot is judged by at admission; its :meth:`assign` that follows gives it this one."""
         with self._lock:
-            return self._choose(robot)
+            engine = self._judged[robot] = self._choose(robot)
+            return engine
+
+    def forget_judgement(self, robot: str | None = None) -> None:
+        """The robot was refused: its :meth:`engine_for` no longer binds its next :meth:`assign`."""
+        with self._lock:
+            self._judged.pop(robot, None)
 
     def admission_rate_hz(self, robot: str | None = None) -> float | None:
         """The per-robot rate the engine a new robot would join predicts with it (None: nothing measured)."""
-        return self.engine_for(robot).admission_rate_hz()
+        with self._lock:
+            engine = self._choose(robot)
+        return engine.admission_rate_hz()
 
     def stats(self) -> list[dict[str, Any]]:
         return [engine.stats() for engine in self.engines]
