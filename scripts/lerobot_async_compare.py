@@ -100,29 +100,25 @@ def wait_port(process: subprocess.Popen, port: int, log: Path, what: str) -> Non
         time.sleep(0.2)
 
 
-def tree_rss(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            proc = psutil.Process(pid)
-            for p in [proc, *proc.children(recursive=True)]:
-                total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
-def tree_cpu(pids: list[int]) -> float:
+def _tree_sum(pids: list[int], measure) -> float:
+    """``measure(process)`` summed over ``pids`` and all their descendants (processes that are gone count 0)."""
     total = 0.0
     for pid in pids:
         try:
             proc = psutil.Process(pid)
             for p in [proc, *proc.children(recursive=True)]:
-                t = p.cpu_times()
-                total += t.user + t.system
+                total += measure(p)
         except psutil.NoSuchProcess:
             pass
     return total
+
+
+def tree_rss(pids: list[int]) -> int:
+    return int(_tree_sum(pids, lambda p: p.memory_info().rss))
+
+
+def tree_cpu(pids: list[int]) -> float:
+    return _tree_sum(pids, lambda p: sum(p.cpu_times()[:2]))  # user + system
 
 
 def busy_cpu_s() -> float:
